@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Everything CI checks: formatting, lints, and the whole test suite (unit tests and
+# black-box tests of the real binaries against the local AWS stack, which each test starts
+# on its own free loopback port).
+#
+#   deploy/local/test.sh [ARGS]     ARGS go to the test runner (a filter, for example).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/stack.sh"
+cd "$FLEET_ROOT"
+
+stack_install
+export FLEET_PYTHON
+
+echo "==> cargo fmt --check"
+cargo fmt --all --check
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "==> building the binaries the black-box tests run"
+cargo build --workspace --bins
+echo "==> tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast "$@"
+else
+  cargo test --workspace --no-fail-fast -- "$@"
+fi

@@ -1,0 +1,199 @@
+//! The Fleet producer: turns a request into jobs with deterministic ids, records them in the
+//! ledger, and sends their messages. Re-submitting a request never creates a second copy of
+//! a job. Also reads a request's status.
+
+pub mod request;
+
+use std::collections::{BTreeMap, HashSet};
+
+use fleet_shared::ledger::dynamo::{DynamoLedger, PutRequestOutcome};
+use fleet_shared::ledger::{JobSummary, LedgerError};
+use fleet_shared::queue::QueueError;
+use fleet_shared::queue::sqs::SqsQueue;
+use fleet_shared::state::JobState;
+use serde::Serialize;
+
+pub use request::{RequestError, RequestFile, ValidRequest};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProducerError {
+    #[error("invalid request: {0}")]
+    Invalid(#[from] RequestError),
+    #[error(
+        "request {request_id} exists with other content; nothing was written (submit with another request_id, or the same content to re-send its pending jobs)"
+    )]
+    Conflict { request_id: String },
+    #[error("no request {0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+/// What `submit` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SubmitReport {
+    pub request_id: String,
+    pub jobs: u32,
+    /// False when the request already existed (a re-submission).
+    pub created: bool,
+    /// Job items written to the ledger.
+    pub written: u32,
+    /// Messages sent.
+    pub sent: u32,
+}
+
+/// A request's progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Status {
+    pub request_id: String,
+    pub total: u32,
+    /// Jobs per state; every state is listed.
+    pub states: BTreeMap<String, u32>,
+    /// Every job is in a terminal state.
+    pub done: bool,
+    /// Attempts started over all jobs.
+    pub attempts: u64,
+}
+
+impl Status {
+    pub fn count(&self, state: JobState) -> u32 {
+        self.states.get(state.as_str()).copied().unwrap_or(0)
+    }
+
+    /// Jobs in a terminal state.
+    pub fn finished(&self) -> u32 {
+        JobState::ALL
+            .into_iter()
+            .filter(|s| s.is_terminal())
+            .map(|s| self.count(s))
+            .sum()
+    }
+
+    fn from_jobs(request_id: &str, total: u32, jobs: &[JobSummary]) -> Self {
+        let mut states: BTreeMap<String, u32> = JobState::ALL
+            .iter()
+            .map(|s| (s.as_str().to_owned(), 0))
+            .collect();
+        for j in jobs {
+            *states.entry(j.state.as_str().to_owned()).or_default() += 1;
+        }
+        let terminal = jobs.iter().filter(|j| j.state.is_terminal()).count() as u32;
+        Status {
+            request_id: request_id.to_owned(),
+            total,
+            states,
+            done: total > 0 && terminal >= total,
+            attempts: jobs.iter().map(|j| u64::from(j.attempts)).sum(),
+        }
+    }
+}
+
+pub struct Producer {
+    ledger: DynamoLedger,
+    queue: SqsQueue,
+}
+
+impl Producer {
+    pub fn new(ledger: DynamoLedger, queue: SqsQueue) -> Self {
+        Self { ledger, queue }
+    }
+
+    /// Records and sends a validated request. The request item is written first
+    /// (conditionally: the same id with other content is refused before anything else is
+    /// written), then the job items, then the messages. A crash part-way is repaired by
+    /// submitting again: missing job items are written and every job still PENDING gets its
+    /// message again (a duplicate message is harmless: the claim runs a job once).
+    pub async fn submit(&self, req: &ValidRequest) -> Result<SubmitReport, ProducerError> {
+        let id = &req.record.request_id;
+        let (created, missing, pending): (bool, Vec<usize>, HashSet<u32>) =
+            match self.ledger.put_request(&req.record).await? {
+                PutRequestOutcome::Created => (true, (0..req.jobs.len()).collect(), HashSet::new()),
+                PutRequestOutcome::Exists(existing) => {
+                    if existing.content_hash != req.record.content_hash {
+                        return Err(ProducerError::Conflict {
+                            request_id: id.clone(),
+                        });
+                    }
+                    let have = self.ledger.job_summaries(id).await?;
+                    let present: HashSet<u32> = have.iter().map(|j| j.index).collect();
+                    let missing = (0..req.jobs.len())
+                        .filter(|i| !present.contains(&(*i as u32)))
+                        .collect();
+                    let pending = have
+                        .iter()
+                        .filter(|j| j.state == JobState::Pending)
+                        .map(|j| j.index)
+                        .collect();
+                    (false, missing, pending)
+                }
+            };
+        let new_jobs: Vec<_> = missing.iter().map(|&i| req.jobs[i].clone()).collect();
+        self.ledger.put_new_jobs(&new_jobs).await?;
+        let to_send: Vec<String> = (0..req.bodies.len())
+            .filter(|i| missing.binary_search(i).is_ok() || pending.contains(&(*i as u32)))
+            .map(|i| req.bodies[i].clone())
+            .collect();
+        self.queue.send_all(&to_send).await?;
+        Ok(SubmitReport {
+            request_id: id.clone(),
+            jobs: req.record.total,
+            created,
+            written: new_jobs.len() as u32,
+            sent: to_send.len() as u32,
+        })
+    }
+
+    /// Counts of a request's jobs per state.
+    pub async fn status(&self, request_id: &str) -> Result<Status, ProducerError> {
+        let request = self.ledger.get_request(request_id).await?;
+        let jobs = self.ledger.job_summaries(request_id).await?;
+        let total = match &request {
+            Some(r) => r.total,
+            // Jobs sent straight to SQS by another service have items but no request item.
+            None if !jobs.is_empty() => jobs.len() as u32,
+            None => return Err(ProducerError::NotFound(request_id.to_owned())),
+        };
+        Ok(Status::from_jobs(request_id, total, &jobs))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(index: u32, state: JobState, attempts: u32) -> JobSummary {
+        JobSummary {
+            index,
+            state,
+            attempts,
+        }
+    }
+
+    #[test]
+    fn status_counts() {
+        let s = Status::from_jobs(
+            "r",
+            3,
+            &[
+                job(0, JobState::Succeeded, 1),
+                job(1, JobState::Failed, 5),
+                job(2, JobState::Running, 2),
+            ],
+        );
+        assert_eq!(s.finished(), 2);
+        assert!(!s.done);
+        assert_eq!(s.attempts, 8);
+        assert_eq!(s.states.len(), 6);
+        let s = Status::from_jobs(
+            "r",
+            2,
+            &[
+                job(0, JobState::Succeeded, 1),
+                job(1, JobState::Cancelled, 0),
+            ],
+        );
+        assert!(s.done);
+    }
+}

@@ -1,0 +1,209 @@
+//! `fleet-producer`: submit requests and follow them.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use fleet_producer::{Producer, Status, request};
+use fleet_shared::config::Config;
+use fleet_shared::ledger::dynamo::DynamoLedger;
+use fleet_shared::queue::sqs::SqsQueue;
+use fleet_shared::state::JobState;
+
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "Fleet producer: submit requests of jobs and follow them"
+)]
+struct Cli {
+    /// Configuration file (TOML); default FLEET_CONFIG, else built-in defaults.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Submit a request file ('-' reads stdin). Prints the request id.
+    Submit {
+        file: PathBuf,
+        /// Print a JSON object: request_id, jobs, created, written, sent.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a request's jobs per state.
+    Status {
+        request_id: String,
+        /// Print a JSON object: request_id, total, states, done, attempts.
+        #[arg(long)]
+        json: bool,
+        /// Follow the request until every job is finished.
+        #[arg(long)]
+        watch: bool,
+        /// Seconds between updates with --watch.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("fleet-producer: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(real_main(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fleet-producer: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn producer(config: &Config) -> anyhow::Result<Producer> {
+    let sdk = fleet_shared::aws::sdk_config().await;
+    let queue = SqsQueue::resolve(fleet_shared::aws::sqs(&sdk), &config.queue.jobs).await?;
+    let ledger = DynamoLedger::new(fleet_shared::aws::dynamodb(&sdk), &config.ledger.table);
+    Ok(Producer::new(ledger, queue))
+}
+
+async fn real_main(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Submit { file, json } => {
+            let text = if file.as_os_str() == "-" {
+                let mut s = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut s)
+                    .context("reading the request from stdin")?;
+                s
+            } else {
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?
+            };
+            // Everything is checked before any AWS call.
+            let valid = request::parse(&text)
+                .and_then(|f| {
+                    request::validate(
+                        f,
+                        config.limits.max_message_bytes,
+                        fleet_shared::time::now_ms(),
+                    )
+                })
+                .with_context(|| format!("invalid request file {}", file.display()))?;
+            let report = producer(&config).await?.submit(&valid).await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{}", report.request_id);
+            }
+        }
+        Command::Status {
+            request_id,
+            json,
+            watch,
+            interval,
+        } => {
+            let p = producer(&config).await?;
+            if watch {
+                if !(interval.is_finite() && interval > 0.0) {
+                    anyhow::bail!("--interval must be a positive number of seconds");
+                }
+                follow(&p, &request_id, Duration::from_secs_f64(interval)).await?;
+            }
+            let status = p.status(&request_id).await?;
+            if json {
+                println!("{}", serde_json::to_string(&status)?);
+            } else if !watch {
+                print_status(&status);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_status(s: &Status) {
+    println!(
+        "request {}: {}/{} finished{}",
+        s.request_id,
+        s.finished(),
+        s.total,
+        if s.done { " (done)" } else { "" }
+    );
+    for st in JobState::ALL {
+        println!("  {:<10} {}", st.as_str(), s.count(st));
+    }
+    println!("  attempts   {}", s.attempts);
+}
+
+fn progress_line(s: &Status, rate: f64) -> String {
+    let states: Vec<String> = JobState::ALL
+        .into_iter()
+        .filter(|st| s.count(*st) > 0)
+        .map(|st| format!("{} {}", st.as_str(), s.count(st)))
+        .collect();
+    let remaining = s.total.saturating_sub(s.finished());
+    let eta = if rate > 0.0 && remaining > 0 {
+        format!(", eta {:.0}s", f64::from(remaining) / rate)
+    } else {
+        String::new()
+    };
+    format!(
+        "{}/{} finished [{}] {:.1} jobs/s{}",
+        s.finished(),
+        s.total,
+        states.join(", "),
+        rate,
+        eta
+    )
+}
+
+/// Prints progress until the request is done: one updating line on a terminal, one line per
+/// update otherwise.
+async fn follow(p: &Producer, request_id: &str, interval: Duration) -> anyhow::Result<()> {
+    let tty = std::io::stdout().is_terminal();
+    let start = Instant::now();
+    let first = p.status(request_id).await?.finished();
+    loop {
+        let s = p.status(request_id).await?;
+        let secs = start.elapsed().as_secs_f64();
+        let rate = if secs > 0.0 {
+            f64::from(s.finished() - first.min(s.finished())) / secs
+        } else {
+            0.0
+        };
+        let line = progress_line(&s, rate);
+        if tty {
+            print!("\r\x1b[2K{line}");
+        } else {
+            println!("{line}");
+        }
+        std::io::stdout().flush().ok();
+        if s.done {
+            if tty {
+                println!();
+            }
+            return Ok(());
+        }
+        tokio::time::sleep(interval).await;
+    }
+}

@@ -1,0 +1,643 @@
+//! Configuration: one TOML file (`--config PATH` or `FLEET_CONFIG`), then environment
+//! overrides, then validation. Loading returns a `Result` whose error names the key (and the
+//! environment variable) that is wrong; nothing here panics. Every field has a default, so
+//! an empty file, or none, is a working configuration for the local stack.
+//!
+//! AWS settings (region, credentials, endpoints) are not here: they come from the default
+//! AWS chain, including `AWS_ENDPOINT_URL` and `AWS_ENDPOINT_URL_<SERVICE>`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::ids;
+use crate::message::{DEFAULT_MAX_MESSAGE_BYTES, MAX_ATTEMPTS_LIMIT};
+
+/// Environment variable naming the configuration file.
+pub const CONFIG_ENV: &str = "FLEET_CONFIG";
+
+/// SQS's limit on a message's visibility timeout: 12 hours.
+pub const SQS_MAX_VISIBILITY_SECS: u64 = 12 * 60 * 60;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub queue: QueueConfig,
+    pub ledger: LedgerConfig,
+    pub lambda: LambdaConfig,
+    pub worker: WorkerConfig,
+    pub limits: LimitsConfig,
+    /// Settings per job type, keyed by the job type's name.
+    pub job_types: BTreeMap<String, JobTypeConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// The jobs queue, by name or URL. Env `FLEET_QUEUE`.
+    pub jobs: String,
+    /// The dead-letter queue, by name or URL. Env `FLEET_DLQ`.
+    pub dead_letter: String,
+    /// `maxReceiveCount` of the redrive policy `fleet-worker init` sets: SQS moves a message
+    /// received this many times to the dead-letter queue. A safety net well above
+    /// `worker.max_attempts`, since a message is also received when it is only deferred.
+    pub max_receive_count: u32,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            jobs: "fleet-jobs".into(),
+            dead_letter: "fleet-jobs-dlq".into(),
+            max_receive_count: 100,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerConfig {
+    /// The DynamoDB table. Env `FLEET_TABLE`.
+    pub table: String,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        Self {
+            table: "fleet-ledger".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LambdaConfig {
+    /// The function for job types that name none of their own. Env `FLEET_LAMBDA_FUNCTION`.
+    pub function: Option<String>,
+    /// The functions' timeout. The worker's read timeout on Invoke is this plus a margin, so
+    /// a slow job is never cut off by the client and re-sent. Env `FLEET_LAMBDA_TIMEOUT_SECS`.
+    pub function_timeout_secs: u64,
+}
+
+impl Default for LambdaConfig {
+    fn default() -> Self {
+        Self {
+            function: None,
+            function_timeout_secs: 900,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// This replica's name in the ledger's `owner` field. Default: host name, process id
+    /// and a random suffix. Env `FLEET_REPLICA_ID`.
+    pub replica_id: Option<String>,
+    /// Jobs one replica runs at once. Env `FLEET_CONCURRENCY`.
+    pub concurrency: usize,
+    /// Concurrent long-poll receive loops. Env `FLEET_RECEIVE_LOOPS`.
+    pub receive_loops: usize,
+    /// Long-poll wait per receive (SQS allows 0 to 20). Env `FLEET_WAIT_TIME_SECS`.
+    pub wait_time_secs: u64,
+    /// Lease on a claimed job, renewed by heartbeats; also the message's visibility while
+    /// the job runs. Env `FLEET_LEASE_SECS`.
+    pub lease_secs: u64,
+    /// Heartbeat period; default a third of the lease. Env `FLEET_HEARTBEAT_SECS`.
+    pub heartbeat_secs: Option<u64>,
+    /// On SIGTERM, how long in-flight jobs may run before they are released.
+    /// Env `FLEET_DRAIN_SECS`.
+    pub drain_secs: u64,
+    /// Clock skew tolerated between replicas: a lease counts as expired only this long after
+    /// its expiry time. Env `FLEET_CLOCK_SKEW_SECS`.
+    pub clock_skew_secs: u64,
+    /// Attempts per job unless the job type or the request says otherwise.
+    /// Env `FLEET_MAX_ATTEMPTS`.
+    pub max_attempts: u32,
+    /// Delay before the second attempt; it doubles with each attempt after.
+    /// Env `FLEET_RETRY_BASE_SECS`.
+    pub retry_base_secs: u64,
+    /// Longest delay between attempts. Env `FLEET_RETRY_MAX_SECS`.
+    pub retry_max_secs: u64,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            replica_id: None,
+            concurrency: 64,
+            receive_loops: 4,
+            wait_time_secs: 20,
+            lease_secs: 60,
+            heartbeat_secs: None,
+            drain_secs: 30,
+            clock_skew_secs: 5,
+            max_attempts: 5,
+            retry_base_secs: 2,
+            retry_max_secs: 300,
+        }
+    }
+}
+
+impl WorkerConfig {
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.lease_secs)
+    }
+
+    pub fn heartbeat(&self) -> Duration {
+        match self.heartbeat_secs {
+            Some(s) => Duration::from_secs(s),
+            None => Duration::from_millis(self.lease_secs * 1000 / 3),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest message body accepted, in bytes. Env `FLEET_MAX_MESSAGE_BYTES`.
+    pub max_message_bytes: usize,
+    /// Largest job result kept in the ledger, in bytes; a larger one is recorded as
+    /// truncated.
+    pub max_result_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_result_bytes: 32 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobTypeConfig {
+    /// The Lambda function for this job type (name or ARN); default `lambda.function`.
+    pub function: Option<String>,
+    /// Attempts for this job type; default `worker.max_attempts`.
+    pub max_attempts: Option<u32>,
+}
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("configuration file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid configuration: {key}{}: {message}", env.map(|e| format!(" (env {e})")).unwrap_or_default())]
+    Invalid {
+        key: String,
+        env: Option<&'static str>,
+        message: String,
+    },
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        env: ENV_OVERRIDES
+            .iter()
+            .find(|(_, k, _)| *k == key)
+            .map(|(e, _, _)| *e),
+        message: message.into(),
+    }
+}
+
+type Setter = fn(&mut Config, &str) -> Result<(), String>;
+
+fn num<T: std::str::FromStr>(v: &str) -> Result<T, String> {
+    v.trim()
+        .parse()
+        .map_err(|_| format!("expected a whole number, got {v:?}"))
+}
+
+/// Environment variable, the key it overrides, and how to set it.
+const ENV_OVERRIDES: &[(&str, &str, Setter)] = &[
+    ("FLEET_QUEUE", "queue.jobs", |c, v| {
+        c.queue.jobs = v.into();
+        Ok(())
+    }),
+    ("FLEET_DLQ", "queue.dead_letter", |c, v| {
+        c.queue.dead_letter = v.into();
+        Ok(())
+    }),
+    ("FLEET_TABLE", "ledger.table", |c, v| {
+        c.ledger.table = v.into();
+        Ok(())
+    }),
+    ("FLEET_LAMBDA_FUNCTION", "lambda.function", |c, v| {
+        c.lambda.function = Some(v.into());
+        Ok(())
+    }),
+    (
+        "FLEET_LAMBDA_TIMEOUT_SECS",
+        "lambda.function_timeout_secs",
+        |c, v| {
+            c.lambda.function_timeout_secs = num(v)?;
+            Ok(())
+        },
+    ),
+    ("FLEET_REPLICA_ID", "worker.replica_id", |c, v| {
+        c.worker.replica_id = Some(v.into());
+        Ok(())
+    }),
+    ("FLEET_CONCURRENCY", "worker.concurrency", |c, v| {
+        c.worker.concurrency = num(v)?;
+        Ok(())
+    }),
+    ("FLEET_RECEIVE_LOOPS", "worker.receive_loops", |c, v| {
+        c.worker.receive_loops = num(v)?;
+        Ok(())
+    }),
+    ("FLEET_WAIT_TIME_SECS", "worker.wait_time_secs", |c, v| {
+        c.worker.wait_time_secs = num(v)?;
+        Ok(())
+    }),
+    ("FLEET_LEASE_SECS", "worker.lease_secs", |c, v| {
+        c.worker.lease_secs = num(v)?;
+        Ok(())
+    }),
+    ("FLEET_HEARTBEAT_SECS", "worker.heartbeat_secs", |c, v| {
+        c.worker.heartbeat_secs = Some(num(v)?);
+        Ok(())
+    }),
+    ("FLEET_DRAIN_SECS", "worker.drain_secs", |c, v| {
+        c.worker.drain_secs = num(v)?;
+        Ok(())
+    }),
+    ("FLEET_CLOCK_SKEW_SECS", "worker.clock_skew_secs", |c, v| {
+        c.worker.clock_skew_secs = num(v)?;
+        Ok(())
+    }),
+    ("FLEET_MAX_ATTEMPTS", "worker.max_attempts", |c, v| {
+        c.worker.max_attempts = num(v)?;
+        Ok(())
+    }),
+    ("FLEET_RETRY_BASE_SECS", "worker.retry_base_secs", |c, v| {
+        c.worker.retry_base_secs = num(v)?;
+        Ok(())
+    }),
+    ("FLEET_RETRY_MAX_SECS", "worker.retry_max_secs", |c, v| {
+        c.worker.retry_max_secs = num(v)?;
+        Ok(())
+    }),
+    (
+        "FLEET_MAX_MESSAGE_BYTES",
+        "limits.max_message_bytes",
+        |c, v| {
+            c.limits.max_message_bytes = num(v)?;
+            Ok(())
+        },
+    ),
+];
+
+/// The environment variables this configuration reads, with the keys they override.
+pub fn env_overrides() -> impl Iterator<Item = (&'static str, &'static str)> {
+    ENV_OVERRIDES.iter().map(|(e, k, _)| (*e, *k))
+}
+
+impl Config {
+    /// Loads from `path`, or from `FLEET_CONFIG` when `path` is `None`, or defaults when
+    /// neither names a file; then applies the process environment and validates.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let path = path
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os(CONFIG_ENV).map(PathBuf::from));
+        let file = match &path {
+            Some(p) => Some((
+                p.as_path(),
+                std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.clone(),
+                    source,
+                })?,
+            )),
+            None => None,
+        };
+        Self::from_parts(file.as_ref().map(|(p, t)| (*p, t.as_str())), |k| {
+            std::env::var(k).ok()
+        })
+    }
+
+    /// Builds from a file's text (if any) and an environment lookup; validates.
+    pub fn from_parts(
+        file: Option<(&Path, &str)>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut config: Config = match file {
+            Some((path, text)) => toml::from_str(text).map_err(|e| ConfigError::Parse {
+                path: path.to_path_buf(),
+                message: e.to_string().trim_end().to_owned(),
+            })?,
+            None => Config::default(),
+        };
+        for (var, key, set) in ENV_OVERRIDES {
+            if let Some(value) = env(var) {
+                set(&mut config, &value).map_err(|message| ConfigError::Invalid {
+                    key: (*key).to_owned(),
+                    env: Some(var),
+                    message,
+                })?;
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value; the error names the first key that is wrong.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_queue("queue.jobs", &self.queue.jobs)?;
+        check_queue("queue.dead_letter", &self.queue.dead_letter)?;
+        if self.queue.jobs == self.queue.dead_letter {
+            return Err(invalid("queue.dead_letter", "must differ from queue.jobs"));
+        }
+        if !(1..=1000).contains(&self.queue.max_receive_count) {
+            return Err(invalid("queue.max_receive_count", "must be 1 to 1000"));
+        }
+        if self.queue.max_receive_count <= self.worker.max_attempts {
+            return Err(invalid(
+                "queue.max_receive_count",
+                format!(
+                    "must be above worker.max_attempts ({}), or SQS dead-letters jobs that still have attempts",
+                    self.worker.max_attempts
+                ),
+            ));
+        }
+        let t = &self.ledger.table;
+        if !(3..=255).contains(&t.len())
+            || !t
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        {
+            return Err(invalid(
+                "ledger.table",
+                format!("{t:?} is not a DynamoDB table name (3 to 255 of A-Z a-z 0-9 _ - .)"),
+            ));
+        }
+        if let Some(f) = &self.lambda.function {
+            check_function("lambda.function", f)?;
+        }
+        if !(1..=900).contains(&self.lambda.function_timeout_secs) {
+            return Err(invalid(
+                "lambda.function_timeout_secs",
+                "must be 1 to 900 (Lambda's limit)",
+            ));
+        }
+        let w = &self.worker;
+        if let Some(id) = &w.replica_id
+            && (id.is_empty() || id.len() > 128 || id.chars().any(char::is_whitespace))
+        {
+            return Err(invalid(
+                "worker.replica_id",
+                "must be 1 to 128 characters without spaces",
+            ));
+        }
+        if !(1..=100_000).contains(&w.concurrency) {
+            return Err(invalid("worker.concurrency", "must be 1 to 100000"));
+        }
+        if !(1..=64).contains(&w.receive_loops) {
+            return Err(invalid("worker.receive_loops", "must be 1 to 64"));
+        }
+        if w.wait_time_secs > 20 {
+            return Err(invalid(
+                "worker.wait_time_secs",
+                "must be 0 to 20 (SQS's long-poll limit)",
+            ));
+        }
+        if !(2..=SQS_MAX_VISIBILITY_SECS).contains(&w.lease_secs) {
+            return Err(invalid(
+                "worker.lease_secs",
+                format!("must be 2 to {SQS_MAX_VISIBILITY_SECS} (SQS's visibility limit)"),
+            ));
+        }
+        let hb = w.heartbeat();
+        if hb.is_zero() || hb >= w.lease() {
+            return Err(invalid(
+                "worker.heartbeat_secs",
+                "must be at least 1 and below worker.lease_secs",
+            ));
+        }
+        if w.clock_skew_secs > 300 {
+            return Err(invalid("worker.clock_skew_secs", "must be 0 to 300"));
+        }
+        check_attempts("worker.max_attempts", w.max_attempts)?;
+        if w.retry_base_secs == 0 || w.retry_base_secs > w.retry_max_secs {
+            return Err(invalid(
+                "worker.retry_base_secs",
+                "must be at least 1 and at most worker.retry_max_secs",
+            ));
+        }
+        if w.retry_max_secs > SQS_MAX_VISIBILITY_SECS {
+            return Err(invalid(
+                "worker.retry_max_secs",
+                format!("must be at most {SQS_MAX_VISIBILITY_SECS} (SQS's visibility limit)"),
+            ));
+        }
+        if !(1024..=1024 * 1024).contains(&self.limits.max_message_bytes) {
+            return Err(invalid(
+                "limits.max_message_bytes",
+                "must be 1024 to 1048576 (SQS's limit)",
+            ));
+        }
+        if !(64..=256 * 1024).contains(&self.limits.max_result_bytes) {
+            return Err(invalid("limits.max_result_bytes", "must be 64 to 262144"));
+        }
+        for (name, jt) in &self.job_types {
+            ids::validate_job_type(name)
+                .map_err(|e| invalid(&format!("job_types.{name}"), format!("job type name {e}")))?;
+            if let Some(f) = &jt.function {
+                check_function(&format!("job_types.{name}.function"), f)?;
+            }
+            if let Some(n) = jt.max_attempts {
+                check_attempts(&format!("job_types.{name}.max_attempts"), n)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The Lambda function for a job type, if any is configured.
+    pub fn function_for(&self, job_type: &str) -> Option<&str> {
+        self.job_types
+            .get(job_type)
+            .and_then(|t| t.function.as_deref())
+            .or(self.lambda.function.as_deref())
+    }
+
+    /// Attempts for a job: the request's or message's own, else the job type's, else the
+    /// worker's default.
+    pub fn max_attempts_for(&self, job_type: &str, requested: Option<u32>) -> u32 {
+        requested
+            .or_else(|| self.job_types.get(job_type).and_then(|t| t.max_attempts))
+            .unwrap_or(self.worker.max_attempts)
+    }
+}
+
+fn check_queue(key: &str, v: &str) -> Result<(), ConfigError> {
+    let is_url = v.starts_with("https://") || v.starts_with("http://");
+    let is_name = (1..=80).contains(&v.len())
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if is_url || is_name {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            format!("{v:?} is neither a queue URL nor a queue name (1 to 80 of A-Z a-z 0-9 _ -)"),
+        ))
+    }
+}
+
+fn check_function(key: &str, v: &str) -> Result<(), ConfigError> {
+    if v.is_empty() || v.len() > 170 || v.chars().any(|c| c.is_whitespace() || c == '/') {
+        return Err(invalid(
+            key,
+            format!("{v:?} is not a Lambda function name or ARN"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_attempts(key: &str, n: u32) -> Result<(), ConfigError> {
+    if (1..=MAX_ATTEMPTS_LIMIT).contains(&n) {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            format!("must be 1 to {MAX_ATTEMPTS_LIMIT}, got {n}"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(text: Option<&str>, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_parts(text.map(|t| (Path::new("fleet.toml"), t)), |k| {
+            env.get(k).cloned()
+        })
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = load(None, &[]).unwrap();
+        assert_eq!(c.queue.jobs, "fleet-jobs");
+        assert_eq!(c.worker.heartbeat(), Duration::from_secs(20));
+    }
+
+    #[test]
+    fn file_then_environment() {
+        let text = r#"
+            [queue]
+            jobs = "from-file"
+            [worker]
+            concurrency = 8
+            [job_types.resize]
+            function = "resize-fn"
+            max_attempts = 2
+        "#;
+        let c = load(
+            Some(text),
+            &[
+                ("FLEET_QUEUE", "https://sqs.example/1/q"),
+                ("FLEET_LAMBDA_FUNCTION", "dflt"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.queue.jobs, "https://sqs.example/1/q");
+        assert_eq!(c.worker.concurrency, 8);
+        assert_eq!(c.function_for("resize"), Some("resize-fn"));
+        assert_eq!(c.function_for("other"), Some("dflt"));
+        assert_eq!(c.max_attempts_for("resize", None), 2);
+        assert_eq!(c.max_attempts_for("resize", Some(7)), 7);
+        assert_eq!(c.max_attempts_for("other", None), 5);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        type Case<'a> = (Option<&'a str>, &'a [(&'a str, &'a str)], &'a str);
+        let cases: &[Case] = &[
+            (Some("[worker]\nlease = 3"), &[], "unknown field `lease`"),
+            (
+                Some("[worker]\nconcurrency = \"many\""),
+                &[],
+                "concurrency = \"many\"",
+            ),
+            (
+                None,
+                &[("FLEET_LEASE_SECS", "soon")],
+                "worker.lease_secs (env FLEET_LEASE_SECS): expected a whole number",
+            ),
+            (
+                None,
+                &[("FLEET_LEASE_SECS", "1")],
+                "worker.lease_secs (env FLEET_LEASE_SECS): must be 2",
+            ),
+            (
+                None,
+                &[("FLEET_QUEUE", "bad name!")],
+                "queue.jobs (env FLEET_QUEUE)",
+            ),
+            (
+                None,
+                &[("FLEET_TABLE", "t")],
+                "ledger.table (env FLEET_TABLE)",
+            ),
+            (None, &[("FLEET_MAX_ATTEMPTS", "0")], "worker.max_attempts"),
+            (
+                None,
+                &[("FLEET_WAIT_TIME_SECS", "21")],
+                "worker.wait_time_secs",
+            ),
+            (
+                None,
+                &[("FLEET_LEASE_SECS", "6"), ("FLEET_HEARTBEAT_SECS", "6")],
+                "worker.heartbeat_secs",
+            ),
+            (Some("[job_types.\"a b\"]"), &[], "job_types.a b"),
+            (
+                Some("[queue]\nmax_receive_count = 3"),
+                &[],
+                "queue.max_receive_count",
+            ),
+        ];
+        for (text, env, want) in cases {
+            let err = load(*text, env).unwrap_err().to_string();
+            assert!(err.contains(want), "want {want:?} in {err:?}");
+        }
+    }
+
+    #[test]
+    fn every_override_names_a_real_key() {
+        // Each override must change the configuration, or its key name is a lie.
+        let base = format!("{:?}", load(None, &[]).unwrap());
+        for (var, key, _) in ENV_OVERRIDES {
+            let value = match *var {
+                "FLEET_QUEUE" => "q-other",
+                "FLEET_DLQ" => "dlq-other",
+                "FLEET_TABLE" => "table-other",
+                "FLEET_LAMBDA_FUNCTION" | "FLEET_REPLICA_ID" => "other",
+                "FLEET_HEARTBEAT_SECS" => "7",
+                "FLEET_MAX_MESSAGE_BYTES" => "2048",
+                "FLEET_RETRY_BASE_SECS" => "3",
+                "FLEET_WAIT_TIME_SECS" | "FLEET_CLOCK_SKEW_SECS" => "1",
+                "FLEET_MAX_ATTEMPTS" => "9",
+                _ => "13",
+            };
+            let c = load(None, &[(var, value)]).unwrap_or_else(|e| panic!("{var}: {e}"));
+            assert_ne!(format!("{c:?}"), base, "{var} did not change {key}");
+        }
+    }
+}

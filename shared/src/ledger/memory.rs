@@ -1,0 +1,185 @@
+//! The ledger in memory, with the same conditional rules as [`super::dynamo::DynamoLedger`]:
+//! for unit tests of the engine and for benchmarks. Not for production: it lives and dies
+//! with one process.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use super::{Claim, ClaimRequest, Finish, JobSummary, Lease, Ledger, LedgerError};
+use crate::state::{JobState, transition};
+
+/// A job item as the in-memory ledger keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemJob {
+    pub job_type: String,
+    pub state: JobState,
+    pub attempts: u32,
+    pub max_attempts: Option<u32>,
+    pub fence: u64,
+    pub owner: Option<String>,
+    pub lease_until_ms: Option<u64>,
+    pub retry_at_ms: Option<u64>,
+    pub payload_json: String,
+    pub result: Option<String>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct MemoryLedger {
+    jobs: Mutex<HashMap<String, MemJob>>,
+}
+
+impl MemoryLedger {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A copy of a job's item.
+    pub fn get(&self, job_id: &str) -> Option<MemJob> {
+        self.lock().get(job_id).cloned()
+    }
+
+    /// Every job's state and attempts, in no particular order.
+    pub fn summaries(&self) -> Vec<(String, JobSummary)> {
+        self.lock()
+            .iter()
+            .map(|(id, j)| {
+                let index = id
+                    .rsplit_once(':')
+                    .and_then(|(_, i)| i.parse().ok())
+                    .unwrap_or(0);
+                (
+                    id.clone(),
+                    JobSummary {
+                        index,
+                        state: j.state,
+                        attempts: j.attempts,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, MemJob>> {
+        // A panic while holding the lock leaves plain data behind; keep serving it.
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn owned<T>(&self, lease: &Lease, f: impl FnOnce(&mut MemJob) -> T) -> Result<T, LedgerError> {
+        let mut jobs = self.lock();
+        match jobs.get_mut(&lease.job.to_string()) {
+            Some(j)
+                if j.state == JobState::Running
+                    && j.owner.as_deref() == Some(lease.owner.as_str())
+                    && j.fence == lease.fence =>
+            {
+                Ok(f(j))
+            }
+            _ => Err(LedgerError::Stale {
+                job: lease.job.to_string(),
+                fence: lease.fence,
+            }),
+        }
+    }
+}
+
+impl Ledger for MemoryLedger {
+    async fn claim(&self, req: &ClaimRequest<'_>) -> Result<Claim, LedgerError> {
+        let mut jobs = self.lock();
+        let j = jobs.entry(req.job.to_string()).or_insert_with(|| MemJob {
+            job_type: req.job_type.to_owned(),
+            state: JobState::Pending,
+            attempts: 0,
+            max_attempts: req.max_attempts,
+            fence: 0,
+            owner: None,
+            lease_until_ms: None,
+            retry_at_ms: None,
+            payload_json: req.payload_json.to_owned(),
+            result: None,
+            last_error: None,
+        });
+        let claimable = match j.state {
+            JobState::Pending | JobState::Retrying => j.retry_at_ms.is_none_or(|t| t <= req.now_ms),
+            JobState::Running => j
+                .lease_until_ms
+                .is_some_and(|t| t < req.now_ms.saturating_sub(req.skew_ms)),
+            _ => false,
+        };
+        if !claimable {
+            return Ok(match j.state {
+                st if st.is_terminal() => Claim::Finished {
+                    state: st,
+                    last_error: j.last_error.clone(),
+                },
+                JobState::Running => Claim::NotYet {
+                    state: j.state,
+                    until_ms: j.lease_until_ms.unwrap_or(req.now_ms) + req.skew_ms,
+                },
+                st => Claim::NotYet {
+                    state: st,
+                    until_ms: j.retry_at_ms.unwrap_or(req.now_ms),
+                },
+            });
+        }
+        j.state = transition(j.state, JobState::Running)?;
+        j.owner = Some(req.owner.to_owned());
+        j.lease_until_ms = Some(req.now_ms + req.lease_ms);
+        j.fence += 1;
+        j.attempts += 1;
+        j.retry_at_ms = None;
+        if j.max_attempts.is_none() {
+            j.max_attempts = req.max_attempts;
+        }
+        Ok(Claim::Claimed(Lease {
+            job: req.job.clone(),
+            owner: req.owner.to_owned(),
+            fence: j.fence,
+            attempt: j.attempts,
+            max_attempts: j.max_attempts,
+            until_ms: req.now_ms + req.lease_ms,
+        }))
+    }
+
+    async fn heartbeat(&self, lease: &Lease, until_ms: u64) -> Result<(), LedgerError> {
+        self.owned(lease, |j| j.lease_until_ms = Some(until_ms))
+    }
+
+    async fn finish(
+        &self,
+        lease: &Lease,
+        finish: &Finish,
+        _now_ms: u64,
+    ) -> Result<(), LedgerError> {
+        transition(JobState::Running, finish.state())?;
+        self.owned(lease, |j| {
+            j.state = finish.state();
+            j.owner = None;
+            j.lease_until_ms = None;
+            match finish {
+                Finish::Succeeded { result, .. } => {
+                    j.result = result.clone();
+                    j.last_error = None;
+                }
+                Finish::Retry {
+                    error, retry_at_ms, ..
+                } => {
+                    j.retry_at_ms = Some(*retry_at_ms);
+                    j.last_error = Some(error.clone());
+                }
+                Finish::Failed { error, .. } => j.last_error = Some(error.clone()),
+            }
+        })
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<(), LedgerError> {
+        transition(JobState::Running, JobState::Retrying)?;
+        self.owned(lease, |j| {
+            j.state = JobState::Retrying;
+            j.attempts = j.attempts.saturating_sub(1);
+            j.owner = None;
+            j.lease_until_ms = None;
+            j.retry_at_ms = None;
+        })
+    }
+}

@@ -1,0 +1,171 @@
+//! The ledger: the source of truth for what must run. One DynamoDB table holds a request
+//! item per request and one item per job (layout in `docs/ARCHITECTURE.md`). Every write a
+//! worker makes is conditional: a claim takes a lease (owner, expiry, and a fence that only
+//! grows); heartbeats and outcome writes hold only while owner and fence still match, so a
+//! replica that lost its lease can never overwrite a newer owner's work.
+//!
+//! [`Ledger`] is the narrow interface the worker engine uses; [`dynamo::DynamoLedger`] is the
+//! real one and [`memory::MemoryLedger`] the in-memory one for unit tests and benchmarks.
+
+pub mod dynamo;
+pub mod memory;
+
+use std::future::Future;
+
+use crate::ids::JobId;
+use crate::message::Target;
+use crate::state::{InvalidTransition, JobState};
+
+/// What a worker asks for when it claims a job.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest<'a> {
+    pub job: &'a JobId,
+    pub job_type: &'a str,
+    /// The payload as JSON text, stored when the claim creates the job's item (a message
+    /// sent straight to SQS by another service has no item yet).
+    pub payload_json: &'a str,
+    /// The message's own attempt limit, if it carries one.
+    pub max_attempts: Option<u32>,
+    pub owner: &'a str,
+    pub now_ms: u64,
+    /// The lease runs until `now_ms + lease_ms`.
+    pub lease_ms: u64,
+    /// Clock skew tolerated: another owner's lease counts as expired only `skew_ms` after
+    /// its expiry time.
+    pub skew_ms: u64,
+    pub enqueued_at_ms: u64,
+}
+
+/// A lease on a job: proof of ownership for every later write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub job: JobId,
+    pub owner: String,
+    /// Grows with every claim of this job.
+    pub fence: u64,
+    /// This attempt's number, from 1.
+    pub attempt: u32,
+    /// The limit recorded on the job, if the request or message set one.
+    pub max_attempts: Option<u32>,
+    pub until_ms: u64,
+}
+
+/// The answer to a claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The job is ours to run.
+    Claimed(Lease),
+    /// Not now: another worker holds a live lease, or the retry delay has not passed. The
+    /// message should come back at `until_ms`.
+    NotYet { state: JobState, until_ms: u64 },
+    /// The job is already in a terminal state; its message is obsolete.
+    Finished {
+        state: JobState,
+        last_error: Option<String>,
+    },
+}
+
+/// How an attempt ended, as the ledger records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finish {
+    Succeeded {
+        /// The job's result (JSON text), or `None` when it was too large to keep.
+        result: Option<String>,
+        duration_ms: u64,
+    },
+    /// The attempt failed and another one will follow at `retry_at_ms`.
+    Retry {
+        error: String,
+        retry_at_ms: u64,
+        duration_ms: u64,
+    },
+    /// The job failed for good.
+    Failed { error: String, duration_ms: u64 },
+}
+
+impl Finish {
+    pub fn state(&self) -> JobState {
+        match self {
+            Finish::Succeeded { .. } => JobState::Succeeded,
+            Finish::Retry { .. } => JobState::Retrying,
+            Finish::Failed { .. } => JobState::Failed,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// A conditional write found another owner or fence: this replica's lease is gone and its
+    /// write was refused. Not retryable.
+    #[error("lease lost on {job}: the ledger refused a write with fence {fence}")]
+    Stale { job: String, fence: u64 },
+    #[error(transparent)]
+    Transition(#[from] InvalidTransition),
+    /// A call to DynamoDB failed.
+    #[error("ledger call {op} failed: {message}")]
+    Aws { op: &'static str, message: String },
+    /// An item does not have the shape this build writes.
+    #[error("ledger item {key} is malformed: {message}")]
+    Malformed { key: String, message: String },
+}
+
+/// The ledger operations a worker replica performs.
+pub trait Ledger: Send + Sync + 'static {
+    /// Takes the lease on a job if it is claimable: new, PENDING or RETRYING with its delay
+    /// passed, or RUNNING under a lease that expired. The fence and the attempt count grow.
+    fn claim(
+        &self,
+        req: &ClaimRequest<'_>,
+    ) -> impl Future<Output = Result<Claim, LedgerError>> + Send;
+
+    /// Extends the lease to `until_ms`, if it is still ours.
+    fn heartbeat(
+        &self,
+        lease: &Lease,
+        until_ms: u64,
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send;
+
+    /// Records the attempt's outcome, if the lease is still ours.
+    fn finish(
+        &self,
+        lease: &Lease,
+        finish: &Finish,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send;
+
+    /// Gives the job back unfinished (shutdown): RETRYING, claimable at once, and the
+    /// attempt is not counted.
+    fn release(&self, lease: &Lease) -> impl Future<Output = Result<(), LedgerError>> + Send;
+}
+
+/// A request as the ledger records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRecord {
+    pub request_id: String,
+    pub job_type: String,
+    pub total: u32,
+    /// SHA-256 of the request's canonical content: the same id with other content is refused.
+    pub content_hash: String,
+    pub max_attempts: Option<u32>,
+    pub target: Option<Target>,
+    pub created_at_ms: u64,
+}
+
+/// A job item the producer writes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    pub job: JobId,
+    pub job_type: String,
+    pub payload_json: String,
+    pub max_attempts: Option<u32>,
+    pub target: Option<Target>,
+    pub created_at_ms: u64,
+}
+
+/// One job's state, as `status` reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobSummary {
+    pub index: u32,
+    pub state: JobState,
+    pub attempts: u32,
+}

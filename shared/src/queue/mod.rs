@@ -1,0 +1,66 @@
+//! The jobs queue as the worker sees it: receive, acknowledge in batches, defer, and send to
+//! the dead-letter queue. [`sqs::SqsQueue`] is the real one; [`memory::MemoryQueue`] the
+//! in-memory one for unit tests and benchmarks.
+
+pub mod memory;
+pub mod sqs;
+
+use std::future::Future;
+use std::time::Duration;
+
+/// A message as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub message_id: String,
+    /// Valid until the message is received again; deletes and visibility changes need it.
+    pub receipt: String,
+    pub body: String,
+    /// How many times SQS has handed this message out, this time included.
+    pub receive_count: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("queue call {op} failed: {message}")]
+    Aws { op: &'static str, message: String },
+    #[error("queue {0:?} does not exist")]
+    NoSuchQueue(String),
+    #[error("{count} messages could not be sent: {message}")]
+    SendFailed { count: usize, message: String },
+}
+
+/// Most messages one receive or batch call can carry (an SQS limit).
+pub const MAX_BATCH: usize = 10;
+
+pub trait JobQueue: Send + Sync + 'static {
+    /// Up to `max` (1 to 10) messages, waiting up to `wait` for the first; each is hidden
+    /// from other receivers for `visibility`.
+    fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+        visibility: Duration,
+    ) -> impl Future<Output = Result<Vec<Received>, QueueError>> + Send;
+
+    /// Deletes up to 10 messages; returns the receipts that could not be deleted.
+    fn delete_batch(
+        &self,
+        receipts: &[String],
+    ) -> impl Future<Output = Result<Vec<String>, QueueError>> + Send;
+
+    /// Makes a received message visible again after `timeout` (0: at once).
+    fn set_visibility(
+        &self,
+        receipt: &str,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
+}
+
+/// Where messages that cannot run go, with the reason in message attributes.
+pub trait DeadLetterQueue: Send + Sync + 'static {
+    fn send(
+        &self,
+        body: &str,
+        attributes: &[(&str, String)],
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
+}

@@ -1,0 +1,183 @@
+//! The job runtime: one [`JobHandler`] implementation runs unchanged under three
+//! entrypoints, chosen by [`main`]:
+//!
+//! - **Lambda**: when `AWS_LAMBDA_RUNTIME_API` is set (the Lambda environment sets it), the
+//!   handler runs under `lambda_runtime`; the event is a [`JobEvent`].
+//! - **Container** (`run`, or no arguments with `FLEET_EVENT` set): the event arrives
+//!   base64-encoded in the `FLEET_EVENT` environment variable; the result is printed on
+//!   stdout and the exit code tells the outcome (0 success, 1 job failure, 2 bad event).
+//!   This is what an ECS task runs.
+//! - **Local Invoke API** (`serve --listen ADDR`): an HTTP server that answers Lambda's
+//!   Invoke API like Lambda does, so the unchanged SDK client of the worker can call the job
+//!   on one machine.
+
+mod container;
+mod serve;
+
+use std::future::Future;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+
+pub use crate::message::JobEvent;
+pub use serve::{ServeOptions, serve};
+
+/// Environment variable that carries the base64-encoded event into a container.
+pub const EVENT_ENV: &str = "FLEET_EVENT";
+
+/// What the job code knows about the attempt it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobContext {
+    pub request_id: String,
+    pub job_id: String,
+    pub job_type: String,
+    /// From 1.
+    pub attempt: u32,
+    /// Grows with every claim of the job: key side effects by (job id, fence) to make them
+    /// idempotent across re-executions.
+    pub fence: u64,
+}
+
+impl JobContext {
+    fn split(event: JobEvent) -> (Self, Value) {
+        (
+            JobContext {
+                request_id: event.request_id,
+                job_id: event.job_id,
+                job_type: event.job_type,
+                attempt: event.attempt,
+                fence: event.fence,
+            },
+            event.payload,
+        )
+    }
+}
+
+/// A job's failure, as Lambda reports it: a type and a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{error_type}: {message}")]
+pub struct JobError {
+    pub error_type: String,
+    pub message: String,
+}
+
+impl JobError {
+    pub fn new(error_type: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            error_type: error_type.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The body Lambda returns for a function error.
+    pub fn to_lambda_body(&self) -> Value {
+        serde_json::json!({"errorType": self.error_type, "errorMessage": self.message})
+    }
+}
+
+/// The job code.
+pub trait JobHandler: Send + Sync + 'static {
+    fn handle(
+        &self,
+        ctx: JobContext,
+        payload: Value,
+    ) -> impl Future<Output = Result<Value, JobError>> + Send;
+}
+
+async fn run_event<H: JobHandler>(handler: &H, event: JobEvent) -> Result<Value, JobError> {
+    let (ctx, payload) = JobContext::split(event);
+    handler.handle(ctx, payload).await
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    about = "A Fleet job: runs under Lambda, in a container, or as a local Invoke-API server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one job from the base64 event in FLEET_EVENT (the container entrypoint).
+    Run,
+    /// Serve Lambda's Invoke API on ADDR.
+    Serve(ServeOptions),
+}
+
+/// Runs the job binary: picks the entrypoint from the environment and the arguments.
+pub fn main<H: JobHandler>(handler: H) -> ExitCode {
+    let in_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
+    let cli = if in_lambda {
+        Cli { command: None }
+    } else {
+        Cli::parse()
+    };
+    init_logging();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(70);
+        }
+    };
+    let handler = Arc::new(handler);
+    match cli.command {
+        _ if in_lambda => rt.block_on(run_lambda(handler)),
+        Some(Command::Serve(opts)) => rt.block_on(async move {
+            match serve(handler, opts).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("serve: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }),
+        Some(Command::Run) => rt.block_on(container::run(handler)),
+        None if std::env::var_os(EVENT_ENV).is_some() => rt.block_on(container::run(handler)),
+        None => {
+            eprintln!(
+                "nothing to do: give `run` (with {EVENT_ENV} set) or `serve --listen ADDR`; see --help"
+            );
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+async fn run_lambda<H: JobHandler>(handler: Arc<H>) -> ExitCode {
+    let service = lambda_runtime::service_fn(move |ev: lambda_runtime::LambdaEvent<JobEvent>| {
+        let handler = handler.clone();
+        async move {
+            run_event(handler.as_ref(), ev.payload)
+                .await
+                .map_err(|e| lambda_runtime::Diagnostic {
+                    error_type: e.error_type,
+                    error_message: e.message,
+                })
+        }
+    });
+    match lambda_runtime::run(service).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lambda runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

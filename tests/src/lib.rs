@@ -1,0 +1,575 @@
+//! Test support for the black-box tests: a local AWS stack (moto's server on a free loopback
+//! port, one per test so tests never share state), the real binaries started as child
+//! processes with the environment the README documents, and polling helpers.
+//!
+//! Every child is killed when its guard drops; when a test fails, the logs of everything it
+//! started are printed so CI shows why.
+
+pub mod ledger_contract;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_dynamodb::config::Credentials;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde::Deserialize;
+use tokio::time::Instant;
+
+/// The repository's root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// A workspace binary, built beside this test executable (`target/<profile>/NAME`).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built; run `cargo build --workspace --bins` first (deploy/local/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// The virtualenv's Python that has moto (`FLEET_PYTHON`, default `.venv/bin/python`).
+pub fn python() -> PathBuf {
+    let path = std::env::var_os("FLEET_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".venv/bin/python"));
+    assert!(
+        path.exists(),
+        "{} is missing; run `deploy/local/stack.sh install` (deploy/local/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A child process that is killed when dropped.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    pub log: PathBuf,
+    status: Option<ExitStatus>,
+}
+
+impl Proc {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: Signal) {
+        if self.status.is_none() {
+            let _ = kill(Pid::from_raw(self.pid()), sig);
+        }
+    }
+
+    /// The exit status once the process has exited, else `None`.
+    pub fn try_status(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().ok().flatten();
+        }
+        self.status
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.try_status() {
+                return Some(s);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.try_status().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Names of the AWS resources of one test.
+#[derive(Debug, Clone)]
+pub struct Names {
+    pub queue: String,
+    pub dlq: String,
+    pub table: String,
+}
+
+/// One test's local AWS stack and working directory.
+pub struct Stack {
+    pub endpoint: String,
+    pub dir: tempfile::TempDir,
+    pub names: Names,
+    pub sdk: SdkConfig,
+    logs: std::sync::Mutex<Vec<PathBuf>>,
+    _moto: Proc,
+}
+
+impl Stack {
+    /// Starts moto on a free port and waits until it answers.
+    pub async fn start() -> Stack {
+        let dir = tempfile::Builder::new()
+            .prefix("fleet-test-")
+            .tempdir()
+            .expect("temp dir");
+        for _ in 0..5 {
+            let port = free_port();
+            let log = dir.path().join("moto.log");
+            let launcher = repo_root().join("deploy/local/moto_server.py");
+            let child = Command::new(python())
+                .arg(launcher)
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(std::fs::File::create(&log).expect("moto log"))
+                .stderr(
+                    std::fs::File::options()
+                        .append(true)
+                        .open(&log)
+                        .expect("moto log"),
+                )
+                .spawn()
+                .expect("start moto_server");
+            let mut moto = Proc {
+                name: "moto".into(),
+                child,
+                log: log.clone(),
+                status: None,
+            };
+            let endpoint = format!("http://127.0.0.1:{port}");
+            if wait_http(&endpoint, &mut moto, Duration::from_secs(30)).await {
+                let sdk = aws_config::defaults(BehaviorVersion::latest())
+                    .endpoint_url(&endpoint)
+                    .region(Region::new("us-east-1"))
+                    .credentials_provider(Credentials::new("local", "local", None, None, "test"))
+                    .load()
+                    .await;
+                return Stack {
+                    endpoint,
+                    dir,
+                    names: Names {
+                        queue: "fleet-jobs".into(),
+                        dlq: "fleet-jobs-dlq".into(),
+                        table: "fleet-ledger".into(),
+                    },
+                    sdk,
+                    logs: std::sync::Mutex::new(vec![log]),
+                    _moto: moto,
+                };
+            }
+        }
+        panic!("the local AWS endpoint (deploy/local/moto_server.py) did not start");
+    }
+
+    /// Starts the stack and runs `fleet-worker init`.
+    pub async fn with_init() -> Stack {
+        let stack = Stack::start().await;
+        let out = stack.run(bin("fleet-worker"), &["init"], &[]);
+        assert!(out.status.success(), "init failed: {}", out.stderr);
+        stack
+    }
+
+    /// The environment every binary gets: the local endpoint, dummy credentials for it, and
+    /// this test's resource names. Nothing is inherited from the caller's AWS settings.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "local"),
+            ("AWS_SECRET_ACCESS_KEY", "local"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("FLEET_QUEUE", &self.names.queue),
+            ("FLEET_DLQ", &self.names.dlq),
+            ("FLEET_TABLE", &self.names.table),
+            ("RUST_LOG", "info"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    fn command(&self, program: &Path, args: &[&str], extra: &[(&str, &str)]) -> Command {
+        let mut c = Command::new(program);
+        c.args(args).current_dir(self.dir.path()).env_clear();
+        for key in ["PATH", "HOME", "TMPDIR"] {
+            if let Some(v) = std::env::var_os(key) {
+                c.env(key, v);
+            }
+        }
+        c.envs(self.env());
+        c.envs(extra.iter().map(|(k, v)| (*k, *v)));
+        c
+    }
+
+    /// Runs a binary to completion.
+    pub fn run(&self, program: PathBuf, args: &[&str], extra: &[(&str, &str)]) -> Output {
+        let out = self
+            .command(&program, args, extra)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run binary");
+        Output {
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Starts a long-running binary, its stdout and stderr going to `<name>.log`.
+    pub fn spawn(
+        &self,
+        name: &str,
+        program: PathBuf,
+        args: &[&str],
+        extra: &[(&str, &str)],
+    ) -> Proc {
+        let log = self.dir.path().join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = self
+            .command(&program, args, extra)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file)
+            .spawn()
+            .expect("spawn binary");
+        self.logs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(log.clone());
+        Proc {
+            name: name.to_owned(),
+            child,
+            log,
+            status: None,
+        }
+    }
+
+    /// Starts the test job's local Invoke-API server; its executions go to `log`.
+    pub async fn testjob(&self, extra_args: &[&str]) -> TestJob {
+        let log = self.dir.path().join("executions.jsonl");
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra_args);
+        let mut child = self
+            .command(
+                &bin("fleet-testjob"),
+                &args,
+                &[("FLEET_TESTJOB_LOG", log.to_str().expect("utf-8 path"))],
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(self.dir.path().join("testjob.log")).expect("log"))
+            .spawn()
+            .expect("spawn fleet-testjob");
+        let stdout = child.stdout.take().expect("stdout");
+        let addr = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            let mut reader = BufReader::new(stdout);
+            reader.read_line(&mut line).ok();
+            // Keep draining so the server never blocks on a full pipe.
+            std::thread::spawn(move || {
+                let mut sink = Vec::new();
+                let _ = reader.read_to_end(&mut sink);
+            });
+            line.trim().strip_prefix("listening on ").map(str::to_owned)
+        })
+        .await
+        .expect("read testjob address")
+        .expect("fleet-testjob printed its address");
+        self.logs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(self.dir.path().join("testjob.log"));
+        TestJob {
+            endpoint: format!("http://{addr}"),
+            executions: log,
+            _proc: Proc {
+                name: "testjob".into(),
+                child,
+                log: self.dir.path().join("testjob.log"),
+                status: None,
+            },
+        }
+    }
+
+    /// Starts a worker replica calling `job`, with test-friendly timings; `extra` overrides.
+    pub fn worker(&self, name: &str, job: &TestJob, extra: &[(&str, &str)]) -> Proc {
+        let mut env: Vec<(&str, &str)> = vec![
+            ("AWS_ENDPOINT_URL_LAMBDA", job.endpoint.as_str()),
+            ("FLEET_LAMBDA_FUNCTION", "job"),
+            ("FLEET_WAIT_TIME_SECS", "1"),
+            ("FLEET_RETRY_BASE_SECS", "1"),
+            ("FLEET_CLOCK_SKEW_SECS", "1"),
+            ("FLEET_REPLICA_ID", name),
+        ];
+        env.extend_from_slice(extra);
+        self.spawn(name, bin("fleet-worker"), &["run"], &env)
+    }
+
+    /// Writes a request file and submits it with `--json`.
+    pub fn submit(&self, request: &serde_json::Value) -> Output {
+        let path = self.dir.path().join(format!("request-{}.json", uniq()));
+        std::fs::write(&path, request.to_string()).expect("write request");
+        self.run(
+            bin("fleet-producer"),
+            &["submit", path.to_str().expect("utf-8"), "--json"],
+            &[],
+        )
+    }
+
+    /// `fleet-producer status ID --json`, parsed.
+    pub fn status(&self, request_id: &str) -> Status {
+        let out = self.run(
+            bin("fleet-producer"),
+            &["status", request_id, "--json"],
+            &[],
+        );
+        assert!(out.status.success(), "status failed: {}", out.stderr);
+        serde_json::from_str(&out.stdout).expect("status JSON")
+    }
+
+    /// Polls until the request is done.
+    pub async fn wait_done(&self, request_id: &str, timeout: Duration) -> Status {
+        let what = format!("request {request_id} to finish");
+        wait_for_every(&what, timeout, Duration::from_millis(500), || async {
+            let s = self.status(request_id);
+            s.done.then_some(s)
+        })
+        .await
+    }
+
+    pub fn sqs(&self) -> aws_sdk_sqs::Client {
+        aws_sdk_sqs::Client::new(&self.sdk)
+    }
+
+    pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
+        aws_sdk_dynamodb::Client::new(&self.sdk)
+    }
+
+    pub async fn queue_url(&self, name: &str) -> String {
+        self.sqs()
+            .get_queue_url()
+            .queue_name(name)
+            .send()
+            .await
+            .expect("queue url")
+            .queue_url
+            .unwrap_or_default()
+    }
+
+    /// Visible + in flight + delayed messages in a queue.
+    pub async fn queue_depth(&self, name: &str) -> u64 {
+        let url = self.queue_url(name).await;
+        fleet_shared::queue::sqs::SqsQueue::new(self.sqs(), url)
+            .depth()
+            .await
+            .expect("queue depth")
+            .total()
+    }
+
+    /// Polls until both queues are empty.
+    pub async fn wait_queues_empty(&self, timeout: Duration) {
+        wait_for("the queues to be empty", timeout, || async {
+            let jobs = self.queue_depth(&self.names.queue).await;
+            let dead = self.queue_depth(&self.names.dlq).await;
+            (jobs == 0 && dead == 0).then_some(())
+        })
+        .await
+    }
+
+    /// Items in the ledger table.
+    pub async fn table_items(
+        &self,
+    ) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .dynamodb()
+                .scan()
+                .table_name(&self.names.table)
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .expect("scan");
+            items.extend(out.items.unwrap_or_default());
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return items;
+            }
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for log in self.logs.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+                let text = std::fs::read_to_string(log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(60).collect();
+                eprintln!("----- last lines of {} -----", log.display());
+                for line in tail.into_iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+}
+
+async fn wait_http(endpoint: &str, moto: &mut Proc, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    let addr = endpoint.trim_start_matches("http://").to_owned();
+    while Instant::now() < deadline {
+        if moto.try_status().is_some() {
+            return false;
+        }
+        if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+fn uniq() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A finished command.
+#[derive(Debug)]
+pub struct Output {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?} / {}", self.stdout, self.stderr))
+    }
+}
+
+/// The test job's local server.
+pub struct TestJob {
+    /// Its Invoke-API endpoint, for `AWS_ENDPOINT_URL_LAMBDA`.
+    pub endpoint: String,
+    pub executions: PathBuf,
+    _proc: Proc,
+}
+
+/// One line of the test job's execution log.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Execution {
+    pub job_id: String,
+    pub attempt: u32,
+    pub fence: u64,
+    pub pid: u32,
+}
+
+impl TestJob {
+    pub fn executions(&self) -> Vec<Execution> {
+        read_executions(&self.executions)
+    }
+}
+
+pub fn read_executions(path: &Path) -> Vec<Execution> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("bad execution line {l:?}: {e}"))
+        })
+        .collect()
+}
+
+/// `status --json`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Status {
+    pub request_id: String,
+    pub total: u32,
+    pub states: std::collections::BTreeMap<String, u32>,
+    pub done: bool,
+    pub attempts: u64,
+}
+
+impl Status {
+    pub fn count(&self, state: &str) -> u32 {
+        self.states.get(state).copied().unwrap_or(0)
+    }
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, or panics after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    wait_for_every(what, timeout, Duration::from_millis(100), check).await
+}
+
+/// Polls `check` every `every` until it returns `Some`, or panics after `timeout`.
+pub async fn wait_for_every<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut check: F,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Counts executions per job id.
+pub fn executions_per_job(execs: &[Execution]) -> std::collections::BTreeMap<String, usize> {
+    let mut m = std::collections::BTreeMap::new();
+    for e in execs {
+        *m.entry(e.job_id.clone()).or_default() += 1;
+    }
+    m
+}

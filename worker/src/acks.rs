@@ -1,0 +1,136 @@
+//! Acknowledgements: messages are deleted in batches of up to ten, after their job's ledger
+//! write succeeded. A delete that fails is harmless: the message comes back, the claim finds
+//! the job terminal, and the message is deleted then.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fleet_shared::queue::{JobQueue, MAX_BATCH};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tracing::warn;
+
+/// How long a partial batch waits for more receipts.
+const LINGER: Duration = Duration::from_millis(10);
+/// Delete calls in flight at once.
+const MAX_IN_FLIGHT: usize = 8;
+/// Tries per batch before its receipts are left to come back.
+const TRIES: u32 = 3;
+
+/// Sends receipts to the batching task.
+#[derive(Clone, Debug)]
+pub struct Acker {
+    tx: mpsc::UnboundedSender<String>,
+}
+
+impl Acker {
+    /// Starts the batching task. It ends after [`Acker::close`] (or when every `Acker` is
+    /// dropped) once every receipt sent before has been handled.
+    pub fn spawn<Q: JobQueue>(queue: Arc<Q>) -> (Acker, AckerHandle) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(run(queue, rx));
+        (Acker { tx: tx.clone() }, AckerHandle { tx: Some(tx), task })
+    }
+
+    /// Queues a receipt for deletion.
+    pub fn delete(&self, receipt: String) {
+        // The task outlives every sender, so this only fails after shutdown.
+        if self.tx.send(receipt).is_err() {
+            warn!("acknowledgement after shutdown dropped; the message will come back");
+        }
+    }
+}
+
+/// Owner's handle: close and wait.
+pub struct AckerHandle {
+    tx: Option<mpsc::UnboundedSender<String>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AckerHandle {
+    /// Waits until every receipt queued before the last `Acker` was dropped is handled.
+    pub async fn finish(mut self) {
+        self.tx.take();
+        if let Err(e) = self.task.await {
+            warn!(error = %e, "acknowledgement task failed");
+        }
+    }
+}
+
+async fn run<Q: JobQueue>(queue: Arc<Q>, mut rx: mpsc::UnboundedReceiver<String>) {
+    let mut flights = JoinSet::new();
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        let linger = tokio::time::sleep(LINGER);
+        tokio::pin!(linger);
+        while batch.len() < MAX_BATCH {
+            tokio::select! {
+                r = rx.recv() => match r {
+                    Some(r) => batch.push(r),
+                    None => break,
+                },
+                _ = &mut linger => break,
+            }
+        }
+        while flights.len() >= MAX_IN_FLIGHT {
+            flights.join_next().await;
+        }
+        let q = queue.clone();
+        flights.spawn(async move { flush(q.as_ref(), batch).await });
+    }
+    while flights.join_next().await.is_some() {}
+}
+
+async fn flush<Q: JobQueue>(queue: &Q, mut batch: Vec<String>) {
+    for attempt in 1..=TRIES {
+        match queue.delete_batch(&batch).await {
+            Ok(failed) if failed.is_empty() => return,
+            Ok(failed) => {
+                warn!(failed = failed.len(), attempt, "some deletes failed");
+                batch = failed;
+            }
+            Err(e) => warn!(error = %e, attempt, "delete batch failed"),
+        }
+        tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+    }
+    warn!(
+        receipts = batch.len(),
+        "giving up on deletes; those messages will come back and be deleted then"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleet_shared::queue::memory::MemoryQueue;
+
+    #[tokio::test]
+    async fn deletes_everything_before_finishing() {
+        let q = Arc::new(MemoryQueue::new());
+        for i in 0..25 {
+            q.push(format!("m{i}"));
+        }
+        let got = q
+            .receive(10, Duration::ZERO, Duration::from_secs(60))
+            .await
+            .unwrap()
+            .into_iter()
+            .chain(
+                q.receive(10, Duration::ZERO, Duration::from_secs(60))
+                    .await
+                    .unwrap(),
+            )
+            .chain(
+                q.receive(10, Duration::ZERO, Duration::from_secs(60))
+                    .await
+                    .unwrap(),
+            );
+        let (acker, handle) = Acker::spawn(q.clone());
+        for m in got {
+            acker.delete(m.receipt);
+        }
+        drop(acker);
+        handle.finish().await;
+        assert!(q.is_empty());
+    }
+}

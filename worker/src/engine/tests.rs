@@ -1,0 +1,370 @@
+//! The engine over in-memory queue, ledger and dispatcher, on tokio's paused clock.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fleet_shared::config::Config;
+use fleet_shared::ids::JobId;
+use fleet_shared::ledger::memory::MemoryLedger;
+use fleet_shared::ledger::{Claim, ClaimRequest, Ledger};
+use fleet_shared::message::{JobEvent, JobMessage, MESSAGE_VERSION};
+use fleet_shared::queue::memory::MemoryQueue;
+use fleet_shared::state::JobState;
+use fleet_shared::time::Clock;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::{Engine, Parts, Report, dead_letter_attr};
+use crate::classify::ErrorClass;
+use crate::dispatch::{Dispatcher, Outcome};
+
+/// Runs the test job's behaviours (`sleep_ms`, `fail_times`, `fail`) and records every call.
+struct FakeJob {
+    clock: Clock,
+    calls: Mutex<Vec<(String, u32, u64, u64)>>,
+}
+
+impl FakeJob {
+    fn calls_for(&self, job_id: &str) -> Vec<(u32, u64, u64)> {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.0 == job_id)
+            .map(|c| (c.1, c.2, c.3))
+            .collect()
+    }
+
+    fn per_job(&self) -> BTreeMap<String, usize> {
+        let mut m = BTreeMap::new();
+        for c in self.calls.lock().unwrap().iter() {
+            *m.entry(c.0.clone()).or_default() += 1;
+        }
+        m
+    }
+}
+
+impl Dispatcher for FakeJob {
+    async fn dispatch(&self, event: &JobEvent) -> Outcome {
+        self.calls.lock().unwrap().push((
+            event.job_id.clone(),
+            event.attempt,
+            event.fence,
+            self.clock.now_ms(),
+        ));
+        let p = &event.payload;
+        if let Some(ms) = p["sleep_ms"].as_u64() {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        let fail_times = p["fail_times"].as_u64().unwrap_or(0) as u32;
+        if p["fail"] == json!(true) || event.attempt <= fail_times {
+            return Outcome::Failed {
+                class: ErrorClass::JobFailure,
+                message: "requested".into(),
+            };
+        }
+        if p["permanent"] == json!(true) {
+            return Outcome::Failed {
+                class: ErrorClass::Permanent,
+                message: "no such function".into(),
+            };
+        }
+        Outcome::Succeeded {
+            result: br#"{"ok":true}"#.to_vec(),
+        }
+    }
+}
+
+type TestEngine = Engine<MemoryQueue, MemoryQueue, MemoryLedger, FakeJob>;
+
+struct Rig {
+    queue: Arc<MemoryQueue>,
+    dead: Arc<MemoryQueue>,
+    ledger: Arc<MemoryLedger>,
+    job: Arc<FakeJob>,
+    shutdown: CancellationToken,
+    hard_stop: CancellationToken,
+    run: tokio::task::JoinHandle<Report>,
+    clock: Clock,
+}
+
+fn config() -> Config {
+    let mut c = Config::default();
+    c.worker.concurrency = 8;
+    c.worker.receive_loops = 2;
+    c.worker.wait_time_secs = 1;
+    c.worker.lease_secs = 3;
+    c.worker.heartbeat_secs = Some(1);
+    c.worker.drain_secs = 2;
+    c.worker.retry_base_secs = 1;
+    c.worker.clock_skew_secs = 1;
+    c.validate().unwrap();
+    c
+}
+
+fn start(config: Config) -> Rig {
+    let clock = Clock::tokio();
+    let queue = Arc::new(MemoryQueue::new());
+    let dead = Arc::new(MemoryQueue::new());
+    let ledger = Arc::new(MemoryLedger::new());
+    let job = Arc::new(FakeJob {
+        clock,
+        calls: Mutex::new(Vec::new()),
+    });
+    let engine: Arc<TestEngine> = Arc::new(
+        Engine::new(
+            Parts {
+                queue: queue.clone(),
+                dead_letters: dead.clone(),
+                ledger: ledger.clone(),
+                dispatcher: job.clone(),
+            },
+            Arc::new(config),
+            "test-replica".into(),
+        )
+        .with_clock(clock),
+    );
+    let shutdown = CancellationToken::new();
+    let hard_stop = CancellationToken::new();
+    let run = tokio::spawn(engine.run(shutdown.clone(), hard_stop.clone()));
+    Rig {
+        queue,
+        dead,
+        ledger,
+        job,
+        shutdown,
+        hard_stop,
+        run,
+        clock,
+    }
+}
+
+fn body(request: &str, index: u32, payload: Value) -> String {
+    JobMessage {
+        version: MESSAGE_VERSION,
+        request_id: request.into(),
+        job_id: format!("{request}:{index}"),
+        job_type: "test".into(),
+        attempt: 1,
+        payload,
+        routing: None,
+        enqueued_at_ms: 0,
+        max_attempts: None,
+    }
+    .to_body()
+}
+
+async fn until(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..36_000 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+impl Rig {
+    fn state(&self, job_id: &str) -> Option<JobState> {
+        self.ledger.get(job_id).map(|j| j.state)
+    }
+
+    async fn stop(self) -> Report {
+        self.shutdown.cancel();
+        self.run.await.unwrap()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn runs_every_job_once_and_acknowledges_it() {
+    let rig = start(config());
+    for i in 0..50 {
+        rig.queue
+            .push(body("r", i, json!({"sleep_ms": (i * 53) % 700})));
+    }
+    until("all succeeded", || {
+        (0..50).all(|i| rig.state(&format!("r:{i}")) == Some(JobState::Succeeded))
+    })
+    .await;
+    until("queue empty", || rig.queue.is_empty()).await;
+    assert!(rig.job.per_job().values().all(|n| *n == 1));
+    assert_eq!(rig.job.per_job().len(), 50);
+    let report = rig.stop().await;
+    assert_eq!(
+        (report.claimed, report.succeeded, report.retried),
+        (50, 50, 0)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_are_retried_with_growing_delays_then_dead_lettered() {
+    let mut c = config();
+    c.worker.max_attempts = 4;
+    let rig = start(c);
+    rig.queue.push(body("r", 0, json!({"fail": true})));
+    rig.queue.push(body("r", 1, json!({"fail_times": 2})));
+    until("both finished", || {
+        rig.state("r:0") == Some(JobState::Failed) && rig.state("r:1") == Some(JobState::Succeeded)
+    })
+    .await;
+    until("queue empty", || rig.queue.is_empty()).await;
+
+    let calls = rig.job.calls_for("r:0");
+    assert_eq!(
+        calls.iter().map(|c| c.0).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
+    // Delays of 1, 2 and 4 seconds (base 1 s, doubling).
+    let gaps: Vec<u64> = calls.windows(2).map(|w| w[1].2 - w[0].2).collect();
+    for (gap, want) in gaps.iter().zip([1000, 2000, 4000]) {
+        assert!((want..want + 1500).contains(gap), "gaps {gaps:?}");
+    }
+    assert_eq!(rig.job.calls_for("r:1").len(), 3);
+
+    let dead = rig.dead.dead_letters();
+    assert_eq!(dead.len(), 1);
+    let attrs: BTreeMap<_, _> = dead[0].1.iter().cloned().collect();
+    assert_eq!(attrs[dead_letter_attr::JOB_ID], "r:0");
+    assert_eq!(attrs[dead_letter_attr::ATTEMPTS], "4");
+    assert_eq!(attrs[dead_letter_attr::ERROR_CLASS], "job_failure");
+    assert_eq!(rig.ledger.get("r:0").unwrap().attempts, 4);
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_permanent_error_fails_at_once() {
+    let rig = start(config());
+    rig.queue.push(body("r", 0, json!({"permanent": true})));
+    until("failed", || rig.state("r:0") == Some(JobState::Failed)).await;
+    until("queue empty", || rig.queue.is_empty()).await;
+    assert_eq!(rig.job.calls_for("r:0").len(), 1);
+    assert_eq!(rig.dead.dead_letters().len(), 1);
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_duplicate_of_a_running_job_is_deferred_not_run() {
+    let rig = start(config());
+    let b = body("r", 0, json!({"sleep_ms": 10_000}));
+    rig.queue.push(b.clone());
+    until("running", || rig.state("r:0") == Some(JobState::Running)).await;
+    rig.queue.push(b);
+    until("succeeded", || {
+        rig.state("r:0") == Some(JobState::Succeeded)
+    })
+    .await;
+    until("queue empty", || rig.queue.is_empty()).await;
+    assert_eq!(rig.job.calls_for("r:0").len(), 1);
+    let report = rig.stop().await;
+    assert!(report.deferred >= 1, "{report:?}");
+    assert_eq!(report.obsolete, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_malformed_message_is_dead_lettered_with_its_reason() {
+    let rig = start(config());
+    rig.queue.push("{\"version\": 7}");
+    rig.queue.push(body("r", 0, json!({})));
+    until("good job done", || {
+        rig.state("r:0") == Some(JobState::Succeeded)
+    })
+    .await;
+    until("queue empty", || rig.queue.is_empty()).await;
+    let dead = rig.dead.dead_letters();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].0, "{\"version\": 7}");
+    let attrs: BTreeMap<_, _> = dead[0].1.iter().cloned().collect();
+    assert!(attrs[dead_letter_attr::ERROR].contains("unknown message version 7"));
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_still_running_at_the_drain_deadline_is_released() {
+    let rig = start(config());
+    rig.queue.push(body("r", 0, json!({"sleep_ms": 100_000})));
+    until("running", || rig.state("r:0") == Some(JobState::Running)).await;
+    let queue = rig.queue.clone();
+    let ledger = rig.ledger.clone();
+    let report = rig.stop().await;
+    assert_eq!(report.released, 1);
+    let j = ledger.get("r:0").unwrap();
+    assert_eq!(
+        (j.state, j.attempts, j.owner),
+        (JobState::Retrying, 0, None)
+    );
+    // The message is visible again at once.
+    use fleet_shared::queue::JobQueue;
+    let again = queue
+        .receive(10, Duration::ZERO, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replica_that_lost_its_lease_does_not_record_the_result() {
+    let rig = start(config());
+    rig.queue.push(body("r", 0, json!({"sleep_ms": 20_000})));
+    until("running", || rig.state("r:0") == Some(JobState::Running)).await;
+    // Another replica takes the job over as if this one had been paused past its lease.
+    let job = JobId::parse("r:0").unwrap();
+    let now = rig.clock.now_ms() + 60_000;
+    let claim = rig
+        .ledger
+        .claim(&ClaimRequest {
+            job: &job,
+            job_type: "test",
+            payload_json: "{}",
+            max_attempts: None,
+            owner: "other",
+            now_ms: now,
+            lease_ms: 600_000,
+            skew_ms: 1000,
+            enqueued_at_ms: 0,
+        })
+        .await
+        .unwrap();
+    assert!(matches!(claim, Claim::Claimed(ref l) if l.fence == 2));
+    until("lease loss noticed", || {
+        rig.job.calls_for("r:0").len() == 1
+            && rig.ledger.get("r:0").unwrap().owner.as_deref() == Some("other")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let j = rig.ledger.get("r:0").unwrap();
+    assert_eq!(
+        (j.state, j.fence, j.owner.as_deref()),
+        (JobState::Running, 2, Some("other"))
+    );
+    let report = rig.stop().await;
+    assert_eq!(report.leases_lost, 1);
+    assert_eq!(report.succeeded, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn receives_never_ask_for_more_than_free_slots() {
+    let mut c = config();
+    c.worker.concurrency = 3;
+    let rig = start(c);
+    for i in 0..20 {
+        rig.queue.push(body("r", i, json!({"sleep_ms": 5_000})));
+    }
+    until("three running", || rig.job.calls.lock().unwrap().len() == 3).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Three in flight; the other 17 were never received (none went invisible).
+    let running = (0..20)
+        .filter(|i| rig.state(&format!("r:{i}")) == Some(JobState::Running))
+        .count();
+    assert_eq!(running, 3);
+    use fleet_shared::queue::JobQueue;
+    let visible = rig
+        .queue
+        .receive(10, Duration::ZERO, Duration::ZERO)
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(visible, 10, "the rest are still visible in the queue");
+    rig.hard_stop.cancel();
+    rig.stop().await;
+}

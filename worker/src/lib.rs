@@ -1,0 +1,73 @@
+//! A Fleet worker replica: receives jobs from SQS, claims them in the DynamoDB ledger,
+//! dispatches them (Lambda), keeps their leases alive, records outcomes and acknowledges
+//! messages. `main` only wires these parts; [`run`] is the whole replica.
+
+pub mod acks;
+pub mod classify;
+pub mod dispatch;
+pub mod engine;
+pub mod init;
+pub mod retry;
+
+use std::sync::Arc;
+
+use aws_config::SdkConfig;
+use fleet_shared::config::Config;
+use fleet_shared::ledger::dynamo::DynamoLedger;
+use fleet_shared::queue::sqs::SqsQueue;
+use tokio_util::sync::CancellationToken;
+
+use crate::dispatch::lambda::LambdaDispatcher;
+use crate::engine::{Engine, Parts, Report};
+
+/// This replica's owner name: the configured one, or host, process id and a random suffix
+/// (so a restarted process never reuses a dead one's leases).
+pub fn replica_id(config: &Config) -> String {
+    if let Some(id) = &config.worker.replica_id {
+        return id.clone();
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".into());
+    let suffix = uuid::Uuid::now_v7().simple().to_string();
+    format!(
+        "{host}-{}-{}",
+        std::process::id(),
+        &suffix[suffix.len() - 6..]
+    )
+}
+
+/// Runs one replica against AWS until `shutdown`, then drains (see [`Engine::run`]).
+pub async fn run(
+    sdk: &SdkConfig,
+    config: Arc<Config>,
+    shutdown: CancellationToken,
+    hard_stop: CancellationToken,
+) -> anyhow::Result<Report> {
+    if config.lambda.function.is_none() && config.job_types.values().all(|t| t.function.is_none()) {
+        anyhow::bail!(
+            "invalid configuration: lambda.function (env FLEET_LAMBDA_FUNCTION) must name the Lambda function that runs jobs"
+        );
+    }
+    let sqs = fleet_shared::aws::sqs(sdk);
+    let queue = SqsQueue::resolve(sqs.clone(), &config.queue.jobs).await?;
+    let dlq = SqsQueue::resolve(sqs, &config.queue.dead_letter).await?;
+    let ledger = DynamoLedger::new(fleet_shared::aws::dynamodb(sdk), &config.ledger.table);
+    let lambda = fleet_shared::aws::lambda_for_invoke(
+        sdk,
+        std::time::Duration::from_secs(config.lambda.function_timeout_secs),
+    );
+    let engine = Arc::new(Engine::new(
+        Parts {
+            queue: Arc::new(queue),
+            dead_letters: Arc::new(dlq),
+            ledger: Arc::new(ledger),
+            dispatcher: Arc::new(LambdaDispatcher::new(lambda, config.clone())),
+        },
+        config.clone(),
+        replica_id(&config),
+    ));
+    Ok(engine.run(shutdown, hard_stop).await)
+}

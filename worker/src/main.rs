@@ -1,0 +1,104 @@
+//! `fleet-worker`: one coordinator replica.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use fleet_shared::config::Config;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+#[derive(Debug, Parser)]
+#[command(version, about = "Fleet worker: runs jobs from the jobs queue")]
+struct Cli {
+    /// Configuration file (TOML); default FLEET_CONFIG, else built-in defaults.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the jobs queue, the dead-letter queue and the ledger table (idempotent).
+    Init,
+    /// Run one replica until SIGTERM or SIGINT, then drain and exit 0.
+    Run,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("fleet-worker: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(real_main(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fleet-worker: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn real_main(cli: Cli) -> anyhow::Result<()> {
+    let config = Arc::new(Config::load(cli.config.as_deref())?);
+    let sdk = fleet_shared::aws::sdk_config().await;
+    match cli.command {
+        Command::Init => {
+            let r = fleet_worker::init::init(&sdk, &config)
+                .await
+                .context("init")?;
+            println!("jobs queue:        {}", r.jobs_queue_url);
+            println!("dead-letter queue: {}", r.dead_letter_queue_url);
+            println!(
+                "ledger table:      {} ({})",
+                r.table,
+                if r.table_created { "created" } else { "exists" }
+            );
+        }
+        Command::Run => {
+            let shutdown = CancellationToken::new();
+            let hard_stop = CancellationToken::new();
+            tokio::spawn(watch_signals(shutdown.clone(), hard_stop.clone()));
+            fleet_worker::run(&sdk, config, shutdown, hard_stop).await?;
+        }
+    }
+    Ok(())
+}
+
+/// First SIGTERM or SIGINT: drain. A second one: release what is left and stop now.
+async fn watch_signals(shutdown: CancellationToken, hard_stop: CancellationToken) {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    for token in [&shutdown, &hard_stop] {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        info!(signal = name, "signal received");
+        token.cancel();
+    }
+}
