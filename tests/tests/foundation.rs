@@ -303,3 +303,84 @@ async fn a_malformed_message_is_dead_lettered_and_good_jobs_still_run() {
             .contains("not valid JSON")
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_requests_max_attempts_bounds_retries_and_failures_are_dead_lettered() {
+    let stack = Stack::with_init().await;
+    // init is idempotent.
+    let again = stack.run(fleet_tests::bin("fleet-worker"), &["init"], &[]);
+    assert!(again.status.success(), "{}", again.stderr);
+    assert!(again.stdout.contains("(exists)"), "{}", again.stdout);
+
+    let job = stack.testjob(&[]).await;
+    // Queues may be given by URL as well as by name.
+    let url = stack.queue_url(&stack.names.queue).await;
+    let _w = stack.worker("w0", &job, &[("FLEET_QUEUE", &url)]);
+    let request = json!({
+        "request_id": "bounded", "job_type": "test",
+        "jobs": [{"fail": true}, {"fail_times": 1}],
+        "options": {"max_attempts": 2},
+    });
+    assert!(stack.submit(&request).status.success());
+    let status = stack.wait_done("bounded", Duration::from_secs(60)).await;
+    assert_eq!(
+        (
+            status.count("FAILED"),
+            status.count("SUCCEEDED"),
+            status.attempts
+        ),
+        (1, 1, 4)
+    );
+    let per_job = executions_per_job(&job.executions());
+    assert_eq!(per_job["bounded:0"], 2);
+    assert_eq!(per_job["bounded:1"], 2);
+
+    let dlq = stack.queue_url(&stack.names.dlq).await;
+    let dead = wait_for(
+        "the failed job's dead letter",
+        Duration::from_secs(30),
+        || async {
+            let out = stack
+                .sqs()
+                .receive_message()
+                .queue_url(&dlq)
+                .message_attribute_names("All")
+                .send()
+                .await
+                .unwrap();
+            out.messages.unwrap_or_default().into_iter().next()
+        },
+    )
+    .await;
+    let attrs = dead.message_attributes().unwrap();
+    assert_eq!(attrs["fleet-job-id"].string_value(), Some("bounded:0"));
+    assert_eq!(attrs["fleet-attempts"].string_value(), Some("2"));
+    assert_eq!(
+        attrs["fleet-error-class"].string_value(),
+        Some("job_failure")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_sent_straight_to_sqs_runs_without_a_ledger_item() {
+    let stack = Stack::with_init().await;
+    let job = stack.testjob(&[]).await;
+    let _w = stack.worker("w0", &job, &[]);
+    // Built from the schema alone, as another service would.
+    let message = json!({
+        "version": 1, "request_id": "direct", "job_id": "direct:0", "job_type": "test",
+        "attempt": 1, "payload": {"echo": "from elsewhere"}, "enqueued_at_ms": 1_764_150_000_000u64,
+    });
+    let url = stack.queue_url(&stack.names.queue).await;
+    stack
+        .sqs()
+        .send_message()
+        .queue_url(&url)
+        .message_body(message.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = stack.wait_done("direct", Duration::from_secs(60)).await;
+    assert_eq!((status.total, status.count("SUCCEEDED")), (1, 1));
+    assert_eq!(job.executions().len(), 1);
+}

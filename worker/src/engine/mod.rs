@@ -248,10 +248,21 @@ where
                     Err(_) => break,
                 }
             }
+            // A receive in progress is not abandoned on shutdown: SQS may already have handed
+            // it messages, which would then stay hidden for a whole lease. It ends within the
+            // long-poll wait, and what it brought is handed straight back.
             let received = tokio::select! {
                 r = self.queue.receive(permits.len(), wait, w.lease()) => r,
-                _ = shutdown.cancelled() => return,
+                _ = hard_stop.cancelled() => return,
             };
+            if shutdown.is_cancelled() {
+                if let Ok(messages) = received {
+                    for m in messages {
+                        self.set_visibility(&m.receipt, Duration::ZERO).await;
+                    }
+                }
+                return;
+            }
             match received {
                 Ok(messages) => {
                     errors = 0;

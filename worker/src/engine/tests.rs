@@ -368,3 +368,27 @@ async fn receives_never_ask_for_more_than_free_slots() {
     rig.hard_stop.cancel();
     rig.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_receive_in_progress_at_shutdown_hands_its_messages_back() {
+    let mut c = config();
+    c.worker.wait_time_secs = 20;
+    c.worker.receive_loops = 1;
+    let rig = start(c);
+    // Let the receive loop start its long poll on the empty queue.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    rig.shutdown.cancel();
+    rig.queue.push(body("r", 0, json!({})));
+    let queue = rig.queue.clone();
+    let ledger = rig.ledger.clone();
+    let report = rig.stop().await;
+    assert_eq!(report.received, 0);
+    assert!(ledger.get("r:0").is_none(), "never claimed");
+    use fleet_shared::queue::JobQueue;
+    let again = queue
+        .receive(10, Duration::ZERO, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1, "visible again at once");
+    assert_eq!(again[0].receive_count, 2, "the long poll had received it");
+}

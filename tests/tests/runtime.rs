@@ -1,0 +1,225 @@
+//! The job runtime's entrypoints, black-box: the local Invoke API as the AWS SDK sees it,
+//! and the container entrypoint's contract.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use aws_sdk_lambda::primitives::Blob;
+use fleet_shared::message::JobEvent;
+use fleet_tests::{Stack, bin, wait_for};
+use serde_json::{Value, json};
+
+fn event(job_id: &str, attempt: u32, payload: Value) -> JobEvent {
+    JobEvent {
+        request_id: "r".into(),
+        job_id: job_id.into(),
+        job_type: "test".into(),
+        attempt,
+        fence: 7,
+        payload,
+    }
+}
+
+fn lambda(endpoint: &str) -> aws_sdk_lambda::Client {
+    let config = aws_sdk_lambda::Config::builder()
+        .behavior_version(aws_sdk_lambda::config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_sdk_lambda::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_lambda::config::Credentials::new(
+            "local", "local", None, None, "test",
+        ))
+        .build();
+    aws_sdk_lambda::Client::from_conf(config)
+}
+
+async fn invoke(
+    client: &aws_sdk_lambda::Client,
+    function: &str,
+    ev: &JobEvent,
+) -> (Option<String>, Value) {
+    let out = client
+        .invoke()
+        .function_name(function)
+        .payload(Blob::new(serde_json::to_vec(ev).unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status_code(), 200);
+    let body = serde_json::from_slice(out.payload().unwrap().as_ref()).unwrap();
+    (out.function_error().map(str::to_owned), body)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_local_invoke_api_answers_as_lambda_does() {
+    let stack = Stack::start().await;
+    let job = stack
+        .testjob(&["--timeout", "1", "--function", "job"])
+        .await;
+    let client = lambda(&job.endpoint);
+
+    let (err, body) = invoke(&client, "job", &event("r:1", 1, json!({"echo": [1, "x"]}))).await;
+    assert_eq!(err, None);
+    assert_eq!(
+        body,
+        json!({"job_id": "r:1", "attempt": 1, "fence": 7, "slept_ms": 0, "echo": [1, "x"]})
+    );
+
+    let (err, body) = invoke(&client, "job", &event("r:2", 1, json!({"fail_times": 1}))).await;
+    assert_eq!(err.as_deref(), Some("Unhandled"));
+    assert_eq!(body["errorType"], "RequestedFailure");
+    let (err, _) = invoke(&client, "job", &event("r:2", 2, json!({"fail_times": 1}))).await;
+    assert_eq!(err, None, "the second attempt succeeds");
+
+    let (err, body) = invoke(&client, "job", &event("r:3", 1, json!({"panic": true}))).await;
+    assert_eq!(err.as_deref(), Some("Unhandled"));
+    assert!(
+        body["errorMessage"].as_str().unwrap().contains("panicked"),
+        "{body}"
+    );
+
+    let (err, body) = invoke(&client, "job", &event("r:4", 1, json!({"sleep_ms": 5000}))).await;
+    assert_eq!(err.as_deref(), Some("Unhandled"));
+    assert_eq!(body["errorType"], "Sandbox.Timedout");
+    assert!(
+        body["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("Task timed out after 1.00 seconds")
+    );
+
+    let arn = "arn:aws:lambda:us-east-1:123456789012:function:job";
+    assert_eq!(
+        invoke(&client, arn, &event("r:5", 1, json!({}))).await.0,
+        None
+    );
+
+    let missing = client
+        .invoke()
+        .function_name("other")
+        .payload(Blob::new(b"{}".to_vec()))
+        .send()
+        .await
+        .unwrap_err();
+    let service = missing.into_service_error();
+    assert!(service.is_resource_not_found_exception(), "{service:?}");
+
+    // Every invocation above was logged once, with the attempt and fence it was given.
+    let logged: Vec<(String, u32, u64)> = job
+        .executions()
+        .into_iter()
+        .map(|e| (e.job_id, e.attempt, e.fence))
+        .collect();
+    assert_eq!(
+        logged,
+        vec![
+            ("r:1".into(), 1, 7),
+            ("r:2".into(), 1, 7),
+            ("r:2".into(), 2, 7),
+            ("r:3".into(), 1, 7),
+            ("r:4".into(), 1, 7),
+            ("r:5".into(), 1, 7)
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_local_invoke_api_runs_invocations_concurrently() {
+    let stack = Stack::start().await;
+    let job = stack.testjob(&[]).await;
+    let client = lambda(&job.endpoint);
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let client = client.clone();
+        calls.spawn(async move {
+            invoke(
+                &client,
+                "job",
+                &event(&format!("r:{i}"), 1, json!({"sleep_ms": 60_000})),
+            )
+            .await
+        });
+    }
+    // Each execution is logged when it starts and sleeps a minute: all twenty started while
+    // none has finished.
+    wait_for(
+        "twenty executions at once",
+        Duration::from_secs(30),
+        || async { (job.executions().len() == 20).then_some(()) },
+    )
+    .await;
+    assert!(
+        calls.try_join_next().is_none(),
+        "no invocation has returned yet"
+    );
+    calls.abort_all();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_container_entrypoint_reports_through_its_exit_code() {
+    let stack = Stack::start().await;
+    let run = |ev: &str| stack.run(bin("fleet-testjob"), &["run"], &[("FLEET_EVENT", ev)]);
+
+    let ok = run(&event("r:1", 1, json!({"echo": "hi"})).to_base64());
+    assert_eq!(ok.status.code(), Some(0), "{}", ok.stderr);
+    assert_eq!(ok.json()["echo"], "hi");
+
+    let failed = run(&event("r:1", 1, json!({"fail": true})).to_base64());
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(
+        failed.stderr.contains("RequestedFailure"),
+        "{}",
+        failed.stderr
+    );
+
+    let bad = run("not base64 at all!");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(bad.stderr.contains("not base64"), "{}", bad.stderr);
+
+    let panicked = run(&event("r:1", 1, json!({"panic": true})).to_base64());
+    assert_eq!(panicked.status.code(), Some(101));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_configuration_stops_start_up_and_names_the_key() {
+    let stack = Stack::start().await;
+    let cases: [(&[(&str, &str)], &str); 3] = [
+        (
+            &[("FLEET_LEASE_SECS", "soon")],
+            "worker.lease_secs (env FLEET_LEASE_SECS)",
+        ),
+        (
+            &[("FLEET_QUEUE", "not a queue!")],
+            "queue.jobs (env FLEET_QUEUE)",
+        ),
+        (&[("FLEET_CONFIG", "missing.toml")], "missing.toml"),
+    ];
+    for (env, want) in cases {
+        let out = stack.run(bin("fleet-worker"), &["run"], env);
+        assert_eq!(out.status.code(), Some(1), "{env:?}");
+        assert!(out.stderr.contains(want), "{env:?}: {}", out.stderr);
+    }
+    std::fs::write(
+        stack.dir.path().join("fleet.toml"),
+        "[worker]\nconcurency = 3\n",
+    )
+    .unwrap();
+    let out = stack.run(
+        bin("fleet-producer"),
+        &["--config", "fleet.toml", "status", "x"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        out.stderr.contains("unknown field `concurency`"),
+        "{}",
+        out.stderr
+    );
+    // No function for the Lambda dispatcher: refused at start-up, not at the first job.
+    let out = stack.run(bin("fleet-worker"), &["run"], &[]);
+    assert!(
+        out.stderr
+            .contains("lambda.function (env FLEET_LAMBDA_FUNCTION)"),
+        "{}",
+        out.stderr
+    );
+}
