@@ -4,6 +4,7 @@
 //! that job authors build on.
 
 pub mod aws;
+pub mod cli;
 pub mod config;
 pub mod ids;
 pub mod ledger;

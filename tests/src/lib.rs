@@ -407,6 +407,23 @@ impl Stack {
         .await
     }
 
+    /// Waits for a message on the dead-letter queue and returns it with its attributes.
+    pub async fn wait_dead_letter(&self, timeout: Duration) -> aws_sdk_sqs::types::Message {
+        let url = self.queue_url(&self.names.dlq).await;
+        wait_for("a dead letter", timeout, || async {
+            let out = self
+                .sqs()
+                .receive_message()
+                .queue_url(&url)
+                .message_attribute_names("All")
+                .send()
+                .await
+                .expect("receive from the dead-letter queue");
+            out.messages.unwrap_or_default().into_iter().next()
+        })
+        .await
+    }
+
     /// Items in the ledger table.
     pub async fn table_items(
         &self,

@@ -280,19 +280,7 @@ async fn a_malformed_message_is_dead_lettered_and_good_jobs_still_run() {
     );
     stack.wait_done("good", Duration::from_secs(60)).await;
 
-    let dlq = stack.queue_url(&stack.names.dlq).await;
-    let got = wait_for("the dead letter", Duration::from_secs(30), || async {
-        let out = stack
-            .sqs()
-            .receive_message()
-            .queue_url(&dlq)
-            .message_attribute_names("All")
-            .send()
-            .await
-            .unwrap();
-        out.messages.unwrap_or_default().into_iter().next()
-    })
-    .await;
+    let got = stack.wait_dead_letter(Duration::from_secs(30)).await;
     assert_eq!(got.body(), Some("this is not json"));
     let attrs = got.message_attributes().unwrap();
     assert_eq!(attrs["fleet-error-class"].string_value(), Some("permanent"));
@@ -335,23 +323,7 @@ async fn a_requests_max_attempts_bounds_retries_and_failures_are_dead_lettered()
     assert_eq!(per_job["bounded:0"], 2);
     assert_eq!(per_job["bounded:1"], 2);
 
-    let dlq = stack.queue_url(&stack.names.dlq).await;
-    let dead = wait_for(
-        "the failed job's dead letter",
-        Duration::from_secs(30),
-        || async {
-            let out = stack
-                .sqs()
-                .receive_message()
-                .queue_url(&dlq)
-                .message_attribute_names("All")
-                .send()
-                .await
-                .unwrap();
-            out.messages.unwrap_or_default().into_iter().next()
-        },
-    )
-    .await;
+    let dead = stack.wait_dead_letter(Duration::from_secs(30)).await;
     let attrs = dead.message_attributes().unwrap();
     assert_eq!(attrs["fleet-job-id"].string_value(), Some("bounded:0"));
     assert_eq!(attrs["fleet-attempts"].string_value(), Some("2"));

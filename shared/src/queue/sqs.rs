@@ -5,9 +5,8 @@ use std::time::Duration;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::{DisplayErrorContext, SdkError};
 use aws_sdk_sqs::types::{
-    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
-    MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
-    SendMessageBatchRequestEntry,
+    DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
+    QueueAttributeName, SendMessageBatchRequestEntry,
 };
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::{StreamExt, TryStreamExt};
@@ -183,44 +182,6 @@ impl SqsQueue {
             in_flight: get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
             delayed: get(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
         })
-    }
-
-    /// Makes several received messages visible again after `timeout`; returns the receipts
-    /// that failed.
-    pub async fn set_visibility_batch(
-        &self,
-        receipts: &[String],
-        timeout: Duration,
-    ) -> Result<Vec<String>, QueueError> {
-        let entries = receipts
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                ChangeMessageVisibilityBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(r)
-                    .visibility_timeout(timeout.as_secs() as i32)
-                    .build()
-                    .map_err(|e| QueueError::Aws {
-                        op: "ChangeMessageVisibilityBatch",
-                        message: e.to_string(),
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let out = self
-            .client
-            .change_message_visibility_batch()
-            .queue_url(&self.url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-            .map_err(|e| aws_err("ChangeMessageVisibilityBatch", e))?;
-        Ok(out
-            .failed()
-            .iter()
-            .filter_map(|f| f.id().parse::<usize>().ok())
-            .filter_map(|i| receipts.get(i).cloned())
-            .collect())
     }
 }
 

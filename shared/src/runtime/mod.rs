@@ -116,7 +116,7 @@ pub fn main<H: JobHandler>(handler: H) -> ExitCode {
     } else {
         Cli::parse()
     };
-    init_logging();
+    crate::cli::init_logging("info");
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -148,17 +148,6 @@ pub fn main<H: JobHandler>(handler: H) -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-fn init_logging() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
 }
 
 async fn run_lambda<H: JobHandler>(handler: Arc<H>) -> ExitCode {
