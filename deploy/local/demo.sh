@@ -22,8 +22,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "==> building (the first build compiles the AWS SDK and takes several minutes)"
-cargo build --workspace --bins --quiet
+# --all-targets: the same feature set as deploy/local/test.sh, so the two share one build.
+echo "==> building (the first build compiles the AWS SDK and takes a few minutes)"
+cargo build --workspace --all-targets --quiet
 BIN=$FLEET_ROOT/target/debug
 
 echo "==> starting the local AWS stack"
@@ -40,7 +41,7 @@ export AWS_ENDPOINT_URL_LAMBDA="http://$(sed -n 's/^listening on //p' "$work/tes
 
 echo "==> starting $REPLICAS worker replicas"
 for i in $(seq "$REPLICAS"); do
-  FLEET_REPLICA_ID="replica-$i" FLEET_CONCURRENCY=32 FLEET_RECEIVE_LOOPS=${DEMO_RECEIVE_LOOPS:-4} FLEET_RETRY_BASE_SECS=1 \
+  FLEET_REPLICA_ID="replica-$i" FLEET_CONCURRENCY=32 FLEET_RETRY_BASE_SECS=1 FLEET_WAIT_TIME_SECS=2 \
     "$BIN/fleet-worker" run 2>"$work/worker-$i.log" &
   pids+=($!)
 done

@@ -9,9 +9,10 @@ moto's server handles requests on many threads, and its backends take no locks:
 - two concurrent ReceiveMessage calls can hand out the same message.
 
 This launcher runs moto's own WSGI application unchanged, except that DynamoDB requests are
-served one at a time, SQS requests other than ReceiveMessage one at a time, and
-ReceiveMessage calls one at a time per queue (a long poll on one queue does not hold up the
-other calls).
+served one at a time and SQS requests one at a time. A long poll (ReceiveMessage with
+WaitTimeSeconds) must not hold the lock while it waits, so the launcher polls moto without
+waiting, under the lock, and between polls sleeps until an SQS write happens or a second
+passes (a message whose visibility timeout ends is seen within that second).
 
     python deploy/local/moto_server.py -H 127.0.0.1 -p PORT
 """
@@ -22,7 +23,7 @@ import json
 import signal
 import sys
 import threading
-from collections import defaultdict
+import time
 
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
@@ -39,33 +40,55 @@ class Serialise:
         self.app = app
         self.dynamodb = threading.Lock()
         self.sqs = threading.Lock()
-        self.receives = defaultdict(threading.Lock)
-        self.receives_guard = threading.Lock()
+        self.sqs_changed = threading.Condition()
 
-    def lock_for(self, environ):
-        target = environ.get("HTTP_X_AMZ_TARGET", "")
-        if target.startswith("DynamoDB_"):
-            return self.dynamodb
-        if target == "AmazonSQS.ReceiveMessage":
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-            body = environ["wsgi.input"].read(length)
-            environ["wsgi.input"] = io.BytesIO(body)
+    def call(self, environ, lock):
+        """Calls moto under `lock`; returns status, headers and body."""
+        captured = {}
+
+        def capture(status, headers, exc_info=None):
+            captured["status"], captured["headers"] = status, headers
+
+        with lock:
+            body = b"".join(self.app(environ, capture))
+        return captured["status"], captured["headers"], body
+
+    def receive(self, environ):
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        request = json.loads(environ["wsgi.input"].read(length) or b"{}")
+        deadline = time.monotonic() + int(request.get("WaitTimeSeconds") or 0)
+        request["WaitTimeSeconds"] = 0
+        body = json.dumps(request).encode()
+        while True:
+            env = dict(environ)
+            env["wsgi.input"] = io.BytesIO(body)
+            env["CONTENT_LENGTH"] = str(len(body))
+            status, headers, out = self.call(env, self.sqs)
+            remaining = deadline - time.monotonic()
+            if not status.startswith("200") or remaining <= 0:
+                return status, headers, out
             try:
-                queue = json.loads(body).get("QueueUrl", "")
+                if json.loads(out or b"{}").get("Messages"):
+                    return status, headers, out
             except ValueError:
-                queue = ""
-            with self.receives_guard:
-                return self.receives[queue.rsplit("/", 1)[-1]]
-        if target.startswith("AmazonSQS."):
-            return self.sqs
-        return None
+                return status, headers, out
+            with self.sqs_changed:
+                self.sqs_changed.wait(timeout=min(1.0, remaining))
 
     def __call__(self, environ, start_response):
-        lock = self.lock_for(environ)
-        if lock is None:
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
+        if target.startswith("DynamoDB_"):
+            status, headers, out = self.call(environ, self.dynamodb)
+        elif target == "AmazonSQS.ReceiveMessage":
+            status, headers, out = self.receive(environ)
+        elif target.startswith("AmazonSQS."):
+            status, headers, out = self.call(environ, self.sqs)
+            with self.sqs_changed:
+                self.sqs_changed.notify_all()
+        else:
             return self.app(environ, start_response)
-        with lock:
-            return [b"".join(self.app(environ, start_response))]
+        start_response(status, headers)
+        return [out]
 
 
 class QuietHandler(MotoRequestHandler):

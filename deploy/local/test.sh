@@ -15,8 +15,10 @@ echo "==> cargo fmt --check"
 cargo fmt --all --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
-echo "==> building the binaries the black-box tests run"
-cargo build --workspace --bins
+# One feature set for the binaries and the tests (dev-dependencies enable features of shared
+# crates), so the binaries the black-box tests start are built once, by this command.
+echo "==> building the binaries and the tests"
+cargo build --workspace --all-targets
 echo "==> tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"
