@@ -2,9 +2,15 @@
 //! ledger, and sends their messages. Re-submitting a request never creates a second copy of
 //! a job. Also reads a request's status.
 
+pub mod dlq;
 pub mod request;
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use fleet_shared::config::Config;
+use fleet_shared::ids::JobId;
+use futures::{StreamExt, TryStreamExt};
 
 use fleet_shared::ledger::dynamo::{DynamoLedger, PutRequestOutcome};
 use fleet_shared::ledger::{JobSummary, LedgerError};
@@ -29,6 +35,8 @@ pub enum ProducerError {
     Ledger(#[from] LedgerError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error("no dead-letter queue is configured")]
+    NoDeadLetterQueue,
 }
 
 /// What `submit` did.
@@ -93,11 +101,67 @@ impl Status {
 pub struct Producer {
     ledger: DynamoLedger,
     queue: SqsQueue,
+    dead_letters: Option<SqsQueue>,
+    config: Arc<Config>,
+}
+
+/// What `cancel` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CancelReport {
+    pub request_id: String,
+    /// Jobs this call moved from PENDING or RETRYING to CANCELLED.
+    pub cancelled: u32,
+    /// The request's jobs per state afterwards (RUNNING ones finish).
+    pub states: BTreeMap<String, u32>,
 }
 
 impl Producer {
-    pub fn new(ledger: DynamoLedger, queue: SqsQueue) -> Self {
-        Self { ledger, queue }
+    pub fn new(ledger: DynamoLedger, queue: SqsQueue, config: Arc<Config>) -> Self {
+        Self {
+            ledger,
+            queue,
+            dead_letters: None,
+            config,
+        }
+    }
+
+    /// Adds the dead-letter queue, for `dlq` commands.
+    pub fn with_dead_letters(mut self, dlq: SqsQueue) -> Self {
+        self.dead_letters = Some(dlq);
+        self
+    }
+
+    /// Cancels a request: its PENDING and RETRYING jobs become CANCELLED and are never
+    /// dispatched (a worker that receives their messages deletes them); RUNNING jobs finish.
+    /// Cancelling again changes nothing.
+    pub async fn cancel(&self, request_id: &str) -> Result<CancelReport, ProducerError> {
+        let jobs = self.ledger.job_summaries(request_id).await?;
+        if jobs.is_empty() && self.ledger.get_request(request_id).await?.is_none() {
+            return Err(ProducerError::NotFound(request_id.to_owned()));
+        }
+        let now = fleet_shared::time::now_ms();
+        let ledger = &self.ledger;
+        let cancelled: Vec<bool> = futures::stream::iter(
+            jobs.iter()
+                .filter(|j| matches!(j.state, JobState::Pending | JobState::Retrying)),
+        )
+        .map(|j| async move {
+            let id = JobId::new(request_id, j.index).map_err(|e| LedgerError::Malformed {
+                key: request_id.to_owned(),
+                message: e.to_string(),
+            })?;
+            ledger.cancel(&id, now).await
+        })
+        .buffer_unordered(16)
+        .try_collect()
+        .await?;
+        self.ledger.mark_request_cancelled(request_id, now).await?;
+        let after = self.status(request_id).await?;
+        Ok(CancelReport {
+            request_id: request_id.to_owned(),
+            cancelled: cancelled.iter().filter(|c| **c).count() as u32,
+            states: after.states,
+        })
     }
 
     /// Records and sends a validated request. The request item is written first

@@ -8,8 +8,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use fleet_producer::{Producer, Status, request};
+use std::sync::Arc;
+
 use fleet_shared::config::Config;
 use fleet_shared::ledger::dynamo::DynamoLedger;
+use fleet_shared::message::Target;
 use fleet_shared::queue::sqs::SqsQueue;
 use fleet_shared::state::JobState;
 
@@ -48,6 +51,59 @@ enum Command {
         #[arg(long, default_value_t = 1.0)]
         interval: f64,
     },
+    /// Cancel a request: its pending and retrying jobs are never run; running ones finish.
+    Cancel {
+        request_id: String,
+        /// Print a JSON object: request_id, cancelled, states.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect and replay the dead-letter queue.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCommand {
+    /// List dead-lettered jobs with their failure records.
+    List {
+        /// Only this request's jobs.
+        #[arg(long = "request")]
+        request_id: Option<String>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send one request's failed jobs back to the jobs queue with fresh attempts; every other
+    /// message stays in the dead-letter queue.
+    Redrive {
+        #[arg(long = "request")]
+        request_id: String,
+        /// Attempts each job gets from now (default: the configured limit for its job type).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
+        max_attempts: Option<u32>,
+        /// Run the jobs on this target from now on.
+        #[arg(long, value_enum)]
+        target: Option<TargetArg>,
+        /// Print a JSON object: request_id, redriven, skipped, others.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum TargetArg {
+    Lambda,
+    Ecs,
+}
+
+impl From<TargetArg> for Target {
+    fn from(t: TargetArg) -> Self {
+        match t {
+            TargetArg::Lambda => Target::Lambda,
+            TargetArg::Ecs => Target::Ecs,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -56,15 +112,21 @@ fn main() -> ExitCode {
     fleet_shared::cli::run_main("fleet-producer", real_main(cli))
 }
 
-async fn producer(config: &Config) -> anyhow::Result<Producer> {
+async fn producer(config: &Arc<Config>, with_dead_letters: bool) -> anyhow::Result<Producer> {
     let sdk = fleet_shared::aws::sdk_config().await;
-    let queue = SqsQueue::resolve(fleet_shared::aws::sqs(&sdk), &config.queue.jobs).await?;
+    let sqs = fleet_shared::aws::sqs(&sdk);
+    let queue = SqsQueue::resolve(sqs.clone(), &config.queue.jobs).await?;
     let ledger = DynamoLedger::new(fleet_shared::aws::dynamodb(&sdk), &config.ledger.table);
-    Ok(Producer::new(ledger, queue))
+    let p = Producer::new(ledger, queue, config.clone());
+    Ok(if with_dead_letters {
+        p.with_dead_letters(SqsQueue::resolve(sqs, &config.queue.dead_letter).await?)
+    } else {
+        p
+    })
 }
 
 async fn real_main(cli: Cli) -> anyhow::Result<()> {
-    let config = Config::load(cli.config.as_deref())?;
+    let config = Arc::new(Config::load(cli.config.as_deref())?);
     match cli.command {
         Command::Submit { file, json } => {
             let text = if file.as_os_str() == "-" {
@@ -87,7 +149,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                     )
                 })
                 .with_context(|| format!("invalid request file {}", file.display()))?;
-            let report = producer(&config).await?.submit(&valid).await?;
+            let report = producer(&config, false).await?.submit(&valid).await?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
@@ -100,7 +162,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             watch,
             interval,
         } => {
-            let p = producer(&config).await?;
+            let p = producer(&config, false).await?;
             if watch {
                 if !(interval.is_finite() && interval > 0.0) {
                     anyhow::bail!("--interval must be a positive number of seconds");
@@ -112,6 +174,71 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&status)?);
             } else if !watch {
                 print_status(&status);
+            }
+        }
+        Command::Cancel { request_id, json } => {
+            let report = producer(&config, false).await?.cancel(&request_id).await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                let running = report.states.get("RUNNING").copied().unwrap_or(0);
+                println!(
+                    "request {}: {} jobs cancelled; {} still running will finish",
+                    report.request_id, report.cancelled, running
+                );
+            }
+        }
+        Command::Dlq(DlqCommand::List { request_id, json }) => {
+            let list = producer(&config, true)
+                .await?
+                .dlq_list(request_id.as_deref())
+                .await?;
+            for l in &list {
+                if json {
+                    println!("{}", serde_json::to_string(l)?);
+                } else {
+                    println!(
+                        "{}  {}  attempts {}  {}{}",
+                        l.job_id.as_deref().unwrap_or(&l.message_id),
+                        l.error_class,
+                        l.attempts,
+                        l.error,
+                        if l.copies > 1 {
+                            format!("  ({} copies)", l.copies)
+                        } else {
+                            String::new()
+                        }
+                    );
+                }
+            }
+            if !json {
+                println!("{} dead-lettered job(s)", list.len());
+            }
+        }
+        Command::Dlq(DlqCommand::Redrive {
+            request_id,
+            max_attempts,
+            target,
+            json,
+        }) => {
+            let report = producer(&config, true)
+                .await?
+                .dlq_redrive(&request_id, max_attempts, target.map(Into::into))
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!(
+                    "request {}: {} job(s) redriven",
+                    report.request_id, report.redriven
+                );
+                for s in &report.skipped {
+                    println!("  left {}: {}", s.job_id, s.reason);
+                }
+                println!(
+                    "{} message(s) of other requests left in place",
+                    report.others
+                );
             }
         }
     }

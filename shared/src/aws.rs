@@ -10,9 +10,6 @@ use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_lambda::config::retry::RetryConfig;
 use aws_sdk_lambda::config::timeout::TimeoutConfig;
 
-/// Extra read time beyond the function's timeout before the worker gives up on an Invoke.
-pub const INVOKE_READ_MARGIN: Duration = Duration::from_secs(30);
-
 /// The shared SDK configuration from the default chain.
 pub async fn sdk_config() -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest()).load().await
@@ -27,15 +24,16 @@ pub fn dynamodb(sdk: &SdkConfig) -> aws_sdk_dynamodb::Client {
 }
 
 /// A Lambda client for synchronous Invoke: the SDK's own retries are off (a re-sent Invoke
-/// would run the job twice; the worker decides about retries), and the read timeout is above
-/// the function's timeout so a long job is never cut off by the client.
-pub fn lambda_for_invoke(sdk: &SdkConfig, function_timeout: Duration) -> aws_sdk_lambda::Client {
+/// would run the job twice; the worker decides about retries), and the read timeout should be
+/// above the function's timeout (`LambdaConfig::read_timeout`) so a long job is never cut off
+/// by the client.
+pub fn lambda_for_invoke(sdk: &SdkConfig, read_timeout: Duration) -> aws_sdk_lambda::Client {
     let config = aws_sdk_lambda::config::Builder::from(sdk)
         .retry_config(RetryConfig::disabled())
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(5))
-                .read_timeout(function_timeout + INVOKE_READ_MARGIN)
+                .read_timeout(read_timeout)
                 .build(),
         )
         .build();

@@ -76,9 +76,17 @@ impl Default for LedgerConfig {
 pub struct LambdaConfig {
     /// The function for job types that name none of their own. Env `FLEET_LAMBDA_FUNCTION`.
     pub function: Option<String>,
-    /// The functions' timeout. The worker's read timeout on Invoke is this plus a margin, so
-    /// a slow job is never cut off by the client and re-sent. Env `FLEET_LAMBDA_TIMEOUT_SECS`.
+    /// The functions' timeout. Env `FLEET_LAMBDA_TIMEOUT_SECS`.
     pub function_timeout_secs: u64,
+    /// How long the worker waits for an Invoke's answer; default the function timeout plus
+    /// 30 s, so a slow job is never cut off by the client (a read timeout counts as a failed
+    /// attempt and is never re-sent within it). Env `FLEET_LAMBDA_READ_TIMEOUT_SECS`.
+    pub read_timeout_secs: Option<u64>,
+    /// Lowest Lambda in-flight limit of a replica; throttling halves the limit down to this.
+    pub min_concurrency: usize,
+    /// Highest Lambda in-flight limit of a replica; it grows back by one per window of
+    /// successes up to this. Default `worker.concurrency`. Env `FLEET_LAMBDA_MAX_CONCURRENCY`.
+    pub max_concurrency: Option<usize>,
 }
 
 impl Default for LambdaConfig {
@@ -86,6 +94,18 @@ impl Default for LambdaConfig {
         Self {
             function: None,
             function_timeout_secs: 900,
+            read_timeout_secs: None,
+            min_concurrency: 1,
+            max_concurrency: None,
+        }
+    }
+}
+
+impl LambdaConfig {
+    pub fn read_timeout(&self) -> Duration {
+        match self.read_timeout_secs {
+            Some(s) => Duration::from_secs(s),
+            None => Duration::from_secs(self.function_timeout_secs + 30),
         }
     }
 }
@@ -245,6 +265,22 @@ const ENV_OVERRIDES: &[(&str, &str, Setter)] = &[
             Ok(())
         },
     ),
+    (
+        "FLEET_LAMBDA_READ_TIMEOUT_SECS",
+        "lambda.read_timeout_secs",
+        |c, v| {
+            c.lambda.read_timeout_secs = Some(num(v)?);
+            Ok(())
+        },
+    ),
+    (
+        "FLEET_LAMBDA_MAX_CONCURRENCY",
+        "lambda.max_concurrency",
+        |c, v| {
+            c.lambda.max_concurrency = Some(num(v)?);
+            Ok(())
+        },
+    ),
     ("FLEET_REPLICA_ID", "worker.replica_id", |c, v| {
         c.worker.replica_id = Some(v.into());
         Ok(())
@@ -384,6 +420,22 @@ impl Config {
         if let Some(f) = &self.lambda.function {
             check_function("lambda.function", f)?;
         }
+        if let Some(r) = self.lambda.read_timeout_secs
+            && !(1..=3600).contains(&r)
+        {
+            return Err(invalid("lambda.read_timeout_secs", "must be 1 to 3600"));
+        }
+        if self.lambda.min_concurrency == 0 {
+            return Err(invalid("lambda.min_concurrency", "must be at least 1"));
+        }
+        if let Some(m) = self.lambda.max_concurrency
+            && m < self.lambda.min_concurrency
+        {
+            return Err(invalid(
+                "lambda.max_concurrency",
+                "must be at least lambda.min_concurrency",
+            ));
+        }
         if !(1..=900).contains(&self.lambda.function_timeout_secs) {
             return Err(invalid(
                 "lambda.function_timeout_secs",
@@ -460,6 +512,22 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Whether the worker runs this job type: any type when no job type is configured,
+    /// else only the configured ones (a message of another type is a permanent error).
+    pub fn knows_job_type(&self, job_type: &str) -> bool {
+        self.job_types.is_empty() || self.job_types.contains_key(job_type)
+    }
+
+    /// The Lambda in-flight limit's bounds: (min, max).
+    pub fn lambda_concurrency(&self) -> (usize, usize) {
+        let max = self
+            .lambda
+            .max_concurrency
+            .unwrap_or(self.worker.concurrency)
+            .max(self.lambda.min_concurrency);
+        (self.lambda.min_concurrency, max)
     }
 
     /// The Lambda function for a job type, if any is configured.
@@ -634,6 +702,7 @@ mod tests {
                 "FLEET_RETRY_BASE_SECS" => "3",
                 "FLEET_WAIT_TIME_SECS" | "FLEET_CLOCK_SKEW_SECS" => "1",
                 "FLEET_MAX_ATTEMPTS" => "9",
+                "FLEET_LAMBDA_READ_TIMEOUT_SECS" | "FLEET_LAMBDA_MAX_CONCURRENCY" => "13",
                 _ => "13",
             };
             let c = load(None, &[(var, value)]).unwrap_or_else(|e| panic!("{var}: {e}"));

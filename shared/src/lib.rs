@@ -6,6 +6,7 @@
 pub mod aws;
 pub mod cli;
 pub mod config;
+pub mod dead_letter;
 pub mod ids;
 pub mod ledger;
 pub mod message;

@@ -10,6 +10,7 @@
 //!      ├──cancel──► CANCELLED             RETRYING ──cancel──► CANCELLED
 //!      └──refused before dispatch──► FAILED   RETRYING ──refused──► FAILED
 //!   RUNNING ──claim after the lease expired (takeover, higher fence)──► RUNNING
+//!   FAILED ──redrive (an operator's `dlq redrive`, with a fresh attempt budget)──► PENDING
 //! ```
 
 use std::fmt;
@@ -28,7 +29,8 @@ pub enum JobState {
     Retrying,
     /// Finished with success. Terminal.
     Succeeded,
-    /// Finished without success: attempts exhausted or a permanent error. Terminal.
+    /// Finished without success: attempts exhausted or a permanent error. Terminal; only an
+    /// operator's redrive takes it back to PENDING.
     Failed,
     /// Cancelled before it finished. Terminal.
     Cancelled,
@@ -55,7 +57,7 @@ impl JobState {
         }
     }
 
-    /// No transition leaves a terminal state.
+    /// Finished: no worker will run it again (a FAILED job only after a redrive).
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
@@ -92,14 +94,16 @@ pub struct InvalidTransition {
 }
 
 /// Whether a job may go from `from` to `to`. The only self-transition is RUNNING → RUNNING:
-/// another worker taking over an expired lease.
+/// another worker taking over an expired lease. The only way out of a terminal state is
+/// FAILED → PENDING, a redrive.
 pub fn transition(from: JobState, to: JobState) -> Result<JobState, InvalidTransition> {
     use JobState::*;
     let allowed = match from {
         Pending => matches!(to, Running | Failed | Cancelled),
         Retrying => matches!(to, Running | Failed | Cancelled),
         Running => matches!(to, Running | Retrying | Succeeded | Failed | Cancelled),
-        Succeeded | Failed | Cancelled => false,
+        Failed => to == Pending,
+        Succeeded | Cancelled => false,
     };
     if allowed {
         Ok(to)
@@ -128,7 +132,7 @@ mod tests {
         (Running, [false, true, true, true, true, true]),
         (Retrying, [false, true, false, false, true, true]),
         (Succeeded, [false, false, false, false, false, false]),
-        (Failed, [false, false, false, false, false, false]),
+        (Failed, [true, false, false, false, false, false]),
         (Cancelled, [false, false, false, false, false, false]),
     ];
 
@@ -142,13 +146,18 @@ mod tests {
     }
 
     #[test]
-    fn terminal_states_have_no_way_out() {
+    fn terminal_states_have_no_way_out_but_redrive() {
         for from in JobState::ALL.into_iter().filter(|s| s.is_terminal()) {
-            assert!(
-                JobState::ALL
-                    .iter()
-                    .all(|to| transition(from, *to).is_err())
-            );
+            let exits: Vec<JobState> = JobState::ALL
+                .into_iter()
+                .filter(|to| transition(from, *to).is_ok())
+                .collect();
+            let want = if from == Failed {
+                vec![Pending]
+            } else {
+                vec![]
+            };
+            assert_eq!(exits, want, "{from}");
         }
     }
 
@@ -156,7 +165,7 @@ mod tests {
     fn sources_follow_the_table() {
         assert_eq!(sources(Running), vec![Pending, Running, Retrying]);
         assert_eq!(sources(Succeeded), vec![Running]);
-        assert_eq!(sources(Pending), vec![]);
+        assert_eq!(sources(Pending), vec![Failed]);
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! on the local stack, and the in-memory one), so they cannot drift apart.
 
 use fleet_shared::ids::JobId;
-use fleet_shared::ledger::{Claim, ClaimRequest, Finish, Lease, Ledger, LedgerError};
+use fleet_shared::ledger::{
+    AttemptRecord, Claim, ClaimRequest, Finish, Lease, Ledger, LedgerError,
+};
 use fleet_shared::state::JobState;
 
 const LEASE: u64 = 10_000;
@@ -29,7 +31,7 @@ async fn claimed<L: Ledger>(l: &L, job: &JobId, owner: &str, now: u64) -> Lease 
     }
 }
 
-fn stale(r: Result<(), LedgerError>) -> bool {
+fn stale<T>(r: Result<T, LedgerError>) -> bool {
     matches!(r, Err(LedgerError::Stale { .. }))
 }
 
@@ -81,20 +83,24 @@ pub async fn check<L: Ledger>(l: &L, request: &str) {
     assert!(stale(l.heartbeat(&a, t0 + 9 * LEASE).await));
     let done = Finish::Succeeded {
         result: Some("{\"r\":1}".into()),
-        duration_ms: 5,
     };
-    assert!(stale(l.finish(&a, &done, t0).await));
+    assert!(stale(l.finish(&a, &done, &rec(&a, "succeeded")).await));
 
     // A retry hides the job until its time; then the next attempt gets a higher fence.
     let now = renewed_end + 2 * SKEW;
     let retry = Finish::Retry {
-        error: "boom".into(),
+        error: "job_failure: boom".into(),
         retry_at_ms: now + 5_000,
-        duration_ms: 5,
+        refund: false,
     };
-    l.finish(&b, &retry, now).await.expect("retry");
+    assert_eq!(
+        l.finish(&b, &retry, &rec(&b, "job_failure"))
+            .await
+            .expect("retry"),
+        vec![]
+    );
     assert!(
-        stale(l.finish(&b, &done, now).await),
+        stale(l.finish(&b, &done, &rec(&b, "succeeded")).await),
         "a finished lease is gone"
     );
     assert_eq!(
@@ -109,43 +115,86 @@ pub async fn check<L: Ledger>(l: &L, request: &str) {
     let c = claimed(l, &job, "c", now + 5_000).await;
     assert_eq!((c.fence, c.attempt), (3, 3));
 
-    // Release gives the job back at once without counting the attempt.
-    l.release(&c).await.expect("release");
-    let d = claimed(l, &job, "d", now + 5_001).await;
-    assert_eq!((d.fence, d.attempt), (4, 3));
+    // A throttled attempt is refunded: the next claim has the same attempt number.
+    let throttled = Finish::Retry {
+        error: "throttled: slow down".into(),
+        retry_at_ms: now + 5_001,
+        refund: true,
+    };
+    l.finish(&c, &throttled, &rec(&c, "throttled"))
+        .await
+        .expect("throttled");
+    let c2 = claimed(l, &job, "c", now + 5_001).await;
+    assert_eq!((c2.fence, c2.attempt), (4, 3));
 
-    // Success is terminal: later claims see it and nothing changes.
-    l.finish(&d, &done, now + 6_000).await.expect("succeed");
+    // Release gives the job back at once without counting the attempt.
+    l.release(&c2).await.expect("release");
+    let d = claimed(l, &job, "d", now + 5_002).await;
+    assert_eq!((d.fence, d.attempt), (5, 3));
+
+    // Success is terminal: later claims see it, with the history of the recorded attempts.
+    assert_eq!(
+        l.finish(&d, &done, &rec(&d, "succeeded"))
+            .await
+            .expect("succeed"),
+        vec![]
+    );
     let after = l
         .claim(&req(&job, "e", now + 1_000_000))
         .await
         .expect("claim call");
+    let Claim::Finished {
+        state,
+        last_error,
+        history,
+    } = after
+    else {
+        panic!("expected a finished job, got {after:?}");
+    };
+    assert_eq!((state, last_error), (JobState::Succeeded, None));
+    let summary: Vec<(u32, u64, &str)> = history
+        .iter()
+        .map(|h| (h.attempt, h.fence, h.outcome.as_str()))
+        .collect();
     assert_eq!(
-        after,
-        Claim::Finished {
-            state: JobState::Succeeded,
-            last_error: None
-        }
+        summary,
+        vec![
+            (2, 2, "job_failure"),
+            (3, 3, "throttled"),
+            (3, 5, "succeeded")
+        ]
     );
+    assert_eq!(history[0], rec(&b, "job_failure"));
 
-    // A failure records its error, which later claims report.
+    // A failure records its error, which later claims report, and returns the history.
     let job2 = JobId::new(request, 1).expect("id");
     let f = claimed(l, &job2, "a", t0).await;
-    l.finish(
-        &f,
-        &Finish::Failed {
-            error: "permanent: nope".into(),
-            duration_ms: 1,
-        },
-        t0,
-    )
-    .await
-    .expect("fail");
+    let failed = Finish::Failed {
+        error: "permanent: nope".into(),
+    };
+    let history = l
+        .finish(&f, &failed, &rec(&f, "permanent"))
+        .await
+        .expect("fail");
+    assert_eq!(history, vec![rec(&f, "permanent")]);
     assert_eq!(
         l.claim(&req(&job2, "b", t0 + 1)).await.expect("claim call"),
         Claim::Finished {
             state: JobState::Failed,
-            last_error: Some("permanent: nope".into())
+            last_error: Some("permanent: nope".into()),
+            history,
         }
     );
+}
+
+/// The history entry of an attempt run under `lease`.
+fn rec(lease: &Lease, outcome: &str) -> AttemptRecord {
+    AttemptRecord {
+        attempt: lease.attempt,
+        fence: lease.fence,
+        started_ms: lease.started_ms,
+        ended_ms: lease.started_ms + 7,
+        target: "lambda".into(),
+        outcome: outcome.into(),
+    }
 }

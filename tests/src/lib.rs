@@ -582,6 +582,17 @@ where
     }
 }
 
+/// The failure record a dead-lettered message carries.
+pub fn failure_record(m: &aws_sdk_sqs::types::Message) -> fleet_shared::dead_letter::FailureRecord {
+    let json = m
+        .message_attributes()
+        .and_then(|a| a.get(fleet_shared::dead_letter::attr::FAILURE))
+        .and_then(|v| v.string_value())
+        .unwrap_or_else(|| panic!("no failure record on {m:?}"));
+    fleet_shared::dead_letter::FailureRecord::from_attribute(json)
+        .unwrap_or_else(|| panic!("malformed failure record {json}"))
+}
+
 /// Counts executions per job id.
 pub fn executions_per_job(execs: &[Execution]) -> std::collections::BTreeMap<String, usize> {
     let mut m = std::collections::BTreeMap::new();

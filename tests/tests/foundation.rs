@@ -282,14 +282,10 @@ async fn a_malformed_message_is_dead_lettered_and_good_jobs_still_run() {
 
     let got = stack.wait_dead_letter(Duration::from_secs(30)).await;
     assert_eq!(got.body(), Some("this is not json"));
-    let attrs = got.message_attributes().unwrap();
-    assert_eq!(attrs["fleet-error-class"].string_value(), Some("permanent"));
-    assert!(
-        attrs["fleet-error"]
-            .string_value()
-            .unwrap()
-            .contains("not valid JSON")
-    );
+    let record = fleet_tests::failure_record(&got);
+    assert_eq!(record.error_class, "permanent");
+    assert!(record.error.contains("not valid JSON"), "{record:?}");
+    assert_eq!((record.job_id, record.attempts), (None, 0));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -324,13 +320,13 @@ async fn a_requests_max_attempts_bounds_retries_and_failures_are_dead_lettered()
     assert_eq!(per_job["bounded:1"], 2);
 
     let dead = stack.wait_dead_letter(Duration::from_secs(30)).await;
-    let attrs = dead.message_attributes().unwrap();
-    assert_eq!(attrs["fleet-job-id"].string_value(), Some("bounded:0"));
-    assert_eq!(attrs["fleet-attempts"].string_value(), Some("2"));
-    assert_eq!(
-        attrs["fleet-error-class"].string_value(),
-        Some("job_failure")
-    );
+    let record = fleet_tests::failure_record(&dead);
+    assert_eq!(record.job_id.as_deref(), Some("bounded:0"));
+    assert_eq!(record.request_id.as_deref(), Some("bounded"));
+    assert_eq!(record.attempts, 2);
+    assert_eq!(record.error_class, "job_failure");
+    assert_eq!(record.targets, vec!["lambda".to_string()]);
+    assert!(record.first_attempt_ms < record.last_attempt_ms);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -53,8 +53,28 @@ const THROTTLING_CODES: &[&str] = &[
     "EC2ThrottledException",
 ];
 
+/// Error codes that may clear up on their own, whatever their HTTP status.
+const TRANSIENT_CODES: &[&str] = &[
+    "ResourceConflictException",
+    "ResourceNotReadyException",
+    "ServiceException",
+    "ServiceUnavailableException",
+    "InternalFailure",
+    "EC2UnexpectedException",
+    "ENILimitReachedException",
+    "SubnetIPAddressLimitReachedException",
+];
+
 /// Error codes for which a retry cannot help.
 const PERMANENT_CODES: &[&str] = &[
+    "KMSAccessDeniedException",
+    "KMSDisabledException",
+    "KMSInvalidStateException",
+    "KMSNotFoundException",
+    "InvalidRuntimeException",
+    "InvalidZipFileException",
+    "InvalidSecurityGroupIDException",
+    "InvalidSubnetIDException",
     "ResourceNotFoundException",
     "AccessDeniedException",
     "AccessDenied",
@@ -67,7 +87,9 @@ const PERMANENT_CODES: &[&str] = &[
     "ClientException",
 ];
 
-/// A failed Invoke call (not a function error: those come back as a response).
+/// A failed Invoke call (not a function error: those come back as a response). A connection
+/// refused or reset is transient (a reset after the request was sent may have run the job:
+/// it still counts as an attempt, like every transient failure); a read timeout is a timeout.
 pub fn lambda_invoke_error(e: &SdkError<InvokeError>) -> ErrorClass {
     match e {
         SdkError::ConstructionFailure(_) => ErrorClass::Permanent,
@@ -86,6 +108,7 @@ pub fn lambda_invoke_error(e: &SdkError<InvokeError>) -> ErrorClass {
 pub fn by_code_and_status(code: Option<&str>, status: u16) -> ErrorClass {
     match code {
         Some(c) if THROTTLING_CODES.contains(&c) => ErrorClass::Throttled,
+        Some(c) if TRANSIENT_CODES.contains(&c) => ErrorClass::Transient,
         Some(c) if PERMANENT_CODES.contains(&c) => ErrorClass::Permanent,
         _ if status == 429 => ErrorClass::Throttled,
         _ if status >= 500 => ErrorClass::Transient,

@@ -7,6 +7,7 @@ pub mod classify;
 pub mod dispatch;
 pub mod engine;
 pub mod init;
+pub mod limits;
 pub mod retry;
 
 use std::sync::Arc;
@@ -55,10 +56,7 @@ pub async fn run(
     let queue = SqsQueue::resolve(sqs.clone(), &config.queue.jobs).await?;
     let dlq = SqsQueue::resolve(sqs, &config.queue.dead_letter).await?;
     let ledger = DynamoLedger::new(fleet_shared::aws::dynamodb(sdk), &config.ledger.table);
-    let lambda = fleet_shared::aws::lambda_for_invoke(
-        sdk,
-        std::time::Duration::from_secs(config.lambda.function_timeout_secs),
-    );
+    let lambda = fleet_shared::aws::lambda_for_invoke(sdk, config.lambda.read_timeout());
     let engine = Arc::new(Engine::new(
         Parts {
             queue: Arc::new(queue),

@@ -23,7 +23,8 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::{StreamExt, TryStreamExt};
 
 use super::{
-    Claim, ClaimRequest, Finish, JobSummary, Lease, Ledger, LedgerError, NewJob, RequestRecord,
+    AttemptRecord, Claim, ClaimRequest, Finish, JobSummary, Lease, Ledger, LedgerError, NewJob,
+    Redrive, RequestRecord,
 };
 use crate::ids::JobId;
 use crate::message::Target;
@@ -57,6 +58,8 @@ pub mod attr {
     pub const LAST_ERROR: &str = "last_error";
     pub const TOTAL: &str = "total";
     pub const CONTENT_HASH: &str = "content_hash";
+    pub const HISTORY: &str = "history";
+    pub const CANCELLED_AT: &str = "cancelled_at";
 }
 
 /// Sort key of a request item.
@@ -97,6 +100,8 @@ const ALIASES: &[(&str, &str)] = &[
     ("#re", attr::RESULT),
     ("#rt", attr::RESULT_TRUNCATED),
     ("#le", attr::LAST_ERROR),
+    ("#hi", attr::HISTORY),
+    ("#tg", attr::TARGET),
 ];
 
 /// Whether `expr` uses `alias` as a whole word (`#at` is not used by `#ate`).
@@ -548,14 +553,16 @@ impl DynamoLedger {
         lease: &Lease,
         update_expr: &str,
         values: Vec<(&str, AttributeValue)>,
-    ) -> Result<(), LedgerError> {
+        returning: ReturnValue,
+    ) -> Result<Item, LedgerError> {
         let mut b = with_aliases(self.update(&lease.job), &[update_expr, OWNED])
-            .update_expression(update_expr);
+            .update_expression(update_expr)
+            .return_values(returning);
         for (k, v) in values {
             b = b.expression_attribute_values(k, v);
         }
         match self.owned(lease, b).send().await {
-            Ok(_) => Ok(()),
+            Ok(out) => Ok(out.attributes.unwrap_or_default()),
             Err(e) if condition_failed(&e) => Err(LedgerError::Stale {
                 job: lease.job.to_string(),
                 fence: lease.fence,
@@ -563,6 +570,146 @@ impl DynamoLedger {
             Err(e) => Err(aws_err("UpdateItem", e)),
         }
     }
+
+    /// FAILED → PENDING with `budget` more attempts than it has used (an operator's
+    /// redrive). A job already PENDING (a redrive repeated after a crash) gets the same
+    /// treatment, so a redrive can be run again safely.
+    pub async fn redrive(
+        &self,
+        job: &JobId,
+        budget: u32,
+        target: Option<Target>,
+    ) -> Result<Redrive, LedgerError> {
+        transition(JobState::Failed, JobState::Pending)?;
+        let mut set = String::from("SET #st = :pending, #ma = #at + :budget");
+        if target.is_some() {
+            set.push_str(", #tg = :target");
+        }
+        let expr = format!("{set} REMOVE #fa, #ra");
+        let cond = "#st IN (:failed, :pending)";
+        let mut b = with_aliases(self.update(job), &[&expr, cond])
+            .update_expression(&expr)
+            .condition_expression(cond)
+            .expression_attribute_values(":pending", s(JobState::Pending.as_str()))
+            .expression_attribute_values(":failed", s(JobState::Failed.as_str()))
+            .expression_attribute_values(":budget", n(budget))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        if let Some(t) = target {
+            b = b.expression_attribute_values(":target", s(t.as_str()));
+        }
+        match b.send().await {
+            Ok(out) => {
+                let item = out.attributes.unwrap_or_default();
+                Ok(Redrive::Redriven {
+                    job_type: get_s(&item, attr::JOB_TYPE)?.to_owned(),
+                    payload_json: get_s(&item, attr::PAYLOAD)?.to_owned(),
+                    attempts: get_n(&item, attr::ATTEMPTS)?,
+                    max_attempts: get_n(&item, attr::MAX_ATTEMPTS)?,
+                })
+            }
+            Err(e) if condition_failed(&e) => match self.get_job_item(job).await? {
+                Some(item) => Ok(Redrive::NotFailed(get_state(&item)?)),
+                None => Ok(Redrive::Missing),
+            },
+            Err(e) => Err(aws_err("UpdateItem", e)),
+        }
+    }
+
+    /// PENDING or RETRYING → CANCELLED. False when the job was in another state (running,
+    /// finished, or already cancelled).
+    pub async fn cancel(&self, job: &JobId, now_ms: u64) -> Result<bool, LedgerError> {
+        let targets: Vec<JobState> = crate::state::sources(JobState::Cancelled)
+            .into_iter()
+            .filter(|st| *st != JobState::Running)
+            .collect();
+        let expr = "SET #st = :cancelled, #fa = :now REMOVE #ra";
+        let cond = "#st IN (:c0, :c1)";
+        debug_assert_eq!(targets.len(), 2);
+        let b = with_aliases(self.update(job), &[expr, cond])
+            .update_expression(expr)
+            .condition_expression(cond)
+            .expression_attribute_values(":cancelled", s(JobState::Cancelled.as_str()))
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":c0", s(targets[0].as_str()))
+            .expression_attribute_values(":c1", s(targets[1].as_str()));
+        match b.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if condition_failed(&e) => Ok(false),
+            Err(e) => Err(aws_err("UpdateItem", e)),
+        }
+    }
+
+    /// Marks a request as cancelled (when, for `status`).
+    pub async fn mark_request_cancelled(
+        &self,
+        request_id: &str,
+        now_ms: u64,
+    ) -> Result<(), LedgerError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(attr::PK, s(request_pk(request_id)))
+            .key(attr::SK, s(REQUEST_SK))
+            .update_expression("SET #ca = if_not_exists(#ca, :now)")
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#ca", attr::CANCELLED_AT)
+            .expression_attribute_names("#pk", attr::PK)
+            .expression_attribute_values(":now", n(now_ms))
+            .send()
+            .await
+            .map(|_| ())
+            .or_else(|e| {
+                if condition_failed(&e) {
+                    Ok(())
+                } else {
+                    Err(aws_err("UpdateItem", e))
+                }
+            })
+    }
+
+    /// A job's attempt history.
+    pub async fn history(&self, job: &JobId) -> Result<Vec<AttemptRecord>, LedgerError> {
+        match self.get_job_item(job).await? {
+            Some(item) => history_from(&item),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+fn record_value(r: &AttemptRecord) -> AttributeValue {
+    AttributeValue::M(HashMap::from([
+        ("attempt".to_owned(), n(r.attempt)),
+        ("fence".to_owned(), n(r.fence)),
+        ("started".to_owned(), n(r.started_ms)),
+        ("ended".to_owned(), n(r.ended_ms)),
+        ("target".to_owned(), s(&r.target)),
+        ("outcome".to_owned(), s(&r.outcome)),
+    ]))
+}
+
+fn history_from(item: &Item) -> Result<Vec<AttemptRecord>, LedgerError> {
+    let Some(list) = item.get(attr::HISTORY) else {
+        return Ok(Vec::new());
+    };
+    let list = list
+        .as_l()
+        .map_err(|_| malformed(item, "history is not a list".into()))?;
+    list.iter()
+        .map(|v| {
+            let m = v
+                .as_m()
+                .map_err(|_| malformed(item, "history entry is not a map".into()))?;
+            Ok(AttemptRecord {
+                attempt: get_n(m, "attempt")?,
+                fence: get_n(m, "fence")?,
+                started_ms: get_n(m, "started")?,
+                ended_ms: get_n(m, "ended")?,
+                target: get_s(m, "target")?.to_owned(),
+                outcome: get_s(m, "outcome")?.to_owned(),
+            })
+        })
+        .collect()
 }
 
 impl Ledger for DynamoLedger {
@@ -619,6 +766,7 @@ impl Ledger for DynamoLedger {
                     fence: get_n(&item, attr::FENCE)?,
                     attempt: get_n(&item, attr::ATTEMPTS)?,
                     max_attempts: opt_n(&item, attr::MAX_ATTEMPTS)?,
+                    started_ms: req.now_ms,
                     until_ms: until,
                 }))
             }
@@ -645,77 +793,86 @@ impl Ledger for DynamoLedger {
     }
 
     async fn heartbeat(&self, lease: &Lease, until_ms: u64) -> Result<(), LedgerError> {
-        self.owned_write(lease, "SET #lu = :until", vec![(":until", n(until_ms))])
-            .await
+        self.owned_write(
+            lease,
+            "SET #lu = :until",
+            vec![(":until", n(until_ms))],
+            ReturnValue::None,
+        )
+        .await
+        .map(|_| ())
     }
 
-    async fn finish(&self, lease: &Lease, finish: &Finish, now_ms: u64) -> Result<(), LedgerError> {
+    async fn finish(
+        &self,
+        lease: &Lease,
+        finish: &Finish,
+        record: &AttemptRecord,
+    ) -> Result<Vec<AttemptRecord>, LedgerError> {
         transition(JobState::Running, finish.state())?;
-        let to = s(finish.state().as_str());
-        match finish {
+        const HISTORY: &str = "#hi = list_append(if_not_exists(#hi, :empty), :rec)";
+        let mut values = vec![
+            (":to", s(finish.state().as_str())),
+            (":d", n(record.ended_ms.saturating_sub(record.started_ms))),
+            (":empty", AttributeValue::L(vec![])),
+            (":rec", AttributeValue::L(vec![record_value(record)])),
+        ];
+        let (expr, returning) = match finish {
             Finish::Succeeded {
                 result: Some(result),
-                duration_ms,
             } => {
-                self.owned_write(
-                    lease,
-                    "SET #st = :to, #fa = :now, #du = :d, #re = :r REMOVE #ow, #lu, #le",
-                    vec![
-                        (":to", to),
-                        (":now", n(now_ms)),
-                        (":d", n(duration_ms)),
-                        (":r", s(result)),
-                    ],
+                values.push((":now", n(record.ended_ms)));
+                values.push((":r", s(result)));
+                (
+                    format!(
+                        "SET #st = :to, #fa = :now, #du = :d, #re = :r, {HISTORY} REMOVE #ow, #lu, #le"
+                    ),
+                    ReturnValue::None,
                 )
-                .await
             }
-            Finish::Succeeded {
-                result: None,
-                duration_ms,
-            } => {
-                self.owned_write(
-                    lease,
-                    "SET #st = :to, #fa = :now, #du = :d, #rt = :t REMOVE #ow, #lu, #le, #re",
-                    vec![
-                        (":to", to),
-                        (":now", n(now_ms)),
-                        (":d", n(duration_ms)),
-                        (":t", AttributeValue::Bool(true)),
-                    ],
+            Finish::Succeeded { result: None } => {
+                values.push((":now", n(record.ended_ms)));
+                values.push((":t", AttributeValue::Bool(true)));
+                (
+                    format!(
+                        "SET #st = :to, #fa = :now, #du = :d, #rt = :t, {HISTORY} REMOVE #ow, #lu, #le, #re"
+                    ),
+                    ReturnValue::None,
                 )
-                .await
             }
             Finish::Retry {
                 error,
                 retry_at_ms,
-                duration_ms,
+                refund,
             } => {
-                self.owned_write(
-                    lease,
-                    "SET #st = :to, #ra = :ra, #le = :e, #du = :d REMOVE #ow, #lu",
-                    vec![
-                        (":to", to),
-                        (":ra", n(retry_at_ms)),
-                        (":e", s(error)),
-                        (":d", n(duration_ms)),
-                    ],
+                values.push((":ra", n(retry_at_ms)));
+                values.push((":e", s(error)));
+                let refund = if *refund {
+                    values.push((":one", n(1)));
+                    ", #at = #at - :one"
+                } else {
+                    ""
+                };
+                (
+                    format!(
+                        "SET #st = :to, #ra = :ra, #le = :e, #du = :d, {HISTORY}{refund} REMOVE #ow, #lu"
+                    ),
+                    ReturnValue::None,
                 )
-                .await
             }
-            Finish::Failed { error, duration_ms } => {
-                self.owned_write(
-                    lease,
-                    "SET #st = :to, #fa = :now, #le = :e, #du = :d REMOVE #ow, #lu",
-                    vec![
-                        (":to", to),
-                        (":now", n(now_ms)),
-                        (":e", s(error)),
-                        (":d", n(duration_ms)),
-                    ],
+            Finish::Failed { error } => {
+                values.push((":now", n(record.ended_ms)));
+                values.push((":e", s(error)));
+                (
+                    format!(
+                        "SET #st = :to, #fa = :now, #le = :e, #du = :d, {HISTORY} REMOVE #ow, #lu"
+                    ),
+                    ReturnValue::AllNew,
                 )
-                .await
             }
-        }
+        };
+        let item = self.owned_write(lease, &expr, values, returning).await?;
+        history_from(&item)
     }
 
     async fn release(&self, lease: &Lease) -> Result<(), LedgerError> {
@@ -724,8 +881,10 @@ impl Ledger for DynamoLedger {
             lease,
             "SET #st = :to, #at = #at - :one REMOVE #ow, #lu, #ra",
             vec![(":to", s(JobState::Retrying.as_str())), (":one", n(1))],
+            ReturnValue::None,
         )
         .await
+        .map(|_| ())
     }
 }
 
@@ -736,6 +895,7 @@ fn claim_refusal(item: &Item, req: &ClaimRequest<'_>) -> Result<Claim, LedgerErr
         st if st.is_terminal() => Claim::Finished {
             state: st,
             last_error: opt_s(item, attr::LAST_ERROR).map(str::to_owned),
+            history: history_from(item)?,
         },
         JobState::Running => Claim::NotYet {
             state,

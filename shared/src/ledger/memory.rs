@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use super::{Claim, ClaimRequest, Finish, JobSummary, Lease, Ledger, LedgerError};
+use super::{AttemptRecord, Claim, ClaimRequest, Finish, JobSummary, Lease, Ledger, LedgerError};
 use crate::state::{JobState, transition};
 
 /// A job item as the in-memory ledger keeps it.
@@ -22,6 +22,7 @@ pub struct MemJob {
     pub payload_json: String,
     pub result: Option<String>,
     pub last_error: Option<String>,
+    pub history: Vec<AttemptRecord>,
 }
 
 #[derive(Debug, Default)]
@@ -98,6 +99,7 @@ impl Ledger for MemoryLedger {
             payload_json: req.payload_json.to_owned(),
             result: None,
             last_error: None,
+            history: Vec::new(),
         });
         let claimable = match j.state {
             JobState::Pending | JobState::Retrying => j.retry_at_ms.is_none_or(|t| t <= req.now_ms),
@@ -111,6 +113,7 @@ impl Ledger for MemoryLedger {
                 st if st.is_terminal() => Claim::Finished {
                     state: st,
                     last_error: j.last_error.clone(),
+                    history: j.history.clone(),
                 },
                 JobState::Running => Claim::NotYet {
                     state: j.state,
@@ -137,6 +140,7 @@ impl Ledger for MemoryLedger {
             fence: j.fence,
             attempt: j.attempts,
             max_attempts: j.max_attempts,
+            started_ms: req.now_ms,
             until_ms: req.now_ms + req.lease_ms,
         }))
     }
@@ -149,25 +153,36 @@ impl Ledger for MemoryLedger {
         &self,
         lease: &Lease,
         finish: &Finish,
-        _now_ms: u64,
-    ) -> Result<(), LedgerError> {
+        record: &AttemptRecord,
+    ) -> Result<Vec<AttemptRecord>, LedgerError> {
         transition(JobState::Running, finish.state())?;
         self.owned(lease, |j| {
             j.state = finish.state();
             j.owner = None;
             j.lease_until_ms = None;
+            j.history.push(record.clone());
             match finish {
-                Finish::Succeeded { result, .. } => {
+                Finish::Succeeded { result } => {
                     j.result = result.clone();
                     j.last_error = None;
                 }
                 Finish::Retry {
-                    error, retry_at_ms, ..
+                    error,
+                    retry_at_ms,
+                    refund,
                 } => {
                     j.retry_at_ms = Some(*retry_at_ms);
                     j.last_error = Some(error.clone());
+                    if *refund {
+                        j.attempts = j.attempts.saturating_sub(1);
+                    }
                 }
-                Finish::Failed { error, .. } => j.last_error = Some(error.clone()),
+                Finish::Failed { error } => j.last_error = Some(error.clone()),
+            }
+            if j.state == JobState::Failed {
+                j.history.clone()
+            } else {
+                Vec::new()
             }
         })
     }

@@ -47,6 +47,8 @@ pub struct Lease {
     pub attempt: u32,
     /// The limit recorded on the job, if the request or message set one.
     pub max_attempts: Option<u32>,
+    /// When the claim was made.
+    pub started_ms: u64,
     pub until_ms: u64,
 }
 
@@ -62,6 +64,7 @@ pub enum Claim {
     Finished {
         state: JobState,
         last_error: Option<String>,
+        history: Vec<AttemptRecord>,
     },
 }
 
@@ -71,16 +74,16 @@ pub enum Finish {
     Succeeded {
         /// The job's result (JSON text), or `None` when it was too large to keep.
         result: Option<String>,
-        duration_ms: u64,
     },
     /// The attempt failed and another one will follow at `retry_at_ms`.
     Retry {
         error: String,
         retry_at_ms: u64,
-        duration_ms: u64,
+        /// The attempt does not count against the limit (it was throttled before it ran).
+        refund: bool,
     },
     /// The job failed for good.
-    Failed { error: String, duration_ms: u64 },
+    Failed { error: String },
 }
 
 impl Finish {
@@ -91,6 +94,20 @@ impl Finish {
             Finish::Failed { .. } => JobState::Failed,
         }
     }
+}
+
+/// One attempt as the job's history in the ledger keeps it (appended by the outcome write,
+/// so it costs no extra call).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AttemptRecord {
+    pub attempt: u32,
+    pub fence: u64,
+    pub started_ms: u64,
+    pub ended_ms: u64,
+    /// Where it ran: `lambda` or `ecs`.
+    pub target: String,
+    /// `succeeded`, or the error class.
+    pub outcome: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -125,13 +142,15 @@ pub trait Ledger: Send + Sync + 'static {
         until_ms: u64,
     ) -> impl Future<Output = Result<(), LedgerError>> + Send;
 
-    /// Records the attempt's outcome, if the lease is still ours.
+    /// Records the attempt's outcome and appends `record` to the job's history, if the lease is
+    /// still ours. Returns the whole history when the job became FAILED (for its dead-letter
+    /// record), else an empty list.
     fn finish(
         &self,
         lease: &Lease,
         finish: &Finish,
-        now_ms: u64,
-    ) -> impl Future<Output = Result<(), LedgerError>> + Send;
+        record: &AttemptRecord,
+    ) -> impl Future<Output = Result<Vec<AttemptRecord>, LedgerError>> + Send;
 
     /// Gives the job back unfinished (shutdown): RETRYING, claimable at once, and the
     /// attempt is not counted.
@@ -160,6 +179,22 @@ pub struct NewJob {
     pub max_attempts: Option<u32>,
     pub target: Option<Target>,
     pub created_at_ms: u64,
+}
+
+/// What a redrive did to one job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redrive {
+    /// FAILED (or already redriven and still PENDING) → PENDING with a new limit.
+    Redriven {
+        job_type: String,
+        payload_json: String,
+        attempts: u32,
+        max_attempts: u32,
+    },
+    /// The job is in another state; nothing changed.
+    NotFailed(JobState),
+    /// No such job in the ledger.
+    Missing,
 }
 
 /// One job's state, as `status` reads it.

@@ -1,5 +1,6 @@
 //! SQS adapter.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_sqs::Client;
@@ -185,6 +186,59 @@ impl SqsQueue {
     }
 }
 
+impl SqsQueue {
+    /// Like [`JobQueue::receive`], with each message's string attributes (a dead-letter
+    /// queue's failure records).
+    pub async fn receive_with_attributes(
+        &self,
+        max: usize,
+        wait: Duration,
+        visibility: Duration,
+    ) -> Result<Vec<(Received, HashMap<String, String>)>, QueueError> {
+        let out = self
+            .client
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(max.clamp(1, MAX_BATCH) as i32)
+            .wait_time_seconds(wait.as_secs().min(20) as i32)
+            .visibility_timeout(visibility.as_secs() as i32)
+            .message_attribute_names("All")
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .send()
+            .await
+            .map_err(|e| aws_err("ReceiveMessage", e))?;
+        Ok(out
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| {
+                let attrs = m
+                    .message_attributes()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|(k, v)| Some((k.clone(), v.string_value()?.to_owned())))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (received(m), attrs)
+            })
+            .collect())
+    }
+}
+
+fn received(m: aws_sdk_sqs::types::Message) -> Received {
+    Received {
+        receive_count: m
+            .attributes()
+            .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1),
+        message_id: m.message_id.unwrap_or_default(),
+        receipt: m.receipt_handle.unwrap_or_default(),
+        body: m.body.unwrap_or_default(),
+    }
+}
+
 impl JobQueue for SqsQueue {
     async fn receive(
         &self,
@@ -207,16 +261,7 @@ impl JobQueue for SqsQueue {
             .messages
             .unwrap_or_default()
             .into_iter()
-            .map(|m| Received {
-                receive_count: m
-                    .attributes()
-                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(1),
-                message_id: m.message_id.unwrap_or_default(),
-                receipt: m.receipt_handle.unwrap_or_default(),
-                body: m.body.unwrap_or_default(),
-            })
+            .map(received)
             .collect())
     }
 

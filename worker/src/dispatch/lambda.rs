@@ -24,6 +24,10 @@ impl LambdaDispatcher {
 }
 
 impl Dispatcher for LambdaDispatcher {
+    fn target(&self) -> &'static str {
+        "lambda"
+    }
+
     async fn dispatch(&self, event: &JobEvent) -> Outcome {
         let Some(function) = self.config.function_for(&event.job_type) else {
             return Outcome::Failed {

@@ -20,6 +20,9 @@ pub enum Outcome {
 }
 
 pub trait Dispatcher: Send + Sync + 'static {
+    /// Where this dispatcher runs jobs (`lambda`, `ecs`), as the ledger records it.
+    fn target(&self) -> &'static str;
+
     /// Runs the attempt described by `event` and waits for its end.
     fn dispatch(&self, event: &JobEvent) -> impl Future<Output = Outcome> + Send;
 }

@@ -14,7 +14,10 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use fleet_shared::config::{Config, SQS_MAX_VISIBILITY_SECS};
-use fleet_shared::ledger::{Claim, ClaimRequest, Finish, Lease, Ledger, LedgerError};
+use fleet_shared::dead_letter::FailureRecord;
+use fleet_shared::ledger::{
+    AttemptRecord, Claim, ClaimRequest, Finish, Lease, Ledger, LedgerError,
+};
 use fleet_shared::message::{JobEvent, JobMessage, parse_message};
 use fleet_shared::queue::{DeadLetterQueue, JobQueue, MAX_BATCH, Received};
 use fleet_shared::state::JobState;
@@ -29,19 +32,15 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::acks::Acker;
 use crate::classify::ErrorClass;
 use crate::dispatch::{Dispatcher, Outcome};
+use crate::limits::{AdaptiveLimit, LimitPermit};
 use crate::retry::RetryPolicy;
-
-/// Message attributes of a dead-lettered message.
-pub mod dead_letter_attr {
-    pub const ERROR_CLASS: &str = "fleet-error-class";
-    pub const ERROR: &str = "fleet-error";
-    pub const JOB_ID: &str = "fleet-job-id";
-    pub const ATTEMPTS: &str = "fleet-attempts";
-    pub const REPLICA: &str = "fleet-replica";
-}
 
 /// Longest error text kept in the ledger or a dead-letter record.
 const MAX_ERROR_CHARS: usize = 4000;
+
+/// SQS counts a message's visibility from when it was received, up to 12 hours; a hidden
+/// retry stays this far inside that limit.
+const VISIBILITY_MARGIN: Duration = Duration::from_secs(60);
 
 /// The parts an engine runs on.
 pub struct Parts<Q, D, L, X> {
@@ -66,6 +65,7 @@ pub struct Stats {
     pub leases_lost: AtomicU64,
     pub released: AtomicU64,
     pub ledger_errors: AtomicU64,
+    pub throttled: AtomicU64,
 }
 
 /// A snapshot of [`Stats`].
@@ -83,6 +83,7 @@ pub struct Report {
     pub leases_lost: u64,
     pub released: u64,
     pub ledger_errors: u64,
+    pub throttled: u64,
 }
 
 impl Stats {
@@ -105,6 +106,7 @@ impl Stats {
             leases_lost: g(&self.leases_lost),
             released: g(&self.released),
             ledger_errors: g(&self.ledger_errors),
+            throttled: g(&self.throttled),
         }
     }
 }
@@ -119,6 +121,8 @@ pub struct Engine<Q, D, L, X> {
     retry: RetryPolicy,
     clock: Clock,
     stats: Stats,
+    /// The Lambda in-flight limit, adapted to throttling.
+    lambda_limit: Arc<AdaptiveLimit>,
 }
 
 /// Seconds for a visibility timeout: rounded up, at least 1, at most SQS's limit.
@@ -137,9 +141,17 @@ fn clip(s: &str) -> String {
 }
 
 enum AttemptEnd {
-    Done(Outcome, Duration),
+    Done(Outcome),
     LeaseLost,
     Stopped,
+}
+
+/// One claimed attempt and the message it came from.
+struct Attempt<'a> {
+    msg: &'a JobMessage,
+    lease: Lease,
+    m: &'a Received,
+    received_at: Instant,
 }
 
 impl<Q, D, L, X> Engine<Q, D, L, X>
@@ -156,10 +168,14 @@ where
             ledger: parts.ledger,
             dispatcher: parts.dispatcher,
             retry: RetryPolicy::from_config(&config),
-            config,
             replica,
             clock: Clock::System,
             stats: Stats::default(),
+            lambda_limit: {
+                let (min, max) = config.lambda_concurrency();
+                AdaptiveLimit::new("lambda", min, max)
+            },
+            config,
         }
     }
 
@@ -175,6 +191,11 @@ where
 
     pub fn stats(&self) -> Report {
         self.stats.report()
+    }
+
+    /// The Lambda in-flight limit as it stands.
+    pub fn lambda_limit(&self) -> usize {
+        self.lambda_limit.limit()
     }
 
     /// Runs until `shutdown` is cancelled, then drains: no new receives, in-flight jobs get
@@ -241,8 +262,14 @@ where
                 p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
                 _ = shutdown.cancelled() => return,
             };
+            // Only what can start now: free slots, and room under the adaptive Lambda limit.
+            tokio::select! {
+                () = self.lambda_limit.wait_available() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            let room = self.lambda_limit.available().clamp(1, MAX_BATCH);
             let mut permits: Vec<OwnedSemaphorePermit> = vec![first];
-            while permits.len() < MAX_BATCH {
+            while permits.len() < room {
                 match slots.clone().try_acquire_owned() {
                     Ok(p) => permits.push(p),
                     Err(_) => break,
@@ -293,22 +320,27 @@ where
 
     /// Everything that happens to one received message.
     async fn handle(&self, m: Received, acker: &Acker, hard_stop: &CancellationToken) {
+        let received_at = Instant::now();
         let (msg, job) = match parse_message(&m.body, self.config.limits.max_message_bytes) {
             Ok(parsed) => parsed,
             Err(e) => {
                 Stats::bump(&self.stats.malformed);
                 warn!(message_id = %m.message_id, error = %e, "malformed message; dead-lettering it");
-                if self
-                    .dead_letter(&m.body, None, ErrorClass::Permanent, &e.to_string(), 0)
-                    .await
-                {
-                    acker.delete(m.receipt);
-                }
+                self.refuse(&m, None, &e.to_string(), acker).await;
                 return;
             }
         };
         let span = info_span!("job", request_id = %msg.request_id, job_id = %msg.job_id);
         async {
+            if !self.config.knows_job_type(&msg.job_type) {
+                Stats::bump(&self.stats.malformed);
+                let reason = format!("unknown job type {:?} (not in job_types)", msg.job_type);
+                warn!(%reason, "dead-lettering the message");
+                self.refuse(&m, Some(&msg), &reason, acker).await;
+                return;
+            }
+            // Room under the Lambda limit before the claim, so a claimed job never waits.
+            let permit = self.lambda_limit.acquire().await;
             let payload_json = msg.payload.to_string();
             let now = self.clock.now_ms();
             let claim = self
@@ -328,7 +360,8 @@ where
             match claim {
                 Ok(Claim::Claimed(lease)) => {
                     Stats::bump(&self.stats.claimed);
-                    self.run_attempt(&msg, lease, &m, acker, hard_stop).await;
+                    let attempt = Attempt { msg: &msg, lease, m: &m, received_at };
+                    self.run_attempt(attempt, permit, acker, hard_stop).await;
                 }
                 Ok(Claim::NotYet { state, until_ms }) => {
                     Stats::bump(&self.stats.deferred);
@@ -336,18 +369,20 @@ where
                     debug!(%state, hide_secs = hide.as_secs(), "not claimable yet; deferring the message");
                     self.set_visibility(&m.receipt, hide).await;
                 }
-                Ok(Claim::Finished { state, last_error }) => {
+                Ok(Claim::Finished { state, last_error, history }) => {
                     Stats::bump(&self.stats.obsolete);
                     debug!(%state, "job already finished; deleting the message");
                     // A FAILED job's dead-letter record may have been lost to a crash between
                     // the ledger write and the send: send it again (readers de-duplicate by
                     // job id).
                     if state == JobState::Failed {
-                        let reason = last_error.unwrap_or_else(|| "failed".into());
-                        if !self
-                            .dead_letter(&m.body, Some(&msg.job_id), ErrorClass::Permanent, &reason, 0)
-                            .await
-                        {
+                        let error = last_error.unwrap_or_else(|| "failed".into());
+                        let (class, error) = match error.split_once(": ") {
+                            Some((c, e)) => (c.to_owned(), e.to_owned()),
+                            None => (ErrorClass::Permanent.as_str().to_owned(), error),
+                        };
+                        let record = self.failure_record(Some(&msg), &class, &error, &history);
+                        if !self.dead_letter(&m.body, &record).await {
                             return;
                         }
                     }
@@ -364,57 +399,71 @@ where
         .await
     }
 
+    /// A message refused before any attempt: dead-lettered with the reason, then deleted.
+    async fn refuse(&self, m: &Received, msg: Option<&JobMessage>, reason: &str, acker: &Acker) {
+        let record = self.failure_record(msg, ErrorClass::Permanent.as_str(), reason, &[]);
+        if self.dead_letter(&m.body, &record).await {
+            acker.delete(m.receipt.clone());
+        }
+    }
+
     async fn run_attempt(
         &self,
-        msg: &JobMessage,
-        lease: Lease,
-        m: &Received,
+        a: Attempt<'_>,
+        permit: LimitPermit,
         acker: &Acker,
         hard_stop: &CancellationToken,
     ) {
-        let max_attempts = self
-            .config
-            .max_attempts_for(&msg.job_type, lease.max_attempts.or(msg.max_attempts));
         let event = JobEvent {
-            request_id: msg.request_id.clone(),
-            job_id: msg.job_id.clone(),
-            job_type: msg.job_type.clone(),
-            attempt: lease.attempt,
-            fence: lease.fence,
-            payload: msg.payload.clone(),
+            request_id: a.msg.request_id.clone(),
+            job_id: a.msg.job_id.clone(),
+            job_type: a.msg.job_type.clone(),
+            attempt: a.lease.attempt,
+            fence: a.lease.fence,
+            payload: a.msg.payload.clone(),
         };
-        debug!(attempt = lease.attempt, fence = lease.fence, "dispatching");
+        debug!(
+            attempt = a.lease.attempt,
+            fence = a.lease.fence,
+            "dispatching"
+        );
         let end = {
-            let started = Instant::now();
             let dispatch = self.dispatcher.dispatch(&event);
-            let keep_alive = self.keep_alive(&lease, &m.receipt);
+            let keep_alive = self.keep_alive(&a.lease, &a.m.receipt);
             tokio::select! {
-                outcome = dispatch => AttemptEnd::Done(outcome, started.elapsed()),
+                outcome = dispatch => AttemptEnd::Done(outcome),
                 () = keep_alive => AttemptEnd::LeaseLost,
                 _ = hard_stop.cancelled() => AttemptEnd::Stopped,
             }
         };
         match end {
-            AttemptEnd::Done(outcome, took) => {
-                self.record(msg, &lease, max_attempts, outcome, took, m, acker)
-                    .await
+            AttemptEnd::Done(outcome) => {
+                match &outcome {
+                    Outcome::Succeeded { .. } => permit.success(),
+                    Outcome::Failed {
+                        class: ErrorClass::Throttled,
+                        ..
+                    } => permit.throttled(),
+                    Outcome::Failed { .. } => drop(permit),
+                }
+                self.record(&a, outcome, acker).await
             }
             AttemptEnd::LeaseLost => {
                 Stats::bump(&self.stats.leases_lost);
                 warn!(
-                    fence = lease.fence,
+                    fence = a.lease.fence,
                     "lease lost while the job ran; its result will not be recorded by this replica"
                 );
             }
             AttemptEnd::Stopped => {
-                match self.ledger.release(&lease).await {
+                match self.ledger.release(&a.lease).await {
                     Ok(()) => {
                         Stats::bump(&self.stats.released);
-                        info!(attempt = lease.attempt, "released unfinished job");
+                        info!(attempt = a.lease.attempt, "released unfinished job");
                     }
                     Err(e) => warn!(error = %e, "release failed; the lease will expire instead"),
                 }
-                self.set_visibility(&m.receipt, Duration::ZERO).await;
+                self.set_visibility(&a.m.receipt, Duration::ZERO).await;
             }
         }
     }
@@ -444,72 +493,106 @@ where
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn record(
-        &self,
-        msg: &JobMessage,
-        lease: &Lease,
-        max_attempts: u32,
-        outcome: Outcome,
-        took: Duration,
-        m: &Received,
-        acker: &Acker,
-    ) {
-        let duration_ms = took.as_millis() as u64;
-        match outcome {
+    /// Writes an attempt's outcome, then acknowledges, hides or dead-letters its message.
+    ///
+    /// - success: SUCCEEDED, message deleted;
+    /// - throttled: RETRYING without spending the attempt, after a delay that grows with the
+    ///   message's receive count;
+    /// - permanent, or the last attempt: FAILED, then the message goes to the dead-letter
+    ///   queue with its failure record, then it is deleted;
+    /// - otherwise: RETRYING after the policy's delay; the message is hidden as long.
+    async fn record(&self, a: &Attempt<'_>, outcome: Outcome, acker: &Acker) {
+        let max_attempts = self
+            .config
+            .max_attempts_for(&a.msg.job_type, a.lease.max_attempts.or(a.msg.max_attempts));
+        let ended = self.clock.now_ms();
+        let mut rec = AttemptRecord {
+            attempt: a.lease.attempt,
+            fence: a.lease.fence,
+            started_ms: a.lease.started_ms,
+            ended_ms: ended,
+            target: self.dispatcher.target().to_owned(),
+            outcome: "succeeded".to_owned(),
+        };
+        let (class, message) = match outcome {
             Outcome::Succeeded { result } => {
                 let result = (result.len() <= self.config.limits.max_result_bytes)
                     .then(|| String::from_utf8_lossy(&result).into_owned());
-                let finish = Finish::Succeeded {
-                    result,
-                    duration_ms,
-                };
-                if self.write_finish(lease, &finish).await {
+                if self
+                    .write_finish(&a.lease, &Finish::Succeeded { result }, &rec)
+                    .await
+                    .is_some()
+                {
                     Stats::bump(&self.stats.succeeded);
-                    debug!(duration_ms, "succeeded");
-                    acker.delete(m.receipt.clone());
+                    debug!(
+                        duration_ms = ended.saturating_sub(a.lease.started_ms),
+                        "succeeded"
+                    );
+                    acker.delete(a.m.receipt.clone());
+                }
+                return;
+            }
+            Outcome::Failed { class, message } => (class, clip(&message)),
+        };
+        rec.outcome = class.as_str().to_owned();
+        let error = format!("{class}: {message}");
+        let retry = match class {
+            ErrorClass::Throttled => {
+                Stats::bump(&self.stats.throttled);
+                Some((self.retry.delay(a.m.receive_count, &mut rand::rng()), true))
+            }
+            ErrorClass::Permanent => None,
+            _ if a.lease.attempt < max_attempts => {
+                Some((self.retry.delay(a.lease.attempt, &mut rand::rng()), false))
+            }
+            _ => None,
+        };
+        match retry {
+            Some((delay, refund)) => {
+                let finish = Finish::Retry {
+                    error,
+                    retry_at_ms: ended + delay.as_millis() as u64,
+                    refund,
+                };
+                if self.write_finish(&a.lease, &finish, &rec).await.is_some() {
+                    Stats::bump(&self.stats.retried);
+                    info!(attempt = a.lease.attempt, max_attempts, %class, error = %message, refund, retry_in_ms = delay.as_millis() as u64, "attempt failed; will retry");
+                    // SQS keeps a message hidden at most 12 hours from its receipt; a longer
+                    // delay lets it come back early and the claim hides it again.
+                    let left = Duration::from_secs(SQS_MAX_VISIBILITY_SECS)
+                        .saturating_sub(a.received_at.elapsed() + VISIBILITY_MARGIN);
+                    let hide = visibility_secs(delay.min(left).as_millis() as u64);
+                    self.set_visibility(&a.m.receipt, hide).await;
                 }
             }
-            Outcome::Failed { class, message } => {
-                let message = clip(&message);
-                if class.is_retryable() && lease.attempt < max_attempts {
-                    let delay = self.retry.delay(lease.attempt);
-                    let finish = Finish::Retry {
-                        error: format!("{class}: {message}"),
-                        retry_at_ms: self.clock.now_ms() + delay.as_millis() as u64,
-                        duration_ms,
-                    };
-                    if self.write_finish(lease, &finish).await {
-                        Stats::bump(&self.stats.retried);
-                        info!(attempt = lease.attempt, max_attempts, %class, error = %message, retry_in_secs = delay.as_secs(), "attempt failed; will retry");
-                        self.set_visibility(&m.receipt, visibility_secs(delay.as_millis() as u64))
-                            .await;
-                    }
-                } else {
-                    let finish = Finish::Failed {
-                        error: format!("{class}: {message}"),
-                        duration_ms,
-                    };
-                    // Ledger first: if the dead-letter send is lost to a crash, the message
-                    // comes back, the claim finds the job FAILED and sends it then.
-                    if self.write_finish(lease, &finish).await {
-                        Stats::bump(&self.stats.failed);
-                        warn!(attempt = lease.attempt, max_attempts, %class, error = %message, "job failed");
-                        if self
-                            .dead_letter(&m.body, Some(&msg.job_id), class, &message, lease.attempt)
-                            .await
-                        {
-                            acker.delete(m.receipt.clone());
-                        }
+            None => {
+                // Ledger first: if the dead-letter send is lost to a crash, the message comes
+                // back, the claim finds the job FAILED and sends it then.
+                if let Some(history) = self
+                    .write_finish(&a.lease, &Finish::Failed { error }, &rec)
+                    .await
+                {
+                    Stats::bump(&self.stats.failed);
+                    warn!(attempt = a.lease.attempt, max_attempts, %class, error = %message, "job failed");
+                    let record =
+                        self.failure_record(Some(a.msg), class.as_str(), &message, &history);
+                    if self.dead_letter(&a.m.body, &record).await {
+                        acker.delete(a.m.receipt.clone());
                     }
                 }
             }
         }
     }
 
-    /// Writes an outcome, retrying transient ledger errors. False when the write did not
-    /// happen (lease lost, or the ledger stayed unreachable: the message will come back).
-    async fn write_finish(&self, lease: &Lease, finish: &Finish) -> bool {
+    /// Writes an outcome, retrying transient ledger errors. `None` when the write did not
+    /// happen (lease lost, or the ledger stayed unreachable: the message will come back);
+    /// else the job's history if it became FAILED.
+    async fn write_finish(
+        &self,
+        lease: &Lease,
+        finish: &Finish,
+        rec: &AttemptRecord,
+    ) -> Option<Vec<AttemptRecord>> {
         let mut delays = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(100))
             .with_max_delay(Duration::from_secs(2))
@@ -517,12 +600,12 @@ where
             .with_jitter()
             .build();
         loop {
-            match self.ledger.finish(lease, finish, self.clock.now_ms()).await {
-                Ok(()) => return true,
+            match self.ledger.finish(lease, finish, rec).await {
+                Ok(history) => return Some(history),
                 Err(LedgerError::Stale { .. }) => {
                     Stats::bump(&self.stats.leases_lost);
                     warn!(fence = lease.fence, state = %finish.state(), "ledger refused the outcome: the lease was lost");
-                    return false;
+                    return None;
                 }
                 Err(e) => {
                     Stats::bump(&self.stats.ledger_errors);
@@ -533,7 +616,7 @@ where
                         }
                         None => {
                             warn!(error = %e, "outcome write failed; leaving the message to come back");
-                            return false;
+                            return None;
                         }
                     }
                 }
@@ -541,26 +624,37 @@ where
         }
     }
 
-    /// Sends a message to the dead-letter queue with the reason. False if it could not be
-    /// sent (then the message must not be deleted).
-    async fn dead_letter(
+    fn failure_record(
         &self,
-        body: &str,
-        job_id: Option<&str>,
-        class: ErrorClass,
-        reason: &str,
-        attempts: u32,
-    ) -> bool {
-        let mut attrs = vec![
-            (dead_letter_attr::ERROR_CLASS, class.as_str().to_owned()),
-            (dead_letter_attr::ERROR, clip(reason)),
-            (dead_letter_attr::ATTEMPTS, attempts.to_string()),
-            (dead_letter_attr::REPLICA, self.replica.clone()),
-        ];
-        if let Some(id) = job_id {
-            attrs.push((dead_letter_attr::JOB_ID, id.to_owned()));
+        msg: Option<&JobMessage>,
+        class: &str,
+        error: &str,
+        history: &[AttemptRecord],
+    ) -> FailureRecord {
+        let mut targets: Vec<String> = Vec::new();
+        for h in history {
+            if !targets.contains(&h.target) {
+                targets.push(h.target.clone());
+            }
         }
-        match self.dead_letters.send(body, &attrs).await {
+        FailureRecord {
+            job_id: msg.map(|m| m.job_id.clone()),
+            request_id: msg.map(|m| m.request_id.clone()),
+            error_class: class.to_owned(),
+            error: clip(error),
+            attempts: history.iter().map(|h| h.attempt).max().unwrap_or(0),
+            targets,
+            first_attempt_ms: history.iter().map(|h| h.started_ms).min(),
+            last_attempt_ms: history.iter().map(|h| h.started_ms).max(),
+            replica: self.replica.clone(),
+            dead_lettered_ms: self.clock.now_ms(),
+        }
+    }
+
+    /// Sends a message to the dead-letter queue with its failure record. False if it could
+    /// not be sent (then the message must not be deleted).
+    async fn dead_letter(&self, body: &str, record: &FailureRecord) -> bool {
+        match self.dead_letters.send(body, &record.attributes()).await {
             Ok(()) => {
                 Stats::bump(&self.stats.dead_lettered);
                 true

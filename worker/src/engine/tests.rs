@@ -15,9 +15,10 @@ use fleet_shared::time::Clock;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::{Engine, Parts, Report, dead_letter_attr};
+use super::{Engine, Parts, Report};
 use crate::classify::ErrorClass;
 use crate::dispatch::{Dispatcher, Outcome};
+use fleet_shared::dead_letter::{FailureRecord, attr as dead_letter_attr};
 
 /// Runs the test job's behaviours (`sleep_ms`, `fail_times`, `fail`) and records every call.
 struct FakeJob {
@@ -46,6 +47,10 @@ impl FakeJob {
 }
 
 impl Dispatcher for FakeJob {
+    fn target(&self) -> &'static str {
+        "lambda"
+    }
+
     async fn dispatch(&self, event: &JobEvent) -> Outcome {
         self.calls.lock().unwrap().push((
             event.job_id.clone(),
@@ -54,6 +59,13 @@ impl Dispatcher for FakeJob {
             self.clock.now_ms(),
         ));
         let p = &event.payload;
+        let calls_so_far = self.calls_for(&event.job_id).len() as u64;
+        if calls_so_far <= p["throttle_calls"].as_u64().unwrap_or(0) {
+            return Outcome::Failed {
+                class: ErrorClass::Throttled,
+                message: "Rate Exceeded.".into(),
+            };
+        }
         if let Some(ms) = p["sleep_ms"].as_u64() {
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
@@ -79,6 +91,7 @@ impl Dispatcher for FakeJob {
 type TestEngine = Engine<MemoryQueue, MemoryQueue, MemoryLedger, FakeJob>;
 
 struct Rig {
+    engine: Arc<TestEngine>,
     queue: Arc<MemoryQueue>,
     dead: Arc<MemoryQueue>,
     ledger: Arc<MemoryLedger>,
@@ -127,8 +140,9 @@ fn start(config: Config) -> Rig {
     );
     let shutdown = CancellationToken::new();
     let hard_stop = CancellationToken::new();
-    let run = tokio::spawn(engine.run(shutdown.clone(), hard_stop.clone()));
+    let run = tokio::spawn(engine.clone().run(shutdown.clone(), hard_stop.clone()));
     Rig {
+        engine,
         queue,
         dead,
         ledger,
@@ -215,10 +229,11 @@ async fn failures_are_retried_with_growing_delays_then_dead_lettered() {
         calls.iter().map(|c| c.0).collect::<Vec<_>>(),
         vec![1, 2, 3, 4]
     );
-    // Delays of 1, 2 and 4 seconds (base 1 s, doubling).
+    // Full jitter under ceilings of 1, 2 and 4 seconds (base 1 s, doubling); the message
+    // comes back on whole seconds and a receive waits up to 1 s, hence the slack.
     let gaps: Vec<u64> = calls.windows(2).map(|w| w[1].2 - w[0].2).collect();
-    for (gap, want) in gaps.iter().zip([1000, 2000, 4000]) {
-        assert!((want..want + 1500).contains(gap), "gaps {gaps:?}");
+    for (gap, ceiling) in gaps.iter().zip([1000, 2000, 4000]) {
+        assert!(*gap <= ceiling + 2000, "gaps {gaps:?}");
     }
     assert_eq!(rig.job.calls_for("r:1").len(), 3);
 
@@ -226,8 +241,20 @@ async fn failures_are_retried_with_growing_delays_then_dead_lettered() {
     assert_eq!(dead.len(), 1);
     let attrs: BTreeMap<_, _> = dead[0].1.iter().cloned().collect();
     assert_eq!(attrs[dead_letter_attr::JOB_ID], "r:0");
-    assert_eq!(attrs[dead_letter_attr::ATTEMPTS], "4");
+    assert_eq!(attrs[dead_letter_attr::REQUEST_ID], "r");
     assert_eq!(attrs[dead_letter_attr::ERROR_CLASS], "job_failure");
+    let record = FailureRecord::from_attribute(&attrs[dead_letter_attr::FAILURE]).unwrap();
+    let history = rig.ledger.get("r:0").unwrap().history;
+    assert_eq!(history.len(), 4);
+    assert!(
+        history
+            .iter()
+            .all(|h| h.outcome == "job_failure" && h.target == "lambda")
+    );
+    assert_eq!(record.attempts, 4);
+    assert_eq!(record.targets, vec!["lambda".to_string()]);
+    assert_eq!(record.first_attempt_ms, Some(history[0].started_ms));
+    assert_eq!(record.last_attempt_ms, Some(history[3].started_ms));
     assert_eq!(rig.ledger.get("r:0").unwrap().attempts, 4);
     rig.stop().await;
 }
@@ -275,7 +302,12 @@ async fn a_malformed_message_is_dead_lettered_with_its_reason() {
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].0, "{\"version\": 7}");
     let attrs: BTreeMap<_, _> = dead[0].1.iter().cloned().collect();
-    assert!(attrs[dead_letter_attr::ERROR].contains("unknown message version 7"));
+    let record = FailureRecord::from_attribute(&attrs[dead_letter_attr::FAILURE]).unwrap();
+    assert!(
+        record.error.contains("unknown message version 7"),
+        "{record:?}"
+    );
+    assert_eq!((record.job_id, record.attempts), (None, 0));
     rig.stop().await;
 }
 
@@ -391,4 +423,72 @@ async fn a_receive_in_progress_at_shutdown_hands_its_messages_back() {
         .unwrap();
     assert_eq!(again.len(), 1, "visible again at once");
     assert_eq!(again[0].receive_count, 2, "the long poll had received it");
+}
+
+#[tokio::test(start_paused = true)]
+async fn throttling_spends_no_attempt_and_lowers_the_limit() {
+    let mut c = config();
+    c.worker.max_attempts = 2;
+    let rig = start(c);
+    for i in 0..8 {
+        rig.queue
+            .push(body("r", i, json!({"throttle_calls": 3, "sleep_ms": 200})));
+    }
+    until("all succeeded", || {
+        (0..8).all(|i| rig.state(&format!("r:{i}")) == Some(JobState::Succeeded))
+    })
+    .await;
+    for i in 0..8 {
+        let id = format!("r:{i}");
+        // Four calls (three throttled), yet a single attempt spent of the two allowed.
+        assert_eq!(rig.job.calls_for(&id).len(), 4);
+        assert!(
+            rig.job.calls_for(&id).iter().all(|c| c.0 == 1),
+            "attempt number never grew"
+        );
+        let j = rig.ledger.get(&id).unwrap();
+        assert_eq!(j.attempts, 1);
+        let outcomes: Vec<&str> = j.history.iter().map(|h| h.outcome.as_str()).collect();
+        assert_eq!(
+            outcomes,
+            vec!["throttled", "throttled", "throttled", "succeeded"]
+        );
+    }
+    assert!(
+        rig.engine.lambda_limit() < 8,
+        "the limit came down from 8: {}",
+        rig.engine.lambda_limit()
+    );
+    let report = rig.stop().await;
+    assert_eq!(report.throttled, 24);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unknown_job_type_is_dead_lettered_on_first_receive() {
+    let mut c = config();
+    c.job_types.insert("test".into(), Default::default());
+    let rig = start(c);
+    let mut other = serde_json::from_str::<Value>(&body("r", 0, json!({}))).unwrap();
+    other["job_type"] = json!("other");
+    rig.queue.push(other.to_string());
+    rig.queue.push(body("r", 1, json!({})));
+    until("known type done", || {
+        rig.state("r:1") == Some(JobState::Succeeded)
+    })
+    .await;
+    until("queue empty", || rig.queue.is_empty()).await;
+    assert!(
+        rig.ledger.get("r:0").is_none(),
+        "no ledger item for a refused message"
+    );
+    let dead = rig.dead.dead_letters();
+    assert_eq!(dead.len(), 1);
+    let attrs: BTreeMap<_, _> = dead[0].1.iter().cloned().collect();
+    let record = FailureRecord::from_attribute(&attrs[dead_letter_attr::FAILURE]).unwrap();
+    assert!(
+        record.error.contains("unknown job type \"other\""),
+        "{record:?}"
+    );
+    assert_eq!(record.job_id.as_deref(), Some("r:0"));
+    rig.stop().await;
 }

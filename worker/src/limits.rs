@@ -1,0 +1,273 @@
+//! Concurrency and rate limits of one replica.
+//!
+//! - [`AdaptiveLimit`]: an in-flight limit that adapts to throttling (additive increase,
+//!   multiplicative decrease): halved when a call is throttled, grown by one after a window of
+//!   as many successes as the limit, between configured bounds. A burst of throttles from
+//!   calls started under the same limit halves it once, not once per call.
+//! - [`RateLimiter`]: a token bucket for calls with a per-second quota (ECS RunTask).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+#[derive(Debug)]
+struct State {
+    limit: usize,
+    in_flight: usize,
+    successes: usize,
+    /// Grows with every decrease: a throttled permit from before it does not decrease again.
+    generation: u64,
+}
+
+#[derive(Debug)]
+pub struct AdaptiveLimit {
+    name: &'static str,
+    min: usize,
+    max: usize,
+    state: Mutex<State>,
+    changed: Notify,
+}
+
+impl AdaptiveLimit {
+    /// A limit starting at `max`.
+    pub fn new(name: &'static str, min: usize, max: usize) -> Arc<Self> {
+        let min = min.max(1);
+        let max = max.max(min);
+        Arc::new(Self {
+            name,
+            min,
+            max,
+            state: Mutex::new(State {
+                limit: max,
+                in_flight: 0,
+                successes: 0,
+                generation: 0,
+            }),
+            changed: Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn limit(&self) -> usize {
+        self.lock().limit
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.lock().in_flight
+    }
+
+    /// Calls that could start now.
+    pub fn available(&self) -> usize {
+        let s = self.lock();
+        s.limit.saturating_sub(s.in_flight)
+    }
+
+    /// Waits until a call could start.
+    pub async fn wait_available(&self) {
+        loop {
+            let changed = self.changed.notified();
+            if self.available() > 0 {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    /// Waits for room under the limit and takes it.
+    pub async fn acquire(self: &Arc<Self>) -> LimitPermit {
+        loop {
+            let changed = self.changed.notified();
+            {
+                let mut s = self.lock();
+                if s.in_flight < s.limit {
+                    s.in_flight += 1;
+                    return LimitPermit {
+                        limit: self.clone(),
+                        generation: s.generation,
+                        done: false,
+                    };
+                }
+            }
+            changed.await;
+        }
+    }
+
+    fn release(&self, generation: u64, signal: Signal) {
+        let mut s = self.lock();
+        s.in_flight = s.in_flight.saturating_sub(1);
+        match signal {
+            Signal::Success => {
+                s.successes += 1;
+                if s.successes >= s.limit && s.limit < self.max {
+                    s.limit += 1;
+                    s.successes = 0;
+                    if s.limit == self.max {
+                        info!(
+                            target_kind = self.name,
+                            limit = s.limit,
+                            "concurrency limit back at its maximum"
+                        );
+                    } else {
+                        debug!(
+                            target_kind = self.name,
+                            limit = s.limit,
+                            "concurrency limit raised"
+                        );
+                    }
+                }
+            }
+            Signal::Throttled if generation == s.generation => {
+                let before = s.limit;
+                s.limit = (s.limit / 2).max(self.min);
+                s.successes = 0;
+                s.generation += 1;
+                warn!(
+                    target_kind = self.name,
+                    from = before,
+                    to = s.limit,
+                    "throttled: concurrency limit lowered"
+                );
+            }
+            Signal::Throttled | Signal::Neutral => {}
+        }
+        drop(s);
+        self.changed.notify_waiters();
+    }
+}
+
+enum Signal {
+    Success,
+    Throttled,
+    Neutral,
+}
+
+/// Room under an [`AdaptiveLimit`]; tell it how the call went. Dropped without a word, it
+/// counts as neither success nor throttling.
+#[derive(Debug)]
+pub struct LimitPermit {
+    limit: Arc<AdaptiveLimit>,
+    generation: u64,
+    done: bool,
+}
+
+impl LimitPermit {
+    pub fn success(mut self) {
+        self.done = true;
+        self.limit.release(self.generation, Signal::Success);
+    }
+
+    pub fn throttled(mut self) {
+        self.done = true;
+        self.limit.release(self.generation, Signal::Throttled);
+    }
+}
+
+impl Drop for LimitPermit {
+    fn drop(&mut self) {
+        if !self.done {
+            self.limit.release(self.generation, Signal::Neutral);
+        }
+    }
+}
+
+/// A token bucket: at most `per_sec` calls a second on average, bursts of up to `per_sec`.
+#[derive(Debug)]
+pub struct RateLimiter {
+    per_sec: f64,
+    bucket: tokio::sync::Mutex<(f64, Instant)>,
+}
+
+impl RateLimiter {
+    pub fn new(per_sec: f64) -> Self {
+        let per_sec = per_sec.max(0.001);
+        Self {
+            per_sec,
+            bucket: tokio::sync::Mutex::new((per_sec, Instant::now())),
+        }
+    }
+
+    /// Waits for a token. Callers are served in arrival order.
+    pub async fn acquire(&self) {
+        let mut bucket = self.bucket.lock().await;
+        loop {
+            let now = Instant::now();
+            let (tokens, at) = *bucket;
+            let tokens =
+                (tokens + now.duration_since(at).as_secs_f64() * self.per_sec).min(self.per_sec);
+            if tokens >= 1.0 {
+                *bucket = (tokens - 1.0, now);
+                return;
+            }
+            *bucket = (tokens, now);
+            tokio::time::sleep(Duration::from_secs_f64((1.0 - tokens) / self.per_sec)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn halves_once_per_burst_and_grows_back_by_windows() {
+        let limit = AdaptiveLimit::new("lambda", 2, 16);
+        // Sixteen calls in flight, all throttled: one halving, not sixteen.
+        let permits: Vec<_> = futures::future::join_all((0..16).map(|_| limit.acquire())).await;
+        assert_eq!(limit.available(), 0);
+        for p in permits {
+            p.throttled();
+        }
+        assert_eq!(limit.limit(), 8);
+        // A throttle under the new limit halves again, down to the minimum and no further.
+        limit.acquire().await.throttled();
+        assert_eq!(limit.limit(), 4);
+        limit.acquire().await.throttled();
+        limit.acquire().await.throttled();
+        assert_eq!(limit.limit(), 2);
+        // Growth: one step per window of `limit` successes.
+        for _ in 0..2 {
+            limit.acquire().await.success();
+        }
+        assert_eq!(limit.limit(), 3);
+        for _ in 0..3 {
+            limit.acquire().await.success();
+        }
+        assert_eq!(limit.limit(), 4);
+        // A dropped permit frees its room and changes nothing else.
+        drop(limit.acquire().await);
+        assert_eq!((limit.limit(), limit.in_flight()), (4, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn acquire_waits_for_room() {
+        let limit = AdaptiveLimit::new("lambda", 1, 1);
+        let first = limit.acquire().await;
+        let l2 = limit.clone();
+        let waiter = tokio::spawn(async move { l2.acquire().await.success() });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!waiter.is_finished());
+        first.success();
+        waiter.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_rate_limiter_keeps_to_its_rate() {
+        let limiter = RateLimiter::new(20.0);
+        let start = Instant::now();
+        for _ in 0..100 {
+            limiter.acquire().await;
+        }
+        // A burst of 20, then 80 more at 20 a second: 4 s of (virtual) time.
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_millis(3990) && took < Duration::from_millis(4100),
+            "{took:?}"
+        );
+    }
+}
