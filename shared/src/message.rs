@@ -42,10 +42,18 @@ impl Target {
 #[serde(deny_unknown_fields)]
 pub struct RoutingHint {
     /// A target forced by the submitter.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub target: Option<Target>,
     /// The submitter's estimate of the job's duration, in seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub estimated_secs: Option<f64>,
 }
 
@@ -64,13 +72,47 @@ pub struct JobMessage {
     pub attempt: u32,
     /// The job's input, handed to the job code unchanged.
     pub payload: Value,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "routing_object"
+    )]
     pub routing: Option<RoutingHint>,
     /// When the message was sent, in milliseconds since the Unix epoch.
     pub enqueued_at_ms: u64,
     /// Attempts allowed for this job; the worker's configuration decides when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub max_attempts: Option<u32>,
+}
+
+/// An optional field that, when present, must hold a value: `null` is refused as the JSON
+/// Schema refuses it (absence is handled by `#[serde(default)]`).
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+/// `routing` must be a JSON object: serde would also build a struct from an array.
+fn routing_object<'de, D>(d: D) -> Result<Option<RoutingHint>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::de::Error;
+    match Value::deserialize(d)? {
+        v @ Value::Object(_) => serde_json::from_value(v)
+            .map(Some)
+            .map_err(D::Error::custom),
+        other => Err(D::Error::custom(format!(
+            "routing must be an object, got {other}"
+        ))),
+    }
 }
 
 impl JobMessage {
@@ -177,8 +219,9 @@ pub fn parse_message(body: &str, max_bytes: usize) -> Result<(JobMessage, JobId)
         Some(MESSAGE_VERSION) => {}
         Some(v) => return Err(MessageError::UnknownVersion(v)),
     }
+    // Parsed again from the text (not from `value`): only that sees duplicate keys.
     let message: JobMessage =
-        serde_json::from_value(value).map_err(|e| MessageError::Shape(e.to_string()))?;
+        serde_json::from_str(body).map_err(|e| MessageError::Shape(e.to_string()))?;
     let job = message.validate()?;
     Ok((message, job))
 }

@@ -196,5 +196,6 @@ fn rec(lease: &Lease, outcome: &str) -> AttemptRecord {
         ended_ms: lease.started_ms + 7,
         target: "lambda".into(),
         outcome: outcome.into(),
+        retry_at_ms: (outcome != "succeeded").then_some(lease.started_ms + 1_000),
     }
 }

@@ -5,6 +5,7 @@
 //! Every child is killed when its guard drops; when a test fails, the logs of everything it
 //! started are printed so CI shows why.
 
+pub mod fault_proxy;
 pub mod ledger_contract;
 
 use std::io::{BufRead, BufReader, Read};
@@ -407,6 +408,16 @@ impl Stack {
         .await
     }
 
+    /// Polls until the jobs queue is empty (the dead-letter queue may hold messages).
+    pub async fn wait_queues_empty_but_dead_letters(&self) {
+        wait_for(
+            "the jobs queue to be empty",
+            Duration::from_secs(60),
+            || async { (self.queue_depth(&self.names.queue).await == 0).then_some(()) },
+        )
+        .await
+    }
+
     /// Waits for a message on the dead-letter queue and returns it with its attributes.
     pub async fn wait_dead_letter(&self, timeout: Duration) -> aws_sdk_sqs::types::Message {
         let url = self.queue_url(&self.names.dlq).await;
@@ -422,6 +433,40 @@ impl Stack {
             out.messages.unwrap_or_default().into_iter().next()
         })
         .await
+    }
+
+    /// Every message of a queue, with attributes, each received once (hidden for a minute).
+    pub async fn drain_queue(&self, name: &str) -> Vec<aws_sdk_sqs::types::Message> {
+        let url = self.queue_url(name).await;
+        let mut out = Vec::new();
+        let mut empty = 0;
+        while empty < 2 {
+            let got = self
+                .sqs()
+                .receive_message()
+                .queue_url(&url)
+                .max_number_of_messages(10)
+                .visibility_timeout(60)
+                .wait_time_seconds(if empty == 0 { 0 } else { 1 })
+                .message_attribute_names("All")
+                .send()
+                .await
+                .expect("receive")
+                .messages
+                .unwrap_or_default();
+            if got.is_empty() {
+                empty += 1;
+            } else {
+                empty = 0;
+                out.extend(got);
+            }
+        }
+        out
+    }
+
+    /// The ledger, for reading job histories.
+    pub fn ledger(&self) -> fleet_shared::ledger::dynamo::DynamoLedger {
+        fleet_shared::ledger::dynamo::DynamoLedger::new(self.dynamodb(), &self.names.table)
     }
 
     /// Items in the ledger table.
@@ -515,6 +560,8 @@ pub struct Execution {
     pub attempt: u32,
     pub fence: u64,
     pub pid: u32,
+    /// When the execution started, ms since the epoch.
+    pub started_ms: u64,
 }
 
 impl TestJob {

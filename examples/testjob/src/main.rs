@@ -9,8 +9,8 @@
 //! - `echo`: returned in the result.
 //!
 //! When `FLEET_TESTJOB_LOG` names a file, every execution appends one JSON line to it
-//! before the work starts: `{"job_id", "attempt", "fence", "pid"}`. Tests read that file as
-//! the ground truth of executions.
+//! before the work starts: `{"job_id", "attempt", "fence", "pid", "started_ms"}`. Tests read
+//! that file as the ground truth of executions.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -44,6 +44,7 @@ impl TestJob {
         };
         let mut line = json!({
             "job_id": ctx.job_id, "attempt": ctx.attempt, "fence": ctx.fence, "pid": std::process::id(),
+            "started_ms": fleet_shared::time::now_ms(),
         })
         .to_string();
         line.push('\n');

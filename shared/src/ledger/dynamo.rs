@@ -678,14 +678,18 @@ impl DynamoLedger {
 }
 
 fn record_value(r: &AttemptRecord) -> AttributeValue {
-    AttributeValue::M(HashMap::from([
+    let mut m = HashMap::from([
         ("attempt".to_owned(), n(r.attempt)),
         ("fence".to_owned(), n(r.fence)),
         ("started".to_owned(), n(r.started_ms)),
         ("ended".to_owned(), n(r.ended_ms)),
         ("target".to_owned(), s(&r.target)),
         ("outcome".to_owned(), s(&r.outcome)),
-    ]))
+    ]);
+    if let Some(at) = r.retry_at_ms {
+        m.insert("retry_at".to_owned(), n(at));
+    }
+    AttributeValue::M(m)
 }
 
 fn history_from(item: &Item) -> Result<Vec<AttemptRecord>, LedgerError> {
@@ -707,6 +711,7 @@ fn history_from(item: &Item) -> Result<Vec<AttemptRecord>, LedgerError> {
                 ended_ms: get_n(m, "ended")?,
                 target: get_s(m, "target")?.to_owned(),
                 outcome: get_s(m, "outcome")?.to_owned(),
+                retry_at_ms: opt_n(m, "retry_at")?,
             })
         })
         .collect()

@@ -108,6 +108,9 @@ pub struct AttemptRecord {
     pub target: String,
     /// `succeeded`, or the error class.
     pub outcome: String,
+    /// When the next attempt may start, if this one is to be retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at_ms: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]

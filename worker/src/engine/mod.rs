@@ -513,6 +513,7 @@ where
             ended_ms: ended,
             target: self.dispatcher.target().to_owned(),
             outcome: "succeeded".to_owned(),
+            retry_at_ms: None,
         };
         let (class, message) = match outcome {
             Outcome::Succeeded { result } => {
@@ -549,9 +550,11 @@ where
         };
         match retry {
             Some((delay, refund)) => {
+                let retry_at_ms = ended + delay.as_millis() as u64;
+                rec.retry_at_ms = Some(retry_at_ms);
                 let finish = Finish::Retry {
                     error,
-                    retry_at_ms: ended + delay.as_millis() as u64,
+                    retry_at_ms,
                     refund,
                 };
                 if self.write_finish(&a.lease, &finish, &rec).await.is_some() {
