@@ -492,3 +492,57 @@ async fn an_unknown_job_type_is_dead_lettered_on_first_receive() {
     assert_eq!(record.job_id.as_deref(), Some("r:0"));
     rig.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_jobs_message_that_comes_back_is_dead_lettered_again() {
+    // As if a replica died after writing FAILED and before the dead-letter send.
+    let rig = start(config());
+    let job = JobId::parse("r:0").unwrap();
+    let Claim::Claimed(lease) = rig
+        .ledger
+        .claim(&ClaimRequest {
+            job: &job,
+            job_type: "test",
+            payload_json: "{}",
+            max_attempts: None,
+            owner: "dead-replica",
+            now_ms: rig.clock.now_ms(),
+            lease_ms: 1000,
+            skew_ms: 0,
+            enqueued_at_ms: 0,
+        })
+        .await
+        .unwrap()
+    else {
+        panic!("claim")
+    };
+    let rec = fleet_shared::ledger::AttemptRecord {
+        attempt: 1,
+        fence: lease.fence,
+        started_ms: lease.started_ms,
+        ended_ms: lease.started_ms + 5,
+        target: "lambda".into(),
+        outcome: "permanent".into(),
+        retry_at_ms: None,
+    };
+    let failed = fleet_shared::ledger::Finish::Failed {
+        error: "permanent: no such function".into(),
+    };
+    rig.ledger.finish(&lease, &failed, &rec).await.unwrap();
+    rig.queue.push(body("r", 0, json!({})));
+    until("queue empty", || rig.queue.is_empty()).await;
+    assert!(rig.job.calls_for("r:0").is_empty(), "not run again");
+    let dead = rig.dead.dead_letters();
+    assert_eq!(dead.len(), 1);
+    let attrs: BTreeMap<_, _> = dead[0].1.iter().cloned().collect();
+    let record = FailureRecord::from_attribute(&attrs[dead_letter_attr::FAILURE]).unwrap();
+    assert_eq!(
+        (
+            record.error_class.as_str(),
+            record.error.as_str(),
+            record.attempts
+        ),
+        ("permanent", "no such function", 1)
+    );
+    rig.stop().await;
+}
