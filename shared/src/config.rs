@@ -29,8 +29,125 @@ pub struct Config {
     pub lambda: LambdaConfig,
     pub worker: WorkerConfig,
     pub limits: LimitsConfig,
+    pub ecs: EcsConfig,
+    pub routing: RoutingConfig,
     /// Settings per job type, keyed by the job type's name.
     pub job_types: BTreeMap<String, JobTypeConfig>,
+}
+
+/// How ECS-routed jobs are started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Launcher {
+    /// ECS RunTask (Fargate or EC2 capacity).
+    #[default]
+    Aws,
+    /// A child process running `ecs.command` with the container's environment contract; the
+    /// local stack's stand-in for ECS.
+    Process,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EcsConfig {
+    /// `aws` or `process`. Env `FLEET_ECS_LAUNCHER`.
+    pub launcher: Launcher,
+    /// The process launcher's command line (split like a shell's), e.g. the job binary's
+    /// container entrypoint `fleet-job run`. Env `FLEET_ECS_COMMAND`.
+    pub command: Option<String>,
+    /// Cluster name or ARN. Env `FLEET_ECS_CLUSTER`.
+    pub cluster: Option<String>,
+    /// Task definition (family, family:revision or ARN) for job types that name none.
+    /// Env `FLEET_ECS_TASK_DEFINITION`.
+    pub task_definition: Option<String>,
+    /// The container that runs the job; it gets `FLEET_EVENT`. Env `FLEET_ECS_CONTAINER`.
+    pub container: String,
+    /// Subnets for awsvpc networking (Fargate). Env `FLEET_ECS_SUBNETS`, comma-separated.
+    pub subnets: Vec<String>,
+    /// Security groups. Env `FLEET_ECS_SECURITY_GROUPS`, comma-separated.
+    pub security_groups: Vec<String>,
+    pub assign_public_ip: bool,
+    /// `FARGATE`, `EC2` or `EXTERNAL`; ignored when `capacity_provider` is set.
+    pub launch_type: String,
+    /// A capacity provider (e.g. `FARGATE_SPOT`) instead of a launch type.
+    pub capacity_provider: Option<String>,
+    /// RunTask calls per second of one replica (ECS allows about 20). Env
+    /// `FLEET_ECS_RUN_TASK_PER_SEC`.
+    pub run_task_per_sec: f64,
+    /// ECS tasks one replica tracks at once. Env `FLEET_ECS_MAX_CONCURRENCY`.
+    pub max_concurrency: usize,
+    /// How often running tasks are described (DescribeTasks, 100 tasks a call).
+    /// Env `FLEET_ECS_POLL_SECS`.
+    pub poll_secs: u64,
+}
+
+impl Default for EcsConfig {
+    fn default() -> Self {
+        Self {
+            launcher: Launcher::Aws,
+            command: None,
+            cluster: None,
+            task_definition: None,
+            container: "job".into(),
+            subnets: Vec::new(),
+            security_groups: Vec::new(),
+            assign_public_ip: false,
+            launch_type: "FARGATE".into(),
+            capacity_provider: None,
+            run_task_per_sec: 20.0,
+            max_concurrency: 100,
+            poll_secs: 5,
+        }
+    }
+}
+
+impl EcsConfig {
+    /// Whether ECS-routed jobs can run at all with this configuration.
+    pub fn enabled(&self) -> bool {
+        match self.launcher {
+            Launcher::Process => self.command.is_some(),
+            Launcher::Aws => self.cluster.is_some(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    /// Jobs expected to run longer than this go to ECS (the rule of thumb: Lambda should not
+    /// carry jobs over 8 to 10 minutes). Env `FLEET_ROUTING_LAMBDA_MAX_SECS`.
+    pub lambda_max_secs: f64,
+    /// Events larger than this go to ECS (Lambda's synchronous payload limit is 6 MB).
+    pub lambda_max_payload_bytes: usize,
+    /// Route job types by their recorded durations.
+    pub learned: bool,
+    /// A job type moves to ECS when the p95 of its recent durations reaches this share of
+    /// `lambda_max_secs`...
+    pub learn_to_ecs: f64,
+    /// ...and back to Lambda when it falls below this share.
+    pub learn_to_lambda: f64,
+    /// Durations kept per job type (in the ledger, shared by every replica).
+    pub learn_window: usize,
+    /// Durations needed before the learned route applies.
+    pub learn_min_samples: usize,
+    /// How often a replica publishes its durations and reads everyone's.
+    /// Env `FLEET_ROUTING_LEARN_SECS`.
+    pub learn_secs: u64,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        Self {
+            lambda_max_secs: 600.0,
+            lambda_max_payload_bytes: 6 * 1024 * 1024 - 64 * 1024,
+            learned: true,
+            learn_to_ecs: 0.8,
+            learn_to_lambda: 0.5,
+            learn_window: 200,
+            learn_min_samples: 20,
+            learn_secs: 30,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -136,6 +253,9 @@ pub struct WorkerConfig {
     /// Attempts per job unless the job type or the request says otherwise.
     /// Env `FLEET_MAX_ATTEMPTS`.
     pub max_attempts: u32,
+    /// How often the sweeper looks for expired leases (jittered).
+    /// Env `FLEET_SWEEP_SECS`.
+    pub sweep_secs: u64,
     /// Delay before the second attempt; it doubles with each attempt after.
     /// Env `FLEET_RETRY_BASE_SECS`.
     pub retry_base_secs: u64,
@@ -154,6 +274,7 @@ impl Default for WorkerConfig {
             heartbeat_secs: None,
             drain_secs: 30,
             clock_skew_secs: 5,
+            sweep_secs: 30,
             max_attempts: 5,
             retry_base_secs: 2,
             retry_max_secs: 300,
@@ -200,6 +321,12 @@ pub struct JobTypeConfig {
     pub function: Option<String>,
     /// Attempts for this job type; default `worker.max_attempts`.
     pub max_attempts: Option<u32>,
+    /// Where this job type runs by default: `lambda`, `ecs` or `auto` (routing decides).
+    pub target: Option<crate::message::Target>,
+    /// Expected duration of this job type's jobs, for routing.
+    pub estimated_secs: Option<f64>,
+    /// The ECS task definition for this job type; default `ecs.task_definition`.
+    pub task_definition: Option<String>,
 }
 
 /// Why the configuration was refused.
@@ -232,6 +359,14 @@ fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
 }
 
 type Setter = fn(&mut Config, &str) -> Result<(), String>;
+
+fn list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
 
 fn num<T: std::str::FromStr>(v: &str) -> Result<T, String> {
     v.trim()
@@ -281,6 +416,84 @@ const ENV_OVERRIDES: &[(&str, &str, Setter)] = &[
             Ok(())
         },
     ),
+    ("FLEET_ECS_LAUNCHER", "ecs.launcher", |c, v| {
+        c.ecs.launcher = match v.trim() {
+            "aws" => Launcher::Aws,
+            "process" => Launcher::Process,
+            other => return Err(format!("expected aws or process, got {other:?}")),
+        };
+        Ok(())
+    }),
+    ("FLEET_ECS_COMMAND", "ecs.command", |c, v| {
+        c.ecs.command = Some(v.into());
+        Ok(())
+    }),
+    ("FLEET_ECS_CLUSTER", "ecs.cluster", |c, v| {
+        c.ecs.cluster = Some(v.into());
+        Ok(())
+    }),
+    (
+        "FLEET_ECS_TASK_DEFINITION",
+        "ecs.task_definition",
+        |c, v| {
+            c.ecs.task_definition = Some(v.into());
+            Ok(())
+        },
+    ),
+    ("FLEET_ECS_CONTAINER", "ecs.container", |c, v| {
+        c.ecs.container = v.into();
+        Ok(())
+    }),
+    ("FLEET_ECS_SUBNETS", "ecs.subnets", |c, v| {
+        c.ecs.subnets = list(v);
+        Ok(())
+    }),
+    (
+        "FLEET_ECS_SECURITY_GROUPS",
+        "ecs.security_groups",
+        |c, v| {
+            c.ecs.security_groups = list(v);
+            Ok(())
+        },
+    ),
+    (
+        "FLEET_ECS_RUN_TASK_PER_SEC",
+        "ecs.run_task_per_sec",
+        |c, v| {
+            c.ecs.run_task_per_sec = v
+                .trim()
+                .parse()
+                .map_err(|_| format!("expected a number, got {v:?}"))?;
+            Ok(())
+        },
+    ),
+    (
+        "FLEET_ECS_MAX_CONCURRENCY",
+        "ecs.max_concurrency",
+        |c, v| {
+            c.ecs.max_concurrency = num(v)?;
+            Ok(())
+        },
+    ),
+    ("FLEET_ECS_POLL_SECS", "ecs.poll_secs", |c, v| {
+        c.ecs.poll_secs = num(v)?;
+        Ok(())
+    }),
+    (
+        "FLEET_ROUTING_LAMBDA_MAX_SECS",
+        "routing.lambda_max_secs",
+        |c, v| {
+            c.routing.lambda_max_secs = v
+                .trim()
+                .parse()
+                .map_err(|_| format!("expected a number, got {v:?}"))?;
+            Ok(())
+        },
+    ),
+    ("FLEET_ROUTING_LEARN_SECS", "routing.learn_secs", |c, v| {
+        c.routing.learn_secs = num(v)?;
+        Ok(())
+    }),
     ("FLEET_REPLICA_ID", "worker.replica_id", |c, v| {
         c.worker.replica_id = Some(v.into());
         Ok(())
@@ -311,6 +524,10 @@ const ENV_OVERRIDES: &[(&str, &str, Setter)] = &[
     }),
     ("FLEET_CLOCK_SKEW_SECS", "worker.clock_skew_secs", |c, v| {
         c.worker.clock_skew_secs = num(v)?;
+        Ok(())
+    }),
+    ("FLEET_SWEEP_SECS", "worker.sweep_secs", |c, v| {
+        c.worker.sweep_secs = num(v)?;
         Ok(())
     }),
     ("FLEET_MAX_ATTEMPTS", "worker.max_attempts", |c, v| {
@@ -476,6 +693,9 @@ impl Config {
                 "must be at least 1 and below worker.lease_secs",
             ));
         }
+        if !(1..=3600).contains(&w.sweep_secs) {
+            return Err(invalid("worker.sweep_secs", "must be 1 to 3600"));
+        }
         if w.clock_skew_secs > 300 {
             return Err(invalid("worker.clock_skew_secs", "must be 0 to 300"));
         }
@@ -501,6 +721,66 @@ impl Config {
         if !(64..=256 * 1024).contains(&self.limits.max_result_bytes) {
             return Err(invalid("limits.max_result_bytes", "must be 64 to 262144"));
         }
+        let e = &self.ecs;
+        if e.launcher == Launcher::Process {
+            match &e.command {
+                None => {
+                    return Err(invalid(
+                        "ecs.command",
+                        "the process launcher needs a command",
+                    ));
+                }
+                Some(c) => {
+                    split_command(c).map_err(|m| invalid("ecs.command", m))?;
+                }
+            }
+        }
+        if !(e.run_task_per_sec > 0.0 && e.run_task_per_sec <= 1000.0) {
+            return Err(invalid(
+                "ecs.run_task_per_sec",
+                "must be above 0 and at most 1000",
+            ));
+        }
+        if !(1..=100_000).contains(&e.max_concurrency) {
+            return Err(invalid("ecs.max_concurrency", "must be 1 to 100000"));
+        }
+        if !(1..=3600).contains(&e.poll_secs) {
+            return Err(invalid("ecs.poll_secs", "must be 1 to 3600"));
+        }
+        if e.capacity_provider.is_none()
+            && !matches!(e.launch_type.as_str(), "FARGATE" | "EC2" | "EXTERNAL")
+        {
+            return Err(invalid(
+                "ecs.launch_type",
+                "must be FARGATE, EC2 or EXTERNAL",
+            ));
+        }
+        let r = &self.routing;
+        if !(r.lambda_max_secs > 0.0 && r.lambda_max_secs <= 900.0) {
+            return Err(invalid(
+                "routing.lambda_max_secs",
+                "must be above 0 and at most 900 (Lambda's limit)",
+            ));
+        }
+        if !(0.0 < r.learn_to_lambda && r.learn_to_lambda < r.learn_to_ecs && r.learn_to_ecs <= 1.0)
+        {
+            return Err(invalid(
+                "routing.learn_to_ecs",
+                "need 0 < learn_to_lambda < learn_to_ecs <= 1",
+            ));
+        }
+        if !(1..=10_000).contains(&r.learn_window)
+            || r.learn_min_samples == 0
+            || r.learn_min_samples > r.learn_window
+        {
+            return Err(invalid(
+                "routing.learn_window",
+                "need 1 <= learn_min_samples <= learn_window <= 10000",
+            ));
+        }
+        if r.learn_secs == 0 {
+            return Err(invalid("routing.learn_secs", "must be at least 1"));
+        }
         for (name, jt) in &self.job_types {
             ids::validate_job_type(name)
                 .map_err(|e| invalid(&format!("job_types.{name}"), format!("job type name {e}")))?;
@@ -509,6 +789,14 @@ impl Config {
             }
             if let Some(n) = jt.max_attempts {
                 check_attempts(&format!("job_types.{name}.max_attempts"), n)?;
+            }
+            if let Some(s) = jt.estimated_secs
+                && !(s.is_finite() && s >= 0.0)
+            {
+                return Err(invalid(
+                    &format!("job_types.{name}.estimated_secs"),
+                    "must be 0 or more",
+                ));
             }
         }
         Ok(())
@@ -545,6 +833,66 @@ impl Config {
             .or_else(|| self.job_types.get(job_type).and_then(|t| t.max_attempts))
             .unwrap_or(self.worker.max_attempts)
     }
+}
+
+/// Splits a command line like a POSIX shell does for words and quotes (no expansion).
+pub fn split_command(line: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => word.push(c),
+                        None => return Err("unclosed single quote".into()),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c) => word.push(c),
+                            None => return Err("backslash at the end".into()),
+                        },
+                        Some(c) => word.push(c),
+                        None => return Err("unclosed double quote".into()),
+                    }
+                }
+            }
+            '\\' => match chars.next() {
+                Some(c) => {
+                    in_word = true;
+                    word.push(c)
+                }
+                None => return Err("backslash at the end".into()),
+            },
+            c if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            c => {
+                in_word = true;
+                word.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    if words.is_empty() {
+        return Err("the command is empty".into());
+    }
+    Ok(words)
 }
 
 fn check_queue(key: &str, v: &str) -> Result<(), ConfigError> {
@@ -688,9 +1036,25 @@ mod tests {
     }
 
     #[test]
+    fn commands_split_like_a_shell() {
+        assert_eq!(
+            split_command("fleet-job run").unwrap(),
+            vec!["fleet-job", "run"]
+        );
+        assert_eq!(
+            split_command(r#"  /opt/my\ job "a b" 'c "d"' e\"f ''  "#).unwrap(),
+            vec!["/opt/my job", "a b", "c \"d\"", "e\"f", ""]
+        );
+        assert!(split_command("'open").is_err());
+        assert!(split_command("   ").is_err());
+    }
+
+    #[test]
     fn every_override_names_a_real_key() {
-        // Each override must change the configuration, or its key name is a lie.
-        let base = format!("{:?}", load(None, &[]).unwrap());
+        // Each override must change the configuration, or its key name is a lie. (The
+        // process launcher needs a command, so both start from one.)
+        let with = [("FLEET_ECS_COMMAND", "cmd")];
+        let base = format!("{:?}", load(None, &with).unwrap());
         for (var, key, _) in ENV_OVERRIDES {
             let value = match *var {
                 "FLEET_QUEUE" => "q-other",
@@ -703,9 +1067,16 @@ mod tests {
                 "FLEET_WAIT_TIME_SECS" | "FLEET_CLOCK_SKEW_SECS" => "1",
                 "FLEET_MAX_ATTEMPTS" => "9",
                 "FLEET_LAMBDA_READ_TIMEOUT_SECS" | "FLEET_LAMBDA_MAX_CONCURRENCY" => "13",
+                "FLEET_ECS_LAUNCHER" => "process",
+                "FLEET_ECS_COMMAND"
+                | "FLEET_ECS_CLUSTER"
+                | "FLEET_ECS_TASK_DEFINITION"
+                | "FLEET_ECS_CONTAINER" => "x",
+                "FLEET_ECS_SUBNETS" | "FLEET_ECS_SECURITY_GROUPS" => "a,b",
+                "FLEET_ROUTING_LAMBDA_MAX_SECS" => "30",
                 _ => "13",
             };
-            let c = load(None, &[(var, value)]).unwrap_or_else(|e| panic!("{var}: {e}"));
+            let c = load(None, &[with[0], (var, value)]).unwrap_or_else(|e| panic!("{var}: {e}"));
             assert_ne!(format!("{c:?}"), base, "{var} did not change {key}");
         }
     }

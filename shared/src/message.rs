@@ -15,6 +15,8 @@ use crate::ids::{self, JobId};
 pub const MESSAGE_VERSION: u64 = 1;
 /// Default limit on a message body, in bytes (SQS's classic limit).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 256 * 1024;
+/// Environment variable that carries the base64-encoded event into a container.
+pub const EVENT_ENV: &str = "FLEET_EVENT";
 /// Highest `max_attempts` a request or message may ask for.
 pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
 

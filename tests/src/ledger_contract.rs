@@ -3,7 +3,8 @@
 
 use fleet_shared::ids::JobId;
 use fleet_shared::ledger::{
-    AttemptRecord, Claim, ClaimRequest, Finish, Lease, Ledger, LedgerError,
+    AttemptRecord, Claim, ClaimRequest, Finish, LEASE_SHARDS, Lease, Ledger, LedgerError,
+    lease_shard,
 };
 use fleet_shared::state::JobState;
 
@@ -187,6 +188,115 @@ pub async fn check<L: Ledger>(l: &L, request: &str) {
     );
 }
 
+/// Hand-off and adoption, the lease-expiry index, and shared durations.
+pub async fn check_handoff<L: Ledger>(l: &L, request: &str) {
+    let t0 = 1_900_000_000_000u64;
+    let job = JobId::new(request, 7).expect("id");
+    let shard = lease_shard(&job);
+    let a = claimed(l, &job, "a", t0).await;
+    // A live lease is not in the expired list; an expired one is, once the skew has passed.
+    assert!(
+        l.expired_leases(shard, t0 + LEASE, 10)
+            .await
+            .expect("query")
+            .is_empty()
+    );
+    let expired = l
+        .expired_leases(shard, t0 + LEASE + 1, 10)
+        .await
+        .expect("query");
+    assert_eq!(expired.len(), 1);
+    assert_eq!(
+        (
+            expired[0].fence,
+            expired[0].task.as_deref(),
+            expired[0].owner.as_deref()
+        ),
+        (1, None, Some("a"))
+    );
+    let other_shard = (shard + 1) % LEASE_SHARDS;
+    assert!(
+        l.expired_leases(other_shard, u64::MAX, 10)
+            .await
+            .expect("query")
+            .iter()
+            .all(|e| e.job != job)
+    );
+
+    // Without a recorded task there is nothing to adopt (the message will bring it back).
+    let later = t0 + LEASE + SKEW + 10;
+    assert_eq!(
+        l.adopt(&expired[0], "b", later, LEASE, SKEW)
+            .await
+            .expect("adopt"),
+        None
+    );
+
+    // Hand-off: the task is recorded; after expiry another replica adopts it, once.
+    l.record_task(&a, "arn:task/1").await.expect("record task");
+    let expired = l
+        .expired_leases(shard, t0 + LEASE + 1, 10)
+        .await
+        .expect("query");
+    assert_eq!(expired[0].task.as_deref(), Some("arn:task/1"));
+    assert_eq!(
+        l.adopt(&expired[0], "b", t0 + LEASE, LEASE, SKEW)
+            .await
+            .expect("adopt"),
+        None,
+        "within the skew margin"
+    );
+    let adopted = l
+        .adopt(&expired[0], "b", later, LEASE, SKEW)
+        .await
+        .expect("adopt")
+        .expect("adopted");
+    assert_eq!(
+        (
+            adopted.lease.fence,
+            adopted.lease.attempt,
+            adopted.task.as_str()
+        ),
+        (2, 1, "arn:task/1")
+    );
+    assert_eq!(
+        (adopted.job_type.as_str(), adopted.payload_json.as_str()),
+        ("test", "{\"k\":1}")
+    );
+    assert_eq!(
+        l.adopt(&expired[0], "c", later, LEASE, SKEW)
+            .await
+            .expect("adopt"),
+        None,
+        "the fence moved on"
+    );
+    assert!(
+        stale(l.heartbeat(&a, later + LEASE).await),
+        "the old owner is fenced off"
+    );
+    l.heartbeat(&adopted.lease, later + LEASE)
+        .await
+        .expect("new owner's heartbeat");
+    let done = Finish::Succeeded { result: None };
+    l.finish(&adopted.lease, &done, &rec(&adopted.lease, "succeeded"))
+        .await
+        .expect("finish");
+    assert!(
+        l.expired_leases(shard, u64::MAX, 100)
+            .await
+            .expect("query")
+            .iter()
+            .all(|e| e.job != job),
+        "finished jobs leave the index"
+    );
+
+    // Durations: appended, the newest `window` kept, shared by job type.
+    l.add_durations("dur", &[1, 2, 3], 4).await.expect("add");
+    l.add_durations("dur", &[4, 5], 4).await.expect("add");
+    assert_eq!(l.durations("dur").await.expect("read"), vec![2, 3, 4, 5]);
+    assert!(l.durations("other").await.expect("read").is_empty());
+}
+
 /// The history entry of an attempt run under `lease`.
 fn rec(lease: &Lease, outcome: &str) -> AttemptRecord {
     AttemptRecord {
@@ -197,5 +307,8 @@ fn rec(lease: &Lease, outcome: &str) -> AttemptRecord {
         target: "lambda".into(),
         outcome: outcome.into(),
         retry_at_ms: (outcome != "succeeded").then_some(lease.started_ms + 1_000),
+        reason: "default".into(),
+        exit_code: Some(0),
+        stopped_reason: None,
     }
 }

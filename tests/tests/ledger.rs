@@ -19,11 +19,14 @@ async fn dynamodb_ledger_keeps_the_contract() {
         "second call finds it"
     );
     ledger_contract::check(&ledger, "contract").await;
+    ledger_contract::check_handoff(&ledger, "handoff").await;
 }
 
 #[tokio::test]
 async fn memory_ledger_keeps_the_contract() {
-    ledger_contract::check(&MemoryLedger::new(), "contract").await;
+    let ledger = MemoryLedger::new();
+    ledger_contract::check(&ledger, "contract").await;
+    ledger_contract::check_handoff(&ledger, "handoff").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -59,6 +59,7 @@ const TRANSIENT_CODES: &[&str] = &[
     "ResourceNotReadyException",
     "ServiceException",
     "ServiceUnavailableException",
+    "ServerException",
     "InternalFailure",
     "EC2UnexpectedException",
     "ENILimitReachedException",
@@ -75,6 +76,12 @@ const PERMANENT_CODES: &[&str] = &[
     "InvalidZipFileException",
     "InvalidSecurityGroupIDException",
     "InvalidSubnetIDException",
+    "ClusterNotFoundException",
+    "InvalidParameterException",
+    "PlatformUnknownException",
+    "PlatformTaskDefinitionIncompatibilityException",
+    "UnsupportedFeatureException",
+    "BlockedException",
     "ResourceNotFoundException",
     "AccessDeniedException",
     "AccessDenied",
@@ -91,6 +98,12 @@ const PERMANENT_CODES: &[&str] = &[
 /// refused or reset is transient (a reset after the request was sent may have run the job:
 /// it still counts as an attempt, like every transient failure); a read timeout is a timeout.
 pub fn lambda_invoke_error(e: &SdkError<InvokeError>) -> ErrorClass {
+    sdk_error(e)
+}
+
+/// Any AWS SDK call's error: construction errors never retry, timeouts are timeouts,
+/// transport failures are transient, service errors go by code, then by HTTP status.
+pub fn sdk_error<E: ProvideErrorMetadata>(e: &SdkError<E>) -> ErrorClass {
     match e {
         SdkError::ConstructionFailure(_) => ErrorClass::Permanent,
         SdkError::TimeoutError(_) => ErrorClass::Timeout,
@@ -114,6 +127,23 @@ pub fn by_code_and_status(code: Option<&str>, status: u16) -> ErrorClass {
         _ if status >= 500 => ErrorClass::Transient,
         _ if (400..500).contains(&status) => ErrorClass::Permanent,
         _ => ErrorClass::Transient,
+    }
+}
+
+/// An entry of RunTask's `failures[]`, by its reason. Capacity shortages (`RESOURCE:*`,
+/// Fargate's "Capacity is unavailable") are throttling: nothing ran, slow down. Unmet
+/// placement constraints (`ATTRIBUTE`, `MISSING`) cannot resolve themselves.
+pub fn ecs_run_failure(reason: &str) -> ErrorClass {
+    let r = reason.to_ascii_uppercase();
+    if r.starts_with("RESOURCE:") || r.contains("CAPACITY") {
+        ErrorClass::Throttled
+    } else if r.starts_with("ATTRIBUTE")
+        || r.starts_with("MISSING")
+        || r.contains("INACTIVE") && r.contains("TASK DEFINITION")
+    {
+        ErrorClass::Permanent
+    } else {
+        ErrorClass::Transient
     }
 }
 
@@ -150,6 +180,21 @@ mod tests {
             by_code_and_status(Some("Whatever"), 400),
             ErrorClass::Permanent
         );
+    }
+
+    #[test]
+    fn run_task_failures() {
+        assert_eq!(ecs_run_failure("RESOURCE:MEMORY"), ErrorClass::Throttled);
+        assert_eq!(ecs_run_failure("RESOURCE:CPU"), ErrorClass::Throttled);
+        assert_eq!(
+            ecs_run_failure(
+                "Capacity is unavailable at this time. Please try again later or in a different availability zone"
+            ),
+            ErrorClass::Throttled
+        );
+        assert_eq!(ecs_run_failure("ATTRIBUTE"), ErrorClass::Permanent);
+        assert_eq!(ecs_run_failure("MISSING"), ErrorClass::Permanent);
+        assert_eq!(ecs_run_failure("AGENT"), ErrorClass::Transient);
     }
 
     #[test]

@@ -7,8 +7,10 @@ pub mod classify;
 pub mod dispatch;
 pub mod engine;
 pub mod init;
+pub mod learn;
 pub mod limits;
 pub mod retry;
+pub mod routing;
 
 use std::sync::Arc;
 
@@ -18,7 +20,12 @@ use fleet_shared::ledger::dynamo::DynamoLedger;
 use fleet_shared::queue::sqs::SqsQueue;
 use tokio_util::sync::CancellationToken;
 
+use fleet_shared::config::{Launcher, split_command};
+
+use crate::dispatch::ecs::EcsLauncher;
 use crate::dispatch::lambda::LambdaDispatcher;
+use crate::dispatch::process::ProcessLauncher;
+use crate::dispatch::{AnyLauncher, NoTasks};
 use crate::engine::{Engine, Parts, Report};
 
 /// This replica's owner name: the configured one, or host, process id and a random suffix
@@ -40,6 +47,24 @@ pub fn replica_id(config: &Config) -> String {
     )
 }
 
+/// The task launcher the configuration asks for.
+pub fn launcher(sdk: &SdkConfig, config: &Arc<Config>) -> anyhow::Result<AnyLauncher> {
+    Ok(match config.ecs.launcher {
+        Launcher::Process => match &config.ecs.command {
+            Some(c) => AnyLauncher::Process(ProcessLauncher::new(
+                split_command(c).map_err(|e| anyhow::anyhow!("ecs.command: {e}"))?,
+                config.limits.max_result_bytes,
+            )),
+            None => AnyLauncher::None(NoTasks),
+        },
+        Launcher::Aws if config.ecs.cluster.is_some() => AnyLauncher::Ecs(EcsLauncher::new(
+            aws_sdk_ecs::Client::new(sdk),
+            config.clone(),
+        )),
+        Launcher::Aws => AnyLauncher::None(NoTasks),
+    })
+}
+
 /// Runs one replica against AWS until `shutdown`, then drains (see [`Engine::run`]).
 pub async fn run(
     sdk: &SdkConfig,
@@ -47,9 +72,11 @@ pub async fn run(
     shutdown: CancellationToken,
     hard_stop: CancellationToken,
 ) -> anyhow::Result<Report> {
-    if config.lambda.function.is_none() && config.job_types.values().all(|t| t.function.is_none()) {
+    let has_lambda =
+        config.lambda.function.is_some() || config.job_types.values().any(|t| t.function.is_some());
+    if !has_lambda && !config.ecs.enabled() {
         anyhow::bail!(
-            "invalid configuration: lambda.function (env FLEET_LAMBDA_FUNCTION) must name the Lambda function that runs jobs"
+            "invalid configuration: lambda.function (env FLEET_LAMBDA_FUNCTION) must name the Lambda function that runs jobs, or ECS must be configured (ecs.cluster or ecs.launcher = \"process\" with ecs.command)"
         );
     }
     let sqs = fleet_shared::aws::sqs(sdk);
@@ -63,6 +90,7 @@ pub async fn run(
             dead_letters: Arc::new(dlq),
             ledger: Arc::new(ledger),
             dispatcher: Arc::new(LambdaDispatcher::new(lambda, config.clone())),
+            tasks: Arc::new(launcher(sdk, &config)?),
         },
         config.clone(),
         replica_id(&config),

@@ -79,6 +79,19 @@ impl AdaptiveLimit {
         }
     }
 
+    /// Room under the limit if there is some now.
+    pub fn try_acquire(self: &Arc<Self>) -> Option<LimitPermit> {
+        let mut s = self.lock();
+        (s.in_flight < s.limit).then(|| {
+            s.in_flight += 1;
+            LimitPermit {
+                limit: self.clone(),
+                generation: s.generation,
+                done: false,
+            }
+        })
+    }
+
     /// Waits for room under the limit and takes it.
     pub async fn acquire(self: &Arc<Self>) -> LimitPermit {
         loop {

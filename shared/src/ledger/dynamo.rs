@@ -15,16 +15,16 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, PutRequest,
-    ReturnValue, ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus,
-    WriteRequest,
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
+    KeyType, Projection, ProjectionType, PutRequest, ReturnValue,
+    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus, WriteRequest,
 };
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::{StreamExt, TryStreamExt};
 
 use super::{
-    AttemptRecord, Claim, ClaimRequest, Finish, JobSummary, Lease, Ledger, LedgerError, NewJob,
-    Redrive, RequestRecord,
+    Adopted, AttemptRecord, Claim, ClaimRequest, Expired, Finish, JobDetail, JobSummary, Lease,
+    Ledger, LedgerError, NewJob, Redrive, RequestRecord, lease_shard,
 };
 use crate::ids::JobId;
 use crate::message::Target;
@@ -60,7 +60,23 @@ pub mod attr {
     pub const CONTENT_HASH: &str = "content_hash";
     pub const HISTORY: &str = "history";
     pub const CANCELLED_AT: &str = "cancelled_at";
+    pub const LEASE_SHARD: &str = "lease_shard";
+    pub const TASK: &str = "task_arn";
+    pub const DURATIONS: &str = "durations";
+    pub const VERSION: &str = "version";
 }
+
+/// The sparse index of RUNNING jobs by lease expiry: `lease_shard` (S) and `lease_until` (N).
+/// Only RUNNING items carry `lease_shard`, so the index holds nothing else.
+pub const LEASE_INDEX: &str = "lease-expiry";
+
+/// Partition key of a job type's duration record.
+pub fn job_type_pk(job_type: &str) -> String {
+    format!("T#{job_type}")
+}
+
+/// Sort key of a job type's duration record.
+pub const DURATIONS_SK: &str = "D";
 
 /// Sort key of a request item.
 pub const REQUEST_SK: &str = "R";
@@ -102,6 +118,8 @@ const ALIASES: &[(&str, &str)] = &[
     ("#le", attr::LAST_ERROR),
     ("#hi", attr::HISTORY),
     ("#tg", attr::TARGET),
+    ("#ls", attr::LEASE_SHARD),
+    ("#ta", attr::TASK),
 ];
 
 /// Whether `expr` uses `alias` as a whole word (`#at` is not used by `#ate`).
@@ -270,8 +288,17 @@ impl DynamoLedger {
             .billing_mode(BillingMode::PayPerRequest)
             .attribute_definitions(attr_def(attr::PK))
             .attribute_definitions(attr_def(attr::SK))
+            .attribute_definitions(attr_def(attr::LEASE_SHARD))
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(attr::LEASE_UNTIL)
+                    .attribute_type(ScalarAttributeType::N)
+                    .build()
+                    .expect("attribute definition has its required fields"),
+            )
             .key_schema(key_elem(attr::PK, KeyType::Hash))
             .key_schema(key_elem(attr::SK, KeyType::Range))
+            .global_secondary_indexes(lease_index())
             .send()
             .await
         {
@@ -312,6 +339,18 @@ impl DynamoLedger {
                 return Err(LedgerError::Malformed {
                     key: self.table.clone(),
                     message: format!("table exists with key schema {keys:?}, expected {want:?}"),
+                });
+            }
+            let has_index = table
+                .global_secondary_indexes()
+                .iter()
+                .any(|i| i.index_name() == Some(LEASE_INDEX));
+            if !has_index {
+                return Err(LedgerError::Malformed {
+                    key: self.table.clone(),
+                    message: format!(
+                        "table exists without the {LEASE_INDEX} index; delete it or add the index (pk lease_shard S, sk lease_until N)"
+                    ),
                 });
             }
             if table.table_status() == Some(&TableStatus::Active) {
@@ -472,6 +511,24 @@ impl DynamoLedger {
         }
         Ok(out)
     }
+}
+
+fn lease_index() -> GlobalSecondaryIndex {
+    GlobalSecondaryIndex::builder()
+        .index_name(LEASE_INDEX)
+        .key_schema(key_elem(attr::LEASE_SHARD, KeyType::Hash))
+        .key_schema(key_elem(attr::LEASE_UNTIL, KeyType::Range))
+        .projection(
+            Projection::builder()
+                .projection_type(ProjectionType::Include)
+                .non_key_attributes(attr::JOB_ID)
+                .non_key_attributes(attr::FENCE)
+                .non_key_attributes(attr::OWNER)
+                .non_key_attributes(attr::TASK)
+                .build(),
+        )
+        .build()
+        .expect("index has its required fields")
 }
 
 fn attr_def(name: &str) -> AttributeDefinition {
@@ -668,6 +725,62 @@ impl DynamoLedger {
             })
     }
 
+    async fn durations_item(&self, job_type: &str) -> Result<(u64, Vec<u64>), LedgerError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(attr::PK, s(job_type_pk(job_type)))
+            .key(attr::SK, s(DURATIONS_SK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| aws_err("GetItem", e))?;
+        let Some(item) = out.item else {
+            return Ok((0, Vec::new()));
+        };
+        let list = match item.get(attr::DURATIONS) {
+            Some(AttributeValue::L(l)) => l
+                .iter()
+                .filter_map(|v| v.as_n().ok().and_then(|n| n.parse().ok()))
+                .collect(),
+            _ => Vec::new(),
+        };
+        Ok((get_n(&item, attr::VERSION)?, list))
+    }
+
+    /// Every job of a request in full, by index.
+    pub async fn jobs(&self, request_id: &str) -> Result<Vec<JobDetail>, LedgerError> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#pk = :pk AND begins_with(#sk, :j)")
+            .expression_attribute_names("#pk", attr::PK)
+            .expression_attribute_names("#sk", attr::SK)
+            .expression_attribute_values(":pk", s(request_pk(request_id)))
+            .expression_attribute_values(":j", s("J#"))
+            .consistent_read(true)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| aws_err("Query", e))?;
+            for item in page.items() {
+                out.push(JobDetail {
+                    job_id: get_s(item, attr::JOB_ID)?.to_owned(),
+                    index: get_n(item, attr::JOB_INDEX)?,
+                    state: get_state(item)?,
+                    attempts: get_n(item, attr::ATTEMPTS)?,
+                    task: opt_s(item, attr::TASK).map(str::to_owned),
+                    last_error: opt_s(item, attr::LAST_ERROR).map(str::to_owned),
+                    history: history_from(item)?,
+                });
+            }
+        }
+        Ok(out)
+    }
+
     /// A job's attempt history.
     pub async fn history(&self, job: &JobId) -> Result<Vec<AttemptRecord>, LedgerError> {
         match self.get_job_item(job).await? {
@@ -688,6 +801,15 @@ fn record_value(r: &AttemptRecord) -> AttributeValue {
     ]);
     if let Some(at) = r.retry_at_ms {
         m.insert("retry_at".to_owned(), n(at));
+    }
+    if !r.reason.is_empty() {
+        m.insert("reason".to_owned(), s(&r.reason));
+    }
+    if let Some(code) = r.exit_code {
+        m.insert("exit_code".to_owned(), n(code));
+    }
+    if let Some(why) = &r.stopped_reason {
+        m.insert("stopped".to_owned(), s(why));
     }
     AttributeValue::M(m)
 }
@@ -712,6 +834,9 @@ fn history_from(item: &Item) -> Result<Vec<AttemptRecord>, LedgerError> {
                 target: get_s(m, "target")?.to_owned(),
                 outcome: get_s(m, "outcome")?.to_owned(),
                 retry_at_ms: opt_n(m, "retry_at")?,
+                reason: opt_s(m, "reason").unwrap_or_default().to_owned(),
+                exit_code: opt_n(m, "exit_code")?,
+                stopped_reason: opt_s(m, "stopped").map(str::to_owned),
             })
         })
         .collect()
@@ -726,12 +851,12 @@ impl Ledger for DynamoLedger {
              #sa = :now, #ki = if_not_exists(#ki, :kind), #rid = if_not_exists(#rid, :rid), \
              #jid = if_not_exists(#jid, :jid), #ix = if_not_exists(#ix, :ix), \
              #jt = if_not_exists(#jt, :jt), #pl = if_not_exists(#pl, :pl), \
-             #ca = if_not_exists(#ca, :now), #ea = if_not_exists(#ea, :ea)",
+             #ca = if_not_exists(#ca, :now), #ea = if_not_exists(#ea, :ea), #ls = :shard",
         );
         if req.max_attempts.is_some() {
             set.push_str(", #ma = if_not_exists(#ma, :ma)");
         }
-        let update_expr = format!("{set} REMOVE #ra");
+        let update_expr = format!("{set} REMOVE #ra, #ta");
         let (fresh, fresh_values) = fresh_claim_sources();
         let cond = format!(
             "attribute_not_exists(#pk) OR ({fresh} AND (attribute_not_exists(#ra) OR #ra <= :now)) \
@@ -754,6 +879,7 @@ impl Ledger for DynamoLedger {
             .expression_attribute_values(":pl", s(req.payload_json))
             .expression_attribute_values(":ea", n(req.enqueued_at_ms))
             .expression_attribute_values(":expired", n(req.now_ms.saturating_sub(req.skew_ms)))
+            .expression_attribute_values(":shard", s(lease_shard(req.job).to_string()))
             .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         for (k, v) in fresh_values {
@@ -773,6 +899,8 @@ impl Ledger for DynamoLedger {
                     max_attempts: opt_n(&item, attr::MAX_ATTEMPTS)?,
                     started_ms: req.now_ms,
                     until_ms: until,
+                    target: target_from(&item)?,
+                    previous: history_from(&item)?.pop(),
                 }))
             }
             Err(e) if condition_failed(&e) => {
@@ -830,7 +958,7 @@ impl Ledger for DynamoLedger {
                 values.push((":r", s(result)));
                 (
                     format!(
-                        "SET #st = :to, #fa = :now, #du = :d, #re = :r, {HISTORY} REMOVE #ow, #lu, #le"
+                        "SET #st = :to, #fa = :now, #du = :d, #re = :r, {HISTORY} REMOVE #ow, #lu, #ls, #le"
                     ),
                     ReturnValue::None,
                 )
@@ -840,7 +968,7 @@ impl Ledger for DynamoLedger {
                 values.push((":t", AttributeValue::Bool(true)));
                 (
                     format!(
-                        "SET #st = :to, #fa = :now, #du = :d, #rt = :t, {HISTORY} REMOVE #ow, #lu, #le, #re"
+                        "SET #st = :to, #fa = :now, #du = :d, #rt = :t, {HISTORY} REMOVE #ow, #lu, #ls, #le, #re"
                     ),
                     ReturnValue::None,
                 )
@@ -860,7 +988,7 @@ impl Ledger for DynamoLedger {
                 };
                 (
                     format!(
-                        "SET #st = :to, #ra = :ra, #le = :e, #du = :d, {HISTORY}{refund} REMOVE #ow, #lu"
+                        "SET #st = :to, #ra = :ra, #le = :e, #du = :d, {HISTORY}{refund} REMOVE #ow, #lu, #ls"
                     ),
                     ReturnValue::None,
                 )
@@ -884,12 +1012,153 @@ impl Ledger for DynamoLedger {
         transition(JobState::Running, JobState::Retrying)?;
         self.owned_write(
             lease,
-            "SET #st = :to, #at = #at - :one REMOVE #ow, #lu, #ra",
+            "SET #st = :to, #at = #at - :one REMOVE #ow, #lu, #ls, #ra, #ta",
             vec![(":to", s(JobState::Retrying.as_str())), (":one", n(1))],
             ReturnValue::None,
         )
         .await
         .map(|_| ())
+    }
+
+    async fn record_task(&self, lease: &Lease, task: &str) -> Result<(), LedgerError> {
+        self.owned_write(
+            lease,
+            "SET #ta = :task",
+            vec![(":task", s(task))],
+            ReturnValue::None,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn expired_leases(
+        &self,
+        shard: u32,
+        before_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Expired>, LedgerError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(LEASE_INDEX)
+            .key_condition_expression("#ls = :shard AND #lu < :before")
+            .expression_attribute_names("#ls", attr::LEASE_SHARD)
+            .expression_attribute_names("#lu", attr::LEASE_UNTIL)
+            .expression_attribute_values(":shard", s(shard.to_string()))
+            .expression_attribute_values(":before", n(before_ms))
+            .limit(limit.clamp(1, 1000) as i32)
+            .send()
+            .await
+            .map_err(|e| aws_err("Query", e))?;
+        out.items()
+            .iter()
+            .map(|item| {
+                Ok(Expired {
+                    job: JobId::parse(get_s(item, attr::JOB_ID)?)
+                        .map_err(|e| malformed(item, e.to_string()))?,
+                    fence: get_n(item, attr::FENCE)?,
+                    owner: opt_s(item, attr::OWNER).map(str::to_owned),
+                    lease_until_ms: get_n(item, attr::LEASE_UNTIL)?,
+                    task: opt_s(item, attr::TASK).map(str::to_owned),
+                })
+            })
+            .collect()
+    }
+
+    async fn adopt(
+        &self,
+        expired: &Expired,
+        owner: &str,
+        now_ms: u64,
+        lease_ms: u64,
+        skew_ms: u64,
+    ) -> Result<Option<Adopted>, LedgerError> {
+        let expr = "SET #ow = :owner, #lu = :until, #fe = #fe + :one, #sa = :now";
+        let cond = "#st = :running AND #lu < :expired AND #fe = :fence AND attribute_exists(#ta)";
+        let until = now_ms + lease_ms;
+        let b = with_aliases(self.update(&expired.job), &[expr, cond])
+            .update_expression(expr)
+            .condition_expression(cond)
+            .expression_attribute_values(":owner", s(owner))
+            .expression_attribute_values(":until", n(until))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":running", s(JobState::Running.as_str()))
+            .expression_attribute_values(":expired", n(now_ms.saturating_sub(skew_ms)))
+            .expression_attribute_values(":fence", n(expired.fence))
+            .return_values(ReturnValue::AllNew);
+        match b.send().await {
+            Ok(out) => {
+                let item = out.attributes.unwrap_or_default();
+                Ok(Some(Adopted {
+                    lease: Lease {
+                        job: expired.job.clone(),
+                        owner: owner.to_owned(),
+                        fence: get_n(&item, attr::FENCE)?,
+                        attempt: get_n(&item, attr::ATTEMPTS)?,
+                        max_attempts: opt_n(&item, attr::MAX_ATTEMPTS)?,
+                        started_ms: now_ms,
+                        until_ms: until,
+                        target: target_from(&item)?,
+                        previous: history_from(&item)?.pop(),
+                    },
+                    job_type: get_s(&item, attr::JOB_TYPE)?.to_owned(),
+                    payload_json: get_s(&item, attr::PAYLOAD)?.to_owned(),
+                    task: get_s(&item, attr::TASK)?.to_owned(),
+                    enqueued_at_ms: opt_n(&item, attr::ENQUEUED_AT)?.unwrap_or(0),
+                }))
+            }
+            Err(e) if condition_failed(&e) => Ok(None),
+            Err(e) => Err(aws_err("UpdateItem", e)),
+        }
+    }
+
+    async fn durations(&self, job_type: &str) -> Result<Vec<u64>, LedgerError> {
+        Ok(self.durations_item(job_type).await?.1)
+    }
+
+    async fn add_durations(
+        &self,
+        job_type: &str,
+        samples: &[u64],
+        window: usize,
+    ) -> Result<(), LedgerError> {
+        if samples.is_empty() {
+            return Ok(());
+        }
+        // Optimistic: read, merge, write if nobody wrote in between; a few tries.
+        for _ in 0..5 {
+            let (version, mut all) = self.durations_item(job_type).await?;
+            all.extend_from_slice(samples);
+            let keep = all.len().saturating_sub(window);
+            let list = all[keep..].iter().map(n).collect();
+            let put = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .item(attr::PK, s(job_type_pk(job_type)))
+                .item(attr::SK, s(DURATIONS_SK))
+                .item(attr::KIND, s("job_type"))
+                .item(attr::JOB_TYPE, s(job_type))
+                .item(attr::DURATIONS, AttributeValue::L(list))
+                .item(attr::VERSION, n(version + 1))
+                .condition_expression("attribute_not_exists(#pk) OR #v = :v")
+                .expression_attribute_names("#pk", attr::PK)
+                .expression_attribute_names("#v", attr::VERSION)
+                .expression_attribute_values(":v", n(version))
+                .send()
+                .await;
+            match put {
+                Ok(_) => return Ok(()),
+                Err(e) if condition_failed(&e) => continue,
+                Err(e) => return Err(aws_err("PutItem", e)),
+            }
+        }
+        Err(LedgerError::Aws {
+            op: "PutItem",
+            message: format!("durations of {job_type} kept changing under concurrent writers"),
+        })
     }
 }
 

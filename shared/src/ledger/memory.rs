@@ -5,7 +5,11 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use super::{AttemptRecord, Claim, ClaimRequest, Finish, JobSummary, Lease, Ledger, LedgerError};
+use super::{
+    Adopted, AttemptRecord, Claim, ClaimRequest, Expired, Finish, JobSummary, Lease, Ledger,
+    LedgerError, lease_shard,
+};
+use crate::ids::JobId;
 use crate::state::{JobState, transition};
 
 /// A job item as the in-memory ledger keeps it.
@@ -23,11 +27,15 @@ pub struct MemJob {
     pub result: Option<String>,
     pub last_error: Option<String>,
     pub history: Vec<AttemptRecord>,
+    pub task: Option<String>,
+    pub enqueued_at_ms: u64,
+    pub target: Option<crate::message::Target>,
 }
 
 #[derive(Debug, Default)]
 pub struct MemoryLedger {
     jobs: Mutex<HashMap<String, MemJob>>,
+    durations: Mutex<HashMap<String, Vec<u64>>>,
 }
 
 impl MemoryLedger {
@@ -100,6 +108,9 @@ impl Ledger for MemoryLedger {
             result: None,
             last_error: None,
             history: Vec::new(),
+            task: None,
+            enqueued_at_ms: req.enqueued_at_ms,
+            target: None,
         });
         let claimable = match j.state {
             JobState::Pending | JobState::Retrying => j.retry_at_ms.is_none_or(|t| t <= req.now_ms),
@@ -131,6 +142,7 @@ impl Ledger for MemoryLedger {
         j.fence += 1;
         j.attempts += 1;
         j.retry_at_ms = None;
+        j.task = None;
         if j.max_attempts.is_none() {
             j.max_attempts = req.max_attempts;
         }
@@ -142,6 +154,8 @@ impl Ledger for MemoryLedger {
             max_attempts: j.max_attempts,
             started_ms: req.now_ms,
             until_ms: req.now_ms + req.lease_ms,
+            target: j.target,
+            previous: j.history.last().cloned(),
         }))
     }
 
@@ -195,6 +209,100 @@ impl Ledger for MemoryLedger {
             j.owner = None;
             j.lease_until_ms = None;
             j.retry_at_ms = None;
+            j.task = None;
         })
+    }
+
+    async fn record_task(&self, lease: &Lease, task: &str) -> Result<(), LedgerError> {
+        self.owned(lease, |j| j.task = Some(task.to_owned()))
+    }
+
+    async fn expired_leases(
+        &self,
+        shard: u32,
+        before_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Expired>, LedgerError> {
+        let jobs = self.lock();
+        let mut out: Vec<Expired> = jobs
+            .iter()
+            .filter(|(_, j)| j.state == JobState::Running)
+            .filter_map(|(id, j)| {
+                let job = JobId::parse(id).ok()?;
+                let until = j.lease_until_ms?;
+                (lease_shard(&job) == shard && until < before_ms).then(|| Expired {
+                    job,
+                    fence: j.fence,
+                    owner: j.owner.clone(),
+                    lease_until_ms: until,
+                    task: j.task.clone(),
+                })
+            })
+            .collect();
+        out.sort_by_key(|e| e.lease_until_ms);
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    async fn adopt(
+        &self,
+        expired: &Expired,
+        owner: &str,
+        now_ms: u64,
+        lease_ms: u64,
+        skew_ms: u64,
+    ) -> Result<Option<Adopted>, LedgerError> {
+        let mut jobs = self.lock();
+        let Some(j) = jobs.get_mut(&expired.job.to_string()) else {
+            return Ok(None);
+        };
+        let expired_now = j
+            .lease_until_ms
+            .is_some_and(|u| u < now_ms.saturating_sub(skew_ms));
+        let Some(task) = j.task.clone() else {
+            return Ok(None);
+        };
+        if j.state != JobState::Running || !expired_now || j.fence != expired.fence {
+            return Ok(None);
+        }
+        j.owner = Some(owner.to_owned());
+        j.fence += 1;
+        j.lease_until_ms = Some(now_ms + lease_ms);
+        Ok(Some(Adopted {
+            lease: Lease {
+                job: expired.job.clone(),
+                owner: owner.to_owned(),
+                fence: j.fence,
+                attempt: j.attempts,
+                max_attempts: j.max_attempts,
+                started_ms: now_ms,
+                until_ms: now_ms + lease_ms,
+                target: j.target,
+                previous: j.history.last().cloned(),
+            },
+            job_type: j.job_type.clone(),
+            payload_json: j.payload_json.clone(),
+            task,
+            enqueued_at_ms: j.enqueued_at_ms,
+        }))
+    }
+
+    async fn durations(&self, job_type: &str) -> Result<Vec<u64>, LedgerError> {
+        let d = self.durations.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(d.get(job_type).cloned().unwrap_or_default())
+    }
+
+    async fn add_durations(
+        &self,
+        job_type: &str,
+        samples: &[u64],
+        window: usize,
+    ) -> Result<(), LedgerError> {
+        let mut d = self.durations.lock().unwrap_or_else(|p| p.into_inner());
+        let all = d.entry(job_type.to_owned()).or_default();
+        all.extend_from_slice(samples);
+        let keep = all.len().saturating_sub(window);
+        all.drain(..keep);
+        Ok(())
     }
 }

@@ -50,6 +50,10 @@ pub struct Lease {
     /// When the claim was made.
     pub started_ms: u64,
     pub until_ms: u64,
+    /// The job's own target (the request's option, or a redrive's).
+    pub target: Option<Target>,
+    /// The attempt before this one, as the history has it.
+    pub previous: Option<AttemptRecord>,
 }
 
 /// The answer to a claim.
@@ -111,6 +115,50 @@ pub struct AttemptRecord {
     /// When the next attempt may start, if this one is to be retried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_at_ms: Option<u64>,
+    /// Why it ran where it ran (the routing decision).
+    #[serde(default)]
+    pub reason: String,
+    /// A container's exit code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Why a task stopped, as ECS says (stop code and reason; out-of-memory shows here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_reason: Option<String>,
+}
+
+/// Leases are spread over this many shards of the lease-expiry index, so finding expired
+/// leases is a few small queries, never a table scan.
+pub const LEASE_SHARDS: u32 = 16;
+
+/// The lease-expiry shard of a job (stable: FNV-1a of the job id).
+pub fn lease_shard(job: &JobId) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in job.to_string().bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h % LEASE_SHARDS
+}
+
+/// A RUNNING job whose lease has expired, as the lease-expiry index shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expired {
+    pub job: JobId,
+    pub fence: u64,
+    pub owner: Option<String>,
+    pub lease_until_ms: u64,
+    /// The ECS task running it, if it was handed off.
+    pub task: Option<String>,
+}
+
+/// A handed-off job taken over from a replica whose lease expired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Adopted {
+    pub lease: Lease,
+    pub job_type: String,
+    pub payload_json: String,
+    pub task: String,
+    pub enqueued_at_ms: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +206,46 @@ pub trait Ledger: Send + Sync + 'static {
     /// Gives the job back unfinished (shutdown): RETRYING, claimable at once, and the
     /// attempt is not counted.
     fn release(&self, lease: &Lease) -> impl Future<Output = Result<(), LedgerError>> + Send;
+
+    /// Records the task a handed-off attempt runs in, if the lease is still ours.
+    fn record_task(
+        &self,
+        lease: &Lease,
+        task: &str,
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send;
+
+    /// Up to `limit` RUNNING jobs of one shard whose lease ended before `before_ms`.
+    fn expired_leases(
+        &self,
+        shard: u32,
+        before_ms: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Expired>, LedgerError>> + Send;
+
+    /// Takes over a handed-off job whose lease expired: same attempt, higher fence, new
+    /// owner and lease. `None` when someone else was faster or the job moved on.
+    fn adopt(
+        &self,
+        expired: &Expired,
+        owner: &str,
+        now_ms: u64,
+        lease_ms: u64,
+        skew_ms: u64,
+    ) -> impl Future<Output = Result<Option<Adopted>, LedgerError>> + Send;
+
+    /// Recent durations (ms) of a job type's successful attempts, newest last.
+    fn durations(
+        &self,
+        job_type: &str,
+    ) -> impl Future<Output = Result<Vec<u64>, LedgerError>> + Send;
+
+    /// Adds durations to a job type's record, keeping the newest `window`.
+    fn add_durations(
+        &self,
+        job_type: &str,
+        samples: &[u64],
+        window: usize,
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send;
 }
 
 /// A request as the ledger records it.
@@ -198,6 +286,18 @@ pub enum Redrive {
     NotFailed(JobState),
     /// No such job in the ledger.
     Missing,
+}
+
+/// One job in full, as `jobs` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobDetail {
+    pub job_id: String,
+    pub index: u32,
+    pub state: JobState,
+    pub attempts: u32,
+    pub task: Option<String>,
+    pub last_error: Option<String>,
+    pub history: Vec<AttemptRecord>,
 }
 
 /// One job's state, as `status` reads it.

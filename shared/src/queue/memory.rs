@@ -45,6 +45,11 @@ impl MemoryQueue {
 
     /// Enqueues a body, visible at once.
     pub fn push(&self, body: impl Into<String>) {
+        self.push_delayed(body, Duration::ZERO);
+    }
+
+    /// Enqueues a body, visible after `delay`.
+    pub fn push_delayed(&self, body: impl Into<String>, delay: Duration) {
         let mut st = self.lock();
         let seq = st.next;
         st.next += 1;
@@ -53,7 +58,7 @@ impl MemoryQueue {
             Msg {
                 id: format!("m-{seq}"),
                 body: body.into(),
-                visible_at: Instant::now(),
+                visible_at: Instant::now() + delay,
                 receive_count: 0,
                 receipt: None,
             },
@@ -146,6 +151,11 @@ impl JobQueue for MemoryQueue {
         Ok(failed)
     }
 
+    async fn send(&self, body: &str, delay: Duration) -> Result<(), QueueError> {
+        self.push_delayed(body, delay.min(super::MAX_DELAY));
+        Ok(())
+    }
+
     async fn set_visibility(&self, receipt: &str, timeout: Duration) -> Result<(), QueueError> {
         {
             let mut st = self.lock();
@@ -165,7 +175,11 @@ impl JobQueue for MemoryQueue {
 }
 
 impl DeadLetterQueue for MemoryQueue {
-    async fn send(&self, body: &str, attributes: &[(&str, String)]) -> Result<(), QueueError> {
+    async fn send_dead_letter(
+        &self,
+        body: &str,
+        attributes: &[(&str, String)],
+    ) -> Result<(), QueueError> {
         self.lock().dead.push((
             body.to_owned(),
             attributes

@@ -29,6 +29,9 @@ pub enum QueueError {
     SendFailed { count: usize, message: String },
 }
 
+/// SQS's longest delivery delay.
+pub const MAX_DELAY: Duration = Duration::from_secs(900);
+
 /// Most messages one receive or batch call can carry (an SQS limit).
 pub const MAX_BATCH: usize = 10;
 
@@ -48,6 +51,13 @@ pub trait JobQueue: Send + Sync + 'static {
         receipts: &[String],
     ) -> impl Future<Output = Result<Vec<String>, QueueError>> + Send;
 
+    /// Sends a message, visible after `delay` (at most 15 minutes; SQS's limit).
+    fn send(
+        &self,
+        body: &str,
+        delay: Duration,
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
+
     /// Makes a received message visible again after `timeout` (0: at once).
     fn set_visibility(
         &self,
@@ -58,7 +68,7 @@ pub trait JobQueue: Send + Sync + 'static {
 
 /// Where messages that cannot run go, with the reason in message attributes.
 pub trait DeadLetterQueue: Send + Sync + 'static {
-    fn send(
+    fn send_dead_letter(
         &self,
         body: &str,
         attributes: &[(&str, String)],

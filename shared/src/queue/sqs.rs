@@ -299,6 +299,18 @@ impl JobQueue for SqsQueue {
             .collect())
     }
 
+    async fn send(&self, body: &str, delay: Duration) -> Result<(), QueueError> {
+        self.client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body)
+            .delay_seconds(delay.min(super::MAX_DELAY).as_secs() as i32)
+            .send()
+            .await
+            .map_err(|e| aws_err("SendMessage", e))?;
+        Ok(())
+    }
+
     async fn set_visibility(&self, receipt: &str, timeout: Duration) -> Result<(), QueueError> {
         self.client
             .change_message_visibility()
@@ -313,7 +325,11 @@ impl JobQueue for SqsQueue {
 }
 
 impl DeadLetterQueue for SqsQueue {
-    async fn send(&self, body: &str, attributes: &[(&str, String)]) -> Result<(), QueueError> {
+    async fn send_dead_letter(
+        &self,
+        body: &str,
+        attributes: &[(&str, String)],
+    ) -> Result<(), QueueError> {
         let mut req = self
             .client
             .send_message()

@@ -24,8 +24,7 @@ use serde_json::Value;
 pub use crate::message::JobEvent;
 pub use serve::{ServeOptions, serve};
 
-/// Environment variable that carries the base64-encoded event into a container.
-pub const EVENT_ENV: &str = "FLEET_EVENT";
+pub use crate::message::EVENT_ENV;
 
 /// What the job code knows about the attempt it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]

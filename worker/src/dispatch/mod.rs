@@ -2,7 +2,9 @@
 //! generic over [`Dispatcher`], so it runs against Lambda in production and against an
 //! in-memory dispatcher in unit tests and benchmarks.
 
+pub mod ecs;
 pub mod lambda;
+pub mod process;
 
 use std::future::Future;
 
@@ -25,4 +27,106 @@ pub trait Dispatcher: Send + Sync + 'static {
 
     /// Runs the attempt described by `event` and waits for its end.
     fn dispatch(&self, event: &JobEvent) -> impl Future<Output = Outcome> + Send;
+}
+
+/// How a task (a container, or a process standing in for one) ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskEnd {
+    pub outcome: Outcome,
+    pub exit_code: Option<i32>,
+    /// Stop code and reason, as ECS reports them (out-of-memory shows here).
+    pub stopped_reason: Option<String>,
+}
+
+/// Starts jobs as tasks and follows them to their end: the ECS dispatcher
+/// ([`ecs::EcsLauncher`]) and the local stand-in ([`process::ProcessLauncher`]).
+pub trait TaskLauncher: Send + Sync + 'static {
+    /// Whether another replica can follow a task this one started (by its id). Then a
+    /// running task is handed off: its id goes to the ledger, the message is deleted, and
+    /// whoever holds the lease follows it.
+    fn adoptable(&self) -> bool;
+
+    /// Starts the attempt; the task's id once it exists. A start repeated for the same job
+    /// and attempt must not start a second task.
+    fn start(
+        &self,
+        event: &JobEvent,
+    ) -> impl Future<Output = Result<String, (ErrorClass, String)>> + Send;
+
+    /// Waits for the task to stop.
+    fn wait(&self, task: &str) -> impl Future<Output = TaskEnd> + Send;
+
+    /// Stops the task (cancel, or a shutdown that cannot hand it off).
+    fn stop(&self, task: &str, reason: &str) -> impl Future<Output = ()> + Send;
+}
+
+/// The launcher of a worker without ECS: every start is refused.
+#[derive(Debug, Default)]
+pub struct NoTasks;
+
+impl TaskLauncher for NoTasks {
+    fn adoptable(&self) -> bool {
+        false
+    }
+
+    async fn start(&self, _event: &JobEvent) -> Result<String, (ErrorClass, String)> {
+        Err((
+            ErrorClass::Permanent,
+            "ECS is not configured (ecs.cluster or ecs.command)".into(),
+        ))
+    }
+
+    async fn wait(&self, task: &str) -> TaskEnd {
+        TaskEnd {
+            outcome: Outcome::Failed {
+                class: ErrorClass::Permanent,
+                message: format!("no launcher can follow task {task}"),
+            },
+            exit_code: None,
+            stopped_reason: None,
+        }
+    }
+
+    async fn stop(&self, _task: &str, _reason: &str) {}
+}
+
+/// The launcher the configuration chose (`ecs.launcher`).
+pub enum AnyLauncher {
+    Ecs(ecs::EcsLauncher),
+    Process(process::ProcessLauncher),
+    None(NoTasks),
+}
+
+impl TaskLauncher for AnyLauncher {
+    fn adoptable(&self) -> bool {
+        match self {
+            AnyLauncher::Ecs(l) => l.adoptable(),
+            AnyLauncher::Process(l) => l.adoptable(),
+            AnyLauncher::None(l) => l.adoptable(),
+        }
+    }
+
+    async fn start(&self, event: &JobEvent) -> Result<String, (ErrorClass, String)> {
+        match self {
+            AnyLauncher::Ecs(l) => l.start(event).await,
+            AnyLauncher::Process(l) => l.start(event).await,
+            AnyLauncher::None(l) => l.start(event).await,
+        }
+    }
+
+    async fn wait(&self, task: &str) -> TaskEnd {
+        match self {
+            AnyLauncher::Ecs(l) => l.wait(task).await,
+            AnyLauncher::Process(l) => l.wait(task).await,
+            AnyLauncher::None(l) => l.wait(task).await,
+        }
+    }
+
+    async fn stop(&self, task: &str, reason: &str) {
+        match self {
+            AnyLauncher::Ecs(l) => l.stop(task, reason).await,
+            AnyLauncher::Process(l) => l.stop(task, reason).await,
+            AnyLauncher::None(l) => l.stop(task, reason).await,
+        }
+    }
 }

@@ -1,27 +1,33 @@
 //! The coordinator engine: one worker replica's loop. Generic over the queue, the
-//! dead-letter queue, the ledger and the dispatcher, so the same code runs against AWS and
-//! against in-memory parts in tests and benchmarks.
+//! dead-letter queue, the ledger and the two dispatchers (Lambda, and tasks: ECS or local
+//! processes), so the same code runs against AWS and against in-memory parts in tests and
+//! benchmarks.
 //!
 //! For each message: parse it (a malformed one goes to the dead-letter queue with its
-//! reason), claim the job in the ledger, run the attempt while a heartbeat renews the lease
-//! and the message's visibility, write the outcome to the ledger (conditional on owner and
-//! fence), and only then acknowledge the message. Backpressure: receive loops ask for no
-//! more messages than there are free slots.
+//! reason), claim the job in the ledger, route it (`routing.rs`), run the attempt while a
+//! heartbeat renews the lease and the message's visibility, write the outcome to the ledger
+//! (conditional on owner and fence), and only then acknowledge the message. An ECS task,
+//! once it exists, is handed off: its id goes to the ledger and the message is deleted, so a
+//! job can run longer than SQS's 12-hour visibility limit; whoever holds the lease follows
+//! the task, and the sweeper of any replica adopts it if that replica dies. Backpressure:
+//! receive loops ask for no more messages than there are free slots.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use fleet_shared::config::{Config, SQS_MAX_VISIBILITY_SECS};
 use fleet_shared::dead_letter::FailureRecord;
+use fleet_shared::ids::JobId;
 use fleet_shared::ledger::{
-    AttemptRecord, Claim, ClaimRequest, Finish, Lease, Ledger, LedgerError,
+    Adopted, AttemptRecord, Claim, ClaimRequest, Finish, LEASE_SHARDS, Lease, Ledger, LedgerError,
 };
-use fleet_shared::message::{JobEvent, JobMessage, parse_message};
+use fleet_shared::message::{JobEvent, JobMessage, MESSAGE_VERSION, Target, parse_message};
 use fleet_shared::queue::{DeadLetterQueue, JobQueue, MAX_BATCH, Received};
 use fleet_shared::state::JobState;
 use fleet_shared::time::Clock;
+use rand::RngExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -31,9 +37,11 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::acks::Acker;
 use crate::classify::ErrorClass;
-use crate::dispatch::{Dispatcher, Outcome};
-use crate::limits::{AdaptiveLimit, LimitPermit};
+use crate::dispatch::{Dispatcher, Outcome, TaskEnd, TaskLauncher};
+use crate::learn::Learner;
+use crate::limits::AdaptiveLimit;
 use crate::retry::RetryPolicy;
+use crate::routing::{self, Route, RouteInput};
 
 /// Longest error text kept in the ledger or a dead-letter record.
 const MAX_ERROR_CHARS: usize = 4000;
@@ -42,12 +50,18 @@ const MAX_ERROR_CHARS: usize = 4000;
 /// retry stays this far inside that limit.
 const VISIBILITY_MARGIN: Duration = Duration::from_secs(60);
 
+/// Expired leases the sweeper looks at per shard and pass.
+const SWEEP_BATCH: usize = 25;
+
 /// The parts an engine runs on.
-pub struct Parts<Q, D, L, X> {
+pub struct Parts<Q, D, L, X, T> {
     pub queue: Arc<Q>,
     pub dead_letters: Arc<D>,
     pub ledger: Arc<L>,
+    /// Runs Lambda-routed attempts.
     pub dispatcher: Arc<X>,
+    /// Runs ECS-routed attempts.
+    pub tasks: Arc<T>,
 }
 
 /// Counters of what a replica did, logged when it stops.
@@ -66,6 +80,8 @@ pub struct Stats {
     pub released: AtomicU64,
     pub ledger_errors: AtomicU64,
     pub throttled: AtomicU64,
+    pub handed_off: AtomicU64,
+    pub adopted: AtomicU64,
 }
 
 /// A snapshot of [`Stats`].
@@ -84,6 +100,8 @@ pub struct Report {
     pub released: u64,
     pub ledger_errors: u64,
     pub throttled: u64,
+    pub handed_off: u64,
+    pub adopted: u64,
 }
 
 impl Stats {
@@ -107,15 +125,18 @@ impl Stats {
             released: g(&self.released),
             ledger_errors: g(&self.ledger_errors),
             throttled: g(&self.throttled),
+            handed_off: g(&self.handed_off),
+            adopted: g(&self.adopted),
         }
     }
 }
 
-pub struct Engine<Q, D, L, X> {
+pub struct Engine<Q, D, L, X, T> {
     queue: Arc<Q>,
     dead_letters: Arc<D>,
     ledger: Arc<L>,
     dispatcher: Arc<X>,
+    tasks: Arc<T>,
     config: Arc<Config>,
     replica: String,
     retry: RetryPolicy,
@@ -123,6 +144,9 @@ pub struct Engine<Q, D, L, X> {
     stats: Stats,
     /// The Lambda in-flight limit, adapted to throttling.
     lambda_limit: Arc<AdaptiveLimit>,
+    /// The ECS in-flight limit (tasks started and followed), adapted to throttling.
+    ecs_limit: Arc<AdaptiveLimit>,
+    learner: Learner,
 }
 
 /// Seconds for a visibility timeout: rounded up, at least 1, at most SQS's limit.
@@ -140,41 +164,79 @@ fn clip(s: &str) -> String {
     }
 }
 
+/// How an attempt ended, seen from the replica.
 enum AttemptEnd {
-    Done(Outcome),
+    Done(Outcome, TaskInfo),
     LeaseLost,
     Stopped,
 }
 
-/// One claimed attempt and the message it came from.
-struct Attempt<'a> {
-    msg: &'a JobMessage,
-    lease: Lease,
-    m: &'a Received,
-    received_at: Instant,
+/// What a task launcher adds to an outcome.
+#[derive(Debug, Default, Clone)]
+struct TaskInfo {
+    exit_code: Option<i32>,
+    stopped_reason: Option<String>,
 }
 
-impl<Q, D, L, X> Engine<Q, D, L, X>
+impl From<&TaskEnd> for TaskInfo {
+    fn from(e: &TaskEnd) -> Self {
+        TaskInfo {
+            exit_code: e.exit_code,
+            stopped_reason: e.stopped_reason.clone(),
+        }
+    }
+}
+
+/// One claimed (or adopted) attempt: the job, its lease, and the message it came with.
+struct Attempt<'a> {
+    msg: &'a JobMessage,
+    /// The message's body as sent (what a dead letter or a re-sent message carries).
+    body: String,
+    lease: Lease,
+    /// The received message, until it is handed off or when there is none (adopted).
+    message: Option<(&'a Received, Instant)>,
+    handed_off: AtomicBool,
+    /// The task the attempt runs in, once started.
+    task: std::sync::Mutex<Option<String>>,
+}
+
+impl Attempt<'_> {
+    /// The received message while this replica still holds it.
+    fn held(&self) -> Option<&Received> {
+        match self.message {
+            Some((m, _)) if !self.handed_off.load(Ordering::Relaxed) => Some(m),
+            _ => None,
+        }
+    }
+
+    fn task(&self) -> Option<String> {
+        self.task.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl<Q, D, L, X, T> Engine<Q, D, L, X, T>
 where
     Q: JobQueue,
     D: DeadLetterQueue,
     L: Ledger,
     X: Dispatcher,
+    T: TaskLauncher,
 {
-    pub fn new(parts: Parts<Q, D, L, X>, config: Arc<Config>, replica: String) -> Self {
+    pub fn new(parts: Parts<Q, D, L, X, T>, config: Arc<Config>, replica: String) -> Self {
+        let (min, max) = config.lambda_concurrency();
         Self {
             queue: parts.queue,
             dead_letters: parts.dead_letters,
             ledger: parts.ledger,
             dispatcher: parts.dispatcher,
+            tasks: parts.tasks,
             retry: RetryPolicy::from_config(&config),
             replica,
             clock: Clock::System,
             stats: Stats::default(),
-            lambda_limit: {
-                let (min, max) = config.lambda_concurrency();
-                AdaptiveLimit::new("lambda", min, max)
-            },
+            lambda_limit: AdaptiveLimit::new("lambda", min, max),
+            ecs_limit: AdaptiveLimit::new("ecs", 1, config.ecs.max_concurrency),
+            learner: Learner::new(),
             config,
         }
     }
@@ -200,7 +262,8 @@ where
 
     /// Runs until `shutdown` is cancelled, then drains: no new receives, in-flight jobs get
     /// `worker.drain_secs` to finish, and what is still running then is released (lease
-    /// given back, message visible at once). `hard_stop` cuts the drain short.
+    /// given back, message visible at once; an ECS task that was handed off keeps running
+    /// and another replica adopts it). `hard_stop` cuts the drain short.
     pub async fn run(
         self: Arc<Self>,
         shutdown: CancellationToken,
@@ -221,6 +284,13 @@ where
                 hard_stop.clone(),
             ));
         }
+        loops.spawn(self.clone().sweep_loop(
+            tracker.clone(),
+            acker.clone(),
+            shutdown.clone(),
+            hard_stop.clone(),
+        ));
+        loops.spawn(self.clone().learn_loop(shutdown.clone()));
         while loops.join_next().await.is_some() {}
         tracker.close();
         info!(
@@ -241,9 +311,20 @@ where
         tracker.wait().await;
         drop(acker);
         acks.finish().await;
+        self.learner.sync(self.ledger.as_ref(), &self.config).await;
         let report = self.stats();
         info!(?report, "worker stopped");
         report
+    }
+
+    /// Free room under the target limits (a message's target is known only after its claim).
+    fn room(&self) -> usize {
+        let ecs = if self.config.ecs.enabled() {
+            self.ecs_limit.available()
+        } else {
+            0
+        };
+        self.lambda_limit.available() + ecs
     }
 
     async fn receive_loop(
@@ -262,12 +343,15 @@ where
                 p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
                 _ = shutdown.cancelled() => return,
             };
-            // Only what can start now: free slots, and room under the adaptive Lambda limit.
-            tokio::select! {
-                () = self.lambda_limit.wait_available() => {}
-                _ = shutdown.cancelled() => return,
+            // Only what can start now: free slots, and room under the target limits.
+            while self.room() == 0 {
+                tokio::select! {
+                    () = self.lambda_limit.wait_available() => {}
+                    () = self.ecs_limit.wait_available(), if self.config.ecs.enabled() => {}
+                    _ = shutdown.cancelled() => return,
+                }
             }
-            let room = self.lambda_limit.available().clamp(1, MAX_BATCH);
+            let room = self.room().clamp(1, MAX_BATCH);
             let mut permits: Vec<OwnedSemaphorePermit> = vec![first];
             while permits.len() < room {
                 match slots.clone().try_acquire_owned() {
@@ -318,6 +402,124 @@ where
         }
     }
 
+    /// Publishes durations and refreshes learned routes every `routing.learn_secs`.
+    async fn learn_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        if !self.config.routing.learned {
+            return;
+        }
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(self.config.routing.learn_secs)) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            self.learner.sync(self.ledger.as_ref(), &self.config).await;
+        }
+    }
+
+    /// Every `worker.sweep_secs` (jittered), looks through the lease-expiry index for
+    /// handed-off tasks whose replica stopped renewing the lease, and adopts them.
+    async fn sweep_loop(
+        self: Arc<Self>,
+        tracker: TaskTracker,
+        acker: Acker,
+        shutdown: CancellationToken,
+        hard_stop: CancellationToken,
+    ) {
+        if !self.tasks.adoptable() {
+            return;
+        }
+        let period = Duration::from_secs(self.config.worker.sweep_secs);
+        loop {
+            let jitter = rand::rng().random_range(0.5..1.5);
+            tokio::select! {
+                _ = tokio::time::sleep(period.mul_f64(jitter)) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            let start = rand::rng().random_range(0..LEASE_SHARDS);
+            for i in 0..LEASE_SHARDS {
+                let shard = (start + i) % LEASE_SHARDS;
+                let now = self.clock.now_ms();
+                let skew = self.config.worker.clock_skew_secs * 1000;
+                let expired = match self
+                    .ledger
+                    .expired_leases(shard, now.saturating_sub(skew), SWEEP_BATCH)
+                    .await
+                {
+                    Ok(e) => e,
+                    Err(e) => {
+                        warn!(shard, error = %e, "sweeper could not read expired leases");
+                        continue;
+                    }
+                };
+                for e in expired.into_iter().filter(|e| e.task.is_some()) {
+                    // An adopted task counts against the ECS limit, not the receive slots.
+                    let Some(permit) = self.ecs_limit.try_acquire() else {
+                        break;
+                    };
+                    let lease_ms = self.config.worker.lease_secs * 1000;
+                    match self
+                        .ledger
+                        .adopt(&e, &self.replica, self.clock.now_ms(), lease_ms, skew)
+                        .await
+                    {
+                        Ok(Some(adopted)) => {
+                            Stats::bump(&self.stats.adopted);
+                            info!(job_id = %e.job, task = ?e.task, previous_owner = ?e.owner, fence = adopted.lease.fence, "adopted a handed-off task");
+                            let me = self.clone();
+                            let acker = acker.clone();
+                            let hard_stop = hard_stop.clone();
+                            tracker.spawn(async move {
+                                me.follow_adopted(adopted, &acker, &hard_stop).await;
+                                drop(permit);
+                            });
+                        }
+                        Ok(None) => debug!(job_id = %e.job, "someone else adopted it first"),
+                        Err(err) => warn!(job_id = %e.job, error = %err, "adoption failed"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Follows an adopted task to its end and records the outcome.
+    async fn follow_adopted(&self, adopted: Adopted, acker: &Acker, hard_stop: &CancellationToken) {
+        let job = &adopted.lease.job;
+        let msg = JobMessage {
+            version: MESSAGE_VERSION,
+            request_id: job.request_id().to_owned(),
+            job_id: job.to_string(),
+            job_type: adopted.job_type.clone(),
+            attempt: adopted.lease.attempt,
+            payload: serde_json::from_str(&adopted.payload_json).unwrap_or_default(),
+            routing: None,
+            enqueued_at_ms: adopted.enqueued_at_ms,
+            max_attempts: adopted.lease.max_attempts,
+        };
+        let span = info_span!("job", request_id = %msg.request_id, job_id = %msg.job_id);
+        let route = Route {
+            target: Target::Ecs,
+            reason: "adopted".to_owned(),
+        };
+        let a = Attempt {
+            body: msg.to_body(),
+            msg: &msg,
+            lease: adopted.lease.clone(),
+            message: None,
+            handed_off: AtomicBool::new(true),
+            task: std::sync::Mutex::new(Some(adopted.task.clone())),
+        };
+        async {
+            let end = tokio::select! {
+                end = self.tasks.wait(&adopted.task) => AttemptEnd::Done(end.outcome.clone(), TaskInfo::from(&end)),
+                () = self.keep_alive(&a) => AttemptEnd::LeaseLost,
+                _ = hard_stop.cancelled() => AttemptEnd::Stopped,
+            };
+            self.conclude(&a, &route, end, acker).await;
+        }
+        .instrument(span)
+        .await
+    }
+
     /// Everything that happens to one received message.
     async fn handle(&self, m: Received, acker: &Acker, hard_stop: &CancellationToken) {
         let received_at = Instant::now();
@@ -339,29 +541,19 @@ where
                 self.refuse(&m, Some(&msg), &reason, acker).await;
                 return;
             }
-            // Room under the Lambda limit before the claim, so a claimed job never waits.
-            let permit = self.lambda_limit.acquire().await;
-            let payload_json = msg.payload.to_string();
             let now = self.clock.now_ms();
-            let claim = self
-                .ledger
-                .claim(&ClaimRequest {
-                    job: &job,
-                    job_type: &msg.job_type,
-                    payload_json: &payload_json,
-                    max_attempts: msg.max_attempts,
-                    owner: &self.replica,
-                    now_ms: now,
-                    lease_ms: self.config.worker.lease_secs * 1000,
-                    skew_ms: self.config.worker.clock_skew_secs * 1000,
-                    enqueued_at_ms: msg.enqueued_at_ms,
-                })
-                .await;
-            match claim {
+            match self.claim(&msg, &job, now).await {
                 Ok(Claim::Claimed(lease)) => {
                     Stats::bump(&self.stats.claimed);
-                    let attempt = Attempt { msg: &msg, lease, m: &m, received_at };
-                    self.run_attempt(attempt, permit, acker, hard_stop).await;
+                    let a = Attempt {
+                        msg: &msg,
+                        body: m.body.clone(),
+                        lease,
+                        message: Some((&m, received_at)),
+                        handed_off: AtomicBool::new(false),
+                        task: std::sync::Mutex::new(None),
+                    };
+                    self.run_attempt(&a, acker, hard_stop).await;
                 }
                 Ok(Claim::NotYet { state, until_ms }) => {
                     Stats::bump(&self.stats.deferred);
@@ -399,6 +591,23 @@ where
         .await
     }
 
+    async fn claim(&self, msg: &JobMessage, job: &JobId, now: u64) -> Result<Claim, LedgerError> {
+        let payload_json = msg.payload.to_string();
+        self.ledger
+            .claim(&ClaimRequest {
+                job,
+                job_type: &msg.job_type,
+                payload_json: &payload_json,
+                max_attempts: msg.max_attempts,
+                owner: &self.replica,
+                now_ms: now,
+                lease_ms: self.config.worker.lease_secs * 1000,
+                skew_ms: self.config.worker.clock_skew_secs * 1000,
+                enqueued_at_ms: msg.enqueued_at_ms,
+            })
+            .await
+    }
+
     /// A message refused before any attempt: dead-lettered with the reason, then deleted.
     async fn refuse(&self, m: &Received, msg: Option<&JobMessage>, reason: &str, acker: &Acker) {
         let record = self.failure_record(msg, ErrorClass::Permanent.as_str(), reason, &[]);
@@ -407,55 +616,139 @@ where
         }
     }
 
-    async fn run_attempt(
-        &self,
-        a: Attempt<'_>,
-        permit: LimitPermit,
-        acker: &Acker,
-        hard_stop: &CancellationToken,
-    ) {
-        let event = JobEvent {
+    fn event(&self, a: &Attempt<'_>) -> JobEvent {
+        JobEvent {
             request_id: a.msg.request_id.clone(),
             job_id: a.msg.job_id.clone(),
             job_type: a.msg.job_type.clone(),
             attempt: a.lease.attempt,
             fence: a.lease.fence,
             payload: a.msg.payload.clone(),
+        }
+    }
+
+    async fn run_attempt(&self, a: &Attempt<'_>, acker: &Acker, hard_stop: &CancellationToken) {
+        let event = self.event(a);
+        let event_bytes = serde_json::to_vec(&event).map(|v| v.len()).unwrap_or(0);
+        let input = RouteInput {
+            message: a.msg,
+            ledger_target: a.lease.target,
+            event_bytes,
+            previous: a.lease.previous.as_ref(),
+            learned: self.learner.route(&a.msg.job_type),
         };
-        debug!(
-            attempt = a.lease.attempt,
-            fence = a.lease.fence,
-            "dispatching"
-        );
-        let end = {
-            let dispatch = self.dispatcher.dispatch(&event);
-            let keep_alive = self.keep_alive(&a.lease, &a.m.receipt);
-            tokio::select! {
-                outcome = dispatch => AttemptEnd::Done(outcome),
-                () = keep_alive => AttemptEnd::LeaseLost,
-                _ = hard_stop.cancelled() => AttemptEnd::Stopped,
+        let Some(route) = routing::route(&self.config, &input) else {
+            let info = TaskInfo::default();
+            let outcome = Outcome::Failed {
+                class: ErrorClass::Permanent,
+                message: format!(
+                    "no Lambda function or ECS launcher is configured for job type {:?}",
+                    a.msg.job_type
+                ),
+            };
+            let route = Route {
+                target: Target::Lambda,
+                reason: "no_target".into(),
+            };
+            self.conclude(a, &route, AttemptEnd::Done(outcome, info), acker)
+                .await;
+            return;
+        };
+        debug!(attempt = a.lease.attempt, fence = a.lease.fence, target = route.target.as_str(), reason = %route.reason, "dispatching");
+        let end = tokio::select! {
+            end = self.execute(a, &route, &event, acker) => end,
+            () = self.keep_alive(a) => AttemptEnd::LeaseLost,
+            _ = hard_stop.cancelled() => AttemptEnd::Stopped,
+        };
+        self.conclude(a, &route, end, acker).await;
+    }
+
+    /// Runs the attempt on its target, under that target's limit.
+    async fn execute(
+        &self,
+        a: &Attempt<'_>,
+        route: &Route,
+        event: &JobEvent,
+        acker: &Acker,
+    ) -> AttemptEnd {
+        if route.target != Target::Ecs {
+            let permit = self.lambda_limit.acquire().await;
+            let outcome = self.dispatcher.dispatch(event).await;
+            match &outcome {
+                Outcome::Succeeded { .. } => permit.success(),
+                Outcome::Failed {
+                    class: ErrorClass::Throttled,
+                    ..
+                } => permit.throttled(),
+                Outcome::Failed { .. } => drop(permit),
             }
-        };
-        match end {
-            AttemptEnd::Done(outcome) => {
-                match &outcome {
-                    Outcome::Succeeded { .. } => permit.success(),
-                    Outcome::Failed {
-                        class: ErrorClass::Throttled,
-                        ..
-                    } => permit.throttled(),
-                    Outcome::Failed { .. } => drop(permit),
+            return AttemptEnd::Done(outcome, TaskInfo::default());
+        }
+        let permit = self.ecs_limit.acquire().await;
+        let task = match self.tasks.start(event).await {
+            Ok(task) => task,
+            Err((class, message)) => {
+                if class == ErrorClass::Throttled {
+                    permit.throttled();
                 }
-                self.record(&a, outcome, acker).await
+                return AttemptEnd::Done(Outcome::Failed { class, message }, TaskInfo::default());
             }
+        };
+        *a.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task.clone());
+        match self.ledger.record_task(&a.lease, &task).await {
+            Ok(()) => {}
+            Err(LedgerError::Stale { .. }) => return AttemptEnd::LeaseLost,
+            Err(e) => {
+                warn!(%task, error = %e, "could not record the task; it will not be handed off")
+            }
+        }
+        if self.tasks.adoptable()
+            && let Some((m, _)) = a.message
+        {
+            // Hand-off: the task's id is in the ledger; from now on the lease alone keeps the
+            // job, and the message would only run into SQS's 12-hour visibility limit.
+            a.handed_off.store(true, Ordering::Relaxed);
+            acker.delete(m.receipt.clone());
+            Stats::bump(&self.stats.handed_off);
+            info!(%task, "task running; handed off");
+        }
+        let end = self.tasks.wait(&task).await;
+        match &end.outcome {
+            Outcome::Succeeded { .. } => permit.success(),
+            _ => drop(permit),
+        }
+        AttemptEnd::Done(end.outcome.clone(), TaskInfo::from(&end))
+    }
+
+    /// What follows an attempt's end: the outcome recorded, or the lease given up.
+    async fn conclude(&self, a: &Attempt<'_>, route: &Route, end: AttemptEnd, acker: &Acker) {
+        match end {
+            AttemptEnd::Done(outcome, info) => self.record(a, route, outcome, info, acker).await,
             AttemptEnd::LeaseLost => {
                 Stats::bump(&self.stats.leases_lost);
                 warn!(
                     fence = a.lease.fence,
                     "lease lost while the job ran; its result will not be recorded by this replica"
                 );
+                // A local process cannot be followed by anyone else: stop it (this is how a
+                // cancel reaches it). An ECS task is the new owner's to follow.
+                if let Some(task) = a.task()
+                    && !self.tasks.adoptable()
+                {
+                    self.tasks.stop(&task, "lease lost").await;
+                }
             }
             AttemptEnd::Stopped => {
+                if a.handed_off.load(Ordering::Relaxed) {
+                    // The task keeps running; when this lease expires another replica adopts it.
+                    info!(task = ?a.task(), "stopping; the handed-off task keeps running and will be adopted");
+                    return;
+                }
+                if let Some(task) = a.task() {
+                    self.tasks
+                        .stop(&task, "replica stopped after its drain deadline")
+                        .await;
+                }
                 match self.ledger.release(&a.lease).await {
                     Ok(()) => {
                         Stats::bump(&self.stats.released);
@@ -463,20 +756,23 @@ where
                     }
                     Err(e) => warn!(error = %e, "release failed; the lease will expire instead"),
                 }
-                self.set_visibility(&a.m.receipt, Duration::ZERO).await;
+                if let Some(m) = a.held() {
+                    self.set_visibility(&m.receipt, Duration::ZERO).await;
+                }
             }
         }
     }
 
-    /// Renews the lease and the message's visibility every heartbeat period; returns only
-    /// when the lease is lost (refused by the ledger, or not renewed before it expired).
-    async fn keep_alive(&self, lease: &Lease, receipt: &str) {
+    /// Renews the lease (and, while it is held, the message's visibility) every heartbeat
+    /// period; returns only when the lease is lost (refused by the ledger, or not renewed
+    /// before it expired).
+    async fn keep_alive(&self, a: &Attempt<'_>) {
         let w = &self.config.worker;
-        let mut until = lease.until_ms;
+        let mut until = a.lease.until_ms;
         loop {
             tokio::time::sleep(w.heartbeat()).await;
             let next = self.clock.now_ms() + w.lease_secs * 1000;
-            match self.ledger.heartbeat(lease, next).await {
+            match self.ledger.heartbeat(&a.lease, next).await {
                 Ok(()) => until = next,
                 Err(LedgerError::Stale { .. }) => return,
                 Err(e) => {
@@ -484,7 +780,9 @@ where
                     warn!(error = %e, "heartbeat failed; will try again");
                 }
             }
-            if let Err(e) = self.queue.set_visibility(receipt, w.lease()).await {
+            if let Some(m) = a.held()
+                && let Err(e) = self.queue.set_visibility(&m.receipt, w.lease()).await
+            {
                 warn!(error = %e, "could not extend the message's visibility");
             }
             if self.clock.now_ms() >= until {
@@ -493,15 +791,24 @@ where
         }
     }
 
-    /// Writes an attempt's outcome, then acknowledges, hides or dead-letters its message.
+    /// Writes an attempt's outcome, then acknowledges, hides, re-sends or dead-letters its
+    /// message.
     ///
     /// - success: SUCCEEDED, message deleted;
     /// - throttled: RETRYING without spending the attempt, after a delay that grows with the
     ///   message's receive count;
     /// - permanent, or the last attempt: FAILED, then the message goes to the dead-letter
     ///   queue with its failure record, then it is deleted;
-    /// - otherwise: RETRYING after the policy's delay; the message is hidden as long.
-    async fn record(&self, a: &Attempt<'_>, outcome: Outcome, acker: &Acker) {
+    /// - otherwise: RETRYING after the policy's delay; the message is hidden as long (a
+    ///   handed-off job, whose message is gone, gets a new one).
+    async fn record(
+        &self,
+        a: &Attempt<'_>,
+        route: &Route,
+        outcome: Outcome,
+        info: TaskInfo,
+        acker: &Acker,
+    ) {
         let max_attempts = self
             .config
             .max_attempts_for(&a.msg.job_type, a.lease.max_attempts.or(a.msg.max_attempts));
@@ -511,10 +818,14 @@ where
             fence: a.lease.fence,
             started_ms: a.lease.started_ms,
             ended_ms: ended,
-            target: self.dispatcher.target().to_owned(),
+            target: route.target.as_str().to_owned(),
             outcome: "succeeded".to_owned(),
             retry_at_ms: None,
+            reason: route.reason.clone(),
+            exit_code: info.exit_code,
+            stopped_reason: info.stopped_reason,
         };
+        let took = ended.saturating_sub(a.lease.started_ms);
         let (class, message) = match outcome {
             Outcome::Succeeded { result } => {
                 let result = (result.len() <= self.config.limits.max_result_bytes)
@@ -525,22 +836,26 @@ where
                     .is_some()
                 {
                     Stats::bump(&self.stats.succeeded);
-                    debug!(
-                        duration_ms = ended.saturating_sub(a.lease.started_ms),
-                        "succeeded"
-                    );
-                    acker.delete(a.m.receipt.clone());
+                    self.learner.observe(&a.msg.job_type, took);
+                    debug!(duration_ms = took, "succeeded");
+                    if let Some(m) = a.held() {
+                        acker.delete(m.receipt.clone());
+                    }
                 }
                 return;
             }
             Outcome::Failed { class, message } => (class, clip(&message)),
         };
+        if class == ErrorClass::Timeout {
+            self.learner.observe(&a.msg.job_type, took);
+        }
         rec.outcome = class.as_str().to_owned();
         let error = format!("{class}: {message}");
+        let receive_count = a.message.map_or(1, |(m, _)| m.receive_count);
         let retry = match class {
             ErrorClass::Throttled => {
                 Stats::bump(&self.stats.throttled);
-                Some((self.retry.delay(a.m.receive_count, &mut rand::rng()), true))
+                Some((self.retry.delay(receive_count, &mut rand::rng()), true))
             }
             ErrorClass::Permanent => None,
             _ if a.lease.attempt < max_attempts => {
@@ -560,12 +875,23 @@ where
                 if self.write_finish(&a.lease, &finish, &rec).await.is_some() {
                     Stats::bump(&self.stats.retried);
                     info!(attempt = a.lease.attempt, max_attempts, %class, error = %message, refund, retry_in_ms = delay.as_millis() as u64, "attempt failed; will retry");
-                    // SQS keeps a message hidden at most 12 hours from its receipt; a longer
-                    // delay lets it come back early and the claim hides it again.
-                    let left = Duration::from_secs(SQS_MAX_VISIBILITY_SECS)
-                        .saturating_sub(a.received_at.elapsed() + VISIBILITY_MARGIN);
-                    let hide = visibility_secs(delay.min(left).as_millis() as u64);
-                    self.set_visibility(&a.m.receipt, hide).await;
+                    match a.message {
+                        Some((m, received_at)) if !a.handed_off.load(Ordering::Relaxed) => {
+                            // SQS keeps a message hidden at most 12 hours from its receipt; a
+                            // longer delay lets it come back early and the claim hides it again.
+                            let left = Duration::from_secs(SQS_MAX_VISIBILITY_SECS)
+                                .saturating_sub(received_at.elapsed() + VISIBILITY_MARGIN);
+                            let hide = visibility_secs(delay.min(left).as_millis() as u64);
+                            self.set_visibility(&m.receipt, hide).await;
+                        }
+                        _ => {
+                            // The message was handed off: send the job again, delayed (up to
+                            // SQS's 15 minutes; the claim waits out the rest of the delay).
+                            if let Err(e) = self.queue.send(&a.body, delay).await {
+                                warn!(error = %e, "could not re-send the job; the sweeper will find it");
+                            }
+                        }
+                    }
                 }
             }
             None => {
@@ -579,8 +905,10 @@ where
                     warn!(attempt = a.lease.attempt, max_attempts, %class, error = %message, "job failed");
                     let record =
                         self.failure_record(Some(a.msg), class.as_str(), &message, &history);
-                    if self.dead_letter(&a.m.body, &record).await {
-                        acker.delete(a.m.receipt.clone());
+                    if self.dead_letter(&a.body, &record).await
+                        && let Some(m) = a.held()
+                    {
+                        acker.delete(m.receipt.clone());
                     }
                 }
             }
@@ -657,7 +985,11 @@ where
     /// Sends a message to the dead-letter queue with its failure record. False if it could
     /// not be sent (then the message must not be deleted).
     async fn dead_letter(&self, body: &str, record: &FailureRecord) -> bool {
-        match self.dead_letters.send(body, &record.attributes()).await {
+        match self
+            .dead_letters
+            .send_dead_letter(body, &record.attributes())
+            .await
+        {
             Ok(()) => {
                 Stats::bump(&self.stats.dead_lettered);
                 true

@@ -8,7 +8,7 @@ use fleet_shared::config::Config;
 use fleet_shared::ids::JobId;
 use fleet_shared::ledger::memory::MemoryLedger;
 use fleet_shared::ledger::{Claim, ClaimRequest, Ledger};
-use fleet_shared::message::{JobEvent, JobMessage, MESSAGE_VERSION};
+use fleet_shared::message::{JobEvent, JobMessage, MESSAGE_VERSION, Target};
 use fleet_shared::queue::memory::MemoryQueue;
 use fleet_shared::state::JobState;
 use fleet_shared::time::Clock;
@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Engine, Parts, Report};
 use crate::classify::ErrorClass;
-use crate::dispatch::{Dispatcher, Outcome};
+use crate::dispatch::{Dispatcher, Outcome, TaskEnd, TaskLauncher};
 use fleet_shared::dead_letter::{FailureRecord, attr as dead_letter_attr};
 
 /// Runs the test job's behaviours (`sleep_ms`, `fail_times`, `fail`) and records every call.
@@ -69,6 +69,12 @@ impl Dispatcher for FakeJob {
         if let Some(ms) = p["sleep_ms"].as_u64() {
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
+        if p["lambda_timeout"] == json!(true) {
+            return Outcome::Failed {
+                class: ErrorClass::Timeout,
+                message: "Sandbox.Timedout: Task timed out".into(),
+            };
+        }
         let fail_times = p["fail_times"].as_u64().unwrap_or(0) as u32;
         if p["fail"] == json!(true) || event.attempt <= fail_times {
             return Outcome::Failed {
@@ -88,10 +94,74 @@ impl Dispatcher for FakeJob {
     }
 }
 
-type TestEngine = Engine<MemoryQueue, MemoryQueue, MemoryLedger, FakeJob>;
+/// Tasks that run for `task_ms` of (tokio) time from their start and exit with `exit_code`
+/// (payload keys); every start and stop is recorded. Adoptable, like ECS tasks.
+struct FakeTasks {
+    starts: Mutex<Vec<(String, u32)>>,
+    stops: Mutex<Vec<String>>,
+    tasks: Mutex<std::collections::HashMap<String, (tokio::time::Instant, u64, i32)>>,
+}
+
+impl FakeTasks {
+    fn new() -> Self {
+        Self {
+            starts: Mutex::new(Vec::new()),
+            stops: Mutex::new(Vec::new()),
+            tasks: Mutex::new(Default::default()),
+        }
+    }
+}
+
+impl TaskLauncher for FakeTasks {
+    fn adoptable(&self) -> bool {
+        true
+    }
+
+    async fn start(&self, event: &JobEvent) -> Result<String, (ErrorClass, String)> {
+        self.starts
+            .lock()
+            .unwrap()
+            .push((event.job_id.clone(), event.attempt));
+        let task = format!("task/{}/{}", event.job_id, event.attempt);
+        let ms = event.payload["task_ms"].as_u64().unwrap_or(0);
+        let failing = event.payload["fail_task_attempts"].as_u64().unwrap_or(0) as u32;
+        let code = if event.attempt <= failing { 3 } else { 0 };
+        self.tasks.lock().unwrap().entry(task.clone()).or_insert((
+            tokio::time::Instant::now(),
+            ms,
+            code,
+        ));
+        Ok(task)
+    }
+
+    async fn wait(&self, task: &str) -> TaskEnd {
+        let (at, ms, code) = self.tasks.lock().unwrap()[task];
+        tokio::time::sleep_until(at + Duration::from_millis(ms)).await;
+        let outcome = if code == 0 {
+            Outcome::Succeeded { result: Vec::new() }
+        } else {
+            Outcome::Failed {
+                class: ErrorClass::JobFailure,
+                message: format!("exit {code}"),
+            }
+        };
+        TaskEnd {
+            outcome,
+            exit_code: Some(code),
+            stopped_reason: None,
+        }
+    }
+
+    async fn stop(&self, task: &str, _reason: &str) {
+        self.stops.lock().unwrap().push(task.to_owned());
+    }
+}
+
+type TestEngine = Engine<MemoryQueue, MemoryQueue, MemoryLedger, FakeJob, FakeTasks>;
 
 struct Rig {
     engine: Arc<TestEngine>,
+    tasks: Arc<FakeTasks>,
     queue: Arc<MemoryQueue>,
     dead: Arc<MemoryQueue>,
     ledger: Arc<MemoryLedger>,
@@ -104,6 +174,7 @@ struct Rig {
 
 fn config() -> Config {
     let mut c = Config::default();
+    c.lambda.function = Some("job".into());
     c.worker.concurrency = 8;
     c.worker.receive_loops = 2;
     c.worker.wait_time_secs = 1;
@@ -117,14 +188,25 @@ fn config() -> Config {
 }
 
 fn start(config: Config) -> Rig {
-    let clock = Clock::tokio();
-    let queue = Arc::new(MemoryQueue::new());
-    let dead = Arc::new(MemoryQueue::new());
-    let ledger = Arc::new(MemoryLedger::new());
+    start_with(config, None)
+}
+
+/// A replica; `shared` gives it another rig's queue, ledger and tasks (a second replica).
+fn start_with(config: Config, shared: Option<&Rig>) -> Rig {
+    let clock = shared.map_or_else(Clock::tokio, |r| r.clock);
+    let queue = shared.map_or_else(|| Arc::new(MemoryQueue::new()), |r| r.queue.clone());
+    let dead = shared.map_or_else(|| Arc::new(MemoryQueue::new()), |r| r.dead.clone());
+    let ledger = shared.map_or_else(|| Arc::new(MemoryLedger::new()), |r| r.ledger.clone());
+    let tasks = shared.map_or_else(|| Arc::new(FakeTasks::new()), |r| r.tasks.clone());
     let job = Arc::new(FakeJob {
         clock,
         calls: Mutex::new(Vec::new()),
     });
+    let replica = if shared.is_some() {
+        "second-replica"
+    } else {
+        "test-replica"
+    };
     let engine: Arc<TestEngine> = Arc::new(
         Engine::new(
             Parts {
@@ -132,9 +214,10 @@ fn start(config: Config) -> Rig {
                 dead_letters: dead.clone(),
                 ledger: ledger.clone(),
                 dispatcher: job.clone(),
+                tasks: tasks.clone(),
             },
             Arc::new(config),
-            "test-replica".into(),
+            replica.into(),
         )
         .with_clock(clock),
     );
@@ -143,6 +226,7 @@ fn start(config: Config) -> Rig {
     let run = tokio::spawn(engine.clone().run(shutdown.clone(), hard_stop.clone()));
     Rig {
         engine,
+        tasks,
         queue,
         dead,
         ledger,
@@ -524,6 +608,9 @@ async fn a_failed_jobs_message_that_comes_back_is_dead_lettered_again() {
         target: "lambda".into(),
         outcome: "permanent".into(),
         retry_at_ms: None,
+        reason: "default".into(),
+        exit_code: None,
+        stopped_reason: None,
     };
     let failed = fleet_shared::ledger::Finish::Failed {
         error: "permanent: no such function".into(),
@@ -543,6 +630,137 @@ async fn a_failed_jobs_message_that_comes_back_is_dead_lettered_again() {
             record.attempts
         ),
         ("permanent", "no such function", 1)
+    );
+    rig.stop().await;
+}
+
+/// ECS routing for job type `test`, with the sweeper and lease timings of the tests.
+fn ecs_config() -> Config {
+    let mut c = config();
+    c.ecs.launcher = fleet_shared::config::Launcher::Process;
+    c.ecs.command = Some("fake".into());
+    c.worker.sweep_secs = 1;
+    c.job_types.insert(
+        "test".into(),
+        fleet_shared::config::JobTypeConfig {
+            target: Some(Target::Ecs),
+            ..Default::default()
+        },
+    );
+    c
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_running_task_is_handed_off_and_followed_to_its_end() {
+    let rig = start(ecs_config());
+    rig.queue.push(body("r", 0, json!({"task_ms": 120_000})));
+    // The message is gone while the task still runs: the lease alone keeps the job.
+    until("handed off", || {
+        rig.state("r:0") == Some(JobState::Running) && rig.queue.is_empty()
+    })
+    .await;
+    until("succeeded", || {
+        rig.state("r:0") == Some(JobState::Succeeded)
+    })
+    .await;
+    let j = rig.ledger.get("r:0").unwrap();
+    assert_eq!(j.history.len(), 1);
+    let h = &j.history[0];
+    assert_eq!(
+        (h.target.as_str(), h.reason.as_str(), h.exit_code),
+        ("ecs", "job_type", Some(0))
+    );
+    assert!(
+        h.ended_ms - h.started_ms >= 120_000,
+        "ran for two minutes under a 3 s lease"
+    );
+    assert_eq!(rig.tasks.starts.lock().unwrap().len(), 1);
+    let report = rig.stop().await;
+    assert_eq!(report.handed_off, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn another_replica_adopts_a_task_whose_replica_died() {
+    let first = start(ecs_config());
+    first.queue.push(body("r", 0, json!({"task_ms": 60_000})));
+    until("handed off", || {
+        first.state("r:0") == Some(JobState::Running) && first.queue.is_empty()
+    })
+    .await;
+    // The first replica stops at once: it follows the task no more and keeps its lease.
+    first.hard_stop.cancel();
+    first.shutdown.cancel();
+    let second = start_with(ecs_config(), Some(&first));
+    let ledger = first.ledger.clone();
+    first.run.await.unwrap();
+
+    until("succeeded", || {
+        second.state("r:0") == Some(JobState::Succeeded)
+    })
+    .await;
+    let j = ledger.get("r:0").unwrap();
+    assert_eq!(j.fence, 2, "adopted with a higher fence");
+    assert_eq!(j.attempts, 1, "the same attempt");
+    assert_eq!(j.history.len(), 1);
+    assert_eq!(
+        (j.history[0].reason.as_str(), j.history[0].fence),
+        ("adopted", 2)
+    );
+    assert_eq!(
+        second.tasks.starts.lock().unwrap().len(),
+        1,
+        "no second task"
+    );
+    let report = second.stop().await;
+    assert_eq!(report.adopted, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lambda_timeout_promotes_the_next_attempt_to_ecs() {
+    let mut c = config();
+    c.ecs.launcher = fleet_shared::config::Launcher::Process;
+    c.ecs.command = Some("fake".into());
+    let rig = start(c);
+    rig.queue
+        .push(body("r", 0, json!({"lambda_timeout": true})));
+    until("succeeded", || {
+        rig.state("r:0") == Some(JobState::Succeeded)
+    })
+    .await;
+    let h = rig.ledger.get("r:0").unwrap().history;
+    let got: Vec<(&str, &str, &str)> = h
+        .iter()
+        .map(|h| (h.target.as_str(), h.reason.as_str(), h.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("lambda", "default", "timeout"),
+            ("ecs", "promoted_after_timeout", "succeeded")
+        ]
+    );
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_task_is_retried_with_a_new_message() {
+    let rig = start(ecs_config());
+    rig.queue.push(body(
+        "r",
+        0,
+        json!({"fail_task_attempts": 1, "task_ms": 10}),
+    ));
+    until("succeeded", || {
+        rig.state("r:0") == Some(JobState::Succeeded)
+    })
+    .await;
+    until("queue empty", || rig.queue.is_empty()).await;
+    let starts = rig.tasks.starts.lock().unwrap().clone();
+    assert_eq!(starts, vec![("r:0".to_string(), 1), ("r:0".to_string(), 2)]);
+    let h = rig.ledger.get("r:0").unwrap().history;
+    assert_eq!(
+        (h[0].exit_code, h[0].outcome.as_str()),
+        (Some(3), "job_failure")
     );
     rig.stop().await;
 }
