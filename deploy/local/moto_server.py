@@ -8,8 +8,11 @@ moto's server handles requests on many threads, and its backends take no locks:
   delete or send can be lost (a deleted message comes back, a sent one vanishes);
 - two concurrent ReceiveMessage calls can hand out the same message.
 
+- ECS RunTask ignores `clientToken`, so a repeated RunTask starts a second task.
+
 This launcher runs moto's own WSGI application unchanged, except that DynamoDB requests are
-served one at a time and SQS requests one at a time. A long poll (ReceiveMessage with
+served one at a time, SQS requests one at a time, ECS requests one at a time, and a RunTask
+with a `clientToken` seen before gets the first call's answer again (as AWS does). A long poll (ReceiveMessage with
 WaitTimeSeconds) must not hold the lock while it waits, so the launcher polls moto without
 waiting, under the lock, and between polls sleeps until an SQS write happens or a second
 passes (a message whose visibility timeout ends is seen within that second).
@@ -41,6 +44,8 @@ class Serialise:
         self.dynamodb = threading.Lock()
         self.sqs = threading.Lock()
         self.sqs_changed = threading.Condition()
+        self.ecs = threading.Lock()
+        self.run_task_tokens = {}
 
     def call(self, environ, lock):
         """Calls moto under `lock`; returns status, headers and body."""
@@ -75,9 +80,35 @@ class Serialise:
             with self.sqs_changed:
                 self.sqs_changed.wait(timeout=min(1.0, remaining))
 
+    def run_task(self, environ):
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length)
+        environ["wsgi.input"] = io.BytesIO(body)
+        try:
+            token = json.loads(body or b"{}").get("clientToken")
+        except ValueError:
+            token = None
+        with self.ecs:
+            if token and token in self.run_task_tokens:
+                return self.run_task_tokens[token]
+            captured = {}
+
+            def capture(status, headers, exc_info=None):
+                captured["status"], captured["headers"] = status, headers
+
+            out = b"".join(self.app(environ, capture))
+            answer = (captured["status"], captured["headers"], out)
+            if token and captured["status"].startswith("200"):
+                self.run_task_tokens[token] = answer
+            return answer
+
     def __call__(self, environ, start_response):
         target = environ.get("HTTP_X_AMZ_TARGET", "")
-        if target.startswith("DynamoDB_"):
+        if target == "AmazonEC2ContainerServiceV20141113.RunTask":
+            status, headers, out = self.run_task(environ)
+        elif target.startswith("AmazonEC2ContainerServiceV20141113."):
+            status, headers, out = self.call(environ, self.ecs)
+        elif target.startswith("DynamoDB_"):
             status, headers, out = self.call(environ, self.dynamodb)
         elif target == "AmazonSQS.ReceiveMessage":
             status, headers, out = self.receive(environ)

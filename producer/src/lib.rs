@@ -13,7 +13,7 @@ use fleet_shared::ids::JobId;
 use futures::{StreamExt, TryStreamExt};
 
 use fleet_shared::ledger::dynamo::{DynamoLedger, PutRequestOutcome};
-use fleet_shared::ledger::{JobSummary, LedgerError};
+use fleet_shared::ledger::{JobDetail, JobSummary, LedgerError};
 use fleet_shared::queue::QueueError;
 use fleet_shared::queue::sqs::SqsQueue;
 use fleet_shared::state::JobState;
@@ -37,6 +37,8 @@ pub enum ProducerError {
     Queue(#[from] QueueError),
     #[error("no dead-letter queue is configured")]
     NoDeadLetterQueue,
+    #[error("{0}")]
+    Ecs(String),
 }
 
 /// What `submit` did.
@@ -109,8 +111,10 @@ pub struct Producer {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CancelReport {
     pub request_id: String,
-    /// Jobs this call moved from PENDING or RETRYING to CANCELLED.
+    /// Jobs this call moved to CANCELLED.
     pub cancelled: u32,
+    /// Running tasks this call stopped (with `--stop-running`).
+    pub stopped: u32,
     /// The request's jobs per state afterwards (RUNNING ones finish).
     pub states: BTreeMap<String, u32>,
 }
@@ -131,10 +135,27 @@ impl Producer {
         self
     }
 
+    /// Every job of a request in full (state, attempts, history with targets and routing
+    /// reasons, last error).
+    pub async fn jobs(&self, request_id: &str) -> Result<Vec<JobDetail>, ProducerError> {
+        let jobs = self.ledger.jobs(request_id).await?;
+        if jobs.is_empty() && self.ledger.get_request(request_id).await?.is_none() {
+            return Err(ProducerError::NotFound(request_id.to_owned()));
+        }
+        Ok(jobs)
+    }
+
     /// Cancels a request: its PENDING and RETRYING jobs become CANCELLED and are never
-    /// dispatched (a worker that receives their messages deletes them); RUNNING jobs finish.
-    /// Cancelling again changes nothing.
-    pub async fn cancel(&self, request_id: &str) -> Result<CancelReport, ProducerError> {
+    /// dispatched (a worker that receives their messages deletes them); RUNNING jobs finish,
+    /// unless `stop_running`: then jobs running in a task (ECS or a local process) become
+    /// CANCELLED and their tasks are stopped (`ecs` stops ECS tasks; the worker that runs a
+    /// local process kills it when its lease turns out gone). Lambda invocations cannot be
+    /// stopped and finish. Cancelling again changes nothing.
+    pub async fn cancel(
+        &self,
+        request_id: &str,
+        stop_running: Option<&aws_sdk_ecs::Client>,
+    ) -> Result<CancelReport, ProducerError> {
         let jobs = self.ledger.job_summaries(request_id).await?;
         if jobs.is_empty() && self.ledger.get_request(request_id).await?.is_none() {
             return Err(ProducerError::NotFound(request_id.to_owned()));
@@ -155,11 +176,42 @@ impl Producer {
         .buffer_unordered(16)
         .try_collect()
         .await?;
+        let mut stopped = 0;
+        let mut cancelled = cancelled.iter().filter(|c| **c).count() as u32;
+        if let Some(ecs) = stop_running {
+            for j in jobs.iter().filter(|j| j.state == JobState::Running) {
+                let id = JobId::new(request_id, j.index).map_err(|e| LedgerError::Malformed {
+                    key: request_id.to_owned(),
+                    message: e.to_string(),
+                })?;
+                let Some(task) = self.ledger.cancel_running(&id, now).await? else {
+                    continue;
+                };
+                cancelled += 1;
+                if !task.starts_with("process:") {
+                    let cluster = self.config.ecs.cluster.as_deref().unwrap_or("default");
+                    ecs.stop_task()
+                        .cluster(cluster)
+                        .task(&task)
+                        .reason(format!("request {request_id} cancelled"))
+                        .send()
+                        .await
+                        .map_err(|e| {
+                            ProducerError::Ecs(format!(
+                                "StopTask {task}: {}",
+                                aws_sdk_ecs::error::DisplayErrorContext(e)
+                            ))
+                        })?;
+                }
+                stopped += 1;
+            }
+        }
         self.ledger.mark_request_cancelled(request_id, now).await?;
         let after = self.status(request_id).await?;
         Ok(CancelReport {
             request_id: request_id.to_owned(),
-            cancelled: cancelled.iter().filter(|c| **c).count() as u32,
+            cancelled,
+            stopped,
             states: after.states,
         })
     }

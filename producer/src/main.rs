@@ -51,9 +51,23 @@ enum Command {
         #[arg(long, default_value_t = 1.0)]
         interval: f64,
     },
+    /// List a request's jobs: state, attempts, target, routing reason, last error.
+    Jobs {
+        request_id: String,
+        /// Only jobs in this state (PENDING, RUNNING, RETRYING, SUCCEEDED, FAILED, CANCELLED).
+        #[arg(long)]
+        state: Option<JobState>,
+        /// One JSON object per line, with the attempt history.
+        #[arg(long)]
+        json: bool,
+    },
     /// Cancel a request: its pending and retrying jobs are never run; running ones finish.
     Cancel {
         request_id: String,
+        /// Also stop jobs running in ECS tasks (or local processes); Lambda invocations
+        /// cannot be stopped and finish.
+        #[arg(long)]
+        stop_running: bool,
         /// Print a JSON object: request_id, cancelled, states.
         #[arg(long)]
         json: bool,
@@ -176,15 +190,59 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                 print_status(&status);
             }
         }
-        Command::Cancel { request_id, json } => {
-            let report = producer(&config, false).await?.cancel(&request_id).await?;
+        Command::Jobs {
+            request_id,
+            state,
+            json,
+        } => {
+            let jobs = producer(&config, false).await?.jobs(&request_id).await?;
+            for j in jobs.iter().filter(|j| state.is_none_or(|s| s == j.state)) {
+                let last = j.history.last();
+                let target = last.map(|h| h.target.as_str()).unwrap_or("-");
+                let reason = last.map(|h| h.reason.as_str()).unwrap_or("-");
+                if json {
+                    let line = serde_json::json!({
+                        "job_id": j.job_id, "state": j.state, "attempts": j.attempts,
+                        "target": last.map(|h| &h.target), "reason": last.map(|h| &h.reason),
+                        "last_error": j.last_error, "task": j.task, "history": j.history,
+                    });
+                    println!("{line}");
+                } else {
+                    println!(
+                        "{}  {}  attempts {}  {}  {}  {}",
+                        j.job_id,
+                        j.state,
+                        j.attempts,
+                        target,
+                        reason,
+                        j.last_error.as_deref().unwrap_or("")
+                    );
+                }
+            }
+        }
+        Command::Cancel {
+            request_id,
+            stop_running,
+            json,
+        } => {
+            let ecs = if stop_running {
+                Some(aws_sdk_ecs::Client::new(
+                    &fleet_shared::aws::sdk_config().await,
+                ))
+            } else {
+                None
+            };
+            let report = producer(&config, false)
+                .await?
+                .cancel(&request_id, ecs.as_ref())
+                .await?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
                 let running = report.states.get("RUNNING").copied().unwrap_or(0);
                 println!(
-                    "request {}: {} jobs cancelled; {} still running will finish",
-                    report.request_id, report.cancelled, running
+                    "request {}: {} jobs cancelled ({} running tasks stopped); {} still running will finish",
+                    report.request_id, report.cancelled, report.stopped, running
                 );
             }
         }

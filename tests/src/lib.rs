@@ -207,6 +207,7 @@ impl Stack {
         [
             ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
             ("AWS_REGION", "us-east-1"),
+            ("AWS_DEFAULT_REGION", "us-east-1"),
             ("AWS_ACCESS_KEY_ID", "local"),
             ("AWS_SECRET_ACCESS_KEY", "local"),
             ("AWS_EC2_METADATA_DISABLED", "true"),
@@ -325,8 +326,11 @@ impl Stack {
 
     /// Starts a worker replica calling `job`, with test-friendly timings; `extra` overrides.
     pub fn worker(&self, name: &str, job: &TestJob, extra: &[(&str, &str)]) -> Proc {
+        let log = job.executions.to_str().expect("utf-8 path");
         let mut env: Vec<(&str, &str)> = vec![
             ("AWS_ENDPOINT_URL_LAMBDA", job.endpoint.as_str()),
+            // For jobs the process launcher runs as the worker's children.
+            ("FLEET_TESTJOB_LOG", log),
             ("FLEET_LAMBDA_FUNCTION", "job"),
             ("FLEET_WAIT_TIME_SECS", "1"),
             ("FLEET_RETRY_BASE_SECS", "1"),
@@ -464,6 +468,74 @@ impl Stack {
         out
     }
 
+    /// An ECS cluster `fleet` with a Fargate task definition `fleet-job` (container `job`),
+    /// and a subnet and security group of moto's default VPC.
+    pub async fn ecs_setup(&self) -> EcsSetup {
+        let ecs = aws_sdk_ecs::Client::new(&self.sdk);
+        ecs.create_cluster()
+            .cluster_name("fleet")
+            .send()
+            .await
+            .expect("CreateCluster");
+        ecs.register_task_definition()
+            .family("fleet-job")
+            .network_mode(aws_sdk_ecs::types::NetworkMode::Awsvpc)
+            .requires_compatibilities(aws_sdk_ecs::types::Compatibility::Fargate)
+            .cpu("256")
+            .memory("512")
+            .container_definitions(
+                aws_sdk_ecs::types::ContainerDefinition::builder()
+                    .name("job")
+                    .image("fleet-job:latest")
+                    .cpu(256)
+                    .memory(512)
+                    .essential(true)
+                    .command("run")
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("RegisterTaskDefinition");
+        let ids = self.python(
+            "import boto3; ec2 = boto3.client('ec2'); \
+             print(ec2.describe_subnets()['Subnets'][0]['SubnetId']); \
+             print(ec2.describe_security_groups()['SecurityGroups'][0]['GroupId'])",
+        );
+        let mut lines = ids.lines();
+        EcsSetup {
+            cluster: "fleet".into(),
+            task_definition: "fleet-job".into(),
+            subnet: lines.next().expect("a subnet").to_owned(),
+            security_group: lines.next().expect("a security group").to_owned(),
+        }
+    }
+
+    /// Runs Python (the virtualenv's, with boto3) against the local endpoint; its stdout.
+    pub fn python(&self, code: &str) -> String {
+        let out = Command::new(python())
+            .args(["-c", code])
+            .env_clear()
+            .envs(self.env())
+            .output()
+            .expect("run python");
+        assert!(
+            out.status.success(),
+            "python failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Sets a moto state-manager transition, e.g. how fast ECS tasks move to STOPPED.
+    pub fn moto_transition(&self, model: &str, transition: serde_json::Value) {
+        let body = serde_json::json!({"model_name": model, "transition": transition});
+        self.python(&format!(
+            "import urllib.request; urllib.request.urlopen(urllib.request.Request('{}/moto-api/state-manager/set-transition', data={:?}.encode(), method='POST'))",
+            self.endpoint,
+            body.to_string()
+        ));
+    }
+
     /// The ledger, for reading job histories.
     pub fn ledger(&self) -> fleet_shared::ledger::dynamo::DynamoLedger {
         fleet_shared::ledger::dynamo::DynamoLedger::new(self.dynamodb(), &self.names.table)
@@ -528,6 +600,29 @@ fn uniq() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The local ECS resources [`Stack::ecs_setup`] creates.
+#[derive(Debug, Clone)]
+pub struct EcsSetup {
+    pub cluster: String,
+    pub task_definition: String,
+    pub subnet: String,
+    pub security_group: String,
+}
+
+impl EcsSetup {
+    /// The worker environment that runs ECS-routed jobs on these resources.
+    pub fn worker_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("FLEET_ECS_LAUNCHER", "aws".into()),
+            ("FLEET_ECS_CLUSTER", self.cluster.clone()),
+            ("FLEET_ECS_TASK_DEFINITION", self.task_definition.clone()),
+            ("FLEET_ECS_SUBNETS", self.subnet.clone()),
+            ("FLEET_ECS_SECURITY_GROUPS", self.security_group.clone()),
+            ("FLEET_ECS_POLL_SECS", "1".into()),
+        ]
+    }
 }
 
 /// A finished command.

@@ -697,6 +697,35 @@ impl DynamoLedger {
         }
     }
 
+    /// RUNNING → CANCELLED for a job that runs in a task (ECS or a local process), so the
+    /// task can be stopped; its owner's next heartbeat finds the lease gone. Returns the task,
+    /// or `None` when the job was not running in one (a Lambda attempt finishes on its own).
+    pub async fn cancel_running(
+        &self,
+        job: &JobId,
+        now_ms: u64,
+    ) -> Result<Option<String>, LedgerError> {
+        transition(JobState::Running, JobState::Cancelled)?;
+        let expr = "SET #st = :cancelled, #fa = :now REMOVE #ow, #lu, #ls";
+        let cond = "#st = :running AND attribute_exists(#ta)";
+        let b = with_aliases(self.update(job), &[expr, cond])
+            .update_expression(expr)
+            .condition_expression(cond)
+            .expression_attribute_values(":cancelled", s(JobState::Cancelled.as_str()))
+            .expression_attribute_values(":running", s(JobState::Running.as_str()))
+            .expression_attribute_values(":now", n(now_ms))
+            .return_values(ReturnValue::AllNew);
+        match b.send().await {
+            Ok(out) => Ok(out
+                .attributes
+                .as_ref()
+                .and_then(|item| opt_s(item, attr::TASK))
+                .map(str::to_owned)),
+            Err(e) if condition_failed(&e) => Ok(None),
+            Err(e) => Err(aws_err("UpdateItem", e)),
+        }
+    }
+
     /// Marks a request as cancelled (when, for `status`).
     pub async fn mark_request_cancelled(
         &self,
