@@ -136,6 +136,10 @@ async fn a_task_outlives_its_replica_and_is_adopted_by_another() {
     let history = j["history"].as_array().unwrap();
     assert_eq!(history.len(), 1);
     assert_eq!(history[0]["reason"], "adopted");
+    assert_eq!(
+        history[0]["exit_code"], 0,
+        "the exit code DescribeTasks reported"
+    );
     assert!(
         history[0]["fence"].as_u64().unwrap() > 1,
         "a higher fence than the first claim"

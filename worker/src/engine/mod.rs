@@ -82,6 +82,8 @@ pub struct Stats {
     pub throttled: AtomicU64,
     pub handed_off: AtomicU64,
     pub adopted: AtomicU64,
+    /// Routing decisions, by target and reason.
+    pub routes: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 /// A snapshot of [`Stats`].
@@ -102,6 +104,26 @@ pub struct Report {
     pub throttled: u64,
     pub handed_off: u64,
     pub adopted: u64,
+}
+
+impl Stats {
+    fn count_route(&self, route: &Route) {
+        let key = format!("{}/{}", route.target.as_str(), route.reason);
+        *self
+            .routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key)
+            .or_default() += 1;
+    }
+
+    /// Routing decisions so far, `target/reason` → count.
+    pub fn routes(&self) -> std::collections::BTreeMap<String, u64> {
+        self.routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 impl Stats {
@@ -313,7 +335,7 @@ where
         acks.finish().await;
         self.learner.sync(self.ledger.as_ref(), &self.config).await;
         let report = self.stats();
-        info!(?report, "worker stopped");
+        info!(?report, routes = ?self.stats.routes(), "worker stopped");
         report
     }
 
@@ -654,6 +676,7 @@ where
                 .await;
             return;
         };
+        self.stats.count_route(&route);
         debug!(attempt = a.lease.attempt, fence = a.lease.fence, target = route.target.as_str(), reason = %route.reason, "dispatching");
         let end = tokio::select! {
             end = self.execute(a, &route, &event, acker) => end,

@@ -739,6 +739,9 @@ async fn a_lambda_timeout_promotes_the_next_attempt_to_ecs() {
             ("ecs", "promoted_after_timeout", "succeeded")
         ]
     );
+    let routes = rig.engine.stats.routes();
+    assert_eq!(routes.get("lambda/default"), Some(&1));
+    assert_eq!(routes.get("ecs/promoted_after_timeout"), Some(&1));
     rig.stop().await;
 }
 
