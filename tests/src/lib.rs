@@ -735,6 +735,11 @@ pub fn failure_record(m: &aws_sdk_sqs::types::Message) -> fleet_shared::dead_let
         .unwrap_or_else(|| panic!("malformed failure record {json}"))
 }
 
+/// `n` job payloads made by `f` from their index.
+pub fn jobs(n: usize, f: impl Fn(usize) -> serde_json::Value) -> Vec<serde_json::Value> {
+    (0..n).map(f).collect()
+}
+
 /// Counts executions per job id.
 pub fn executions_per_job(execs: &[Execution]) -> std::collections::BTreeMap<String, usize> {
     let mut m = std::collections::BTreeMap::new();

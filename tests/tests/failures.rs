@@ -8,12 +8,8 @@ use std::time::Duration;
 
 use fleet_shared::ids::JobId;
 use fleet_tests::fault_proxy::{FaultKind, FaultProxy, Faults};
-use fleet_tests::{Stack, bin, executions_per_job, failure_record, wait_for};
+use fleet_tests::{Stack, bin, executions_per_job, failure_record, jobs, wait_for};
 use serde_json::{Value, json};
-
-fn jobs(n: usize, f: impl Fn(usize) -> Value) -> Vec<Value> {
-    (0..n).map(f).collect()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn retries_follow_the_policy_and_failed_jobs_are_dead_lettered_once() {

@@ -5,13 +5,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use fleet_tests::{Stack, executions_per_job, wait_for};
+use fleet_tests::{Stack, executions_per_job, jobs, wait_for};
 use nix::sys::signal::Signal;
-use serde_json::{Value, json};
-
-fn jobs(n: usize, f: impl Fn(usize) -> Value) -> Vec<Value> {
-    (0..n).map(f).collect()
-}
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn five_hundred_jobs_over_three_workers_run_once_each() {

@@ -628,6 +628,30 @@ impl DynamoLedger {
         }
     }
 
+    /// An UpdateItem with a condition: the item as written (`returning`), or `None` when the
+    /// condition did not hold.
+    async fn conditional(
+        &self,
+        job: &JobId,
+        expr: &str,
+        cond: &str,
+        values: Vec<(&str, AttributeValue)>,
+        returning: ReturnValue,
+    ) -> Result<Option<Item>, LedgerError> {
+        let mut b = with_aliases(self.update(job), &[expr, cond])
+            .update_expression(expr)
+            .condition_expression(cond)
+            .return_values(returning);
+        for (k, v) in values {
+            b = b.expression_attribute_values(k, v);
+        }
+        match b.send().await {
+            Ok(out) => Ok(Some(out.attributes.unwrap_or_default())),
+            Err(e) if condition_failed(&e) => Ok(None),
+            Err(e) => Err(aws_err("UpdateItem", e)),
+        }
+    }
+
     /// FAILED → PENDING with `budget` more attempts than it has used (an operator's
     /// redrive). A job already PENDING (a redrive repeated after a crash) gets the same
     /// treatment, so a redrive can be run again safely.
@@ -676,25 +700,24 @@ impl DynamoLedger {
     /// PENDING or RETRYING → CANCELLED. False when the job was in another state (running,
     /// finished, or already cancelled).
     pub async fn cancel(&self, job: &JobId, now_ms: u64) -> Result<bool, LedgerError> {
-        let targets: Vec<JobState> = crate::state::sources(JobState::Cancelled)
+        let from: Vec<JobState> = crate::state::sources(JobState::Cancelled)
             .into_iter()
             .filter(|st| *st != JobState::Running)
             .collect();
-        let expr = "SET #st = :cancelled, #fa = :now REMOVE #ra";
-        let cond = "#st IN (:c0, :c1)";
-        debug_assert_eq!(targets.len(), 2);
-        let b = with_aliases(self.update(job), &[expr, cond])
-            .update_expression(expr)
-            .condition_expression(cond)
-            .expression_attribute_values(":cancelled", s(JobState::Cancelled.as_str()))
-            .expression_attribute_values(":now", n(now_ms))
-            .expression_attribute_values(":c0", s(targets[0].as_str()))
-            .expression_attribute_values(":c1", s(targets[1].as_str()));
-        match b.send().await {
-            Ok(_) => Ok(true),
-            Err(e) if condition_failed(&e) => Ok(false),
-            Err(e) => Err(aws_err("UpdateItem", e)),
+        let mut values = vec![
+            (":cancelled", s(JobState::Cancelled.as_str())),
+            (":now", n(now_ms)),
+        ];
+        let names = [":c0", ":c1", ":c2", ":c3"];
+        for (name, st) in names.iter().zip(&from) {
+            values.push((name, s(st.as_str())));
         }
+        let cond = format!("#st IN ({})", names[..from.len()].join(", "));
+        let expr = "SET #st = :cancelled, #fa = :now REMOVE #ra";
+        Ok(self
+            .conditional(job, expr, &cond, values, ReturnValue::None)
+            .await?
+            .is_some())
     }
 
     /// RUNNING → CANCELLED for a job that runs in a task (ECS or a local process), so the
@@ -706,24 +729,24 @@ impl DynamoLedger {
         now_ms: u64,
     ) -> Result<Option<String>, LedgerError> {
         transition(JobState::Running, JobState::Cancelled)?;
-        let expr = "SET #st = :cancelled, #fa = :now REMOVE #ow, #lu, #ls";
-        let cond = "#st = :running AND attribute_exists(#ta)";
-        let b = with_aliases(self.update(job), &[expr, cond])
-            .update_expression(expr)
-            .condition_expression(cond)
-            .expression_attribute_values(":cancelled", s(JobState::Cancelled.as_str()))
-            .expression_attribute_values(":running", s(JobState::Running.as_str()))
-            .expression_attribute_values(":now", n(now_ms))
-            .return_values(ReturnValue::AllNew);
-        match b.send().await {
-            Ok(out) => Ok(out
-                .attributes
-                .as_ref()
-                .and_then(|item| opt_s(item, attr::TASK))
-                .map(str::to_owned)),
-            Err(e) if condition_failed(&e) => Ok(None),
-            Err(e) => Err(aws_err("UpdateItem", e)),
-        }
+        let values = vec![
+            (":cancelled", s(JobState::Cancelled.as_str())),
+            (":running", s(JobState::Running.as_str())),
+            (":now", n(now_ms)),
+        ];
+        let item = self
+            .conditional(
+                job,
+                "SET #st = :cancelled, #fa = :now REMOVE #ow, #lu, #ls",
+                "#st = :running AND attribute_exists(#ta)",
+                values,
+                ReturnValue::AllNew,
+            )
+            .await?;
+        Ok(item
+            .as_ref()
+            .and_then(|i| opt_s(i, attr::TASK))
+            .map(str::to_owned))
     }
 
     /// Marks a request as cancelled (when, for `status`).
@@ -1103,44 +1126,45 @@ impl Ledger for DynamoLedger {
         lease_ms: u64,
         skew_ms: u64,
     ) -> Result<Option<Adopted>, LedgerError> {
-        let expr = "SET #ow = :owner, #lu = :until, #fe = #fe + :one, #sa = :now";
-        let cond = "#st = :running AND #lu < :expired AND #fe = :fence AND attribute_exists(#ta)";
         let until = now_ms + lease_ms;
-        let b = with_aliases(self.update(&expired.job), &[expr, cond])
-            .update_expression(expr)
-            .condition_expression(cond)
-            .expression_attribute_values(":owner", s(owner))
-            .expression_attribute_values(":until", n(until))
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":now", n(now_ms))
-            .expression_attribute_values(":running", s(JobState::Running.as_str()))
-            .expression_attribute_values(":expired", n(now_ms.saturating_sub(skew_ms)))
-            .expression_attribute_values(":fence", n(expired.fence))
-            .return_values(ReturnValue::AllNew);
-        match b.send().await {
-            Ok(out) => {
-                let item = out.attributes.unwrap_or_default();
-                Ok(Some(Adopted {
-                    lease: Lease {
-                        job: expired.job.clone(),
-                        owner: owner.to_owned(),
-                        fence: get_n(&item, attr::FENCE)?,
-                        attempt: get_n(&item, attr::ATTEMPTS)?,
-                        max_attempts: opt_n(&item, attr::MAX_ATTEMPTS)?,
-                        started_ms: now_ms,
-                        until_ms: until,
-                        target: target_from(&item)?,
-                        previous: history_from(&item)?.pop(),
-                    },
-                    job_type: get_s(&item, attr::JOB_TYPE)?.to_owned(),
-                    payload_json: get_s(&item, attr::PAYLOAD)?.to_owned(),
-                    task: get_s(&item, attr::TASK)?.to_owned(),
-                    enqueued_at_ms: opt_n(&item, attr::ENQUEUED_AT)?.unwrap_or(0),
-                }))
-            }
-            Err(e) if condition_failed(&e) => Ok(None),
-            Err(e) => Err(aws_err("UpdateItem", e)),
-        }
+        let values = vec![
+            (":owner", s(owner)),
+            (":until", n(until)),
+            (":one", n(1)),
+            (":now", n(now_ms)),
+            (":running", s(JobState::Running.as_str())),
+            (":expired", n(now_ms.saturating_sub(skew_ms))),
+            (":fence", n(expired.fence)),
+        ];
+        let Some(item) = self
+            .conditional(
+                &expired.job,
+                "SET #ow = :owner, #lu = :until, #fe = #fe + :one, #sa = :now",
+                "#st = :running AND #lu < :expired AND #fe = :fence AND attribute_exists(#ta)",
+                values,
+                ReturnValue::AllNew,
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Adopted {
+            lease: Lease {
+                job: expired.job.clone(),
+                owner: owner.to_owned(),
+                fence: get_n(&item, attr::FENCE)?,
+                attempt: get_n(&item, attr::ATTEMPTS)?,
+                max_attempts: opt_n(&item, attr::MAX_ATTEMPTS)?,
+                started_ms: now_ms,
+                until_ms: until,
+                target: target_from(&item)?,
+                previous: history_from(&item)?.pop(),
+            },
+            job_type: get_s(&item, attr::JOB_TYPE)?.to_owned(),
+            payload_json: get_s(&item, attr::PAYLOAD)?.to_owned(),
+            task: get_s(&item, attr::TASK)?.to_owned(),
+            enqueued_at_ms: opt_n(&item, attr::ENQUEUED_AT)?.unwrap_or(0),
+        }))
     }
 
     async fn durations(&self, job_type: &str) -> Result<Vec<u64>, LedgerError> {
