@@ -14,8 +14,9 @@ This launcher runs moto's own WSGI application unchanged, except that DynamoDB r
 served one at a time, SQS requests one at a time, ECS requests one at a time, and a RunTask
 with a `clientToken` seen before gets the first call's answer again (as AWS does). A long poll (ReceiveMessage with
 WaitTimeSeconds) must not hold the lock while it waits, so the launcher polls moto without
-waiting, under the lock, and between polls sleeps until an SQS write happens or a second
-passes (a message whose visibility timeout ends is seen within that second).
+waiting, under the lock, and between polls sleeps until a message may have become receivable
+(a send, or a visibility set to 0) or a second passes (a message whose visibility timeout
+ends is seen within that second).
 
     python deploy/local/moto_server.py -H 127.0.0.1 -p PORT
 """
@@ -34,6 +35,22 @@ from moto.moto_server.werkzeug_app import (
     create_backend_app,
 )
 from werkzeug.serving import run_simple
+
+
+def makes_visible(target, body):
+    """Whether an SQS write can make a message receivable at once: a send, or a visibility
+    change to 0. Only these wake the waiting long polls; waking them on every delete and
+    heartbeat would have them re-poll moto hundreds of times a second under load."""
+    if target in ("AmazonSQS.SendMessage", "AmazonSQS.SendMessageBatch"):
+        return True
+    if target not in ("AmazonSQS.ChangeMessageVisibility", "AmazonSQS.ChangeMessageVisibilityBatch"):
+        return False
+    try:
+        request = json.loads(body or b"{}")
+    except ValueError:
+        return True
+    entries = request.get("Entries") or [request]
+    return any(int(e.get("VisibilityTimeout") or 0) == 0 for e in entries)
 
 
 class Serialise:
@@ -113,9 +130,13 @@ class Serialise:
         elif target == "AmazonSQS.ReceiveMessage":
             status, headers, out = self.receive(environ)
         elif target.startswith("AmazonSQS."):
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            body = environ["wsgi.input"].read(length)
+            environ["wsgi.input"] = io.BytesIO(body)
             status, headers, out = self.call(environ, self.sqs)
-            with self.sqs_changed:
-                self.sqs_changed.notify_all()
+            if makes_visible(target, body):
+                with self.sqs_changed:
+                    self.sqs_changed.notify_all()
         else:
             return self.app(environ, start_response)
         start_response(status, headers)

@@ -251,7 +251,16 @@ impl Producer {
             .filter(|i| missing.binary_search(i).is_ok() || pending.contains(&(*i as u32)))
             .map(|i| req.bodies[i].clone())
             .collect();
-        self.queue.send_all(&to_send).await?;
+        if let Err(e) = self.queue.send_all(&to_send).await {
+            metrics::counter!(fleet_shared::metrics::ENQUEUE_FAILURES)
+                .increment(to_send.len() as u64);
+            return Err(e.into());
+        }
+        metrics::counter!(
+            fleet_shared::metrics::JOBS_SUBMITTED,
+            "job_type" => req.record.job_type.clone()
+        )
+        .increment(to_send.len() as u64);
         Ok(SubmitReport {
             request_id: id.clone(),
             jobs: req.record.total,

@@ -25,6 +25,9 @@ struct Cli {
     /// Configuration file (TOML); default FLEET_CONFIG, else built-in defaults.
     #[arg(long, global = true)]
     config: Option<PathBuf>,
+    /// Log lines as `human` text or `json` objects (with request and job ids).
+    #[arg(long, global = true, env = "FLEET_LOG_FORMAT", default_value = "human")]
+    log_format: fleet_shared::cli::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -122,7 +125,7 @@ impl From<TargetArg> for Target {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    fleet_shared::cli::init_logging("warn");
+    fleet_shared::cli::init_logging("warn", cli.log_format);
     fleet_shared::cli::run_main("fleet-producer", real_main(cli))
 }
 
@@ -342,7 +345,16 @@ fn progress_line(s: &Status, rate: f64) -> String {
 /// Prints progress until the request is done: one updating line on a terminal, one line per
 /// update otherwise.
 async fn follow(p: &Producer, request_id: &str, interval: Duration) -> anyhow::Result<()> {
-    let tty = std::io::stdout().is_terminal();
+    // On a terminal: a live bar (on stderr, as indicatif draws it); otherwise plain lines.
+    let tty = std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
+    let bar = tty.then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40.cyan/blue} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
     let start = Instant::now();
     let first = p.status(request_id).await?.finished();
     loop {
@@ -354,15 +366,20 @@ async fn follow(p: &Producer, request_id: &str, interval: Duration) -> anyhow::R
             0.0
         };
         let line = progress_line(&s, rate);
-        if tty {
-            print!("\r\x1b[2K{line}");
-        } else {
-            println!("{line}");
+        match &bar {
+            Some(bar) => {
+                bar.set_length(u64::from(s.total));
+                bar.set_position(u64::from(s.finished()));
+                bar.set_message(line);
+            }
+            None => {
+                println!("{line}");
+                std::io::stdout().flush().ok();
+            }
         }
-        std::io::stdout().flush().ok();
         if s.done {
-            if tty {
-                println!();
+            if let Some(bar) = &bar {
+                bar.finish();
             }
             return Ok(());
         }

@@ -31,6 +31,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub ecs: EcsConfig,
     pub routing: RoutingConfig,
+    pub metrics: MetricsConfig,
     /// Settings per job type, keyed by the job type's name.
     pub job_types: BTreeMap<String, JobTypeConfig>,
 }
@@ -227,6 +228,27 @@ impl LambdaConfig {
     }
 }
 
+/// The metrics and health endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address for `/metrics`, `/healthz` and `/readyz`, e.g. `0.0.0.0:9464`; no endpoint when
+    /// unset. Env `FLEET_METRICS_LISTEN`.
+    pub listen: Option<std::net::SocketAddr>,
+    /// `/readyz` is true while SQS and DynamoDB both answered within this many seconds (and
+    /// the process is not draining). Env `FLEET_READY_WINDOW_SECS`.
+    pub ready_window_secs: u64,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            ready_window_secs: 120,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorkerConfig {
@@ -256,6 +278,14 @@ pub struct WorkerConfig {
     /// How often the sweeper looks for expired leases (jittered).
     /// Env `FLEET_SWEEP_SECS`.
     pub sweep_secs: u64,
+    /// How long a job must be overdue (a lease expired, or claimable and unclaimed) before
+    /// the sweeper takes its message for lost and sends it again; only while the queue has no
+    /// backlog, since a waiting message is not lost. Env `FLEET_RECOVER_SECS`.
+    pub recover_secs: u64,
+    /// Where to append this replica's history (one JSON line per claim, dispatch, terminal
+    /// write, rejected stale write, release, adoption, re-send), for the chaos checker.
+    /// Env `FLEET_HISTORY_LOG`.
+    pub history_log: Option<std::path::PathBuf>,
     /// Delay before the second attempt; it doubles with each attempt after.
     /// Env `FLEET_RETRY_BASE_SECS`.
     pub retry_base_secs: u64,
@@ -275,6 +305,8 @@ impl Default for WorkerConfig {
             drain_secs: 30,
             clock_skew_secs: 5,
             sweep_secs: 30,
+            recover_secs: 120,
+            history_log: None,
             max_attempts: 5,
             retry_base_secs: 2,
             retry_max_secs: 300,
@@ -530,6 +562,30 @@ const ENV_OVERRIDES: &[(&str, &str, Setter)] = &[
         c.worker.sweep_secs = num(v)?;
         Ok(())
     }),
+    ("FLEET_RECOVER_SECS", "worker.recover_secs", |c, v| {
+        c.worker.recover_secs = num(v)?;
+        Ok(())
+    }),
+    ("FLEET_HISTORY_LOG", "worker.history_log", |c, v| {
+        c.worker.history_log = Some(v.into());
+        Ok(())
+    }),
+    ("FLEET_METRICS_LISTEN", "metrics.listen", |c, v| {
+        c.metrics.listen = Some(
+            v.trim()
+                .parse()
+                .map_err(|_| format!("expected an address like 127.0.0.1:9464, got {v:?}"))?,
+        );
+        Ok(())
+    }),
+    (
+        "FLEET_READY_WINDOW_SECS",
+        "metrics.ready_window_secs",
+        |c, v| {
+            c.metrics.ready_window_secs = num(v)?;
+            Ok(())
+        },
+    ),
     ("FLEET_MAX_ATTEMPTS", "worker.max_attempts", |c, v| {
         c.worker.max_attempts = num(v)?;
         Ok(())
@@ -695,6 +751,12 @@ impl Config {
         }
         if !(1..=3600).contains(&w.sweep_secs) {
             return Err(invalid("worker.sweep_secs", "must be 1 to 3600"));
+        }
+        if self.metrics.ready_window_secs == 0 {
+            return Err(invalid("metrics.ready_window_secs", "must be at least 1"));
+        }
+        if !(1..=86_400).contains(&w.recover_secs) {
+            return Err(invalid("worker.recover_secs", "must be 1 to 86400"));
         }
         if w.clock_skew_secs > 300 {
             return Err(invalid("worker.clock_skew_secs", "must be 0 to 300"));
@@ -1060,8 +1122,9 @@ mod tests {
                 "FLEET_QUEUE" => "q-other",
                 "FLEET_DLQ" => "dlq-other",
                 "FLEET_TABLE" => "table-other",
-                "FLEET_LAMBDA_FUNCTION" | "FLEET_REPLICA_ID" => "other",
+                "FLEET_LAMBDA_FUNCTION" | "FLEET_REPLICA_ID" | "FLEET_HISTORY_LOG" => "other",
                 "FLEET_HEARTBEAT_SECS" => "7",
+                "FLEET_METRICS_LISTEN" => "127.0.0.1:9464",
                 "FLEET_MAX_MESSAGE_BYTES" => "2048",
                 "FLEET_RETRY_BASE_SECS" => "3",
                 "FLEET_WAIT_TIME_SECS" | "FLEET_CLOCK_SKEW_SECS" => "1",

@@ -10,6 +10,7 @@ pub mod dead_letter;
 pub mod ids;
 pub mod ledger;
 pub mod message;
+pub mod metrics;
 pub mod queue;
 #[cfg(feature = "runtime")]
 pub mod runtime;

@@ -5,6 +5,8 @@
 //! Every child is killed when its guard drops; when a test fails, the logs of everything it
 //! started are printed so CI shows why.
 
+pub mod chaos;
+pub mod checker;
 pub mod fault_proxy;
 pub mod ledger_contract;
 
@@ -29,18 +31,18 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_default()
 }
 
-/// A workspace binary, built beside this test executable (`target/<profile>/NAME`).
+/// A workspace binary, built beside this executable (`target/<profile>/NAME`).
 pub fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> → target/<profile>/<name>
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target directory");
+    let exe = std::env::current_exe().expect("executable path");
+    // A test runs from target/<profile>/deps/, a binary (fleet-chaos) from target/<profile>/.
+    let mut dir = exe.parent().expect("target directory");
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("target directory");
+    }
     let path = dir.join(name);
     assert!(
         path.exists(),
-        "{} is not built; run `cargo build --workspace --bins` first (deploy/local/test.sh does)",
+        "{} is not built; run `cargo build --workspace --all-targets` first (deploy/local/test.sh does)",
         path.display()
     );
     path
@@ -59,7 +61,8 @@ pub fn python() -> PathBuf {
     path
 }
 
-fn free_port() -> u16 {
+/// A loopback port that is free now.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -594,6 +597,23 @@ async fn wait_http(endpoint: &str, moto: &mut Proc, timeout: Duration) -> bool {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     false
+}
+
+/// `GET http://{addr}{path}`: the status code and body, or `None` when nothing answers.
+pub async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let client: Client<_, Empty<hyper::body::Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let uri: hyper::Uri = format!("http://{addr}{path}").parse().ok()?;
+    let response = tokio::time::timeout(Duration::from_secs(10), client.get(uri))
+        .await
+        .ok()?
+        .ok()?;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.ok()?.to_bytes();
+    Some((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 fn uniq() -> u64 {

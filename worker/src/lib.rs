@@ -6,6 +6,7 @@ pub mod acks;
 pub mod classify;
 pub mod dispatch;
 pub mod engine;
+pub mod history;
 pub mod init;
 pub mod learn;
 pub mod limits;
@@ -13,10 +14,12 @@ pub mod retry;
 pub mod routing;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use aws_config::SdkConfig;
 use fleet_shared::config::Config;
 use fleet_shared::ledger::dynamo::DynamoLedger;
+use fleet_shared::metrics::Health;
 use fleet_shared::queue::sqs::SqsQueue;
 use tokio_util::sync::CancellationToken;
 
@@ -79,21 +82,31 @@ pub async fn run(
             "invalid configuration: lambda.function (env FLEET_LAMBDA_FUNCTION) must name the Lambda function that runs jobs, or ECS must be configured (ecs.cluster or ecs.launcher = \"process\" with ecs.command)"
         );
     }
+    let health = Health::new(Duration::from_secs(config.metrics.ready_window_secs));
+    let server = CancellationToken::new();
+    let _stop_server = server.clone().drop_guard();
+    if let Some(listen) = config.metrics.listen {
+        fleet_shared::metrics::serve(listen, health.clone(), server).await?;
+    }
     let sqs = fleet_shared::aws::sqs(sdk);
     let queue = SqsQueue::resolve(sqs.clone(), &config.queue.jobs).await?;
     let dlq = SqsQueue::resolve(sqs, &config.queue.dead_letter).await?;
+    health.sqs_ok();
     let ledger = DynamoLedger::new(fleet_shared::aws::dynamodb(sdk), &config.ledger.table);
     let lambda = fleet_shared::aws::lambda_for_invoke(sdk, config.lambda.read_timeout());
-    let engine = Arc::new(Engine::new(
-        Parts {
-            queue: Arc::new(queue),
-            dead_letters: Arc::new(dlq),
-            ledger: Arc::new(ledger),
-            dispatcher: Arc::new(LambdaDispatcher::new(lambda, config.clone())),
-            tasks: Arc::new(launcher(sdk, &config)?),
-        },
-        config.clone(),
-        replica_id(&config),
-    ));
+    let engine = Arc::new(
+        Engine::new(
+            Parts {
+                queue: Arc::new(queue),
+                dead_letters: Arc::new(dlq),
+                ledger: Arc::new(ledger),
+                dispatcher: Arc::new(LambdaDispatcher::new(lambda, config.clone())),
+                tasks: Arc::new(launcher(sdk, &config)?),
+            },
+            config.clone(),
+            replica_id(&config),
+        )
+        .with_health(health),
+    );
     Ok(engine.run(shutdown, hard_stop).await)
 }

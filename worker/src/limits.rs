@@ -5,6 +5,9 @@
 //!   as many successes as the limit, between configured bounds. A burst of throttles from
 //!   calls started under the same limit halves it once, not once per call.
 //! - [`RateLimiter`]: a token bucket for calls with a per-second quota (ECS RunTask).
+//!
+//! A target's gauges (`fleet_in_flight`, `fleet_concurrency_limit`) come from its
+//! [`AdaptiveLimit`], so in-flight falls back to 0 whenever every permit is gone.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,7 +39,7 @@ impl AdaptiveLimit {
     pub fn new(name: &'static str, min: usize, max: usize) -> Arc<Self> {
         let min = min.max(1);
         let max = max.max(min);
-        Arc::new(Self {
+        let limit = Arc::new(Self {
             name,
             min,
             max,
@@ -47,7 +50,17 @@ impl AdaptiveLimit {
                 generation: 0,
             }),
             changed: Notify::new(),
-        })
+        });
+        limit.publish(&limit.lock());
+        limit
+    }
+
+    /// Shows the limit and the calls in flight as the `fleet_concurrency_limit` and
+    /// `fleet_in_flight` gauges of this target.
+    fn publish(&self, s: &State) {
+        use fleet_shared::metrics as fm;
+        metrics::gauge!(fm::CONCURRENCY_LIMIT, "target" => self.name).set(s.limit as f64);
+        metrics::gauge!(fm::IN_FLIGHT, "target" => self.name).set(s.in_flight as f64);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -84,6 +97,7 @@ impl AdaptiveLimit {
         let mut s = self.lock();
         (s.in_flight < s.limit).then(|| {
             s.in_flight += 1;
+            self.publish(&s);
             LimitPermit {
                 limit: self.clone(),
                 generation: s.generation,
@@ -100,6 +114,7 @@ impl AdaptiveLimit {
                 let mut s = self.lock();
                 if s.in_flight < s.limit {
                     s.in_flight += 1;
+                    self.publish(&s);
                     return LimitPermit {
                         limit: self.clone(),
                         generation: s.generation,
@@ -149,6 +164,7 @@ impl AdaptiveLimit {
             }
             Signal::Throttled | Signal::Neutral => {}
         }
+        self.publish(&s);
         drop(s);
         self.changed.notify_waiters();
     }

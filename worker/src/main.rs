@@ -17,6 +17,9 @@ struct Cli {
     /// Configuration file (TOML); default FLEET_CONFIG, else built-in defaults.
     #[arg(long, global = true)]
     config: Option<PathBuf>,
+    /// Log lines as `human` text or `json` objects (with request and job ids).
+    #[arg(long, global = true, env = "FLEET_LOG_FORMAT", default_value = "human")]
+    log_format: fleet_shared::cli::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -31,7 +34,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    fleet_shared::cli::init_logging("info");
+    fleet_shared::cli::init_logging("info", cli.log_format);
     fleet_shared::cli::run_main("fleet-worker", real_main(cli))
 }
 

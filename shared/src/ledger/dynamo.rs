@@ -24,7 +24,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::{
     Adopted, AttemptRecord, Claim, ClaimRequest, Expired, Finish, JobDetail, JobSummary, Lease,
-    Ledger, LedgerError, NewJob, Redrive, RequestRecord, lease_shard,
+    Ledger, LedgerError, NewJob, Redrive, RequestRecord, Requeue, lease_shard,
 };
 use crate::ids::JobId;
 use crate::message::Target;
@@ -64,6 +64,7 @@ pub mod attr {
     pub const TASK: &str = "task_arn";
     pub const DURATIONS: &str = "durations";
     pub const VERSION: &str = "version";
+    pub const REQUEUED_AT: &str = "requeued_at";
 }
 
 /// The sparse index of RUNNING jobs by lease expiry: `lease_shard` (S) and `lease_until` (N).
@@ -120,6 +121,7 @@ const ALIASES: &[(&str, &str)] = &[
     ("#tg", attr::TARGET),
     ("#ls", attr::LEASE_SHARD),
     ("#ta", attr::TASK),
+    ("#rq", attr::REQUEUED_AT),
 ];
 
 /// Whether `expr` uses `alias` as a whole word (`#at` is not used by `#ate`).
@@ -525,6 +527,7 @@ fn lease_index() -> GlobalSecondaryIndex {
                 .non_key_attributes(attr::FENCE)
                 .non_key_attributes(attr::OWNER)
                 .non_key_attributes(attr::TASK)
+                .non_key_attributes(attr::STATE)
                 .build(),
         )
         .build()
@@ -561,6 +564,13 @@ fn new_job_request(j: &NewJob) -> WriteRequest {
         (attr::FENCE.to_owned(), n(0)),
         (attr::PAYLOAD.to_owned(), s(&j.payload_json)),
         (attr::CREATED_AT.to_owned(), n(j.created_at_ms)),
+        // In the lease-expiry index from the start, due since creation: the sweeper can
+        // find a PENDING job whose message was lost.
+        (
+            attr::LEASE_SHARD.to_owned(),
+            s(lease_shard(&j.job).to_string()),
+        ),
+        (attr::LEASE_UNTIL.to_owned(), n(j.created_at_ms)),
     ]);
     if let Some(m) = j.max_attempts {
         item.insert(attr::MAX_ATTEMPTS.to_owned(), n(m));
@@ -662,7 +672,8 @@ impl DynamoLedger {
         target: Option<Target>,
     ) -> Result<Redrive, LedgerError> {
         transition(JobState::Failed, JobState::Pending)?;
-        let mut set = String::from("SET #st = :pending, #ma = #at + :budget");
+        let mut set =
+            String::from("SET #st = :pending, #ma = #at + :budget, #ls = :shard, #lu = :now");
         if target.is_some() {
             set.push_str(", #tg = :target");
         }
@@ -674,6 +685,8 @@ impl DynamoLedger {
             .expression_attribute_values(":pending", s(JobState::Pending.as_str()))
             .expression_attribute_values(":failed", s(JobState::Failed.as_str()))
             .expression_attribute_values(":budget", n(budget))
+            .expression_attribute_values(":shard", s(lease_shard(job).to_string()))
+            .expression_attribute_values(":now", n(crate::time::now_ms()))
             .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         if let Some(t) = target {
@@ -713,7 +726,7 @@ impl DynamoLedger {
             values.push((name, s(st.as_str())));
         }
         let cond = format!("#st IN ({})", names[..from.len()].join(", "));
-        let expr = "SET #st = :cancelled, #fa = :now REMOVE #ra";
+        let expr = "SET #st = :cancelled, #fa = :now REMOVE #ra, #ls, #lu";
         Ok(self
             .conditional(job, expr, &cond, values, ReturnValue::None)
             .await?
@@ -1040,7 +1053,7 @@ impl Ledger for DynamoLedger {
                 };
                 (
                     format!(
-                        "SET #st = :to, #ra = :ra, #le = :e, #du = :d, {HISTORY}{refund} REMOVE #ow, #lu, #ls"
+                        "SET #st = :to, #ra = :ra, #lu = :ra, #le = :e, #du = :d, {HISTORY}{refund} REMOVE #ow"
                     ),
                     ReturnValue::None,
                 )
@@ -1064,7 +1077,7 @@ impl Ledger for DynamoLedger {
         transition(JobState::Running, JobState::Retrying)?;
         self.owned_write(
             lease,
-            "SET #st = :to, #at = #at - :one REMOVE #ow, #lu, #ls, #ra, #ta",
+            "SET #st = :to, #at = #at - :one REMOVE #ow, #ra, #ta",
             vec![(":to", s(JobState::Retrying.as_str())), (":one", n(1))],
             ReturnValue::None,
         )
@@ -1113,6 +1126,7 @@ impl Ledger for DynamoLedger {
                     owner: opt_s(item, attr::OWNER).map(str::to_owned),
                     lease_until_ms: get_n(item, attr::LEASE_UNTIL)?,
                     task: opt_s(item, attr::TASK).map(str::to_owned),
+                    state: get_state(item)?,
                 })
             })
             .collect()
@@ -1164,6 +1178,60 @@ impl Ledger for DynamoLedger {
             payload_json: get_s(&item, attr::PAYLOAD)?.to_owned(),
             task: get_s(&item, attr::TASK)?.to_owned(),
             enqueued_at_ms: opt_n(&item, attr::ENQUEUED_AT)?.unwrap_or(0),
+        }))
+    }
+
+    async fn requeue(
+        &self,
+        expired: &Expired,
+        now_ms: u64,
+        due_before_ms: u64,
+        again_after_ms: u64,
+    ) -> Result<Option<Requeue>, LedgerError> {
+        let (state_cond, mut values) = match expired.state {
+            JobState::Running => (
+                "#st = :running AND #fe = :fence AND attribute_not_exists(#ta)",
+                vec![
+                    (":running", s(JobState::Running.as_str())),
+                    (":fence", n(expired.fence)),
+                ],
+            ),
+            JobState::Pending | JobState::Retrying => (
+                "#st IN (:pending, :retrying)",
+                vec![
+                    (":pending", s(JobState::Pending.as_str())),
+                    (":retrying", s(JobState::Retrying.as_str())),
+                ],
+            ),
+            _ => return Ok(None),
+        };
+        let cond =
+            format!("{state_cond} AND #lu < :due AND (attribute_not_exists(#rq) OR #rq < :again)");
+        values.extend([
+            (":due", n(due_before_ms)),
+            (":again", n(now_ms.saturating_sub(again_after_ms))),
+            (":now", n(now_ms)),
+        ]);
+        let Some(item) = self
+            .conditional(
+                &expired.job,
+                "SET #rq = :now",
+                &cond,
+                values,
+                ReturnValue::AllNew,
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Requeue {
+            job: expired.job.clone(),
+            state: get_state(&item)?,
+            job_type: get_s(&item, attr::JOB_TYPE)?.to_owned(),
+            payload_json: get_s(&item, attr::PAYLOAD)?.to_owned(),
+            attempts: get_n(&item, attr::ATTEMPTS)?,
+            max_attempts: opt_n(&item, attr::MAX_ATTEMPTS)?,
+            target: target_from(&item)?,
         }))
     }
 

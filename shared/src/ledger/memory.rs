@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use super::{
     Adopted, AttemptRecord, Claim, ClaimRequest, Expired, Finish, JobSummary, Lease, Ledger,
-    LedgerError, lease_shard,
+    LedgerError, Requeue, lease_shard,
 };
 use crate::ids::JobId;
 use crate::state::{JobState, transition};
@@ -30,6 +30,7 @@ pub struct MemJob {
     pub task: Option<String>,
     pub enqueued_at_ms: u64,
     pub target: Option<crate::message::Target>,
+    pub requeued_at_ms: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -41,6 +42,31 @@ pub struct MemoryLedger {
 impl MemoryLedger {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Writes a PENDING job as the producer would (due since `now_ms`).
+    pub fn insert_pending(&self, job: &JobId, job_type: &str, payload_json: &str, now_ms: u64) {
+        self.lock().insert(
+            job.to_string(),
+            MemJob {
+                job_type: job_type.to_owned(),
+                state: JobState::Pending,
+                attempts: 0,
+                max_attempts: None,
+                fence: 0,
+                owner: None,
+                lease_until_ms: Some(now_ms),
+                retry_at_ms: None,
+                payload_json: payload_json.to_owned(),
+                result: None,
+                last_error: None,
+                history: Vec::new(),
+                task: None,
+                enqueued_at_ms: now_ms,
+                target: None,
+                requeued_at_ms: None,
+            },
+        );
     }
 
     /// A copy of a job's item.
@@ -111,6 +137,7 @@ impl Ledger for MemoryLedger {
             task: None,
             enqueued_at_ms: req.enqueued_at_ms,
             target: None,
+            requeued_at_ms: None,
         });
         let claimable = match j.state {
             JobState::Pending | JobState::Retrying => j.retry_at_ms.is_none_or(|t| t <= req.now_ms),
@@ -186,6 +213,8 @@ impl Ledger for MemoryLedger {
                     refund,
                 } => {
                     j.retry_at_ms = Some(*retry_at_ms);
+                    // Due (for the sweeper) once the retry time has come.
+                    j.lease_until_ms = Some(*retry_at_ms);
                     j.last_error = Some(error.clone());
                     if *refund {
                         j.attempts = j.attempts.saturating_sub(1);
@@ -207,7 +236,6 @@ impl Ledger for MemoryLedger {
             j.state = JobState::Retrying;
             j.attempts = j.attempts.saturating_sub(1);
             j.owner = None;
-            j.lease_until_ms = None;
             j.retry_at_ms = None;
             j.task = None;
         })
@@ -226,7 +254,7 @@ impl Ledger for MemoryLedger {
         let jobs = self.lock();
         let mut out: Vec<Expired> = jobs
             .iter()
-            .filter(|(_, j)| j.state == JobState::Running)
+            .filter(|(_, j)| !j.state.is_terminal())
             .filter_map(|(id, j)| {
                 let job = JobId::parse(id).ok()?;
                 let until = j.lease_until_ms?;
@@ -236,6 +264,7 @@ impl Ledger for MemoryLedger {
                     owner: j.owner.clone(),
                     lease_until_ms: until,
                     task: j.task.clone(),
+                    state: j.state,
                 })
             })
             .collect();
@@ -284,6 +313,41 @@ impl Ledger for MemoryLedger {
             payload_json: j.payload_json.clone(),
             task,
             enqueued_at_ms: j.enqueued_at_ms,
+        }))
+    }
+
+    async fn requeue(
+        &self,
+        expired: &Expired,
+        now_ms: u64,
+        due_before_ms: u64,
+        again_after_ms: u64,
+    ) -> Result<Option<Requeue>, LedgerError> {
+        let mut jobs = self.lock();
+        let Some(j) = jobs.get_mut(&expired.job.to_string()) else {
+            return Ok(None);
+        };
+        let state_ok = match j.state {
+            JobState::Running => j.fence == expired.fence && j.task.is_none(),
+            JobState::Pending | JobState::Retrying => true,
+            _ => false,
+        };
+        let due = j.lease_until_ms.is_some_and(|u| u < due_before_ms);
+        let not_recent = j
+            .requeued_at_ms
+            .is_none_or(|r| r < now_ms.saturating_sub(again_after_ms));
+        if !(state_ok && due && not_recent) {
+            return Ok(None);
+        }
+        j.requeued_at_ms = Some(now_ms);
+        Ok(Some(Requeue {
+            job: expired.job.clone(),
+            state: j.state,
+            job_type: j.job_type.clone(),
+            payload_json: j.payload_json.clone(),
+            attempts: j.attempts,
+            max_attempts: j.max_attempts,
+            target: j.target,
         }))
     }
 

@@ -140,7 +140,9 @@ pub fn lease_shard(job: &JobId) -> u32 {
     h % LEASE_SHARDS
 }
 
-/// A RUNNING job whose lease has expired, as the lease-expiry index shows it.
+/// A job the lease-expiry index lists as due: a RUNNING job whose lease expired, or a
+/// PENDING or RETRYING job claimable since then. (The index holds every job that is not
+/// finished, keyed by when it needs attention.)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Expired {
     pub job: JobId,
@@ -149,6 +151,21 @@ pub struct Expired {
     pub lease_until_ms: u64,
     /// The ECS task running it, if it was handed off.
     pub task: Option<String>,
+    /// RUNNING (a lease that expired), or PENDING / RETRYING (claimable since
+    /// `lease_until_ms`, and not claimed yet).
+    pub state: JobState,
+}
+
+/// A job the sweeper sends to the queue again, as the ledger has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requeue {
+    pub job: JobId,
+    pub state: JobState,
+    pub job_type: String,
+    pub payload_json: String,
+    pub attempts: u32,
+    pub max_attempts: Option<u32>,
+    pub target: Option<Target>,
 }
 
 /// A handed-off job taken over from a replica whose lease expired.
@@ -214,7 +231,8 @@ pub trait Ledger: Send + Sync + 'static {
         task: &str,
     ) -> impl Future<Output = Result<(), LedgerError>> + Send;
 
-    /// Up to `limit` RUNNING jobs of one shard whose lease ended before `before_ms`.
+    /// Up to `limit` unfinished jobs of one shard due before `before_ms`: RUNNING ones whose
+    /// lease ended, PENDING or RETRYING ones claimable since.
     fn expired_leases(
         &self,
         shard: u32,
@@ -232,6 +250,18 @@ pub trait Ledger: Send + Sync + 'static {
         lease_ms: u64,
         skew_ms: u64,
     ) -> impl Future<Output = Result<Option<Adopted>, LedgerError>> + Send;
+
+    /// Claims the right to send a job's message again (its message looks lost): a RUNNING
+    /// job without a task whose lease ended, or a PENDING or RETRYING job, due before
+    /// `due_before_ms`, not re-sent in the last `again_after_ms`. Two sweepers racing: one
+    /// wins. `None` when the job moved on.
+    fn requeue(
+        &self,
+        expired: &Expired,
+        now_ms: u64,
+        due_before_ms: u64,
+        again_after_ms: u64,
+    ) -> impl Future<Output = Result<Option<Requeue>, LedgerError>> + Send;
 
     /// Recent durations (ms) of a job type's successful attempts, newest last.
     fn durations(

@@ -151,6 +151,16 @@ impl JobQueue for MemoryQueue {
         Ok(failed)
     }
 
+    async fn backlog(&self) -> Result<u64, QueueError> {
+        let now = Instant::now();
+        Ok(self
+            .lock()
+            .msgs
+            .values()
+            .filter(|m| m.visible_at <= now || m.receive_count == 0)
+            .count() as u64)
+    }
+
     async fn send(&self, body: &str, delay: Duration) -> Result<(), QueueError> {
         self.push_delayed(body, delay.min(super::MAX_DELAY));
         Ok(())

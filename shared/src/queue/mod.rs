@@ -51,6 +51,10 @@ pub trait JobQueue: Send + Sync + 'static {
         receipts: &[String],
     ) -> impl Future<Output = Result<Vec<String>, QueueError>> + Send;
 
+    /// Messages waiting to be received: visible now, or delayed (not those in flight).
+    /// Approximate, like SQS's counts.
+    fn backlog(&self) -> impl Future<Output = Result<u64, QueueError>> + Send;
+
     /// Sends a message, visible after `delay` (at most 15 minutes; SQS's limit).
     fn send(
         &self,

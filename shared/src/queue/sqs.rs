@@ -299,6 +299,11 @@ impl JobQueue for SqsQueue {
             .collect())
     }
 
+    async fn backlog(&self) -> Result<u64, QueueError> {
+        let d = self.depth().await?;
+        Ok(d.visible + d.delayed)
+    }
+
     async fn send(&self, body: &str, delay: Duration) -> Result<(), QueueError> {
         self.client
             .send_message()

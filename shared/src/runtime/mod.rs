@@ -115,7 +115,7 @@ pub fn main<H: JobHandler>(handler: H) -> ExitCode {
     } else {
         Cli::parse()
     };
-    crate::cli::init_logging("info");
+    crate::cli::init_logging("info", crate::cli::LogFormat::from_env());
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -21,13 +21,16 @@ use fleet_shared::config::{Config, SQS_MAX_VISIBILITY_SECS};
 use fleet_shared::dead_letter::FailureRecord;
 use fleet_shared::ids::JobId;
 use fleet_shared::ledger::{
-    Adopted, AttemptRecord, Claim, ClaimRequest, Finish, LEASE_SHARDS, Lease, Ledger, LedgerError,
+    Adopted, AttemptRecord, Claim, ClaimRequest, Expired, Finish, LEASE_SHARDS, Lease, Ledger,
+    LedgerError,
 };
 use fleet_shared::message::{JobEvent, JobMessage, MESSAGE_VERSION, Target, parse_message};
+use fleet_shared::metrics::{self as fm, Health};
 use fleet_shared::queue::{DeadLetterQueue, JobQueue, MAX_BATCH, Received};
 use fleet_shared::state::JobState;
 use fleet_shared::time::Clock;
 use rand::RngExt;
+use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -38,6 +41,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::acks::Acker;
 use crate::classify::ErrorClass;
 use crate::dispatch::{Dispatcher, Outcome, TaskEnd, TaskLauncher};
+use crate::history::HistoryLog;
 use crate::learn::Learner;
 use crate::limits::AdaptiveLimit;
 use crate::retry::RetryPolicy;
@@ -82,6 +86,7 @@ pub struct Stats {
     pub throttled: AtomicU64,
     pub handed_off: AtomicU64,
     pub adopted: AtomicU64,
+    pub requeued: AtomicU64,
     /// Routing decisions, by target and reason.
     pub routes: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
@@ -104,10 +109,17 @@ pub struct Report {
     pub throttled: u64,
     pub handed_off: u64,
     pub adopted: u64,
+    pub requeued: u64,
 }
 
 impl Stats {
     fn count_route(&self, route: &Route) {
+        metrics::counter!(
+            fm::ROUTING_DECISIONS,
+            "target" => route.target.as_str(),
+            "reason" => route.reason.clone()
+        )
+        .increment(1);
         let key = format!("{}/{}", route.target.as_str(), route.reason);
         *self
             .routes
@@ -149,6 +161,7 @@ impl Stats {
             throttled: g(&self.throttled),
             handed_off: g(&self.handed_off),
             adopted: g(&self.adopted),
+            requeued: g(&self.requeued),
         }
     }
 }
@@ -169,6 +182,8 @@ pub struct Engine<Q, D, L, X, T> {
     /// The ECS in-flight limit (tasks started and followed), adapted to throttling.
     ecs_limit: Arc<AdaptiveLimit>,
     learner: Learner,
+    history: HistoryLog,
+    health: Arc<Health>,
 }
 
 /// Seconds for a visibility timeout: rounded up, at least 1, at most SQS's limit.
@@ -189,7 +204,11 @@ fn clip(s: &str) -> String {
 /// How an attempt ended, seen from the replica.
 enum AttemptEnd {
     Done(Outcome, TaskInfo),
-    LeaseLost,
+    /// The ledger refused a write (`expired: false`: another replica holds the job now), or
+    /// the lease ran out before a renewal landed (`expired: true`).
+    LeaseLost {
+        expired: bool,
+    },
     Stopped,
 }
 
@@ -220,6 +239,8 @@ struct Attempt<'a> {
     handed_off: AtomicBool,
     /// The task the attempt runs in, once started.
     task: std::sync::Mutex<Option<String>>,
+    /// Until when the lease is known to be ours (the last renewal's expiry).
+    until_ms: AtomicU64,
 }
 
 impl Attempt<'_> {
@@ -253,12 +274,14 @@ where
             dispatcher: parts.dispatcher,
             tasks: parts.tasks,
             retry: RetryPolicy::from_config(&config),
-            replica,
             clock: Clock::System,
             stats: Stats::default(),
             lambda_limit: AdaptiveLimit::new("lambda", min, max),
             ecs_limit: AdaptiveLimit::new("ecs", 1, config.ecs.max_concurrency),
             learner: Learner::new(),
+            history: HistoryLog::open(config.worker.history_log.as_deref(), &replica),
+            health: Health::new(Duration::from_secs(config.metrics.ready_window_secs)),
+            replica,
             config,
         }
     }
@@ -269,8 +292,27 @@ where
         self
     }
 
+    /// Reports service reachability and draining to `health` (what `/readyz` serves).
+    pub fn with_health(mut self, health: Arc<Health>) -> Self {
+        self.health = health;
+        self
+    }
+
     pub fn replica(&self) -> &str {
         &self.replica
+    }
+
+    /// Bumps a report counter and its Prometheus counter.
+    fn count(&self, c: &AtomicU64, metric: &'static str) {
+        Stats::bump(c);
+        metrics::counter!(metric).increment(1);
+    }
+
+    /// A write the ledger refused for a stale owner or fence: history and metrics.
+    fn stale(&self, job: &str, fence: u64, extra: serde_json::Value) {
+        metrics::counter!(fm::STALE_WRITES_REJECTED).increment(1);
+        self.history
+            .record(self.clock.now_ms(), "stale", job, fence, extra);
     }
 
     pub fn stats(&self) -> Report {
@@ -296,6 +338,13 @@ where
         let slots = Arc::new(Semaphore::new(w.concurrency));
         let tracker = TaskTracker::new();
         let (acker, acks) = Acker::spawn(self.queue.clone());
+        metrics::gauge!(fm::DRAINING).set(0.0);
+        let health = self.health.clone();
+        let draining = shutdown.clone();
+        tokio::spawn(async move {
+            draining.cancelled().await;
+            health.set_draining();
+        });
         let mut loops = JoinSet::new();
         for _ in 0..w.receive_loops {
             loops.spawn(self.clone().receive_loop(
@@ -399,9 +448,13 @@ where
             match received {
                 Ok(messages) => {
                     errors = 0;
+                    self.health.sqs_ok();
+                    if messages.is_empty() {
+                        metrics::counter!(fm::EMPTY_RECEIVES).increment(1);
+                    }
                     for m in messages {
                         let Some(permit) = permits.pop() else { break };
-                        Stats::bump(&self.stats.received);
+                        self.count(&self.stats.received, fm::MESSAGES_RECEIVED);
                         let me = self.clone();
                         let acker = acker.clone();
                         let hard_stop = hard_stop.clone();
@@ -438,8 +491,14 @@ where
         }
     }
 
-    /// Every `worker.sweep_secs` (jittered), looks through the lease-expiry index for
-    /// handed-off tasks whose replica stopped renewing the lease, and adopts them.
+    /// Every `worker.sweep_secs` (jittered), reads the lease-expiry index a few items per
+    /// shard (never a table scan) and repairs what the feed lost:
+    ///
+    /// - a handed-off task whose replica stopped renewing its lease is adopted;
+    /// - a job overdue by `worker.recover_secs` (a lease that expired with no task, or a
+    ///   PENDING or RETRYING job nobody claimed) gets its message again, but only while the
+    ///   queue has no backlog: a message waiting in the queue is not lost. The re-sent job
+    ///   goes through the normal claim, so racing sweepers cannot both run it.
     async fn sweep_loop(
         self: Arc<Self>,
         tracker: TaskTracker,
@@ -447,58 +506,172 @@ where
         shutdown: CancellationToken,
         hard_stop: CancellationToken,
     ) {
-        if !self.tasks.adoptable() {
-            return;
-        }
         let period = Duration::from_secs(self.config.worker.sweep_secs);
+        // A first pass at once: it fills the backlog gauges and proves DynamoDB reachable.
+        let mut pause = Duration::ZERO;
         loop {
-            let jitter = rand::rng().random_range(0.5..1.5);
             tokio::select! {
-                _ = tokio::time::sleep(period.mul_f64(jitter)) => {}
+                _ = tokio::time::sleep(pause) => {}
                 _ = shutdown.cancelled() => return,
             }
-            let start = rand::rng().random_range(0..LEASE_SHARDS);
-            for i in 0..LEASE_SHARDS {
-                let shard = (start + i) % LEASE_SHARDS;
-                let now = self.clock.now_ms();
-                let skew = self.config.worker.clock_skew_secs * 1000;
-                let expired = match self
-                    .ledger
-                    .expired_leases(shard, now.saturating_sub(skew), SWEEP_BATCH)
-                    .await
-                {
-                    Ok(e) => e,
-                    Err(e) => {
-                        warn!(shard, error = %e, "sweeper could not read expired leases");
-                        continue;
-                    }
-                };
-                for e in expired.into_iter().filter(|e| e.task.is_some()) {
-                    // An adopted task counts against the ECS limit, not the receive slots.
-                    let Some(permit) = self.ecs_limit.try_acquire() else {
-                        break;
-                    };
-                    let lease_ms = self.config.worker.lease_secs * 1000;
-                    match self
-                        .ledger
-                        .adopt(&e, &self.replica, self.clock.now_ms(), lease_ms, skew)
-                        .await
-                    {
-                        Ok(Some(adopted)) => {
-                            Stats::bump(&self.stats.adopted);
-                            info!(job_id = %e.job, task = ?e.task, previous_owner = ?e.owner, fence = adopted.lease.fence, "adopted a handed-off task");
-                            let me = self.clone();
-                            let acker = acker.clone();
-                            let hard_stop = hard_stop.clone();
-                            tracker.spawn(async move {
-                                me.follow_adopted(adopted, &acker, &hard_stop).await;
-                                drop(permit);
-                            });
-                        }
-                        Ok(None) => debug!(job_id = %e.job, "someone else adopted it first"),
-                        Err(err) => warn!(job_id = %e.job, error = %err, "adoption failed"),
-                    }
+            self.sweep_once(&tracker, &acker, &hard_stop).await;
+            pause = period.mul_f64(rand::rng().random_range(0.5..1.5));
+        }
+    }
+
+    /// One pass over every shard.
+    async fn sweep_once(
+        self: &Arc<Self>,
+        tracker: &TaskTracker,
+        acker: &Acker,
+        hard_stop: &CancellationToken,
+    ) {
+        let skew = self.config.worker.clock_skew_secs * 1000;
+        let recover = self.config.worker.recover_secs * 1000;
+        // One read of the queue's depth a pass: for the backlog gauge, and to tell a lost
+        // message from a waiting one.
+        let backlog = match self.queue.backlog().await {
+            Ok(b) => {
+                self.health.sqs_ok();
+                metrics::gauge!(fm::QUEUE_BACKLOG).set(b as f64);
+                b
+            }
+            Err(e) => {
+                warn!(error = %e, "sweeper could not read the queue's backlog");
+                u64::MAX
+            }
+        };
+        // The longest-waiting unstarted job: each shard lists its due items oldest first.
+        let mut oldest_waiting: Option<u64> = None;
+        let mut read_all = true;
+        let start = rand::rng().random_range(0..LEASE_SHARDS);
+        for i in 0..LEASE_SHARDS {
+            let shard = (start + i) % LEASE_SHARDS;
+            let now = self.clock.now_ms();
+            let expired = match self
+                .ledger
+                .expired_leases(shard, now.saturating_sub(skew), SWEEP_BATCH)
+                .await
+            {
+                Ok(e) => {
+                    self.health.dynamodb_ok();
+                    e
                 }
+                Err(e) => {
+                    warn!(shard, error = %e, "sweeper could not read expired leases");
+                    read_all = false;
+                    continue;
+                }
+            };
+            if let Some(w) = expired
+                .iter()
+                .filter(|e| e.state != JobState::Running)
+                .map(|e| e.lease_until_ms)
+                .min()
+            {
+                oldest_waiting = Some(oldest_waiting.map_or(w, |o| o.min(w)));
+            }
+            for e in expired {
+                if e.state == JobState::Running && e.task.is_some() {
+                    if self.tasks.adoptable() {
+                        self.try_adopt(&e, tracker, acker, hard_stop).await;
+                    }
+                    continue;
+                }
+                let due_before = now.saturating_sub(skew + recover);
+                if e.lease_until_ms >= due_before {
+                    continue;
+                }
+                if backlog > 0 {
+                    continue;
+                }
+                self.try_requeue(&e, now, due_before, recover).await;
+            }
+        }
+        if read_all {
+            let age = oldest_waiting.map_or(0, |t| self.clock.now_ms().saturating_sub(t));
+            metrics::gauge!(fm::OLDEST_WAITING_JOB).set(age as f64 / 1000.0);
+        }
+    }
+
+    async fn try_adopt(
+        self: &Arc<Self>,
+        e: &Expired,
+        tracker: &TaskTracker,
+        acker: &Acker,
+        hard_stop: &CancellationToken,
+    ) {
+        // An adopted task counts against the ECS limit, not the receive slots.
+        let Some(permit) = self.ecs_limit.try_acquire() else {
+            return;
+        };
+        let skew = self.config.worker.clock_skew_secs * 1000;
+        let lease_ms = self.config.worker.lease_secs * 1000;
+        match self
+            .ledger
+            .adopt(e, &self.replica, self.clock.now_ms(), lease_ms, skew)
+            .await
+        {
+            Ok(Some(adopted)) => {
+                self.count(&self.stats.adopted, fm::SWEEPER_ADOPTED);
+                self.history.record(
+                    self.clock.now_ms(),
+                    "adopt",
+                    &e.job.to_string(),
+                    adopted.lease.fence,
+                    json!({"attempt": adopted.lease.attempt}),
+                );
+                info!(job_id = %e.job, task = ?e.task, previous_owner = ?e.owner, fence = adopted.lease.fence, "adopted a handed-off task");
+                let me = self.clone();
+                let acker = acker.clone();
+                let hard_stop = hard_stop.clone();
+                tracker.spawn(async move {
+                    me.follow_adopted(adopted, &acker, &hard_stop).await;
+                    drop(permit);
+                });
+            }
+            Ok(None) => debug!(job_id = %e.job, "someone else adopted it first"),
+            Err(err) => warn!(job_id = %e.job, error = %err, "adoption failed"),
+        }
+    }
+
+    async fn try_requeue(&self, e: &Expired, now: u64, due_before: u64, recover: u64) {
+        let r = match self.ledger.requeue(e, now, due_before, recover).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(err) => {
+                warn!(job_id = %e.job, error = %err, "could not mark a job for re-sending");
+                return;
+            }
+        };
+        let message = JobMessage {
+            version: MESSAGE_VERSION,
+            request_id: r.job.request_id().to_owned(),
+            job_id: r.job.to_string(),
+            job_type: r.job_type.clone(),
+            attempt: r.attempts + 1,
+            payload: serde_json::from_str(&r.payload_json).unwrap_or_default(),
+            routing: r.target.map(|t| fleet_shared::message::RoutingHint {
+                target: Some(t),
+                estimated_secs: None,
+            }),
+            enqueued_at_ms: now,
+            max_attempts: r.max_attempts,
+        };
+        match self.queue.send(&message.to_body(), Duration::ZERO).await {
+            Ok(()) => {
+                self.count(&self.stats.requeued, fm::SWEEPER_REQUEUED);
+                self.history.record(
+                    now,
+                    "requeue",
+                    &message.job_id,
+                    e.fence,
+                    json!({"state": r.state}),
+                );
+                info!(job_id = %message.job_id, state = %r.state, overdue_ms = now.saturating_sub(e.lease_until_ms), "message looked lost; sent the job again");
+            }
+            Err(err) => {
+                warn!(job_id = %message.job_id, error = %err, "re-send failed; the next pass tries again")
             }
         }
     }
@@ -529,11 +702,12 @@ where
             message: None,
             handed_off: AtomicBool::new(true),
             task: std::sync::Mutex::new(Some(adopted.task.clone())),
+            until_ms: AtomicU64::new(adopted.lease.until_ms),
         };
         async {
             let end = tokio::select! {
                 end = self.tasks.wait(&adopted.task) => AttemptEnd::Done(end.outcome.clone(), TaskInfo::from(&end)),
-                () = self.keep_alive(&a) => AttemptEnd::LeaseLost,
+                expired = self.keep_alive(&a) => AttemptEnd::LeaseLost { expired },
                 _ = hard_stop.cancelled() => AttemptEnd::Stopped,
             };
             self.conclude(&a, &route, end, acker).await;
@@ -564,12 +738,22 @@ where
                 return;
             }
             let now = self.clock.now_ms();
-            match self.claim(&msg, &job, now).await {
+            let claim = self.claim(&msg, &job, now).await;
+            if claim.is_ok() {
+                self.health.dynamodb_ok();
+            }
+            match claim {
                 Ok(Claim::Claimed(lease)) => {
-                    Stats::bump(&self.stats.claimed);
+                    self.count(&self.stats.claimed, fm::JOBS_CLAIMED);
+                    if lease.attempt == 1 && msg.enqueued_at_ms > 0 {
+                        metrics::histogram!(fm::QUEUE_WAIT)
+                            .record(now.saturating_sub(msg.enqueued_at_ms) as f64 / 1000.0);
+                    }
+                    self.history.record(now, "claim", &msg.job_id, lease.fence, json!({"attempt": lease.attempt}));
                     let a = Attempt {
                         msg: &msg,
                         body: m.body.clone(),
+                        until_ms: AtomicU64::new(lease.until_ms),
                         lease,
                         message: Some((&m, received_at)),
                         handed_off: AtomicBool::new(false),
@@ -579,12 +763,14 @@ where
                 }
                 Ok(Claim::NotYet { state, until_ms }) => {
                     Stats::bump(&self.stats.deferred);
+                    metrics::counter!(fm::CLAIM_CONFLICTS, "state" => state.as_str()).increment(1);
                     let hide = visibility_secs(until_ms.saturating_sub(now));
                     debug!(%state, hide_secs = hide.as_secs(), "not claimable yet; deferring the message");
                     self.set_visibility(&m.receipt, hide).await;
                 }
                 Ok(Claim::Finished { state, last_error, history }) => {
                     Stats::bump(&self.stats.obsolete);
+                    metrics::counter!(fm::CLAIM_CONFLICTS, "state" => state.as_str()).increment(1);
                     debug!(%state, "job already finished; deleting the message");
                     // A FAILED job's dead-letter record may have been lost to a crash between
                     // the ledger write and the send: send it again (readers de-duplicate by
@@ -603,7 +789,7 @@ where
                     acker.delete(m.receipt);
                 }
                 Err(e) => {
-                    Stats::bump(&self.stats.ledger_errors);
+                    self.count(&self.stats.ledger_errors, fm::LEDGER_ERRORS);
                     warn!(error = %e, "claim failed; the message will come back");
                     self.set_visibility(&m.receipt, Duration::from_secs(5)).await;
                 }
@@ -650,6 +836,36 @@ where
     }
 
     async fn run_attempt(&self, a: &Attempt<'_>, acker: &Acker, hard_stop: &CancellationToken) {
+        // Attempts whose replica died or lost its lease count: a job that keeps killing its
+        // replicas must not run forever. The claim that would start one attempt too many
+        // records the job FAILED instead.
+        let max_attempts = self
+            .config
+            .max_attempts_for(&a.msg.job_type, a.lease.max_attempts.or(a.msg.max_attempts));
+        if a.lease.attempt > max_attempts {
+            let outcome = Outcome::Failed {
+                class: ErrorClass::Transient,
+                message: format!(
+                    "attempts exhausted: not starting attempt {} of at most {max_attempts}; the previous ones did not finish (their replicas stopped or lost their leases)",
+                    a.lease.attempt
+                ),
+            };
+            let route = Route {
+                target: match a.lease.previous.as_ref().map(|p| p.target.as_str()) {
+                    Some("ecs") => Target::Ecs,
+                    _ => Target::Lambda,
+                },
+                reason: "attempts_exhausted".into(),
+            };
+            self.conclude(
+                a,
+                &route,
+                AttemptEnd::Done(outcome, TaskInfo::default()),
+                acker,
+            )
+            .await;
+            return;
+        }
         let event = self.event(a);
         let event_bytes = serde_json::to_vec(&event).map(|v| v.len()).unwrap_or(0);
         let input = RouteInput {
@@ -680,7 +896,7 @@ where
         debug!(attempt = a.lease.attempt, fence = a.lease.fence, target = route.target.as_str(), reason = %route.reason, "dispatching");
         let end = tokio::select! {
             end = self.execute(a, &route, &event, acker) => end,
-            () = self.keep_alive(a) => AttemptEnd::LeaseLost,
+            expired = self.keep_alive(a) => AttemptEnd::LeaseLost { expired },
             _ = hard_stop.cancelled() => AttemptEnd::Stopped,
         };
         self.conclude(a, &route, end, acker).await;
@@ -694,8 +910,23 @@ where
         event: &JobEvent,
         acker: &Acker,
     ) -> AttemptEnd {
+        self.history.record(
+            self.clock.now_ms(),
+            "dispatch",
+            &a.msg.job_id,
+            a.lease.fence,
+            json!({"attempt": a.lease.attempt, "target": route.target.as_str()}),
+        );
+        let target = route.target.as_str();
+        metrics::counter!(fm::JOBS_DISPATCHED, "target" => target).increment(1);
+        let dispatched = || {
+            let waited = self.clock.now_ms().saturating_sub(a.lease.started_ms);
+            metrics::histogram!(fm::DISPATCH_LATENCY, "target" => target)
+                .record(waited as f64 / 1000.0);
+        };
         if route.target != Target::Ecs {
             let permit = self.lambda_limit.acquire().await;
+            dispatched();
             let outcome = self.dispatcher.dispatch(event).await;
             match &outcome {
                 Outcome::Succeeded { .. } => permit.success(),
@@ -717,10 +948,14 @@ where
                 return AttemptEnd::Done(Outcome::Failed { class, message }, TaskInfo::default());
             }
         };
+        dispatched();
         *a.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task.clone());
         match self.ledger.record_task(&a.lease, &task).await {
             Ok(()) => {}
-            Err(LedgerError::Stale { .. }) => return AttemptEnd::LeaseLost,
+            Err(LedgerError::Stale { .. }) => {
+                self.stale(&a.msg.job_id, a.lease.fence, json!({"op": "record_task"}));
+                return AttemptEnd::LeaseLost { expired: false };
+            }
             Err(e) => {
                 warn!(%task, error = %e, "could not record the task; it will not be handed off")
             }
@@ -747,18 +982,27 @@ where
     async fn conclude(&self, a: &Attempt<'_>, route: &Route, end: AttemptEnd, acker: &Acker) {
         match end {
             AttemptEnd::Done(outcome, info) => self.record(a, route, outcome, info, acker).await,
-            AttemptEnd::LeaseLost => {
-                Stats::bump(&self.stats.leases_lost);
+            AttemptEnd::LeaseLost { expired } => {
+                self.count(&self.stats.leases_lost, fm::LEASES_LOST);
                 warn!(
                     fence = a.lease.fence,
+                    expired,
                     "lease lost while the job ran; its result will not be recorded by this replica"
                 );
                 // A local process cannot be followed by anyone else: stop it (this is how a
-                // cancel reaches it). An ECS task is the new owner's to follow.
-                if let Some(task) = a.task()
+                // cancel reaches it). An ECS task is the new owner's (or the adopter's) to
+                // follow.
+                let task = a.task();
+                if let Some(task) = &task
                     && !self.tasks.adoptable()
                 {
-                    self.tasks.stop(&task, "lease lost").await;
+                    self.tasks.stop(task, "lease lost").await;
+                }
+                // A lease that ran out unrenewed may still be ours in the ledger: hand the
+                // job back so it runs again at once (the write is fenced, so a replica that
+                // has taken it over is not disturbed: the refusal is recorded as stale).
+                if expired && !(task.is_some() && self.tasks.adoptable()) {
+                    self.give_back(a).await;
                 }
             }
             AttemptEnd::Stopped => {
@@ -772,34 +1016,62 @@ where
                         .stop(&task, "replica stopped after its drain deadline")
                         .await;
                 }
-                match self.ledger.release(&a.lease).await {
-                    Ok(()) => {
-                        Stats::bump(&self.stats.released);
-                        info!(attempt = a.lease.attempt, "released unfinished job");
-                    }
-                    Err(e) => warn!(error = %e, "release failed; the lease will expire instead"),
-                }
+                self.give_back(a).await;
+            }
+        }
+    }
+
+    /// Releases an unfinished attempt (RETRYING, claimable at once, the attempt not counted)
+    /// and makes its message visible at once. Conditional on the lease: if another replica
+    /// holds the job now, the refusal is recorded as a stale write and nothing changes.
+    async fn give_back(&self, a: &Attempt<'_>) {
+        match self.ledger.release(&a.lease).await {
+            Ok(()) => {
+                self.count(&self.stats.released, fm::JOBS_RELEASED);
+                self.history.record(
+                    self.clock.now_ms(),
+                    "release",
+                    &a.msg.job_id,
+                    a.lease.fence,
+                    json!({}),
+                );
+                info!(attempt = a.lease.attempt, "released unfinished job");
                 if let Some(m) = a.held() {
                     self.set_visibility(&m.receipt, Duration::ZERO).await;
                 }
             }
+            Err(LedgerError::Stale { .. }) => {
+                self.stale(&a.msg.job_id, a.lease.fence, json!({"op": "release"}));
+                info!(fence = a.lease.fence, "the job has a new owner already");
+            }
+            Err(e) => warn!(error = %e, "release failed; the lease will expire instead"),
         }
     }
 
     /// Renews the lease (and, while it is held, the message's visibility) every heartbeat
     /// period; returns only when the lease is lost (refused by the ledger, or not renewed
     /// before it expired).
-    async fn keep_alive(&self, a: &Attempt<'_>) {
+    async fn keep_alive(&self, a: &Attempt<'_>) -> bool {
         let w = &self.config.worker;
         let mut until = a.lease.until_ms;
         loop {
             tokio::time::sleep(w.heartbeat()).await;
             let next = self.clock.now_ms() + w.lease_secs * 1000;
             match self.ledger.heartbeat(&a.lease, next).await {
-                Ok(()) => until = next,
-                Err(LedgerError::Stale { .. }) => return,
+                Ok(()) => {
+                    until = next;
+                    a.until_ms.store(next, Ordering::Relaxed);
+                }
+                Err(LedgerError::Stale { .. }) => {
+                    self.stale(
+                        &a.lease.job.to_string(),
+                        a.lease.fence,
+                        json!({"op": "heartbeat"}),
+                    );
+                    return false;
+                }
                 Err(e) => {
-                    Stats::bump(&self.stats.ledger_errors);
+                    self.count(&self.stats.ledger_errors, fm::LEDGER_ERRORS);
                     warn!(error = %e, "heartbeat failed; will try again");
                 }
             }
@@ -809,7 +1081,14 @@ where
                 warn!(error = %e, "could not extend the message's visibility");
             }
             if self.clock.now_ms() >= until {
-                return;
+                self.history.record(
+                    self.clock.now_ms(),
+                    "lease_expired",
+                    &a.msg.job_id,
+                    a.lease.fence,
+                    json!({}),
+                );
+                return true;
             }
         }
     }
@@ -832,6 +1111,24 @@ where
         info: TaskInfo,
         acker: &Acker,
     ) {
+        // A lease that could not be renewed in time is not ours any more, even if nobody has
+        // taken it yet: the result is not written (the job will run again).
+        if self.clock.now_ms() >= a.until_ms.load(Ordering::Relaxed) {
+            self.count(&self.stats.leases_lost, fm::LEASES_LOST);
+            self.history.record(
+                self.clock.now_ms(),
+                "lease_expired",
+                &a.msg.job_id,
+                a.lease.fence,
+                json!({}),
+            );
+            warn!(
+                fence = a.lease.fence,
+                "the lease expired before the attempt ended; not recording its outcome"
+            );
+            self.give_back(a).await;
+            return;
+        }
         let max_attempts = self
             .config
             .max_attempts_for(&a.msg.job_type, a.lease.max_attempts.or(a.msg.max_attempts));
@@ -849,6 +1146,9 @@ where
             stopped_reason: info.stopped_reason,
         };
         let took = ended.saturating_sub(a.lease.started_ms);
+        let target = route.target.as_str();
+        metrics::histogram!(fm::JOB_DURATION, "target" => target, "job_type" => a.msg.job_type.clone())
+            .record(took as f64 / 1000.0);
         let (class, message) = match outcome {
             Outcome::Succeeded { result } => {
                 let result = (result.len() <= self.config.limits.max_result_bytes)
@@ -859,6 +1159,8 @@ where
                     .is_some()
                 {
                     Stats::bump(&self.stats.succeeded);
+                    metrics::counter!(fm::JOBS_COMPLETED, "target" => target, "outcome" => "succeeded")
+                        .increment(1);
                     self.learner.observe(&a.msg.job_type, took);
                     debug!(duration_ms = took, "succeeded");
                     if let Some(m) = a.held() {
@@ -878,6 +1180,7 @@ where
         let retry = match class {
             ErrorClass::Throttled => {
                 Stats::bump(&self.stats.throttled);
+                metrics::counter!(fm::THROTTLES, "target" => target).increment(1);
                 Some((self.retry.delay(receive_count, &mut rand::rng()), true))
             }
             ErrorClass::Permanent => None,
@@ -897,6 +1200,8 @@ where
                 };
                 if self.write_finish(&a.lease, &finish, &rec).await.is_some() {
                     Stats::bump(&self.stats.retried);
+                    metrics::counter!(fm::RETRIES, "target" => target, "error_class" => class.as_str())
+                        .increment(1);
                     info!(attempt = a.lease.attempt, max_attempts, %class, error = %message, refund, retry_in_ms = delay.as_millis() as u64, "attempt failed; will retry");
                     match a.message {
                         Some((m, received_at)) if !a.handed_off.load(Ordering::Relaxed) => {
@@ -925,6 +1230,8 @@ where
                     .await
                 {
                     Stats::bump(&self.stats.failed);
+                    metrics::counter!(fm::JOBS_COMPLETED, "target" => target, "outcome" => "failed")
+                        .increment(1);
                     warn!(attempt = a.lease.attempt, max_attempts, %class, error = %message, "job failed");
                     let record =
                         self.failure_record(Some(a.msg), class.as_str(), &message, &history);
@@ -955,14 +1262,33 @@ where
             .build();
         loop {
             match self.ledger.finish(lease, finish, rec).await {
-                Ok(history) => return Some(history),
+                Ok(history) => {
+                    let event = if finish.state().is_terminal() {
+                        "terminal"
+                    } else {
+                        "retry"
+                    };
+                    self.history.record(
+                        self.clock.now_ms(),
+                        event,
+                        &lease.job.to_string(),
+                        lease.fence,
+                        json!({"state": finish.state()}),
+                    );
+                    return Some(history);
+                }
                 Err(LedgerError::Stale { .. }) => {
-                    Stats::bump(&self.stats.leases_lost);
+                    self.stale(
+                        &lease.job.to_string(),
+                        lease.fence,
+                        json!({"op": "finish", "state": finish.state()}),
+                    );
+                    self.count(&self.stats.leases_lost, fm::LEASES_LOST);
                     warn!(fence = lease.fence, state = %finish.state(), "ledger refused the outcome: the lease was lost");
                     return None;
                 }
                 Err(e) => {
-                    Stats::bump(&self.stats.ledger_errors);
+                    self.count(&self.stats.ledger_errors, fm::LEDGER_ERRORS);
                     match delays.next() {
                         Some(d) => {
                             warn!(error = %e, "outcome write failed; retrying");
@@ -1015,6 +1341,8 @@ where
         {
             Ok(()) => {
                 Stats::bump(&self.stats.dead_lettered);
+                metrics::counter!(fm::DEAD_LETTERED, "error_class" => record.error_class.clone())
+                    .increment(1);
                 true
             }
             Err(e) => {

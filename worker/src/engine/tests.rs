@@ -767,3 +767,85 @@ async fn a_failed_task_is_retried_with_a_new_message() {
     );
     rig.stop().await;
 }
+
+/// Two replicas with quick sweeps, for the sweeper's tests.
+fn sweeping_config() -> Config {
+    let mut c = config();
+    c.worker.sweep_secs = 1;
+    c.worker.recover_secs = 5;
+    c
+}
+
+/// Claims `job` for a replica that then vanishes (no message, no task).
+async fn ghost_claim(rig: &Rig, job: &str, lease_ms: u64) {
+    let id = JobId::parse(job).unwrap();
+    let claim = rig
+        .ledger
+        .claim(&ClaimRequest {
+            job: &id,
+            job_type: "test",
+            payload_json: "{}",
+            max_attempts: None,
+            owner: "ghost",
+            now_ms: rig.clock.now_ms(),
+            lease_ms,
+            skew_ms: 1000,
+            enqueued_at_ms: 0,
+        })
+        .await
+        .unwrap();
+    assert!(matches!(claim, Claim::Claimed(_)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expired_lease_is_taken_over_once_and_a_live_one_never() {
+    let a = start(sweeping_config());
+    let b = start_with(sweeping_config(), Some(&a));
+    // A replica died holding r:0 (lease 3 s) and its message is gone; r:1's owner is alive.
+    ghost_claim(&a, "r:0", 3_000).await;
+    ghost_claim(&a, "r:1", 3_600_000).await;
+    until("r:0 recovered", || {
+        a.state("r:0") == Some(JobState::Succeeded)
+    })
+    .await;
+    // Let many more sweeps pass.
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    let runs = a.job.calls_for("r:0").len() + b.job.calls_for("r:0").len();
+    assert_eq!(runs, 1, "run once after the takeover");
+    let j = a.ledger.get("r:0").unwrap();
+    assert_eq!((j.fence, j.attempts), (2, 2));
+    let live = a.ledger.get("r:1").unwrap();
+    assert_eq!(
+        (live.state, live.owner.as_deref(), live.fence),
+        (JobState::Running, Some("ghost"), 1)
+    );
+    assert!(a.job.calls_for("r:1").is_empty() && b.job.calls_for("r:1").is_empty());
+    let b_report = b.stop().await;
+    let a_report = a.stop().await;
+    assert_eq!(
+        a_report.requeued + b_report.requeued,
+        1,
+        "one sweeper won the re-send"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pending_job_whose_message_is_lost_is_sent_again_once_the_backlog_drains() {
+    let rig = start(sweeping_config());
+    let lost = JobId::parse("r:5").unwrap();
+    rig.ledger
+        .insert_pending(&lost, "test", "{}", rig.clock.now_ms());
+    // A message still waits in the queue (delayed a minute): nothing counts as lost yet.
+    rig.queue
+        .push_delayed(body("r", 6, json!({})), Duration::from_secs(60));
+    tokio::time::sleep(Duration::from_secs(50)).await;
+    assert_eq!(rig.state("r:5"), Some(JobState::Pending));
+    assert_eq!(rig.engine.stats().requeued, 0);
+    until("both done", || {
+        rig.state("r:5") == Some(JobState::Succeeded)
+            && rig.state("r:6") == Some(JobState::Succeeded)
+    })
+    .await;
+    assert_eq!(rig.job.calls_for("r:5").len(), 1);
+    assert_eq!(rig.stop().await.requeued, 1);
+}
