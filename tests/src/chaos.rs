@@ -4,7 +4,6 @@
 //! are deleted behind the system's back and some are sent twice. Then the checker counts
 //! what must never happen. `fleet-chaos` is the command; the CI test calls [`run`].
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -14,7 +13,7 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::checker::{self, Figures, Final};
+use crate::checker::{self, Figures};
 use crate::{Proc, Stack, TestJob, bin};
 
 #[derive(Debug, Clone)]
@@ -351,31 +350,9 @@ pub async fn run(opts: &Options) -> Outcome {
         }
     }
     let history = checker::read_history(&stack.dir.path().join("history"));
-    let finals: HashMap<String, Final> = stack
-        .table_items()
+    let (_, finals) = checker::ledger_finals(&stack.ledger(), "chaos")
         .await
-        .into_iter()
-        .filter(|i| {
-            i.get("kind")
-                .and_then(|v| v.as_s().ok())
-                .is_some_and(|k| k == "job")
-        })
-        .filter_map(|i| {
-            let get_n = |k: &str| {
-                i.get(k)
-                    .and_then(|v| v.as_n().ok())
-                    .and_then(|n| n.parse::<u64>().ok())
-            };
-            Some((
-                i.get("job_id")?.as_s().ok()?.clone(),
-                Final {
-                    state: i.get("state")?.as_s().ok()?.clone(),
-                    fence: get_n("fence")?,
-                    attempts: get_n("attempts")? as u32,
-                },
-            ))
-        })
-        .collect();
+        .expect("read the ledger");
     let f: Figures = checker::check(&submitted, &history, &job.executions(), &finals, 5);
     let kills = sigkills + scale_ins + pauses;
     let bound = kills * opts.concurrency + duplicated + deleted;

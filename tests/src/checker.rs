@@ -53,12 +53,34 @@ pub fn read_history(dir: &Path) -> Vec<Event> {
     events
 }
 
-/// A job's final state in the ledger.
+/// A job's final state in the ledger: its state, and the fence of its last recorded attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Final {
     pub state: String,
     pub fence: u64,
-    pub attempts: u32,
+}
+
+/// The jobs a request submitted, and how the ledger ended for each.
+pub async fn ledger_finals(
+    ledger: &fleet_shared::ledger::dynamo::DynamoLedger,
+    request_id: &str,
+) -> Result<(Vec<String>, HashMap<String, Final>), fleet_shared::ledger::LedgerError> {
+    let jobs = ledger.jobs(request_id).await?;
+    let submitted = match ledger.get_request(request_id).await? {
+        Some(r) => (0..r.total).map(|i| format!("{request_id}:{i}")).collect(),
+        None => jobs.iter().map(|j| j.job_id.clone()).collect(),
+    };
+    let finals = jobs
+        .iter()
+        .map(|j| {
+            let fin = Final {
+                state: j.state.to_string(),
+                fence: j.history.last().map_or(0, |h| h.fence),
+            };
+            (j.job_id.clone(), fin)
+        })
+        .collect();
+    Ok((submitted, finals))
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -161,11 +183,10 @@ mod tests {
         }
     }
 
-    fn fin(state: &str, fence: u64, attempts: u32) -> Final {
+    fn fin(state: &str, fence: u64) -> Final {
         Final {
             state: state.into(),
             fence,
-            attempts,
         }
     }
 
@@ -189,10 +210,10 @@ mod tests {
             exec("c", 6), // c: an attempt above the limit of 5
         ];
         let finals = HashMap::from([
-            ("a".to_string(), fin("SUCCEEDED", 1, 1)),
-            ("b".to_string(), fin("SUCCEEDED", 2, 2)),
-            ("c".to_string(), fin("SUCCEEDED", 2, 9)),
-            ("d".to_string(), fin("RUNNING", 1, 1)),
+            ("a".to_string(), fin("SUCCEEDED", 1)),
+            ("b".to_string(), fin("SUCCEEDED", 2)),
+            ("c".to_string(), fin("SUCCEEDED", 2)),
+            ("d".to_string(), fin("RUNNING", 1)),
         ]);
         let f = check(&submitted, &history, &execs, &finals, 5);
         assert_eq!(

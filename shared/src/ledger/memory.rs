@@ -37,11 +37,19 @@ pub struct MemJob {
 pub struct MemoryLedger {
     jobs: Mutex<HashMap<String, MemJob>>,
     durations: Mutex<HashMap<String, Vec<u64>>>,
+    /// While set, heartbeats fail as an unreachable table would (tests of lease expiry).
+    failing_heartbeats: std::sync::atomic::AtomicBool,
 }
 
 impl MemoryLedger {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Makes heartbeats fail (or succeed again) as if the table could not be reached.
+    pub fn fail_heartbeats(&self, fail: bool) {
+        self.failing_heartbeats
+            .store(fail, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Writes a PENDING job as the producer would (due since `now_ms`).
@@ -187,6 +195,15 @@ impl Ledger for MemoryLedger {
     }
 
     async fn heartbeat(&self, lease: &Lease, until_ms: u64) -> Result<(), LedgerError> {
+        if self
+            .failing_heartbeats
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Err(LedgerError::Aws {
+                op: "UpdateItem",
+                message: "unreachable (test)".into(),
+            });
+        }
         self.owned(lease, |j| j.lease_until_ms = Some(until_ms))
     }
 

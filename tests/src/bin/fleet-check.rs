@@ -4,14 +4,13 @@
 //! the figures as one JSON object; exits 1 when a job was lost, recorded twice, overwritten
 //! by a stale fence or over its attempt limit.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 use fleet_shared::config::Config;
 use fleet_shared::ledger::dynamo::DynamoLedger;
-use fleet_tests::checker::{self, Final};
+use fleet_tests::checker;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -38,27 +37,7 @@ fn main() -> ExitCode {
         let config = Config::load(None)?;
         let sdk = fleet_shared::aws::sdk_config().await;
         let ledger = DynamoLedger::new(fleet_shared::aws::dynamodb(&sdk), &config.ledger.table);
-        let jobs = ledger.jobs(&cli.request).await?;
-        let submitted: Vec<String> = match ledger.get_request(&cli.request).await? {
-            Some(r) => (0..r.total)
-                .map(|i| format!("{}:{i}", cli.request))
-                .collect(),
-            None => jobs.iter().map(|j| j.job_id.clone()).collect(),
-        };
-        let finals: HashMap<String, Final> = jobs
-            .iter()
-            .map(|j| {
-                let fence = j.history.last().map_or(0, |h| h.fence);
-                (
-                    j.job_id.clone(),
-                    Final {
-                        state: j.state.to_string(),
-                        fence,
-                        attempts: j.attempts,
-                    },
-                )
-            })
-            .collect();
+        let (submitted, finals) = checker::ledger_finals(&ledger, &cli.request).await?;
         let figures = checker::check(
             &submitted,
             &checker::read_history(&cli.history),

@@ -849,3 +849,54 @@ async fn a_pending_job_whose_message_is_lost_is_sent_again_once_the_backlog_drai
     assert_eq!(rig.job.calls_for("r:5").len(), 1);
     assert_eq!(rig.stop().await.requeued, 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_that_runs_out_unrenewed_is_handed_back_and_runs_again() {
+    let rig = start(config());
+    rig.ledger.fail_heartbeats(true);
+    rig.queue.push(body("r", 0, json!({"sleep_ms": 20_000})));
+    // No heartbeat lands: the 3 s lease runs out, the replica gives the job up and releases
+    // it (nobody else holds it, so the fenced release is accepted).
+    until("released", || rig.engine.stats().released == 1).await;
+    assert_eq!(rig.engine.stats().leases_lost, 1);
+    rig.ledger.fail_heartbeats(false);
+    until("succeeded", || {
+        rig.state("r:0") == Some(JobState::Succeeded)
+    })
+    .await;
+    // Claimed again at once (fence 2); the cut-short attempt was not counted.
+    let j = rig.ledger.get("r:0").unwrap();
+    assert_eq!((j.fence, j.attempts), (2, 1));
+    assert_eq!(rig.job.calls_for("r:0").len(), 2);
+    let report = rig.stop().await;
+    assert_eq!(report.succeeded, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_claim_past_the_attempt_limit_fails_the_job_without_running_it() {
+    let mut c = config();
+    c.worker.max_attempts = 2;
+    let rig = start(c);
+    // Two attempts whose replicas died (leases of 1 s, never renewed).
+    ghost_claim(&rig, "r:0", 1_000).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    ghost_claim(&rig, "r:0", 1_000).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    rig.queue.push(body("r", 0, json!({})));
+    until("failed", || rig.state("r:0") == Some(JobState::Failed)).await;
+    until("queue empty", || rig.queue.is_empty()).await;
+    assert!(
+        rig.job.calls_for("r:0").is_empty(),
+        "attempt 3 never started"
+    );
+    let j = rig.ledger.get("r:0").unwrap();
+    assert!(
+        j.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("attempts exhausted")),
+        "{:?}",
+        j.last_error
+    );
+    assert_eq!(rig.dead.dead_letters().len(), 1);
+    rig.stop().await;
+}
