@@ -55,6 +55,7 @@ stack_start() {
       cat >"$dir/stack.env" <<ENV
 export AWS_ENDPOINT_URL=http://127.0.0.1:$port
 export AWS_REGION=us-east-1
+export AWS_DEFAULT_REGION=us-east-1
 export AWS_ACCESS_KEY_ID=local
 export AWS_SECRET_ACCESS_KEY=local
 ENV

@@ -19,6 +19,8 @@ use fleet_shared::queue::sqs::SqsQueue;
 use fleet_shared::state::JobState;
 use serde::Serialize;
 
+use fleet_shared::s3::S3Uri;
+use request::{JobsPlan, SourceObject};
 pub use request::{RequestError, RequestFile, ValidRequest};
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +33,14 @@ pub enum ProducerError {
     Conflict { request_id: String },
     #[error("no request {0}")]
     NotFound(String),
+    #[error(
+        "request {request_id} is not finished ({finished}/{total} jobs); its payloads are still needed (--force deletes them anyway)"
+    )]
+    NotDone {
+        request_id: String,
+        finished: u32,
+        total: u32,
+    },
     #[error(transparent)]
     Ledger(#[from] LedgerError),
     #[error(transparent)]
@@ -39,6 +49,9 @@ pub enum ProducerError {
     NoDeadLetterQueue,
     #[error("{0}")]
     Ecs(String),
+    /// S3 failed (listing a source, writing or deleting claim-check payloads).
+    #[error("{0}")]
+    Storage(String),
 }
 
 /// What `submit` did.
@@ -104,8 +117,12 @@ pub struct Producer {
     ledger: DynamoLedger,
     queue: SqsQueue,
     dead_letters: Option<SqsQueue>,
+    s3: Option<aws_sdk_s3::Client>,
     config: Arc<Config>,
 }
+
+/// Most objects one source prefix may hold.
+pub const MAX_SOURCE_OBJECTS: usize = 2_000_000;
 
 /// What `cancel` did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -125,8 +142,90 @@ impl Producer {
             ledger,
             queue,
             dead_letters: None,
+            s3: None,
             config,
         }
+    }
+
+    /// Adds S3, for `source` requests and the claim-check.
+    pub fn with_s3(mut self, s3: aws_sdk_s3::Client) -> Self {
+        self.s3 = Some(s3);
+        self
+    }
+
+    fn s3(&self) -> Result<&aws_sdk_s3::Client, ProducerError> {
+        self.s3
+            .as_ref()
+            .ok_or_else(|| ProducerError::Storage("no S3 client".into()))
+    }
+
+    /// The objects under a source prefix, in key order (folder markers left out).
+    async fn list_source(&self, prefix: &S3Uri) -> Result<Vec<SourceObject>, ProducerError> {
+        use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Error;
+        let s3 = self.s3()?;
+        let mut pages = s3
+            .list_objects_v2()
+            .bucket(&prefix.bucket)
+            .prefix(&prefix.key)
+            .into_paginator()
+            .send();
+        let mut objects = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| match e.as_service_error() {
+                Some(ListObjectsV2Error::NoSuchBucket(_)) => {
+                    ProducerError::Invalid(RequestError::Field {
+                        field: "source.s3_prefix".into(),
+                        reason: format!("no bucket {:?}", prefix.bucket),
+                    })
+                }
+                _ => ProducerError::Storage(format!(
+                    "listing {prefix}: {}",
+                    aws_sdk_s3::error::DisplayErrorContext(e)
+                )),
+            })?;
+            for o in page.contents() {
+                let Some(key) = o.key() else { continue };
+                if key.ends_with('/') && o.size().unwrap_or(0) == 0 {
+                    continue;
+                }
+                objects.push(SourceObject {
+                    key: key.to_owned(),
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                    etag: o.e_tag().unwrap_or("").trim_matches('"').to_owned(),
+                });
+            }
+            if objects.len() > MAX_SOURCE_OBJECTS {
+                return Err(ProducerError::Invalid(RequestError::Field {
+                    field: "source.s3_prefix".into(),
+                    reason: format!("more than {MAX_SOURCE_OBJECTS} objects under {prefix}"),
+                }));
+            }
+        }
+        Ok(objects)
+    }
+
+    /// Deletes the claim-check payloads of a finished request (all its jobs terminal), or of
+    /// any request with `force`. The number of objects deleted.
+    pub async fn cleanup(&self, request_id: &str, force: bool) -> Result<u64, ProducerError> {
+        let Some(prefix) = self.config.claim_check.location() else {
+            return Err(ProducerError::Storage(
+                "no claim_check.prefix is configured".into(),
+            ));
+        };
+        if !force {
+            let status = self.status(request_id).await?;
+            if !status.done {
+                return Err(ProducerError::NotDone {
+                    request_id: request_id.to_owned(),
+                    finished: status.finished(),
+                    total: status.total,
+                });
+            }
+        }
+        let under = fleet_shared::claim_check::request_prefix(&prefix, request_id);
+        fleet_shared::claim_check::delete_prefix(self.s3()?, &under)
+            .await
+            .map_err(ProducerError::Storage)
     }
 
     /// Adds the dead-letter queue, for `dlq` commands.
@@ -162,20 +261,24 @@ impl Producer {
         }
         let now = fleet_shared::time::now_ms();
         let ledger = &self.ledger;
-        let cancelled: Vec<bool> = futures::stream::iter(
-            jobs.iter()
-                .filter(|j| matches!(j.state, JobState::Pending | JobState::Retrying)),
-        )
-        .map(|j| async move {
-            let id = JobId::new(request_id, j.index).map_err(|e| LedgerError::Malformed {
-                key: request_id.to_owned(),
-                message: e.to_string(),
-            })?;
-            ledger.cancel(&id, now).await
-        })
-        .buffer_unordered(16)
-        .try_collect()
-        .await?;
+        // The futures are built first and then run 16 at a time: a stream closure over
+        // borrowed items would make this future impossible to prove `Send`
+        // (rust-lang/rust#102211), and the HTTP API runs it on a multi-threaded server.
+        let cancels: Vec<_> = jobs
+            .iter()
+            .filter(|j| matches!(j.state, JobState::Pending | JobState::Retrying))
+            .map(|j| async move {
+                let id = JobId::new(request_id, j.index).map_err(|e| LedgerError::Malformed {
+                    key: request_id.to_owned(),
+                    message: e.to_string(),
+                })?;
+                ledger.cancel(&id, now).await
+            })
+            .collect();
+        let cancelled: Vec<bool> = futures::stream::iter(cancels)
+            .buffer_unordered(16)
+            .try_collect()
+            .await?;
         let mut stopped = 0;
         let mut cancelled = cancelled.iter().filter(|c| **c).count() as u32;
         if let Some(ecs) = stop_running {
@@ -245,6 +348,25 @@ impl Producer {
                     (false, missing, pending)
                 }
             };
+        // Payloads kept in S3 go first: a job item never points at a missing object. The keys
+        // are the jobs', so writing them again (a re-submission) puts the same bytes back.
+        let uploads: Vec<_> = req
+            .uploads
+            .iter()
+            .filter(|(i, _, _)| missing.binary_search(&(*i as usize)).is_ok())
+            .collect();
+        if !uploads.is_empty() {
+            let s3 = self.s3()?;
+            let puts: Vec<_> = uploads
+                .into_iter()
+                .map(|(_, uri, body)| fleet_shared::claim_check::put(s3, uri, body.clone()))
+                .collect();
+            futures::stream::iter(puts)
+                .buffer_unordered(16)
+                .try_collect::<Vec<()>>()
+                .await
+                .map_err(ProducerError::Storage)?;
+        }
         let new_jobs: Vec<_> = missing.iter().map(|&i| req.jobs[i].clone()).collect();
         self.ledger.put_new_jobs(&new_jobs).await?;
         let to_send: Vec<String> = (0..req.bodies.len())
@@ -268,6 +390,39 @@ impl Producer {
             written: new_jobs.len() as u32,
             sent: to_send.len() as u32,
         })
+    }
+
+    /// Checks a parsed request completely (expanding an S3 prefix or a range into its jobs)
+    /// without writing anything.
+    pub async fn prepare(&self, file: RequestFile) -> Result<ValidRequest, ProducerError> {
+        let payloads = match request::plan(&file)? {
+            JobsPlan::Ready(payloads) => payloads,
+            JobsPlan::List(prefix, spec) => {
+                let objects = self.list_source(&prefix).await?;
+                request::group_objects(&prefix, &spec, file.params.as_ref(), &objects)
+            }
+        };
+        let claim_check = self
+            .config
+            .claim_check
+            .location()
+            .map(|prefix| request::ClaimCheck {
+                prefix,
+                inline_max_bytes: self.config.claim_check.inline_max_bytes,
+            });
+        Ok(request::build(
+            file,
+            payloads,
+            self.config.limits.max_message_bytes,
+            claim_check.as_ref(),
+            fleet_shared::time::now_ms(),
+        )?)
+    }
+
+    /// [`Producer::prepare`], then [`Producer::submit`]: what `submit` and the HTTP API do.
+    pub async fn submit_file(&self, file: RequestFile) -> Result<SubmitReport, ProducerError> {
+        let valid = self.prepare(file).await?;
+        self.submit(&valid).await
     }
 
     /// Counts of a request's jobs per state.

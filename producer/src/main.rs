@@ -1,5 +1,7 @@
 //! `fleet-producer`: submit requests and follow them.
 
+mod api;
+
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -75,9 +77,29 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Delete a finished request's payloads kept in S3 (claim_check.prefix). An S3 lifecycle
+    /// rule on the prefix does the same for requests nobody cleans up.
+    Cleanup {
+        request_id: String,
+        /// Delete even if the request still has unfinished jobs (they then fail to read their
+        /// payloads).
+        #[arg(long)]
+        force: bool,
+    },
     /// Inspect and replay the dead-letter queue.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Serve the HTTP API (submit, status, cancel, failures; see producer/openapi.json) with
+    /// /metrics, /healthz and /readyz, until SIGTERM or SIGINT.
+    Serve {
+        /// Address to listen on; port 0 picks a free port. The bound address is printed on
+        /// stdout as `listening on ADDR`.
+        #[arg(long, env = "FLEET_API_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Largest request body accepted, in bytes; larger ones get 413.
+        #[arg(long, env = "FLEET_API_MAX_BODY_BYTES", default_value_t = api::DEFAULT_MAX_BODY_BYTES)]
+        max_body_bytes: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -134,7 +156,7 @@ async fn producer(config: &Arc<Config>, with_dead_letters: bool) -> anyhow::Resu
     let sqs = fleet_shared::aws::sqs(&sdk);
     let queue = SqsQueue::resolve(sqs.clone(), &config.queue.jobs).await?;
     let ledger = DynamoLedger::new(fleet_shared::aws::dynamodb(&sdk), &config.ledger.table);
-    let p = Producer::new(ledger, queue, config.clone());
+    let p = Producer::new(ledger, queue, config.clone()).with_s3(fleet_shared::aws::s3(&sdk));
     Ok(if with_dead_letters {
         p.with_dead_letters(SqsQueue::resolve(sqs, &config.queue.dead_letter).await?)
     } else {
@@ -145,6 +167,10 @@ async fn producer(config: &Arc<Config>, with_dead_letters: bool) -> anyhow::Resu
 async fn real_main(cli: Cli) -> anyhow::Result<()> {
     let config = Arc::new(Config::load(cli.config.as_deref())?);
     match cli.command {
+        Command::Serve {
+            listen,
+            max_body_bytes,
+        } => serve(&config, listen, max_body_bytes).await?,
         Command::Submit { file, json } => {
             let text = if file.as_os_str() == "-" {
                 let mut s = String::new();
@@ -156,17 +182,17 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                 std::fs::read_to_string(&file)
                     .with_context(|| format!("reading {}", file.display()))?
             };
-            // Everything is checked before any AWS call.
-            let valid = request::parse(&text)
-                .and_then(|f| {
-                    request::validate(
-                        f,
-                        config.limits.max_message_bytes,
-                        fleet_shared::time::now_ms(),
-                    )
-                })
+            // Everything that needs no AWS call is checked before any; a source prefix is
+            // listed; nothing is written unless every job passed.
+            let file_request = request::parse(&text)
+                .and_then(|f| request::plan(&f).map(|_| f))
                 .with_context(|| format!("invalid request file {}", file.display()))?;
-            let report = producer(&config, false).await?.submit(&valid).await?;
+            let p = producer(&config, false).await?;
+            let valid = p
+                .prepare(file_request)
+                .await
+                .with_context(|| format!("invalid request file {}", file.display()))?;
+            let report = p.submit(&valid).await?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
@@ -249,6 +275,13 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                 );
             }
         }
+        Command::Cleanup { request_id, force } => {
+            let deleted = producer(&config, false)
+                .await?
+                .cleanup(&request_id, force)
+                .await?;
+            println!("request {request_id}: {deleted} payload object(s) deleted");
+        }
         Command::Dlq(DlqCommand::List { request_id, json }) => {
             let list = producer(&config, true)
                 .await?
@@ -304,6 +337,65 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `serve`: the HTTP API with the metrics endpoints on one port, until SIGTERM or SIGINT
+/// (requests in progress finish).
+async fn serve(
+    config: &Arc<Config>,
+    listen: std::net::SocketAddr,
+    max_body_bytes: usize,
+) -> anyhow::Result<()> {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    let metrics = fleet_shared::metrics::install(stop.clone())?;
+    let health =
+        fleet_shared::metrics::Health::new(Duration::from_secs(config.metrics.ready_window_secs));
+    let sdk = fleet_shared::aws::sdk_config().await;
+    let api = Arc::new(api::Api::new(
+        producer(config, false).await?,
+        health.clone(),
+        metrics,
+        aws_sdk_ecs::Client::new(&sdk),
+        max_body_bytes,
+    ));
+    // Probes often enough that an idle API stays ready within the window.
+    let every = Duration::from_secs((config.metrics.ready_window_secs / 4).clamp(1, 30));
+    tokio::spawn(api::keep_ready(
+        api.clone(),
+        fleet_shared::aws::sqs(&sdk),
+        config.queue.jobs.clone(),
+        every,
+        stop.clone(),
+    ));
+    let signalled = shutdown_signal()?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    println!("listening on {}", listener.local_addr()?);
+    axum::serve(listener, api::router(api))
+        .with_graceful_shutdown(async move {
+            signalled.await;
+            health.set_draining();
+            tracing::info!("shutting down: finishing the requests in progress");
+        })
+        .await
+        .context("the HTTP API stopped")?;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT; the handlers are installed at once (so a signal that comes
+/// before the server runs is not lost to the default action).
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }
 
 fn print_status(s: &Status) {

@@ -32,6 +32,7 @@ pub struct Config {
     pub ecs: EcsConfig,
     pub routing: RoutingConfig,
     pub metrics: MetricsConfig,
+    pub claim_check: ClaimCheckConfig,
     /// Settings per job type, keyed by the job type's name.
     pub job_types: BTreeMap<String, JobTypeConfig>,
 }
@@ -120,6 +121,10 @@ pub struct RoutingConfig {
     pub lambda_max_secs: f64,
     /// Events larger than this go to ECS (Lambda's synchronous payload limit is 6 MB).
     pub lambda_max_payload_bytes: usize,
+    /// Jobs split from an S3 prefix whose objects add up to more than this many bytes go to
+    /// ECS (the payload's `source.bytes`); unset, the input's size does not route. Env
+    /// `FLEET_ROUTING_LAMBDA_MAX_INPUT_BYTES`.
+    pub lambda_max_input_bytes: Option<u64>,
     /// Route job types by their recorded durations.
     pub learned: bool,
     /// A job type moves to ECS when the p95 of its recent durations reaches this share of
@@ -141,6 +146,7 @@ impl Default for RoutingConfig {
         Self {
             lambda_max_secs: 600.0,
             lambda_max_payload_bytes: 6 * 1024 * 1024 - 64 * 1024,
+            lambda_max_input_bytes: None,
             learned: true,
             learn_to_ecs: 0.8,
             learn_to_lambda: 0.5,
@@ -324,6 +330,39 @@ impl WorkerConfig {
             Some(s) => Duration::from_secs(s),
             None => Duration::from_millis(self.lease_secs * 1000 / 3),
         }
+    }
+}
+
+/// Where payloads too large to travel inline go (the claim-check pattern): the producer writes
+/// them to S3 and the message, the ledger and the event carry a reference; the job runtime
+/// reads the payload back before the job code sees it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClaimCheckConfig {
+    /// `s3://bucket/prefix/`; off when unset (large payloads then travel inline up to the
+    /// message and ledger limits). Env `FLEET_CLAIM_CHECK_PREFIX`.
+    pub prefix: Option<String>,
+    /// Payloads whose JSON is larger than this go to S3. The default keeps ledger items small:
+    /// DynamoDB bills every update by the item's size (1 KB units), and a job's item is
+    /// updated at least three times per attempt. Env `FLEET_CLAIM_CHECK_INLINE_MAX_BYTES`.
+    pub inline_max_bytes: usize,
+}
+
+impl Default for ClaimCheckConfig {
+    fn default() -> Self {
+        Self {
+            prefix: None,
+            inline_max_bytes: 32 * 1024,
+        }
+    }
+}
+
+impl ClaimCheckConfig {
+    /// The parsed prefix, when one is configured (validated by [`Config::validate`]).
+    pub fn location(&self) -> Option<crate::s3::S3Uri> {
+        self.prefix
+            .as_deref()
+            .and_then(|p| crate::s3::S3Uri::parse(p).ok())
     }
 }
 
@@ -522,6 +561,26 @@ const ENV_OVERRIDES: &[(&str, &str, Setter)] = &[
             Ok(())
         },
     ),
+    (
+        "FLEET_ROUTING_LAMBDA_MAX_INPUT_BYTES",
+        "routing.lambda_max_input_bytes",
+        |c, v| {
+            c.routing.lambda_max_input_bytes = Some(num(v)?);
+            Ok(())
+        },
+    ),
+    ("FLEET_CLAIM_CHECK_PREFIX", "claim_check.prefix", |c, v| {
+        c.claim_check.prefix = Some(v.into());
+        Ok(())
+    }),
+    (
+        "FLEET_CLAIM_CHECK_INLINE_MAX_BYTES",
+        "claim_check.inline_max_bytes",
+        |c, v| {
+            c.claim_check.inline_max_bytes = num(v)?;
+            Ok(())
+        },
+    ),
     ("FLEET_ROUTING_LEARN_SECS", "routing.learn_secs", |c, v| {
         c.routing.learn_secs = num(v)?;
         Ok(())
@@ -692,6 +751,15 @@ impl Config {
         }
         if let Some(f) = &self.lambda.function {
             check_function("lambda.function", f)?;
+        }
+        if let Some(p) = &self.claim_check.prefix {
+            crate::s3::S3Uri::parse(p).map_err(|e| invalid("claim_check.prefix", e))?;
+        }
+        if self.claim_check.inline_max_bytes < 1024 {
+            return Err(invalid(
+                "claim_check.inline_max_bytes",
+                "must be at least 1024",
+            ));
         }
         if let Some(r) = self.lambda.read_timeout_secs
             && !(1..=3600).contains(&r)
@@ -1137,6 +1205,8 @@ mod tests {
                 | "FLEET_ECS_CONTAINER" => "x",
                 "FLEET_ECS_SUBNETS" | "FLEET_ECS_SECURITY_GROUPS" => "a,b",
                 "FLEET_ROUTING_LAMBDA_MAX_SECS" => "30",
+                "FLEET_CLAIM_CHECK_PREFIX" => "s3://bucket/payloads/",
+                "FLEET_CLAIM_CHECK_INLINE_MAX_BYTES" => "4096",
                 _ => "13",
             };
             let c = load(None, &[with[0], (var, value)]).unwrap_or_else(|e| panic!("{var}: {e}"));

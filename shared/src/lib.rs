@@ -4,6 +4,7 @@
 //! that job authors build on.
 
 pub mod aws;
+pub mod claim_check;
 pub mod cli;
 pub mod config;
 pub mod dead_letter;
@@ -14,6 +15,7 @@ pub mod metrics;
 pub mod queue;
 #[cfg(feature = "runtime")]
 pub mod runtime;
+pub mod s3;
 pub mod state;
 pub mod time;
 

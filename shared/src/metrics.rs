@@ -421,6 +421,27 @@ impl Health {
     }
 }
 
+/// Installs the catalog's recorder as the global one, describes the catalog, and keeps the
+/// recorder's upkeep running until `stop`. Returns the handle that renders `/metrics`. Once
+/// per process: a second call fails.
+pub fn install(stop: CancellationToken) -> anyhow::Result<PrometheusHandle> {
+    let recorder = recorder()?;
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder)
+        .map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))?;
+    describe();
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(5)) => upkeep.run_upkeep(),
+            }
+        }
+    });
+    Ok(handle)
+}
+
 /// Installs the catalog's recorder as the global one and serves `/metrics`, `/healthz` and
 /// `/readyz` on `listen` until `stop`. Returns the address bound (port 0 picks one).
 pub async fn serve(
@@ -428,25 +449,11 @@ pub async fn serve(
     health: Arc<Health>,
     stop: CancellationToken,
 ) -> anyhow::Result<SocketAddr> {
-    let recorder = recorder()?;
-    let handle = recorder.handle();
-    metrics::set_global_recorder(recorder)
-        .map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))?;
-    describe();
+    let handle = install(stop.clone())?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {listen}: {e}"))?;
     let bound = listener.local_addr()?;
-    let upkeep = handle.clone();
-    let upkeep_stop = stop.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = upkeep_stop.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_secs(5)) => upkeep.run_upkeep(),
-            }
-        }
-    });
     let app = router(handle, health);
     tokio::spawn(async move {
         let r = axum::serve(listener, app)
@@ -460,10 +467,18 @@ pub async fn serve(
     Ok(bound)
 }
 
-fn router(handle: PrometheusHandle, health: Arc<Health>) -> Router {
+/// The paths [`router`] serves, all with GET.
+pub const PATHS: [&str; 3] = ["/metrics", "/healthz", "/readyz"];
+
+/// `/metrics` (rendered by `handle`), `/healthz` and `/readyz` (from `health`), for a server
+/// of its own ([`serve`]) or merged into another router (the producer's HTTP API).
+pub fn router<S: Clone + Send + Sync + 'static>(
+    handle: PrometheusHandle,
+    health: Arc<Health>,
+) -> Router<S> {
     Router::new()
         .route(
-            "/metrics",
+            PATHS[0],
             get(move || {
                 let handle = handle.clone();
                 async move {
@@ -474,9 +489,9 @@ fn router(handle: PrometheusHandle, health: Arc<Health>) -> Router {
                 }
             }),
         )
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route(PATHS[1], get(|| async { "ok\n" }))
         .route(
-            "/readyz",
+            PATHS[2],
             get(move || {
                 let health = health.clone();
                 async move {

@@ -180,6 +180,7 @@ mod tests {
             fence: 1,
             pid: 1,
             started_ms: 0,
+            payload_sha256: None,
         }
     }
 

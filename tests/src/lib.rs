@@ -384,6 +384,24 @@ impl Stack {
         aws_sdk_dynamodb::Client::new(&self.sdk)
     }
 
+    /// An S3 client for the local endpoint (path-style addresses).
+    pub fn s3(&self) -> aws_sdk_s3::Client {
+        let config = aws_sdk_s3::config::Builder::from(&self.sdk)
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+    }
+
+    /// Creates a bucket in the local S3.
+    pub async fn create_bucket(&self, bucket: &str) {
+        self.s3()
+            .create_bucket()
+            .bucket(bucket)
+            .send()
+            .await
+            .expect("create bucket");
+    }
+
     pub async fn queue_url(&self, name: &str) -> String {
         self.sqs()
             .get_queue_url()
@@ -677,6 +695,9 @@ pub struct Execution {
     pub pid: u32,
     /// When the execution started, ms since the epoch.
     pub started_ms: u64,
+    /// SHA-256 of the payload the job received (compact JSON).
+    #[serde(default)]
+    pub payload_sha256: Option<String>,
 }
 
 impl TestJob {

@@ -60,10 +60,10 @@ pub fn launcher(sdk: &SdkConfig, config: &Arc<Config>) -> anyhow::Result<AnyLaun
             )),
             None => AnyLauncher::None(NoTasks),
         },
-        Launcher::Aws if config.ecs.cluster.is_some() => AnyLauncher::Ecs(EcsLauncher::new(
-            aws_sdk_ecs::Client::new(sdk),
-            config.clone(),
-        )),
+        Launcher::Aws if config.ecs.cluster.is_some() => AnyLauncher::Ecs(
+            EcsLauncher::new(aws_sdk_ecs::Client::new(sdk), config.clone())
+                .with_s3(fleet_shared::aws::s3(sdk)),
+        ),
         Launcher::Aws => AnyLauncher::None(NoTasks),
     })
 }

@@ -5,11 +5,13 @@
 //! 2. `promoted_after_timeout` / `promoted_after_oom`: the previous attempt timed out or ran
 //!    out of memory in Lambda, so this one runs in a container;
 //! 3. `payload_size`: the event is over Lambda's payload limit;
-//! 4. `estimated_duration`: the message's or the job type's estimate is over
+//! 4. `input_size`: the job was split from an S3 prefix and its objects (the payload's
+//!    `source.bytes`) add up to more than `routing.lambda_max_input_bytes`;
+//! 5. `estimated_duration`: the message's or the job type's estimate is over
 //!    `routing.lambda_max_secs`;
-//! 5. `job_type`: the job type's configured target;
-//! 6. `learned`: the job type's recent durations (shared through the ledger) say so;
-//! 7. `default`: Lambda.
+//! 6. `job_type`: the job type's configured target;
+//! 7. `learned`: the job type's recent durations (shared through the ledger) say so;
+//! 8. `default`: Lambda.
 //!
 //! A route to a target that is not configured falls back to the other one, with the reason
 //! `<reason>_but_<target>_unavailable`; when neither is configured the job cannot run.
@@ -64,6 +66,11 @@ fn preferred(config: &Config, input: &RouteInput<'_>) -> (Target, &'static str) 
     if input.event_bytes > config.routing.lambda_max_payload_bytes {
         return (Target::Ecs, "payload_size");
     }
+    if let Some(max) = config.routing.lambda_max_input_bytes
+        && input_bytes(&msg.payload).is_some_and(|b| b > max)
+    {
+        return (Target::Ecs, "input_size");
+    }
     let job_type = config.job_types.get(&msg.job_type);
     let estimate = hint
         .and_then(|h| h.estimated_secs)
@@ -80,6 +87,11 @@ fn preferred(config: &Config, input: &RouteInput<'_>) -> (Target, &'static str) 
         return (t, "learned");
     }
     (Target::Lambda, "default")
+}
+
+/// The bytes of input a job split from an S3 prefix reads (its payload's `source.bytes`).
+fn input_bytes(payload: &serde_json::Value) -> Option<u64> {
+    payload.get("source")?.get("bytes")?.as_u64()
 }
 
 /// Whether a Lambda error or an ECS stop reason means the job ran out of memory.
@@ -258,6 +270,20 @@ mod tests {
             decide(&c, &plain, None, None, 7 << 20),
             (Target::Ecs, "payload_size".into())
         );
+        let mut big_input = msg(None);
+        big_input.payload = serde_json::json!({"source": {"bytes": 2_000_001}});
+        assert_eq!(
+            decide(&c, &big_input, None, None, 10),
+            (Target::Ecs, "job_type".into()),
+            "no input limit configured"
+        );
+        c.routing.lambda_max_input_bytes = Some(2_000_000);
+        assert_eq!(
+            decide(&c, &big_input, None, None, 10),
+            (Target::Ecs, "input_size".into())
+        );
+        big_input.payload = serde_json::json!({"source": {"bytes": 2_000_000}});
+        assert_ne!(decide(&c, &big_input, None, None, 10).1, "input_size");
         assert_eq!(
             decide(&c, &long, None, None, 10),
             (Target::Ecs, "estimated_duration".into())

@@ -9,7 +9,8 @@
 //! - `echo`: returned in the result.
 //!
 //! When `FLEET_TESTJOB_LOG` names a file, every execution appends one JSON line to it
-//! before the work starts: `{"job_id", "attempt", "fence", "pid", "started_ms"}`. Tests read
+//! before the work starts: `{"job_id", "attempt", "fence", "pid", "started_ms",
+//! "payload_bytes", "payload_sha256"}` (the payload as the job received it, compact JSON). Tests read
 //! that file as the ground truth of executions.
 
 use std::io::Write;
@@ -38,13 +39,15 @@ struct TestJob {
 }
 
 impl TestJob {
-    fn record(&self, ctx: &JobContext) -> Result<(), JobError> {
+    fn record(&self, ctx: &JobContext, payload: &Value) -> Result<(), JobError> {
         let Some(path) = &self.log else {
             return Ok(());
         };
         let mut line = json!({
             "job_id": ctx.job_id, "attempt": ctx.attempt, "fence": ctx.fence, "pid": std::process::id(),
             "started_ms": fleet_shared::time::now_ms(),
+            "payload_bytes": payload.to_string().len(),
+            "payload_sha256": fleet_shared::claim_check::sha256_hex(payload.to_string().as_bytes()),
         })
         .to_string();
         line.push('\n');
@@ -66,7 +69,7 @@ impl TestJob {
 
 impl JobHandler for TestJob {
     async fn handle(&self, ctx: JobContext, payload: Value) -> Result<Value, JobError> {
-        self.record(&ctx)?;
+        self.record(&ctx, &payload)?;
         let p: Payload = if payload.is_null() {
             Payload::default()
         } else {

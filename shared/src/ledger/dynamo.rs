@@ -440,8 +440,10 @@ impl DynamoLedger {
     /// re-sending unprocessed items with backoff. Items are written unconditionally: the
     /// caller passes only jobs that have no item yet.
     pub async fn put_new_jobs(&self, jobs: &[NewJob]) -> Result<(), LedgerError> {
-        futures::stream::iter(jobs.chunks(25))
-            .map(|chunk| self.batch_write(chunk))
+        // Futures built before the stream, not in a stream closure over borrowed chunks: the
+        // caller's future stays provably `Send` (rust-lang/rust#102211).
+        let writes: Vec<_> = jobs.chunks(25).map(|c| self.batch_write(c)).collect();
+        futures::stream::iter(writes)
             .buffer_unordered(4)
             .try_collect::<()>()
             .await

@@ -97,8 +97,10 @@ impl SqsQueue {
         if start < bodies.len() {
             batches.push(&bodies[start..]);
         }
-        futures::stream::iter(batches)
-            .map(|batch| self.send_batch(batch))
+        // Futures built before the stream (not in a stream closure over borrowed batches) keep
+        // the caller's future provably `Send` (rust-lang/rust#102211).
+        let sends: Vec<_> = batches.into_iter().map(|b| self.send_batch(b)).collect();
+        futures::stream::iter(sends)
             .buffer_unordered(8)
             .try_collect::<()>()
             .await

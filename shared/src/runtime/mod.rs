@@ -85,8 +85,32 @@ pub trait JobHandler: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Value, JobError>> + Send;
 }
 
+/// One S3 client per process, made on first use: only jobs whose payload was kept in S3
+/// (the claim-check) need it.
+static S3: tokio::sync::OnceCell<aws_sdk_s3::Client> = tokio::sync::OnceCell::const_new();
+
+/// The payload as the job code sees it: a claim-check reference is read back from S3 (and
+/// checked against its size and digest) first.
+async fn resolve_payload(payload: Value) -> Result<Value, JobError> {
+    use crate::claim_check::{ClaimCheckError, reference_in, resolve};
+    if reference_in(&payload).is_none() {
+        return Ok(payload);
+    }
+    let s3 = S3
+        .get_or_init(|| async { crate::aws::s3(&crate::aws::sdk_config().await) })
+        .await;
+    resolve(s3, payload).await.map_err(|e| {
+        let kind = match e {
+            ClaimCheckError::Unavailable { .. } => "PayloadUnavailable",
+            ClaimCheckError::Malformed(_) | ClaimCheckError::Corrupt { .. } => "PayloadCorrupt",
+        };
+        JobError::new(kind, e.to_string())
+    })
+}
+
 async fn run_event<H: JobHandler>(handler: &H, event: JobEvent) -> Result<Value, JobError> {
     let (ctx, payload) = JobContext::split(event);
+    let payload = resolve_payload(payload).await?;
     handler.handle(ctx, payload).await
 }
 

@@ -47,6 +47,8 @@ struct Inner {
 pub struct EcsLauncher {
     inner: Arc<Inner>,
     config: Arc<Config>,
+    /// Where an event too large for a container override puts its payload.
+    s3: Option<aws_sdk_s3::Client>,
     rate: RateLimiter,
     poller: tokio::task::JoinHandle<()>,
 }
@@ -58,6 +60,32 @@ impl Drop for EcsLauncher {
 }
 
 impl EcsLauncher {
+    /// With S3, an event too large for a container override travels with its payload kept
+    /// in S3 under `claim_check.prefix` (when configured).
+    pub fn with_s3(mut self, s3: aws_sdk_s3::Client) -> Self {
+        self.s3 = Some(s3);
+        self
+    }
+
+    /// The event's payload moved to S3 (the claim-check), when it is configured and the
+    /// payload is not a reference already.
+    async fn claim_checked(&self, event: &JobEvent) -> Option<Result<JobEvent, String>> {
+        use fleet_shared::claim_check;
+        let prefix = self.config.claim_check.location()?;
+        let s3 = self.s3.as_ref()?;
+        if claim_check::reference_in(&event.payload).is_some() {
+            return None;
+        }
+        let index = fleet_shared::ids::JobId::parse(&event.job_id).ok()?.index();
+        let uri = claim_check::object_uri(&prefix, &event.request_id, index);
+        let body = event.payload.to_string().into_bytes();
+        let payload = claim_check::reference(&uri, &body);
+        Some(claim_check::put(s3, &uri, body).await.map(|()| JobEvent {
+            payload,
+            ..event.clone()
+        }))
+    }
+
     /// Needs `ecs.cluster`; starts the shared DescribeTasks poller.
     pub fn new(client: aws_sdk_ecs::Client, config: Arc<Config>) -> Self {
         let inner = Arc::new(Inner {
@@ -73,6 +101,7 @@ impl EcsLauncher {
         ));
         Self {
             inner,
+            s3: None,
             rate: RateLimiter::new(config.ecs.run_task_per_sec),
             config,
             poller,
@@ -102,12 +131,20 @@ impl TaskLauncher for EcsLauncher {
                     ),
                 )
             })?;
-        let encoded = event.to_base64();
-        if encoded.len() + EVENT_ENV.len() > MAX_OVERRIDE_BYTES - 256 {
+        let fits = |encoded: &str| encoded.len() + EVENT_ENV.len() <= MAX_OVERRIDE_BYTES - 256;
+        let mut encoded = event.to_base64();
+        if !fits(&encoded) {
+            match self.claim_checked(event).await {
+                Some(Ok(small)) => encoded = small.to_base64(),
+                Some(Err(e)) => return Err((ErrorClass::Transient, e)),
+                None => {}
+            }
+        }
+        if !fits(&encoded) {
             return Err((
                 ErrorClass::Permanent,
                 format!(
-                    "the event is {} bytes in base64, over what ECS takes in a container override ({MAX_OVERRIDE_BYTES} bytes in all)",
+                    "the event is {} bytes in base64, over what ECS takes in a container override ({MAX_OVERRIDE_BYTES} bytes in all; configure claim_check.prefix to pass large payloads through S3)",
                     encoded.len()
                 ),
             ));
