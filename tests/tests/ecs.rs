@@ -338,3 +338,57 @@ async fn the_process_launcher_reports_exits_and_kills_on_cancel_and_shutdown() {
         "released for another replica"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_too_large_for_an_override_passes_its_payload_through_s3() {
+    let stack = Stack::start().await;
+    let ecs = stack.ecs_setup().await;
+    stack.create_bucket("fleet-payloads").await;
+    let mut config = Config::default();
+    config.ecs.cluster = Some(ecs.cluster.clone());
+    config.ecs.task_definition = Some(ecs.task_definition.clone());
+    config.ecs.subnets = vec![ecs.subnet.clone()];
+    config.ecs.security_groups = vec![ecs.security_group.clone()];
+    let client = aws_sdk_ecs::Client::new(&stack.sdk);
+    let payload = json!({"rows": "r".repeat(20_000)});
+    let event = JobEvent {
+        request_id: "big".into(),
+        job_id: "big:4".into(),
+        job_type: "t".into(),
+        attempt: 1,
+        fence: 1,
+        payload: payload.clone(),
+    };
+
+    // Without a claim-check prefix the event cannot be passed, and the error says why.
+    let plain = EcsLauncher::new(client.clone(), Arc::new(config.clone())).with_s3(stack.s3());
+    let (class, message) = plain.start(&event).await.unwrap_err();
+    assert_eq!(class, fleet_worker::classify::ErrorClass::Permanent);
+    assert!(message.contains("claim_check.prefix"), "{message}");
+
+    config.claim_check.prefix = Some("s3://fleet-payloads/p/".into());
+    let launcher = EcsLauncher::new(client.clone(), Arc::new(config)).with_s3(stack.s3());
+    let task = launcher.start(&event).await.unwrap();
+    let described = client
+        .describe_tasks()
+        .cluster("fleet")
+        .tasks(&task)
+        .send()
+        .await
+        .unwrap();
+    let env = &described.tasks()[0]
+        .overrides()
+        .unwrap()
+        .container_overrides()[0];
+    let passed = JobEvent::from_base64(env.environment()[0].value().unwrap()).unwrap();
+    assert_eq!(passed.job_id, event.job_id);
+    let reference = fleet_shared::claim_check::reference_in(&passed.payload)
+        .unwrap()
+        .unwrap();
+    assert_eq!(reference.uri, "s3://fleet-payloads/p/big/000000004.json");
+    // What the job runtime does before the job code runs: the same payload comes back.
+    let resolved = fleet_shared::claim_check::resolve(&stack.s3(), passed.payload)
+        .await
+        .unwrap();
+    assert_eq!(resolved, payload);
+}

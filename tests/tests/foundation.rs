@@ -220,7 +220,7 @@ async fn malformed_requests_are_refused_and_write_nothing() {
         (
             "no jobs key",
             json!({"job_type": "test"}).to_string(),
-            "missing field `jobs`",
+            "jobs: give exactly one of jobs, source (an S3 prefix) or range",
         ),
         (
             "empty jobs",
