@@ -20,6 +20,9 @@ if ! command -v promtool >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
+# The deployment files: cfn-lint, checkov, hadolint (installed into .venv-lint).
+deploy/lint/run.sh
+
 echo "==> cargo fmt --check"
 cargo fmt --all --check
 echo "==> cargo clippy"

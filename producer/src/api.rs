@@ -144,8 +144,7 @@ fn handler(method: &str, path: &str) -> Option<MethodRouter<Arc<Api>>> {
 }
 
 /// Keeps `/readyz` true while the services answer, even when no client calls: every `every`,
-/// resolves the jobs queue's URL (SQS) and reads a request that does not exist (DynamoDB);
-/// both are calls the producer is allowed to make anyway.
+/// reads the jobs queue's depth (SQS) and a request that does not exist (DynamoDB).
 pub async fn keep_ready(
     api: Arc<Api>,
     sqs: aws_sdk_sqs::Client,
@@ -154,8 +153,14 @@ pub async fn keep_ready(
     stop: CancellationToken,
 ) {
     loop {
-        match fleet_shared::queue::sqs::SqsQueue::resolve(sqs.clone(), &queue).await {
-            Ok(_) => api.health.sqs_ok(),
+        // A configured URL resolves without a call; reading the queue's depth asks SQS.
+        let answered = match fleet_shared::queue::sqs::SqsQueue::resolve(sqs.clone(), &queue).await
+        {
+            Ok(q) => q.depth().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        match answered {
+            Ok(()) => api.health.sqs_ok(),
             Err(e) => tracing::warn!(error = %e, "readiness: SQS did not answer"),
         }
         match api.producer.status("fleet-readiness-probe").await {

@@ -155,7 +155,8 @@ async fn producer(config: &Arc<Config>, with_dead_letters: bool) -> anyhow::Resu
     let sdk = fleet_shared::aws::sdk_config().await;
     let sqs = fleet_shared::aws::sqs(&sdk);
     let queue = SqsQueue::resolve(sqs.clone(), &config.queue.jobs).await?;
-    let ledger = DynamoLedger::new(fleet_shared::aws::dynamodb(&sdk), &config.ledger.table);
+    let ledger = DynamoLedger::new(fleet_shared::aws::dynamodb(&sdk), &config.ledger.table)
+        .with_ttl(config.ledger.ttl());
     let p = Producer::new(ledger, queue, config.clone()).with_s3(fleet_shared::aws::s3(&sdk));
     Ok(if with_dead_letters {
         p.with_dead_letters(SqsQueue::resolve(sqs, &config.queue.dead_letter).await?)

@@ -185,13 +185,26 @@ impl Default for QueueConfig {
 pub struct LedgerConfig {
     /// The DynamoDB table. Env `FLEET_TABLE`.
     pub table: String,
+    /// Days a finished job's item (and a request's, from its creation) is kept before the
+    /// table's TTL (attribute `expires_at`) deletes it; kept for ever when unset. Env
+    /// `FLEET_LEDGER_TTL_DAYS`.
+    pub ttl_days: Option<u32>,
 }
 
 impl Default for LedgerConfig {
     fn default() -> Self {
         Self {
             table: "fleet-ledger".into(),
+            ttl_days: None,
         }
+    }
+}
+
+impl LedgerConfig {
+    /// The TTL as a duration.
+    pub fn ttl(&self) -> Option<Duration> {
+        self.ttl_days
+            .map(|d| Duration::from_secs(u64::from(d) * 24 * 3600))
     }
 }
 
@@ -569,6 +582,10 @@ const ENV_OVERRIDES: &[(&str, &str, Setter)] = &[
             Ok(())
         },
     ),
+    ("FLEET_LEDGER_TTL_DAYS", "ledger.ttl_days", |c, v| {
+        c.ledger.ttl_days = Some(num(v)?);
+        Ok(())
+    }),
     ("FLEET_CLAIM_CHECK_PREFIX", "claim_check.prefix", |c, v| {
         c.claim_check.prefix = Some(v.into());
         Ok(())
@@ -751,6 +768,12 @@ impl Config {
         }
         if let Some(f) = &self.lambda.function {
             check_function("lambda.function", f)?;
+        }
+        if self.ledger.ttl_days == Some(0) {
+            return Err(invalid(
+                "ledger.ttl_days",
+                "must be at least 1 (unset keeps items)",
+            ));
         }
         if let Some(p) = &self.claim_check.prefix {
             crate::s3::S3Uri::parse(p).map_err(|e| invalid("claim_check.prefix", e))?;

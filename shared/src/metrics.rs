@@ -508,6 +508,42 @@ pub fn router<S: Clone + Send + Sync + 'static>(
         )
 }
 
+/// `GET /healthz` on the server listening on `listen` (an unspecified address such as
+/// `0.0.0.0` is reached on loopback): `Ok` on 200. The worker image's health check.
+pub async fn probe_health(listen: SocketAddr) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut addr = listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut head = vec![0u8; 64];
+        let n = stream.read(&mut head).await?;
+        head.truncate(n);
+        std::io::Result::Ok(head)
+    };
+    let head = tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .map_err(|_| anyhow::anyhow!("{addr}: no answer within 5 s"))?
+        .map_err(|e| anyhow::anyhow!("{addr}: {e}"))?;
+    let status_line = String::from_utf8_lossy(&head);
+    if status_line.starts_with("HTTP/1.1 200") || status_line.starts_with("HTTP/1.0 200") {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "{addr}/healthz answered {:?}",
+            status_line.lines().next().unwrap_or("")
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -121,3 +121,100 @@ async fn concurrent_claims_of_one_job_have_one_winner() {
         assert_eq!(winners, vec![1], "job {index}: {claims:?}");
     }
 }
+
+/// With `ledger.ttl_days`, `init` turns the table's TTL on, and every finished job (succeeded,
+/// failed, cancelled) and every request gets `expires_at`; a redriven job loses it.
+#[tokio::test(flavor = "multi_thread")]
+async fn finished_items_expire_after_the_configured_days() {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use serde_json::json;
+
+    let stack = Stack::start().await;
+    let ttl = [("FLEET_LEDGER_TTL_DAYS", "3")];
+    let three_days = 3 * 24 * 3600;
+    let out = stack.run(fleet_tests::bin("fleet-worker"), &["init"], &ttl);
+    assert!(out.status.success(), "{}", out.stderr);
+    let described = stack
+        .dynamodb()
+        .describe_time_to_live()
+        .table_name(&stack.names.table)
+        .send()
+        .await
+        .unwrap();
+    let d = described.time_to_live_description().unwrap();
+    assert_eq!(d.attribute_name(), Some("expires_at"));
+
+    let submit = |request: serde_json::Value| {
+        let path = stack
+            .dir
+            .path()
+            .join(format!("{}.json", request["request_id"].as_str().unwrap()));
+        std::fs::write(&path, request.to_string()).unwrap();
+        let out = stack.run(
+            fleet_tests::bin("fleet-producer"),
+            &["submit", path.to_str().unwrap()],
+            &ttl,
+        );
+        assert!(out.status.success(), "{}", out.stderr);
+    };
+    let num = |item: &HashMap<String, AttributeValue>, k: &str| -> Option<u64> {
+        item.get(k).map(|v| v.as_n().unwrap().parse().unwrap())
+    };
+    let item = |items: &[HashMap<String, AttributeValue>], pk: &str, sk: &str| {
+        items
+            .iter()
+            .find(|i| i["pk"].as_s().unwrap() == pk && i["sk"].as_s().unwrap() == sk)
+            .cloned()
+            .unwrap()
+    };
+
+    submit(json!({"request_id": "ttl-1", "job_type": "test",
+        "jobs": [{}, {"fail": true}], "options": {"max_attempts": 1}}));
+    let job = stack.testjob(&[]).await;
+    let worker = stack.worker("w", &job, &ttl);
+    stack.wait_done("ttl-1", Duration::from_secs(60)).await;
+    drop(worker);
+    let items = stack.table_items().await;
+    let request = item(&items, "R#ttl-1", "R");
+    assert_eq!(
+        num(&request, "expires_at"),
+        Some(num(&request, "created_at").unwrap() / 1000 + three_days)
+    );
+    for sk in ["J#000000000", "J#000000001"] {
+        let j = item(&items, "R#ttl-1", sk);
+        assert_eq!(
+            num(&j, "expires_at"),
+            Some(num(&j, "finished_at").unwrap() / 1000 + three_days),
+            "{sk}"
+        );
+    }
+
+    // A redriven job is unfinished again: it must not expire.
+    let out = stack.run(
+        fleet_tests::bin("fleet-producer"),
+        &["dlq", "redrive", "--request", "ttl-1"],
+        &ttl,
+    );
+    assert!(out.status.success(), "{}", out.stderr);
+    let redriven = item(&stack.table_items().await, "R#ttl-1", "J#000000001");
+    assert_eq!(redriven["state"].as_s().unwrap(), "PENDING");
+    assert_eq!(num(&redriven, "expires_at"), None);
+
+    // Cancelled jobs expire too.
+    submit(json!({"request_id": "ttl-2", "job_type": "test", "jobs": [{}]}));
+    let out = stack.run(
+        fleet_tests::bin("fleet-producer"),
+        &["cancel", "ttl-2"],
+        &ttl,
+    );
+    assert!(out.status.success(), "{}", out.stderr);
+    let cancelled = item(&stack.table_items().await, "R#ttl-2", "J#000000000");
+    assert_eq!(cancelled["state"].as_s().unwrap(), "CANCELLED");
+    assert_eq!(
+        num(&cancelled, "expires_at"),
+        Some(num(&cancelled, "finished_at").unwrap() / 1000 + three_days)
+    );
+}

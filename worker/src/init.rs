@@ -100,6 +100,9 @@ pub async fn init(sdk: &SdkConfig, config: &Config) -> anyhow::Result<InitReport
     .await?;
     let ledger = DynamoLedger::new(fleet_shared::aws::dynamodb(sdk), &config.ledger.table);
     let table_created = ledger.create_table().await?;
+    if config.ledger.ttl_days.is_some() {
+        ledger.enable_ttl().await?;
+    }
     Ok(InitReport {
         jobs_queue_url: jobs_url,
         dead_letter_queue_url: dlq_url,

@@ -92,7 +92,8 @@ pub async fn run(
     let queue = SqsQueue::resolve(sqs.clone(), &config.queue.jobs).await?;
     let dlq = SqsQueue::resolve(sqs, &config.queue.dead_letter).await?;
     health.sqs_ok();
-    let ledger = DynamoLedger::new(fleet_shared::aws::dynamodb(sdk), &config.ledger.table);
+    let ledger = DynamoLedger::new(fleet_shared::aws::dynamodb(sdk), &config.ledger.table)
+        .with_ttl(config.ledger.ttl());
     let lambda = fleet_shared::aws::lambda_for_invoke(sdk, config.lambda.read_timeout());
     let engine = Arc::new(
         Engine::new(

@@ -30,6 +30,9 @@ enum Command {
     Init,
     /// Run one replica until SIGTERM or SIGINT, then drain and exit 0.
     Run,
+    /// Exit 0 when the replica in this container answers `/healthz` on `metrics.listen`
+    /// (the container's health check; no curl needed in the image).
+    Health,
 }
 
 fn main() -> ExitCode {
@@ -40,8 +43,16 @@ fn main() -> ExitCode {
 
 async fn real_main(cli: Cli) -> anyhow::Result<()> {
     let config = Arc::new(Config::load(cli.config.as_deref())?);
+    if let Command::Health = cli.command {
+        let listen = config
+            .metrics
+            .listen
+            .ok_or_else(|| anyhow::anyhow!("metrics.listen (FLEET_METRICS_LISTEN) is not set"))?;
+        return fleet_shared::metrics::probe_health(listen).await;
+    }
     let sdk = fleet_shared::aws::sdk_config().await;
     match cli.command {
+        Command::Health => {}
         Command::Init => {
             let r = fleet_worker::init::init(&sdk, &config)
                 .await

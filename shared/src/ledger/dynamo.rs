@@ -65,6 +65,8 @@ pub mod attr {
     pub const DURATIONS: &str = "durations";
     pub const VERSION: &str = "version";
     pub const REQUEUED_AT: &str = "requeued_at";
+    /// When DynamoDB's TTL may delete the item (epoch seconds): finished jobs, and requests.
+    pub const EXPIRES_AT: &str = "expires_at";
 }
 
 /// The sparse index of RUNNING jobs by lease expiry: `lease_shard` (S) and `lease_until` (N).
@@ -122,6 +124,7 @@ const ALIASES: &[(&str, &str)] = &[
     ("#ls", attr::LEASE_SHARD),
     ("#ta", attr::TASK),
     ("#rq", attr::REQUEUED_AT),
+    ("#xa", attr::EXPIRES_AT),
 ];
 
 /// Whether `expr` uses `alias` as a whole word (`#at` is not used by `#ate`).
@@ -236,6 +239,7 @@ where
 pub struct DynamoLedger {
     client: Client,
     table: String,
+    ttl_secs: Option<u64>,
 }
 
 /// The answer to writing a request item.
@@ -251,6 +255,31 @@ impl DynamoLedger {
         Self {
             client,
             table: table.into(),
+            ttl_secs: None,
+        }
+    }
+
+    /// Finished jobs (and requests, from their creation) get `expires_at` this long after,
+    /// for the table's TTL to delete them; kept for ever when `None`.
+    pub fn with_ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.ttl_secs = ttl.map(|t| t.as_secs());
+        self
+    }
+
+    /// `SET #xa = :xa, ...` in front of a terminal write's `SET`, and its value, when a TTL is
+    /// configured.
+    fn expiring(
+        &self,
+        expr: &str,
+        now_ms: u64,
+        values: &mut Vec<(&str, AttributeValue)>,
+    ) -> String {
+        match self.ttl_secs {
+            Some(ttl) => {
+                values.push((":xa", n(now_ms / 1000 + ttl)));
+                expr.replacen("SET ", "SET #xa = :xa, ", 1)
+            }
+            None => expr.to_owned(),
         }
     }
 
@@ -282,6 +311,48 @@ impl DynamoLedger {
 
     /// Creates the table if it does not exist (on-demand capacity) and waits until it is
     /// active. An existing table with another key schema is an error.
+    /// Turns on the table's TTL on `expires_at` (`init`, when `ledger.ttl_days` is set).
+    /// Already on is fine.
+    pub async fn enable_ttl(&self) -> Result<(), LedgerError> {
+        let current = self
+            .client
+            .describe_time_to_live()
+            .table_name(&self.table)
+            .send()
+            .await
+            .map_err(|e| aws_err("DescribeTimeToLive", e))?;
+        let on = current.time_to_live_description().is_some_and(|d| {
+            d.attribute_name() == Some(attr::EXPIRES_AT)
+                && matches!(
+                    d.time_to_live_status(),
+                    Some(
+                        aws_sdk_dynamodb::types::TimeToLiveStatus::Enabled
+                            | aws_sdk_dynamodb::types::TimeToLiveStatus::Enabling
+                    )
+                )
+        });
+        if on {
+            return Ok(());
+        }
+        self.client
+            .update_time_to_live()
+            .table_name(&self.table)
+            .time_to_live_specification(
+                aws_sdk_dynamodb::types::TimeToLiveSpecification::builder()
+                    .attribute_name(attr::EXPIRES_AT)
+                    .enabled(true)
+                    .build()
+                    .map_err(|e| LedgerError::Aws {
+                        op: "UpdateTimeToLive",
+                        message: e.to_string(),
+                    })?,
+            )
+            .send()
+            .await
+            .map_err(|e| aws_err("UpdateTimeToLive", e))?;
+        Ok(())
+    }
+
     pub async fn create_table(&self) -> Result<bool, LedgerError> {
         let created = match self
             .client
@@ -390,6 +461,9 @@ impl DynamoLedger {
         }
         if let Some(t) = r.target {
             put = put.item(attr::TARGET, s(t.as_str()));
+        }
+        if let Some(ttl) = self.ttl_secs {
+            put = put.item(attr::EXPIRES_AT, n(r.created_at_ms / 1000 + ttl));
         }
         match put.send().await {
             Ok(_) => Ok(PutRequestOutcome::Created),
@@ -679,7 +753,7 @@ impl DynamoLedger {
         if target.is_some() {
             set.push_str(", #tg = :target");
         }
-        let expr = format!("{set} REMOVE #fa, #ra");
+        let expr = format!("{set} REMOVE #fa, #ra, #xa");
         let cond = "#st IN (:failed, :pending)";
         let mut b = with_aliases(self.update(job), &[&expr, cond])
             .update_expression(&expr)
@@ -728,9 +802,13 @@ impl DynamoLedger {
             values.push((name, s(st.as_str())));
         }
         let cond = format!("#st IN ({})", names[..from.len()].join(", "));
-        let expr = "SET #st = :cancelled, #fa = :now REMOVE #ra, #ls, #lu";
+        let expr = self.expiring(
+            "SET #st = :cancelled, #fa = :now REMOVE #ra, #ls, #lu",
+            now_ms,
+            &mut values,
+        );
         Ok(self
-            .conditional(job, expr, &cond, values, ReturnValue::None)
+            .conditional(job, &expr, &cond, values, ReturnValue::None)
             .await?
             .is_some())
     }
@@ -744,15 +822,20 @@ impl DynamoLedger {
         now_ms: u64,
     ) -> Result<Option<String>, LedgerError> {
         transition(JobState::Running, JobState::Cancelled)?;
-        let values = vec![
+        let mut values = vec![
             (":cancelled", s(JobState::Cancelled.as_str())),
             (":running", s(JobState::Running.as_str())),
             (":now", n(now_ms)),
         ];
+        let expr = self.expiring(
+            "SET #st = :cancelled, #fa = :now REMOVE #ow, #lu, #ls",
+            now_ms,
+            &mut values,
+        );
         let item = self
             .conditional(
                 job,
-                "SET #st = :cancelled, #fa = :now REMOVE #ow, #lu, #ls",
+                &expr,
                 "#st = :running AND attribute_exists(#ta)",
                 values,
                 ReturnValue::AllNew,
@@ -1070,6 +1153,11 @@ impl Ledger for DynamoLedger {
                     ReturnValue::AllNew,
                 )
             }
+        };
+        let expr = if finish.state().is_terminal() {
+            self.expiring(&expr, record.ended_ms, &mut values)
+        } else {
+            expr
         };
         let item = self.owned_write(lease, &expr, values, returning).await?;
         history_from(&item)
