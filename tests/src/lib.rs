@@ -5,6 +5,8 @@
 //! Every child is killed when its guard drops; when a test fails, the logs of everything it
 //! started are printed so CI shows why.
 
+pub mod bench;
+pub mod bench_live;
 pub mod chaos;
 pub mod checker;
 pub mod fault_proxy;

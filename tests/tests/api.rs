@@ -166,8 +166,9 @@ async fn submit_runs_to_success_and_resubmission_is_idempotent() {
     assert_eq!(body["done"], true, "{body}");
     assert_eq!(body["states"]["SUCCEEDED"], 3, "{body}");
     assert_eq!(body["request_id"], "api-run");
-    drop(worker);
+    // Acknowledgements are batched for up to a second: let them land before the replica goes.
     stack.wait_queues_empty(Duration::from_secs(60)).await;
+    drop(worker);
 
     // The same key and content again: nothing new, nothing sent (every job is finished).
     let (status, report) = post_json(&addr, "/v1/requests", &key, &request).await;

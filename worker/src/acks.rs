@@ -10,8 +10,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::warn;
 
-/// How long a partial batch waits for more receipts.
-const LINGER: Duration = Duration::from_millis(10);
+/// How long a partial batch waits for more receipts. Deleting a finished job's message a
+/// second later is harmless (its visibility is the lease, and a message that comes back for a
+/// finished job is deleted then), and at ten or more completions a second every delete call
+/// carries ten receipts.
+const LINGER: Duration = Duration::from_secs(1);
 /// Delete calls in flight at once.
 const MAX_IN_FLIGHT: usize = 8;
 /// Tries per batch before its receipts are left to come back.

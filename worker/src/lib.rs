@@ -50,8 +50,37 @@ pub fn replica_id(config: &Config) -> String {
     )
 }
 
+/// The AWS clients a replica uses. [`Clients::new`] builds them from the default chain; a
+/// caller may build its own (the benchmark counts every call with an interceptor).
+#[derive(Debug, Clone)]
+pub struct Clients {
+    pub sqs: aws_sdk_sqs::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    /// Built for synchronous Invoke (`fleet_shared::aws::lambda_for_invoke`).
+    pub lambda: aws_sdk_lambda::Client,
+    pub ecs: aws_sdk_ecs::Client,
+    pub s3: aws_sdk_s3::Client,
+}
+
+impl Clients {
+    pub fn new(sdk: &SdkConfig, config: &Config) -> Self {
+        Self {
+            sqs: fleet_shared::aws::sqs(sdk),
+            dynamodb: fleet_shared::aws::dynamodb(sdk),
+            lambda: fleet_shared::aws::lambda_for_invoke(sdk, config.lambda.read_timeout()),
+            ecs: aws_sdk_ecs::Client::new(sdk),
+            s3: fleet_shared::aws::s3(sdk),
+        }
+    }
+}
+
 /// The task launcher the configuration asks for.
 pub fn launcher(sdk: &SdkConfig, config: &Arc<Config>) -> anyhow::Result<AnyLauncher> {
+    launcher_with(&Clients::new(sdk, config), config)
+}
+
+/// [`launcher`] with given clients.
+pub fn launcher_with(clients: &Clients, config: &Arc<Config>) -> anyhow::Result<AnyLauncher> {
     Ok(match config.ecs.launcher {
         Launcher::Process => match &config.ecs.command {
             Some(c) => AnyLauncher::Process(ProcessLauncher::new(
@@ -61,8 +90,7 @@ pub fn launcher(sdk: &SdkConfig, config: &Arc<Config>) -> anyhow::Result<AnyLaun
             None => AnyLauncher::None(NoTasks),
         },
         Launcher::Aws if config.ecs.cluster.is_some() => AnyLauncher::Ecs(
-            EcsLauncher::new(aws_sdk_ecs::Client::new(sdk), config.clone())
-                .with_s3(fleet_shared::aws::s3(sdk)),
+            EcsLauncher::new(clients.ecs.clone(), config.clone()).with_s3(clients.s3.clone()),
         ),
         Launcher::Aws => AnyLauncher::None(NoTasks),
     })
@@ -71,6 +99,16 @@ pub fn launcher(sdk: &SdkConfig, config: &Arc<Config>) -> anyhow::Result<AnyLaun
 /// Runs one replica against AWS until `shutdown`, then drains (see [`Engine::run`]).
 pub async fn run(
     sdk: &SdkConfig,
+    config: Arc<Config>,
+    shutdown: CancellationToken,
+    hard_stop: CancellationToken,
+) -> anyhow::Result<Report> {
+    run_with(Clients::new(sdk, &config), config, shutdown, hard_stop).await
+}
+
+/// [`run`] with given clients.
+pub async fn run_with(
+    clients: Clients,
     config: Arc<Config>,
     shutdown: CancellationToken,
     hard_stop: CancellationToken,
@@ -88,13 +126,12 @@ pub async fn run(
     if let Some(listen) = config.metrics.listen {
         fleet_shared::metrics::serve(listen, health.clone(), server).await?;
     }
-    let sqs = fleet_shared::aws::sqs(sdk);
-    let queue = SqsQueue::resolve(sqs.clone(), &config.queue.jobs).await?;
-    let dlq = SqsQueue::resolve(sqs, &config.queue.dead_letter).await?;
+    let queue = SqsQueue::resolve(clients.sqs.clone(), &config.queue.jobs).await?;
+    let dlq = SqsQueue::resolve(clients.sqs.clone(), &config.queue.dead_letter).await?;
     health.sqs_ok();
-    let ledger = DynamoLedger::new(fleet_shared::aws::dynamodb(sdk), &config.ledger.table)
+    let ledger = DynamoLedger::new(clients.dynamodb.clone(), &config.ledger.table)
         .with_ttl(config.ledger.ttl());
-    let lambda = fleet_shared::aws::lambda_for_invoke(sdk, config.lambda.read_timeout());
+    let lambda = clients.lambda.clone();
     let engine = Arc::new(
         Engine::new(
             Parts {
@@ -102,7 +139,7 @@ pub async fn run(
                 dead_letters: Arc::new(dlq),
                 ledger: Arc::new(ledger),
                 dispatcher: Arc::new(LambdaDispatcher::new(lambda, config.clone())),
-                tasks: Arc::new(launcher(sdk, &config)?),
+                tasks: Arc::new(launcher_with(&clients, &config)?),
             },
             config.clone(),
             replica_id(&config),

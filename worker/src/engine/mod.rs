@@ -56,6 +56,8 @@ const VISIBILITY_MARGIN: Duration = Duration::from_secs(60);
 
 /// Expired leases the sweeper looks at per shard and pass.
 const SWEEP_BATCH: usize = 25;
+/// Longest a receive waits for a batch of free slots (see `receive_loop`).
+const RECEIVE_LINGER: Duration = Duration::from_millis(250);
 
 /// The parts an engine runs on.
 pub struct Parts<Q, D, L, X, T> {
@@ -419,6 +421,20 @@ where
                 tokio::select! {
                     () = self.lambda_limit.wait_available() => {}
                     () = self.ecs_limit.wait_available(), if self.config.ecs.enabled() => {}
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+            // A receive asks for a batch: when fewer slots (or less room under the target
+            // limits) are free than a batch, the replica is nearly full and they free one
+            // by one; it then waits up to RECEIVE_LINGER for more rather than spend a call
+            // on one or two messages. Small replicas (under ten slots a batch) never wait.
+            let batch = (w.concurrency / 10).clamp(1, MAX_BATCH);
+            let linger = tokio::time::sleep(RECEIVE_LINGER);
+            tokio::pin!(linger);
+            while self.room() < batch || slots.available_permits() + 1 < batch {
+                tokio::select! {
+                    _ = &mut linger => break,
+                    _ = tokio::time::sleep(Duration::from_millis(5)) => {}
                     _ = shutdown.cancelled() => return,
                 }
             }

@@ -1,0 +1,319 @@
+//! `fleet-bench`: how the worker engine performs, measured. See the README's "Performance".
+//!
+//!   fleet-bench [--scenario makespan|overhead|footprint|scaling|api-economy|all] [--jobs N] [--json]
+//!
+//! Prints a table (or, with `--json`, one JSON object per scenario per line), each with the
+//! machine it ran on, and whether the engine met its targets. `--check` exits 1 when a
+//! target is missed.
+
+use std::process::ExitCode;
+
+use clap::{Parser, ValueEnum};
+use fleet_tests::bench::{self, round};
+use fleet_tests::bench_live;
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    Makespan,
+    Overhead,
+    Footprint,
+    Scaling,
+    ApiEconomy,
+    All,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    about = "Measures the Fleet worker engine: makespan, overhead, footprint, scaling, AWS calls per job"
+)]
+struct Cli {
+    #[arg(long, value_enum, default_value = "all")]
+    scenario: Scenario,
+    /// Jobs (makespan 20,000; overhead 100,000; footprint 10,000; api-economy 500 Lambda-routed
+    /// and a fifth as many ECS-routed; scaling: the largest of three sizes a tenth apart,
+    /// 100,000).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Jobs in flight at once (makespan, overhead, scaling).
+    #[arg(long, default_value_t = 1000)]
+    limit: usize,
+    /// Shape of the lognormal job durations (median 1 s).
+    #[arg(long, default_value_t = 0.5)]
+    sigma: f64,
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Length of each footprint job, ms.
+    #[arg(long, default_value_t = 30_000)]
+    sleep_ms: u64,
+    /// One JSON object per scenario per line.
+    #[arg(long)]
+    json: bool,
+    /// Exit 1 when a target is missed.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    fleet_shared::cli::init_logging("warn", fleet_shared::cli::LogFormat::from_env());
+    let scenarios = match cli.scenario {
+        Scenario::All => vec![
+            Scenario::Makespan,
+            Scenario::Overhead,
+            Scenario::Footprint,
+            Scenario::Scaling,
+            Scenario::ApiEconomy,
+        ],
+        s => vec![s],
+    };
+    let machine = bench::machine();
+    if !cli.json {
+        println!("machine: {machine}");
+    }
+    let mut missed = false;
+    let alone = scenarios.len() > 1;
+    for s in scenarios {
+        // With several scenarios each runs in a process of its own: peak memory is per process.
+        let outcome = if alone {
+            in_child(s, &cli)
+        } else {
+            run(s, &cli)
+        };
+        let result = match outcome {
+            Ok(mut v) => {
+                let targets = targets(&v);
+                missed |= targets.values().any(|t| t["met"] == false);
+                v["targets"] = json!(targets);
+                v["machine"] = machine.clone();
+                v
+            }
+            Err(e) => {
+                eprintln!("{s:?}: {e:#}");
+                return ExitCode::from(2);
+            }
+        };
+        if cli.json {
+            println!("{result}");
+        } else {
+            print_table(&result);
+        }
+    }
+    if cli.check && missed {
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+fn run(s: Scenario, cli: &Cli) -> anyhow::Result<Value> {
+    match s {
+        Scenario::Makespan => {
+            bench::makespan(cli.jobs.unwrap_or(20_000), cli.limit, cli.sigma, cli.seed)
+        }
+        Scenario::Overhead => bench::overhead(cli.jobs.unwrap_or(100_000), cli.limit),
+        Scenario::Footprint => tokio::runtime::Runtime::new()?.block_on(bench_live::footprint(
+            cli.jobs.unwrap_or(10_000),
+            cli.sleep_ms,
+        )),
+        Scenario::ApiEconomy => {
+            let n = cli.jobs.unwrap_or(500);
+            tokio::runtime::Runtime::new()?.block_on(bench_live::api_economy(n, (n / 5).max(1)))
+        }
+        Scenario::Scaling => scaling(cli),
+        Scenario::All => anyhow::bail!("not a single scenario"),
+    }
+}
+
+/// Runs one scenario as a child process (`--json`), its figures without the machine and
+/// targets (added by the caller).
+fn in_child(s: Scenario, cli: &Cli) -> anyhow::Result<Value> {
+    let name = s
+        .to_possible_value()
+        .map(|v| v.get_name().to_owned())
+        .ok_or_else(|| anyhow::anyhow!("no name for {s:?}"))?;
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.args(["--scenario", &name, "--json"])
+        .args([
+            "--limit",
+            &cli.limit.to_string(),
+            "--sigma",
+            &cli.sigma.to_string(),
+        ])
+        .args([
+            "--seed",
+            &cli.seed.to_string(),
+            "--sleep-ms",
+            &cli.sleep_ms.to_string(),
+        ]);
+    if let Some(n) = cli.jobs {
+        cmd.args(["--jobs", &n.to_string()]);
+    }
+    let out = cmd.output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut v: Value = serde_json::from_slice(
+        out.stdout
+            .split(|b| *b == b'\n')
+            .rfind(|l| !l.is_empty())
+            .unwrap_or_default(),
+    )?;
+    if let Some(o) = v.as_object_mut() {
+        o.remove("machine");
+        o.remove("targets");
+    }
+    Ok(v)
+}
+
+/// `makespan` at a hundredth, a tenth and all of `--jobs` (1,000, 10,000 and 100,000), each in
+/// its own process so that each peak memory is its own.
+fn scaling(cli: &Cli) -> anyhow::Result<Value> {
+    let largest = cli.jobs.unwrap_or(100_000);
+    let sizes = [largest / 100, largest / 10, largest].map(|n| n.max(1));
+    let exe = std::env::current_exe()?;
+    let mut runs = Vec::new();
+    for n in sizes {
+        let out = std::process::Command::new(&exe)
+            .args(["--scenario", "makespan", "--json", "--jobs", &n.to_string()])
+            .args([
+                "--limit",
+                &cli.limit.to_string(),
+                "--sigma",
+                &cli.sigma.to_string(),
+            ])
+            .args(["--seed", &cli.seed.to_string()])
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "makespan at {n}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(
+            out.stdout
+                .split(|b| *b == b'\n')
+                .find(|l| !l.is_empty())
+                .unwrap_or_default(),
+        )?;
+        runs.push(json!({
+            "jobs": n,
+            "efficiency": v["efficiency"],
+            "vs_greedy": v["vs_greedy"],
+            "makespan_per_job_ms": round(v["makespan_s"].as_f64().unwrap_or(0.0) * 1000.0 / n as f64, 3),
+            "cpu_us_per_job": v["cpu_us_per_job"],
+            "peak_rss_mb": v["peak_rss_mb"],
+        }));
+    }
+    let cpu: Vec<f64> = runs
+        .iter()
+        .filter_map(|r| r["cpu_us_per_job"].as_f64())
+        .collect();
+    let spread = match (
+        cpu.iter().cloned().reduce(f64::max),
+        cpu.iter().cloned().reduce(f64::min),
+    ) {
+        (Some(hi), Some(lo)) if lo > 0.0 => hi / lo,
+        _ => 0.0,
+    };
+    Ok(
+        json!({"scenario": "scaling", "limit": cli.limit, "runs": runs, "cpu_per_job_spread": round(spread, 3)}),
+    )
+}
+
+/// The engine's targets on this machine, and whether the figures meet them.
+fn targets(v: &Value) -> serde_json::Map<String, Value> {
+    let mut t = serde_json::Map::new();
+    let mut check = |name: &str, value: &Value, ok: bool, want: &str| {
+        t.insert(
+            name.into(),
+            json!({"value": value, "want": want, "met": ok}),
+        );
+    };
+    let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    match v["scenario"].as_str() {
+        Some("makespan") => {
+            check(
+                "efficiency",
+                &v["efficiency"],
+                f("efficiency") >= 0.95,
+                ">= 0.95",
+            );
+            check(
+                "vs_greedy",
+                &v["vs_greedy"],
+                f("vs_greedy") >= 0.95,
+                ">= 0.95",
+            );
+        }
+        Some("overhead") => {
+            check(
+                "jobs_per_sec",
+                &v["jobs_per_sec"],
+                f("jobs_per_sec") >= 10_000.0,
+                ">= 10000",
+            );
+        }
+        Some("footprint") => {
+            check(
+                "peak_rss_mb",
+                &v["peak_rss_mb"],
+                f("peak_rss_mb") <= 150.0,
+                "<= 150",
+            );
+            check(
+                "in_flight",
+                &v["in_flight"],
+                v["in_flight"] == v["jobs"],
+                "all jobs",
+            );
+        }
+        Some("api-economy") => {
+            check(
+                "calls_per_lambda_job",
+                &v["calls_per_lambda_job"],
+                f("calls_per_lambda_job") <= 3.3,
+                "<= 3.3",
+            );
+            check(
+                "calls_per_ecs_job_without_describe",
+                &v["calls_per_ecs_job_without_describe"],
+                f("calls_per_ecs_job_without_describe") <= 4.5,
+                "<= 4.5",
+            );
+        }
+        Some("scaling") => {
+            check(
+                "cpu_per_job_spread",
+                &v["cpu_per_job_spread"],
+                f("cpu_per_job_spread") <= 1.5,
+                "<= 1.5 (largest / smallest CPU per job)",
+            );
+        }
+        _ => {}
+    }
+    t
+}
+
+fn print_table(v: &Value) {
+    println!();
+    println!("== {}", v["scenario"].as_str().unwrap_or("?"));
+    if let Some(obj) = v.as_object() {
+        for (k, val) in obj {
+            if ["scenario", "machine", "targets"].contains(&k.as_str()) {
+                continue;
+            }
+            println!("  {k:<36} {val}");
+        }
+    }
+    if let Some(t) = v["targets"].as_object() {
+        for (k, r) in t {
+            let met = if r["met"] == true { "met" } else { "MISSED" };
+            println!(
+                "  target {k:<29} {} (want {}) {met}",
+                r["value"],
+                r["want"].as_str().unwrap_or("")
+            );
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! A small run of every `fleet-bench` scenario: the benchmark's own bookkeeping (every job
+//! accounted for, figures computed from the recorded times), not speed.
+#![allow(clippy::unwrap_used)]
+
+use std::process::Command;
+
+use fleet_tests::bin;
+use serde_json::Value;
+
+fn bench(args: &[&str]) -> Value {
+    let out = Command::new(bin("fleet-bench"))
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "fleet-bench {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap();
+    let v: Value = serde_json::from_str(line).unwrap();
+    assert!(v["machine"]["cores"].as_u64().unwrap() >= 1, "{v}");
+    assert!(v["targets"].is_object(), "{v}");
+    v
+}
+
+fn f(v: &Value, k: &str) -> f64 {
+    v[k].as_f64().unwrap_or_else(|| panic!("{k} in {v}"))
+}
+
+#[test]
+fn makespan_figures_come_from_the_recorded_times() {
+    let v = bench(&["--scenario", "makespan", "--jobs", "300", "--limit", "50"]);
+    assert_eq!(v["jobs"], 300);
+    assert!(v["peak_in_flight"].as_u64().unwrap() <= 50, "{v}");
+    let ideal = f(&v, "ideal_s");
+    assert!(
+        (f(&v, "efficiency") - ideal / f(&v, "makespan_s")).abs() < 1e-3,
+        "{v}"
+    );
+    assert!((f(&v, "baseline_efficiency") - ideal / f(&v, "baseline_makespan_s")).abs() < 1e-3);
+    // Nothing finishes before the ideal time; the batch coordinator waits for every batch's
+    // slowest job.
+    assert!(
+        f(&v, "makespan_s") >= ideal && f(&v, "greedy_makespan_s") >= ideal,
+        "{v}"
+    );
+    assert!(
+        f(&v, "baseline_makespan_s") >= f(&v, "greedy_makespan_s"),
+        "{v}"
+    );
+}
+
+#[test]
+fn overhead_and_scaling_count_every_job() {
+    let v = bench(&["--scenario", "overhead", "--jobs", "500", "--limit", "50"]);
+    assert_eq!(v["jobs"], 500);
+    assert!(
+        f(&v, "jobs_per_sec") > 0.0 && f(&v, "cpu_us_per_job") > 0.0,
+        "{v}"
+    );
+    let s = bench(&["--scenario", "scaling", "--jobs", "500", "--limit", "20"]);
+    let sizes: Vec<u64> = s["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["jobs"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sizes, vec![5, 50, 500]);
+}
+
+#[test]
+fn footprint_holds_every_job_in_flight_over_real_http() {
+    let v = bench(&[
+        "--scenario",
+        "footprint",
+        "--jobs",
+        "200",
+        "--sleep-ms",
+        "3000",
+    ]);
+    assert_eq!(v["in_flight"], 200, "{v}");
+    assert_eq!(v["succeeded"], 200, "{v}");
+    assert!(f(&v, "peak_rss_mb") >= f(&v, "rss_before_mb"), "{v}");
+}
+
+#[test]
+fn api_economy_counts_one_invoke_and_one_run_task_per_job() {
+    let v = bench(&["--scenario", "api-economy", "--jobs", "40"]);
+    let lambda = &v["lambda"]["per_job_by_operation"];
+    let ecs = &v["ecs"]["per_job_by_operation"];
+    assert_eq!(lambda["Lambda.Invoke"], 1.0, "{v}");
+    assert_eq!(ecs["ECS.RunTask"], 1.0, "{v}");
+    // Claim and outcome at least, for every job.
+    assert!(f(lambda, "DynamoDB.UpdateItem") >= 2.0, "{v}");
+    assert!(f(&v, "calls_per_lambda_job") >= 3.0, "{v}");
+}
