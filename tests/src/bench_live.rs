@@ -404,10 +404,7 @@ pub async fn api_economy(lambda_jobs: usize, ecs_jobs: usize) -> anyhow::Result<
     let mut config = Config::default();
     config.lambda.function = Some("bench".into());
     config.worker.concurrency = 100;
-    config.ecs.cluster = Some(ecs.cluster.clone());
-    config.ecs.task_definition = Some(ecs.task_definition.clone());
-    config.ecs.subnets = vec![ecs.subnet.clone()];
-    config.ecs.security_groups = vec![ecs.security_group.clone()];
+    ecs.configure(&mut config);
     config.ecs.poll_secs = 2;
     config.validate()?;
     let endpoint = format!("http://{addr}");

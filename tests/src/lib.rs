@@ -652,6 +652,14 @@ pub struct EcsSetup {
 }
 
 impl EcsSetup {
+    /// Points a configuration's ECS launcher at these resources.
+    pub fn configure(&self, config: &mut fleet_shared::config::Config) {
+        config.ecs.cluster = Some(self.cluster.clone());
+        config.ecs.task_definition = Some(self.task_definition.clone());
+        config.ecs.subnets = vec![self.subnet.clone()];
+        config.ecs.security_groups = vec![self.security_group.clone()];
+    }
+
     /// The worker environment that runs ECS-routed jobs on these resources.
     pub fn worker_env(&self) -> Vec<(&'static str, String)> {
         vec![

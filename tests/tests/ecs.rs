@@ -41,10 +41,7 @@ async fn run_task_on_moto_is_idempotent_and_followed_to_its_exit() {
     let stack = Stack::start().await;
     let ecs = stack.ecs_setup().await;
     let mut config = Config::default();
-    config.ecs.cluster = Some(ecs.cluster.clone());
-    config.ecs.task_definition = Some(ecs.task_definition.clone());
-    config.ecs.subnets = vec![ecs.subnet.clone()];
-    config.ecs.security_groups = vec![ecs.security_group.clone()];
+    ecs.configure(&mut config);
     config.ecs.poll_secs = 1;
     let client = aws_sdk_ecs::Client::new(&stack.sdk);
     let launcher = EcsLauncher::new(client.clone(), Arc::new(config));
@@ -345,10 +342,7 @@ async fn an_event_too_large_for_an_override_passes_its_payload_through_s3() {
     let ecs = stack.ecs_setup().await;
     stack.create_bucket("fleet-payloads").await;
     let mut config = Config::default();
-    config.ecs.cluster = Some(ecs.cluster.clone());
-    config.ecs.task_definition = Some(ecs.task_definition.clone());
-    config.ecs.subnets = vec![ecs.subnet.clone()];
-    config.ecs.security_groups = vec![ecs.security_group.clone()];
+    ecs.configure(&mut config);
     let client = aws_sdk_ecs::Client::new(&stack.sdk);
     let payload = json!({"rows": "r".repeat(20_000)});
     let event = JobEvent {

@@ -76,7 +76,7 @@ fn main() -> ExitCode {
     for s in scenarios {
         // With several scenarios each runs in a process of its own: peak memory is per process.
         let outcome = if alone {
-            in_child(s, &cli)
+            in_child(s, &cli, None)
         } else {
             run(s, &cli)
         };
@@ -124,9 +124,9 @@ fn run(s: Scenario, cli: &Cli) -> anyhow::Result<Value> {
     }
 }
 
-/// Runs one scenario as a child process (`--json`), its figures without the machine and
-/// targets (added by the caller).
-fn in_child(s: Scenario, cli: &Cli) -> anyhow::Result<Value> {
+/// Runs one scenario as a child process (`--json`; `jobs` overrides `--jobs`), its figures
+/// without the machine and targets (added by the caller).
+fn in_child(s: Scenario, cli: &Cli, jobs: Option<usize>) -> anyhow::Result<Value> {
     let name = s
         .to_possible_value()
         .map(|v| v.get_name().to_owned())
@@ -145,7 +145,7 @@ fn in_child(s: Scenario, cli: &Cli) -> anyhow::Result<Value> {
             "--sleep-ms",
             &cli.sleep_ms.to_string(),
         ]);
-    if let Some(n) = cli.jobs {
+    if let Some(n) = jobs.or(cli.jobs) {
         cmd.args(["--jobs", &n.to_string()]);
     }
     let out = cmd.output()?;
@@ -172,30 +172,9 @@ fn in_child(s: Scenario, cli: &Cli) -> anyhow::Result<Value> {
 fn scaling(cli: &Cli) -> anyhow::Result<Value> {
     let largest = cli.jobs.unwrap_or(100_000);
     let sizes = [largest / 100, largest / 10, largest].map(|n| n.max(1));
-    let exe = std::env::current_exe()?;
     let mut runs = Vec::new();
     for n in sizes {
-        let out = std::process::Command::new(&exe)
-            .args(["--scenario", "makespan", "--json", "--jobs", &n.to_string()])
-            .args([
-                "--limit",
-                &cli.limit.to_string(),
-                "--sigma",
-                &cli.sigma.to_string(),
-            ])
-            .args(["--seed", &cli.seed.to_string()])
-            .output()?;
-        anyhow::ensure!(
-            out.status.success(),
-            "makespan at {n}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: Value = serde_json::from_slice(
-            out.stdout
-                .split(|b| *b == b'\n')
-                .find(|l| !l.is_empty())
-                .unwrap_or_default(),
-        )?;
+        let v = in_child(Scenario::Makespan, cli, Some(n))?;
         runs.push(json!({
             "jobs": n,
             "efficiency": v["efficiency"],
