@@ -18,6 +18,10 @@ waiting, under the lock, and between polls sleeps until a message may have becom
 (a send, or a visibility set to 0) or a second passes (a message whose visibility timeout
 ends is seen within that second). moto's SQS reads the clock through datetimes for every
 queued message on every receive; the launcher gives it a cheaper clock with the same values.
+moto's TransactWriteItems keeps a deep copy of every table it touches to roll back a
+cancelled transaction, which costs as much as the table on every call; the launcher has it
+copy only the items the transaction writes (its rollback is the same: an untouched item is
+the same object before and after).
 
     python deploy/local/moto_server.py -H 127.0.0.1 -p PORT
 """
@@ -161,6 +165,71 @@ def fast_sqs_clock():
     sqs_models.unix_time_millis = now_ms
 
 
+def cheap_transaction_rollback():
+    """See the module's description. The copy moto keeps of a table (to put back if the
+    transaction is cancelled) becomes a shallow copy whose item maps are new dictionaries and
+    whose touched items are deep copies: restoring it restores exactly those items. Requests
+    are served one at a time (`Serialise`), so the set of touched keys is per call."""
+    import copy as real_copy
+    from collections import defaultdict
+
+    import moto.dynamodb.models as models
+    from moto.dynamodb.models.dynamo_type import DynamoType
+    from moto.dynamodb.models.table import Table
+
+    touched = {}
+
+    def snapshot(table):
+        snap = real_copy.copy(table)
+        items = defaultdict(dict)
+        for h, inner in table.items.items():
+            items[h] = dict(inner) if isinstance(inner, dict) else inner
+        for h, r in touched.get(table.name, ()):
+            if h not in items:
+                continue
+            if r is None:
+                items[h] = real_copy.deepcopy(items[h])
+            elif r in items[h]:
+                items[h][r] = real_copy.deepcopy(items[h][r])
+        snap.items = items
+        return snap
+
+    class Copy:
+        @staticmethod
+        def deepcopy(x, memo=None):
+            if isinstance(x, Table) and x.name in touched:
+                return snapshot(x)
+            return real_copy.deepcopy(x, memo)
+
+        def __getattr__(self, name):
+            return getattr(real_copy, name)
+
+    original = models.DynamoDBBackend.transact_write_items
+
+    def transact_write_items(self, transact_items):
+        touched.clear()
+        try:
+            for entry in transact_items:
+                for op_type, op in entry.items():
+                    table = self.tables.get(op.get("TableName"))
+                    if table is None:
+                        continue
+                    key = op["Item"] if op_type == "Put" else op.get("Key", {})
+                    h = key.get(table.hash_key_attr)
+                    r = key.get(table.range_key_attr) if table.range_key_attr else None
+                    if h is None:
+                        continue
+                    touched.setdefault(table.name, []).append(
+                        (DynamoType(h), DynamoType(r) if r is not None else None)
+                    )
+            return original(self, transact_items)
+        finally:
+            touched.clear()
+
+    models.copy = Copy()
+    models.DynamoDBBackend.transact_write_items = transact_write_items
+
+
 class QuietHandler(MotoRequestHandler):
     """Logs errors only; a line per request would bury them."""
 
@@ -176,6 +245,7 @@ def main():
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     fast_sqs_clock()
+    cheap_transaction_rollback()
     app = DomainDispatcherApplication(create_backend_app)
     run_simple(
         args.host,

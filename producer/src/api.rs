@@ -14,9 +14,7 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
-use fleet_shared::ledger::JobDetail;
 use fleet_shared::metrics::Health;
-use fleet_shared::state::JobState;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -52,8 +50,6 @@ pub struct Api {
     pub health: Arc<Health>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
-    /// For `cancel?stop_running=true` (StopTask).
-    pub ecs: aws_sdk_ecs::Client,
     pub max_body_bytes: usize,
 }
 
@@ -62,14 +58,12 @@ impl Api {
         producer: Producer,
         health: Arc<Health>,
         metrics: PrometheusHandle,
-        ecs: aws_sdk_ecs::Client,
         max_body_bytes: usize,
     ) -> Self {
         Self {
             producer,
             health,
             metrics,
-            ecs,
             max_body_bytes,
         }
     }
@@ -108,7 +102,7 @@ impl Reached for fleet_producer::SubmitReport {
 }
 impl Reached for fleet_producer::Status {}
 impl Reached for fleet_producer::CancelReport {}
-impl Reached for Vec<JobDetail> {}
+impl<T> Reached for fleet_shared::ledger::Page<T> {}
 
 /// The API's router: [`ROUTES`], a JSON 404 for any other path and a JSON 405 for another
 /// method on a known path.
@@ -230,6 +224,13 @@ impl From<ProducerError> for ApiError {
             ProducerError::Conflict { .. } => Self::new(StatusCode::CONFLICT, "conflict", message),
             ProducerError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "not_found", message),
             ProducerError::NotDone { .. } => Self::new(StatusCode::CONFLICT, "not_done", message),
+            // A ledger that refuses for good (its table of another layout, an invalid item)
+            // will not answer otherwise on a retry.
+            ProducerError::Ledger(ref l)
+                if l.class() == fleet_shared::error::ErrorClass::Permanent =>
+            {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+            }
             ProducerError::Ledger(_)
             | ProducerError::Queue(_)
             | ProducerError::Ecs(_)
@@ -440,33 +441,119 @@ async fn cancel(
 ) -> Result<Response, ApiError> {
     let id = request_id(path)?;
     let stop = stop_running(uri.query())?;
-    let report = call(&api, api.producer.cancel(&id, stop.then_some(&api.ecs))).await?;
+    let report = call(&api, api.producer.cancel(&id, stop)).await?;
     Ok(json_response(StatusCode::OK, report))
 }
 
-/// The failures document: the request's FAILED jobs with their last error and history.
-pub fn failures_json(request_id: &str, jobs: &[JobDetail]) -> Value {
-    let failures: Vec<Value> = jobs
+/// Most failures one page returns.
+pub const MAX_PAGE: usize = 1000;
+
+/// `cursor=...&limit=N` (both optional); any other parameter is refused.
+fn page_params(query: Option<&str>) -> Result<(Option<String>, usize), ApiError> {
+    let (mut cursor, mut limit) = (None, 100);
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "cursor" => {
+                cursor = Some(
+                    percent_decode(value)
+                        .ok_or_else(|| ApiError::invalid("cursor: not a cursor this listing gave", Some("cursor".into())))?,
+                )
+            }
+            "limit" => {
+                limit = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::invalid(
+                            format!("limit: must be 1 to {MAX_PAGE}, got {value:?}"),
+                            Some("limit".into()),
+                        )
+                    })?
+            }
+            other => {
+                return Err(ApiError::invalid(
+                    format!("unknown query parameter {other:?} (cursor, limit)"),
+                    Some(other.to_owned()),
+                ));
+            }
+        }
+    }
+    Ok((cursor, limit))
+}
+
+/// `%XX` and `+` decoded; `None` when malformed.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The failures document: a page of the request's FAILED jobs with their errors and
+/// histories, and the cursor of the next page.
+pub fn failures_json(
+    request_id: &str,
+    page: &fleet_shared::ledger::Page<fleet_producer::JobView>,
+) -> Value {
+    let failures: Vec<Value> = page
+        .items
         .iter()
-        .filter(|j| j.state == JobState::Failed)
         .map(|j| {
+            let error = j
+                .history
+                .iter()
+                .rev()
+                .find_map(|h| h.error.clone())
+                .or_else(|| j.last_error.clone());
             json!({
                 "job_id": j.job_id,
                 "attempts": j.attempts,
-                "error": j.last_error,
+                "error_class": j.error_class,
+                "error": error,
                 "history": j.history,
+                "older_attempts": j.older_attempts,
             })
         })
         .collect();
-    json!({"request_id": request_id, "failures": failures})
+    json!({"request_id": request_id, "failures": failures, "next": page.next})
 }
 
 async fn failures(
     State(api): State<Arc<Api>>,
     path: Result<Path<String>, PathRejection>,
+    uri: Uri,
 ) -> Result<Response, ApiError> {
     let id = request_id(path)?;
-    let r = api.producer.jobs(&id).await;
+    let (cursor, limit) = page_params(uri.query())?;
+    let r = api
+        .producer
+        .jobs_page(
+            &id,
+            Some(fleet_shared::state::JobState::Failed),
+            cursor.as_deref(),
+            limit,
+            true,
+        )
+        .await;
     api.mark_reached(&r);
     Ok(json_response(StatusCode::OK, failures_json(&id, &r?)))
 }
@@ -727,10 +814,19 @@ mod tests {
             (
                 ProducerError::Ledger(fleet_shared::ledger::LedgerError::Aws {
                     op: "Query",
+                    class: fleet_shared::error::ErrorClass::Transient,
                     message: "timeout".into(),
                 }),
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
+                None,
+            ),
+            (
+                ProducerError::Ledger(fleet_shared::ledger::LedgerError::Layout(
+                    "another layout".into(),
+                )),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
                 None,
             ),
         ];
@@ -755,25 +851,54 @@ mod tests {
     }
 
     #[test]
-    fn failures_list_only_failed_jobs() {
-        let job = |i: u32, state| JobDetail {
-            job_id: format!("r:{i}"),
-            index: i,
-            state,
-            attempts: 2,
-            task: None,
-            last_error: (state == JobState::Failed).then(|| "boom".to_owned()),
-            history: vec![],
-        };
-        let doc = failures_json(
-            "r",
-            &[job(0, JobState::Succeeded), job(1, JobState::Failed)],
-        );
+    fn page_parameters_are_checked() {
+        assert_eq!(page_params(None).unwrap(), (None, 100));
         assert_eq!(
-            doc,
-            json!({"request_id": "r", "failures": [
-                {"job_id": "r:1", "attempts": 2, "error": "boom", "history": []}
-            ]})
+            page_params(Some("cursor=3%2F000000007&limit=5")).unwrap(),
+            (Some("3/000000007".into()), 5)
         );
+        for bad in ["limit=0", "limit=1001", "limit=x", "page=2", "cursor=%zz"] {
+            let e = page_params(Some(bad)).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{bad}");
+            assert!(e.field.is_some(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_failure_carries_its_whole_error_and_the_next_cursor() {
+        let entry = |fence, error: Option<&str>| fleet_shared::ledger::HistoryEntry {
+            record: fleet_shared::ledger::AttemptRecord {
+                attempt: fence as u32,
+                fence,
+                started_ms: 1,
+                ended_ms: 2,
+                target: "lambda".into(),
+                outcome: "job_failure".into(),
+                retry_at_ms: None,
+                reason: "default".into(),
+                exit_code: None,
+                stopped_reason: None,
+            },
+            error: error.map(str::to_owned),
+        };
+        let page = fleet_shared::ledger::Page {
+            items: vec![fleet_producer::JobView {
+                job_id: "r:1".into(),
+                state: fleet_shared::state::JobState::Failed,
+                attempts: 2,
+                target: Some("lambda".into()),
+                reason: Some("default".into()),
+                error_class: Some("job_failure".into()),
+                last_error: Some("boo…".into()),
+                task: None,
+                history: vec![entry(1, Some("first")), entry(2, Some("boom, whole"))],
+                older_attempts: 0,
+            }],
+            next: Some("0/1".into()),
+        };
+        let doc = failures_json("r", &page);
+        assert_eq!(doc["failures"][0]["error"], "boom, whole");
+        assert_eq!(doc["failures"][0]["history"].as_array().unwrap().len(), 2);
+        assert_eq!(doc["next"], "0/1");
     }
 }

@@ -1,47 +1,29 @@
-//! The dead-letter queue, per request: list what failed and why, and redrive one request's
-//! failed jobs with a fresh attempt budget while every other message stays where it is.
-//! (SQS's own StartMessageMoveTask moves a whole queue at once.)
-//!
-//! Reading a queue means receiving its messages: while a command works they are hidden
-//! (`HIDE`), and every message it does not consume is made visible again before it returns.
+//! What failed, per request, and redriving it. A request's failed jobs are found through the
+//! ledger's index of FAILED jobs (a page at a time, whatever else the dead-letter queue
+//! holds); the dead-letter queue stays the archive of the messages and their failure
+//! records, kept for its retention period. `dlq list` without a request peeks at the queue
+//! itself: up to a limit of messages, hidden while read and visible again when it returns.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use fleet_shared::dead_letter::{FailureRecord, attr};
 use fleet_shared::ids::JobId;
-use fleet_shared::ledger::Redrive;
-use fleet_shared::message::{JobMessage, MESSAGE_VERSION, RoutingHint, Target, parse_message};
-use fleet_shared::queue::sqs::SqsQueue;
-use fleet_shared::queue::{JobQueue, MAX_BATCH, QueueError};
+use fleet_shared::ledger::{Change, JobDetail, LedgerError, RequestLedger};
+use fleet_shared::message::{JobMessage, Target};
+use fleet_shared::queue::{JobQueue, MAX_BATCH};
 use fleet_shared::state::JobState;
 use serde::Serialize;
 
-use crate::{Producer, ProducerError};
+use crate::{JobView, Producer, ProducerError};
 
-/// How long messages stay hidden while a command looks at them.
-const HIDE: Duration = Duration::from_secs(120);
+/// How long messages stay hidden while `dlq list` reads them.
+const HIDE: Duration = Duration::from_secs(60);
 
-/// One message of the dead-letter queue.
-#[derive(Debug, Clone)]
-pub struct DeadLetter {
-    pub message_id: String,
-    pub receipt: String,
-    pub body: String,
-    pub record: Option<FailureRecord>,
-}
+/// Failed jobs redriven per ledger transaction.
+const REDRIVE_BATCH: usize = 25;
 
-impl DeadLetter {
-    pub fn job_id(&self) -> Option<&str> {
-        self.record.as_ref().and_then(|r| r.job_id.as_deref())
-    }
-
-    pub fn request_id(&self) -> Option<&str> {
-        self.record.as_ref().and_then(|r| r.request_id.as_deref())
-    }
-}
-
-/// A dead-lettered job (copies of the same job merged) or a message that names none.
+/// A failed job, as `dlq list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Listed {
     pub job_id: Option<String>,
@@ -52,10 +34,63 @@ pub struct Listed {
     pub targets: Vec<String>,
     pub first_attempt_ms: Option<u64>,
     pub last_attempt_ms: Option<u64>,
-    pub dead_lettered_ms: Option<u64>,
-    /// Messages in the queue for this job (a crash can leave two).
-    pub copies: usize,
-    pub message_id: String,
+    /// From the dead-letter queue: the message and how many copies it holds of the job.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub copies: Option<usize>,
+}
+
+impl Listed {
+    fn from_view(request_id: &str, v: &JobView) -> Self {
+        let mut targets: Vec<String> = Vec::new();
+        for h in &v.history {
+            if !targets.contains(&h.record.target) {
+                targets.push(h.record.target.clone());
+            }
+        }
+        let started = v.history.iter().map(|h| h.record.started_ms);
+        // The whole error of the last failed attempt, if the history has it.
+        let error = v
+            .history
+            .iter()
+            .rev()
+            .find_map(|h| h.error.clone())
+            .or_else(|| v.last_error.clone())
+            .unwrap_or_default();
+        Listed {
+            job_id: Some(v.job_id.clone()),
+            request_id: Some(request_id.to_owned()),
+            error_class: v.error_class.clone().unwrap_or_else(|| "unknown".into()),
+            error,
+            attempts: v.attempts,
+            targets,
+            first_attempt_ms: started.clone().min(),
+            last_attempt_ms: started.max(),
+            message_id: None,
+            copies: None,
+        }
+    }
+
+    fn from_record(r: Option<FailureRecord>, message_id: String, copies: usize) -> Self {
+        Listed {
+            job_id: r.as_ref().and_then(|r| r.job_id.clone()),
+            request_id: r.as_ref().and_then(|r| r.request_id.clone()),
+            error_class: r
+                .as_ref()
+                .map_or_else(|| "unknown".into(), |r| r.error_class.clone()),
+            error: r.as_ref().map_or_else(
+                || "no failure record (moved by SQS's redrive policy?)".into(),
+                |r| r.error.clone(),
+            ),
+            attempts: r.as_ref().map_or(0, |r| r.attempts),
+            targets: r.as_ref().map_or_else(Vec::new, |r| r.targets.clone()),
+            first_attempt_ms: r.as_ref().and_then(|r| r.first_attempt_ms),
+            last_attempt_ms: r.as_ref().and_then(|r| r.last_attempt_ms),
+            message_id: Some(message_id),
+            copies: Some(copies),
+        }
+    }
 }
 
 /// What a redrive did.
@@ -64,10 +99,8 @@ pub struct RedriveReport {
     pub request_id: String,
     /// Jobs made PENDING again and sent to the jobs queue.
     pub redriven: u32,
-    /// Jobs left in the dead-letter queue, with the reason.
+    /// Failed jobs left as they were, with the reason.
     pub skipped: Vec<Skipped>,
-    /// Dead-letter messages of other requests, untouched.
-    pub others: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -76,202 +109,193 @@ pub struct Skipped {
     pub reason: String,
 }
 
-/// Receives every message of the queue (each hidden for `HIDE`).
-async fn read_all(dlq: &SqsQueue) -> Result<Vec<DeadLetter>, QueueError> {
-    let mut out = Vec::new();
-    let mut empty = 0;
-    // SQS may answer a receive with nothing while messages remain (it samples servers);
-    // stop after two empty answers in a row, the second with a short long-poll.
-    while empty < 2 {
-        let wait = Duration::from_secs(if empty == 0 { 0 } else { 1 });
-        let batch = dlq.receive_with_attributes(MAX_BATCH, wait, HIDE).await?;
-        if batch.is_empty() {
-            empty += 1;
-            continue;
-        }
-        empty = 0;
-        out.extend(batch.into_iter().map(|(m, attrs)| {
-            DeadLetter {
-                record: attrs
-                    .get(attr::FAILURE)
-                    .and_then(|j| FailureRecord::from_attribute(j)),
-                message_id: m.message_id,
-                receipt: m.receipt,
-                body: m.body,
+impl<L: RequestLedger, Q: JobQueue> Producer<L, Q> {
+    /// A page of a request's failed jobs, from the ledger (with their histories).
+    pub async fn failures_page(
+        &self,
+        request_id: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<fleet_shared::ledger::Page<Listed>, ProducerError> {
+        let page = self
+            .jobs_page(request_id, Some(JobState::Failed), cursor, limit, true)
+            .await?;
+        Ok(fleet_shared::ledger::Page {
+            items: page
+                .items
+                .iter()
+                .map(|v| Listed::from_view(request_id, v))
+                .collect(),
+            next: page.next,
+        })
+    }
+
+    /// Up to `limit` messages of the dead-letter queue (one entry per job, copies merged),
+    /// of every request: a look at the archive. The messages are visible again when this
+    /// returns.
+    pub async fn dlq_peek(&self, limit: usize) -> Result<Vec<Listed>, ProducerError> {
+        let dlq = self
+            .dead_letters
+            .as_ref()
+            .ok_or(ProducerError::NoDeadLetterQueue)?;
+        let mut letters = Vec::new();
+        let mut empty = 0;
+        while letters.len() < limit && empty < 2 {
+            let wait = Duration::from_secs(if empty == 0 { 0 } else { 1 });
+            let want = (limit - letters.len()).min(MAX_BATCH);
+            let batch = dlq.receive_with_attributes(want, wait, HIDE).await?;
+            if batch.is_empty() {
+                empty += 1;
+                continue;
             }
-        }));
-    }
-    Ok(out)
-}
-
-/// Makes messages visible again at once.
-async fn hand_back(dlq: &SqsQueue, letters: &[&DeadLetter]) {
-    for l in letters {
-        if let Err(e) = dlq.set_visibility(&l.receipt, Duration::ZERO).await {
-            tracing::warn!(error = %e, message_id = %l.message_id, "could not make a dead letter visible again; it will be in {}s", HIDE.as_secs());
+            empty = 0;
+            letters.extend(batch);
         }
-    }
-}
-
-/// Messages grouped by job id, in job order; messages without a job id each on their own.
-fn by_job(letters: &[DeadLetter]) -> Vec<Vec<&DeadLetter>> {
-    let mut jobs: BTreeMap<(String, u32), Vec<&DeadLetter>> = BTreeMap::new();
-    let mut loose = Vec::new();
-    for l in letters {
-        match l.job_id().and_then(|j| JobId::parse(j).ok()) {
-            Some(id) => jobs
-                .entry((id.request_id().to_owned(), id.index()))
-                .or_default()
-                .push(l),
-            None => loose.push(vec![l]),
+        let mut by_job: BTreeMap<String, (Option<FailureRecord>, String, usize)> = BTreeMap::new();
+        for (m, attrs) in &letters {
+            let record = attrs
+                .get(attr::FAILURE)
+                .and_then(|j| FailureRecord::from_attribute(j));
+            let key = record
+                .as_ref()
+                .and_then(|r| r.job_id.clone())
+                .unwrap_or_else(|| format!("~{}", m.message_id));
+            by_job
+                .entry(key)
+                .and_modify(|e| e.2 += 1)
+                .or_insert((record, m.message_id.clone(), 1));
         }
-    }
-    jobs.into_values().chain(loose).collect()
-}
-
-fn listed(copies: &[&DeadLetter]) -> Listed {
-    let first = copies[0];
-    let r = first.record.clone();
-    Listed {
-        job_id: first.job_id().map(str::to_owned),
-        request_id: first.request_id().map(str::to_owned),
-        error_class: r
-            .as_ref()
-            .map_or_else(|| "unknown".into(), |r| r.error_class.clone()),
-        error: r.as_ref().map_or_else(
-            || "no failure record (moved by SQS's redrive policy?)".into(),
-            |r| r.error.clone(),
-        ),
-        attempts: r.as_ref().map_or(0, |r| r.attempts),
-        targets: r.as_ref().map_or_else(Vec::new, |r| r.targets.clone()),
-        first_attempt_ms: r.as_ref().and_then(|r| r.first_attempt_ms),
-        last_attempt_ms: r.as_ref().and_then(|r| r.last_attempt_ms),
-        dead_lettered_ms: r.as_ref().map(|r| r.dead_lettered_ms),
-        copies: copies.len(),
-        message_id: first.message_id.clone(),
-    }
-}
-
-impl Producer {
-    fn dlq(&self) -> Result<&SqsQueue, ProducerError> {
-        self.dead_letters
-            .as_ref()
-            .ok_or(ProducerError::NoDeadLetterQueue)
-    }
-
-    /// The dead-letter queue's jobs (one entry per job), of one request or all.
-    pub async fn dlq_list(&self, request_id: Option<&str>) -> Result<Vec<Listed>, ProducerError> {
-        let dlq = self.dlq()?;
-        let letters = read_all(dlq).await?;
-        let list = by_job(&letters)
-            .iter()
-            .filter(|copies| request_id.is_none() || copies[0].request_id() == request_id)
-            .map(|copies| listed(copies))
-            .collect();
-        hand_back(dlq, &letters.iter().collect::<Vec<_>>()).await;
-        Ok(list)
+        for (m, _) in &letters {
+            if let Err(e) = dlq.set_visibility(&m.receipt, Duration::ZERO).await {
+                tracing::warn!(error = %e, message_id = %m.message_id, "could not make a dead letter visible again; it will be in {}s", HIDE.as_secs());
+            }
+        }
+        Ok(by_job
+            .into_values()
+            .map(|(r, id, copies)| Listed::from_record(r, id, copies))
+            .collect())
     }
 
     /// Sends one request's failed jobs back to the jobs queue: each becomes PENDING with
     /// `max_attempts` more attempts than it has used (default: the configured limit for its
-    /// job type), optionally with another target; its dead-letter copies are deleted once
-    /// the new message is sent. Messages of other requests are made visible again untouched.
+    /// job type), optionally with another target, and gets a new message. The jobs are found
+    /// in the ledger's failed index, a page at a time; their dead-letter messages stay in the
+    /// queue as the archive. Running it again redrives what failed since.
     pub async fn dlq_redrive(
         &self,
         request_id: &str,
         max_attempts: Option<u32>,
         target: Option<Target>,
     ) -> Result<RedriveReport, ProducerError> {
-        let dlq = self.dlq()?;
-        let letters = read_all(dlq).await?;
-        let groups = by_job(&letters);
-        let (mine, others): (Vec<_>, Vec<_>) = groups
-            .into_iter()
-            .partition(|c| c.iter().any(|l| l.request_id() == Some(request_id)));
-        hand_back(dlq, &others.iter().flatten().copied().collect::<Vec<_>>()).await;
+        let record = self.ledger.get_request(request_id).await?;
+        let shards = record
+            .as_ref()
+            .map_or(fleet_shared::ledger::memory::DIRECT_JOB_SHARDS, |r| r.job_shards);
         let mut report = RedriveReport {
             request_id: request_id.to_owned(),
-            others: others.iter().map(Vec::len).sum::<usize>() as u32,
             ..Default::default()
         };
-        for copies in mine {
-            match self.redrive_one(&copies, max_attempts, target).await {
-                Ok(()) => {
-                    report.redriven += 1;
-                    let receipts: Vec<String> = copies.iter().map(|l| l.receipt.clone()).collect();
-                    for chunk in receipts.chunks(MAX_BATCH) {
-                        dlq.delete_batch(chunk).await?;
+        // Redriven jobs leave the failed index, so every page is read from the start.
+        loop {
+            let page = self
+                .ledger
+                .failed_page(request_id, None, REDRIVE_BATCH)
+                .await?;
+            let skipped_before = report.skipped.len();
+            let picked: Vec<&JobDetail> = page
+                .items
+                .iter()
+                .filter(|j| !report.skipped.iter().any(|s| s.job_id == j.job_id))
+                .collect();
+            if picked.is_empty() {
+                break;
+            }
+            let mut changes = Vec::new();
+            let mut messages = Vec::new();
+            for j in picked {
+                match self.redrive_change(j, shards, max_attempts, target).await {
+                    Ok((change, message)) => {
+                        changes.push(change);
+                        messages.push(message);
                     }
-                }
-                Err(reason) => {
-                    hand_back(dlq, &copies).await;
-                    report.skipped.push(Skipped {
-                        job_id: copies[0].job_id().unwrap_or("?").to_owned(),
+                    Err(reason) => report.skipped.push(Skipped {
+                        job_id: j.job_id.clone(),
                         reason,
-                    });
+                    }),
                 }
+            }
+            let results = self
+                .ledger
+                .commit_changes(super::PRODUCER_SLOT, &changes)
+                .await?;
+            let mut bodies = Vec::new();
+            for ((change, message), r) in changes.iter().zip(messages).zip(results) {
+                match r {
+                    Ok(()) => bodies.push(message),
+                    Err(LedgerError::Stale { .. }) => report.skipped.push(Skipped {
+                        job_id: change.job().to_string(),
+                        reason: "the job changed while it was being redriven".into(),
+                    }),
+                    Err(e) => report.skipped.push(Skipped {
+                        job_id: change.job().to_string(),
+                        reason: e.to_string(),
+                    }),
+                }
+            }
+            // A crash here leaves redriven jobs PENDING without a message: the sweeper sends
+            // them again (they are due since the redrive).
+            self.queue.send_all(&bodies).await?;
+            report.redriven += bodies.len() as u32;
+            if bodies.is_empty() && report.skipped.len() == skipped_before {
+                break;
             }
         }
         Ok(report)
     }
 
-    /// Redrives one job; `Err` says why it was left in the dead-letter queue.
-    async fn redrive_one(
+    /// The ledger change and the new message of one failed job's redrive; `Err` says why it
+    /// is left as it is.
+    async fn redrive_change(
         &self,
-        copies: &[&DeadLetter],
+        j: &JobDetail,
+        shards: u32,
         max_attempts: Option<u32>,
         target: Option<Target>,
-    ) -> Result<(), String> {
-        let job = copies[0]
-            .job_id()
-            .and_then(|j| JobId::parse(j).ok())
-            .ok_or("no job id")?;
-        let original = copies
-            .iter()
-            .find_map(|l| parse_message(&l.body, usize::MAX).ok().map(|(m, _)| m));
-        let job_type_hint = original.as_ref().map(|m| m.job_type.as_str()).unwrap_or("");
-        let budget =
-            max_attempts.unwrap_or_else(|| self.config.max_attempts_for(job_type_hint, None));
-        let redriven = self
+    ) -> Result<(Change, String), String> {
+        let job = JobId::parse(&j.job_id).map_err(|e| e.to_string())?;
+        let key = fleet_shared::ledger::item::job_key(&job, shards);
+        let (item, payload_json) = self
             .ledger
-            .redrive(&job, budget, target)
+            .job(&key)
             .await
-            .map_err(|e| e.to_string())?;
-        let (job_type, payload_json, attempts, max) = match redriven {
-            Redrive::Redriven {
-                job_type,
-                payload_json,
-                attempts,
-                max_attempts,
-            } => (job_type, payload_json, attempts, max_attempts),
-            Redrive::NotFailed(JobState::Succeeded) => {
-                return Err("the job has succeeded since".into());
-            }
-            Redrive::NotFailed(state) => return Err(format!("the job is {state}, not FAILED")),
-            Redrive::Missing => return Err("the ledger has no such job".into()),
-        };
-        let routing = match target {
-            Some(t) => Some(RoutingHint {
-                target: Some(t),
-                estimated_secs: None,
-            }),
-            None => original.and_then(|m| m.routing),
-        };
-        let message = JobMessage {
-            version: MESSAGE_VERSION,
-            request_id: job.request_id().to_owned(),
-            job_id: job.to_string(),
-            job_type,
-            attempt: attempts + 1,
-            payload: serde_json::from_str(&payload_json)
-                .map_err(|e| format!("stored payload is not JSON: {e}"))?,
-            routing,
-            enqueued_at_ms: fleet_shared::time::now_ms(),
-            max_attempts: Some(max),
-        };
-        self.queue
-            .send_all(&[message.to_body()])
-            .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?
+            .ok_or("the ledger has no such job")?;
+        if item.state != JobState::Failed {
+            return Err(format!("the job is {}, not FAILED", item.state));
+        }
+        let budget =
+            max_attempts.unwrap_or_else(|| self.config.max_attempts_for(&item.job_type, None));
+        let now = fleet_shared::time::now_ms();
+        let message = JobMessage::for_job(
+            &job,
+            &item.job_type,
+            &payload_json,
+            item.attempts + 1,
+            Some(item.attempts + budget),
+            target.or(item.target),
+            now,
+        )
+        .map_err(|e| e.to_string())?;
+        Ok((
+            Change::Redrive {
+                job,
+                key,
+                fence: item.fence,
+                budget,
+                target,
+                now_ms: now,
+            },
+            message.to_body(),
+        ))
     }
 }

@@ -55,8 +55,13 @@ enum Command {
         /// Seconds between updates with --watch.
         #[arg(long, default_value_t = 1.0)]
         interval: f64,
+        /// Count the jobs from their items (reads every job of the request) and correct the
+        /// request's counters by the difference.
+        #[arg(long, conflicts_with = "watch")]
+        recount: bool,
     },
-    /// List a request's jobs: state, attempts, target, routing reason, last error.
+    /// List a request's jobs: state, attempts, target, routing reason, last error. Jobs are
+    /// read a page at a time (by ledger partition, then index).
     Jobs {
         request_id: String,
         /// Only jobs in this state (PENDING, RUNNING, RETRYING, SUCCEEDED, FAILED, CANCELLED).
@@ -65,15 +70,23 @@ enum Command {
         /// One JSON object per line, with the attempt history.
         #[arg(long)]
         json: bool,
+        /// Start from this cursor (printed on stderr after each page with --limit).
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Print at most this many jobs, then the cursor of the next page on stderr.
+        #[arg(long)]
+        limit: Option<usize>,
     },
-    /// Cancel a request: its pending and retrying jobs are never run; running ones finish.
+    /// Print a succeeded job's result (read from S3 when it was too large for the ledger).
+    Result { job_id: String },
+    /// Cancel a request: none of its jobs starts after this returns; running ones finish.
     Cancel {
         request_id: String,
         /// Also stop jobs running in ECS tasks (or local processes); Lambda invocations
         /// cannot be stopped and finish.
         #[arg(long)]
         stop_running: bool,
-        /// Print a JSON object: request_id, cancelled, states.
+        /// Print a JSON object: request_id, cancelled_at_ms, stop_running, states.
         #[arg(long)]
         json: bool,
     },
@@ -104,17 +117,21 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum DlqCommand {
-    /// List dead-lettered jobs with their failure records.
+    /// List failed jobs: a request's, from the ledger (every one, a page at a time); without
+    /// --request, a look at the dead-letter queue itself (up to --limit messages).
     List {
-        /// Only this request's jobs.
+        /// Only this request's jobs (read from the ledger's index of failed jobs).
         #[arg(long = "request")]
         request_id: Option<String>,
+        /// Without --request: messages of the dead-letter queue to read at most.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
     },
-    /// Send one request's failed jobs back to the jobs queue with fresh attempts; every other
-    /// message stays in the dead-letter queue.
+    /// Send one request's failed jobs back to the jobs queue with fresh attempts (found in
+    /// the ledger; the dead-letter queue keeps its messages as the archive).
     Redrive {
         #[arg(long = "request")]
         request_id: String,
@@ -124,7 +141,7 @@ enum DlqCommand {
         /// Run the jobs on this target from now on.
         #[arg(long, value_enum)]
         target: Option<TargetArg>,
-        /// Print a JSON object: request_id, redriven, skipped, others.
+        /// Print a JSON object: request_id, redriven, skipped.
         #[arg(long)]
         json: bool,
     },
@@ -155,8 +172,14 @@ async fn producer(config: &Arc<Config>, with_dead_letters: bool) -> anyhow::Resu
     let sdk = fleet_shared::aws::sdk_config().await;
     let sqs = fleet_shared::aws::sqs(&sdk);
     let queue = SqsQueue::resolve(sqs.clone(), &config.queue.jobs).await?;
-    let ledger = DynamoLedger::new(fleet_shared::aws::dynamodb(&sdk), &config.ledger.table)
-        .with_ttl(config.ledger.ttl());
+    let ledger = DynamoLedger::open(
+        fleet_shared::aws::dynamodb(&sdk),
+        &config.ledger.table,
+        config.ledger.index_shards,
+    )
+    .await?
+    .with_ttl(config.ledger.ttl())
+    .with_history_keep(config.ledger.history_keep);
     let p = Producer::new(ledger, queue, config.clone()).with_s3(fleet_shared::aws::s3(&sdk));
     Ok(if with_dead_letters {
         p.with_dead_letters(SqsQueue::resolve(sqs, &config.queue.dead_letter).await?)
@@ -205,6 +228,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             json,
             watch,
             interval,
+            recount,
         } => {
             let p = producer(&config, false).await?;
             if watch {
@@ -213,7 +237,11 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                 }
                 follow(&p, &request_id, Duration::from_secs_f64(interval)).await?;
             }
-            let status = p.status(&request_id).await?;
+            let status = if recount {
+                p.recount(&request_id).await?
+            } else {
+                p.status(&request_id).await?
+            };
             if json {
                 println!("{}", serde_json::to_string(&status)?);
             } else if !watch {
@@ -224,30 +252,49 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             request_id,
             state,
             json,
+            cursor,
+            limit,
         } => {
-            let jobs = producer(&config, false).await?.jobs(&request_id).await?;
-            for j in jobs.iter().filter(|j| state.is_none_or(|s| s == j.state)) {
-                let last = j.history.last();
-                let target = last.map(|h| h.target.as_str()).unwrap_or("-");
-                let reason = last.map(|h| h.reason.as_str()).unwrap_or("-");
-                if json {
-                    let line = serde_json::json!({
-                        "job_id": j.job_id, "state": j.state, "attempts": j.attempts,
-                        "target": last.map(|h| &h.target), "reason": last.map(|h| &h.reason),
-                        "last_error": j.last_error, "task": j.task, "history": j.history,
-                    });
-                    println!("{line}");
-                } else {
-                    println!(
-                        "{}  {}  attempts {}  {}  {}  {}",
-                        j.job_id,
-                        j.state,
-                        j.attempts,
-                        target,
-                        reason,
-                        j.last_error.as_deref().unwrap_or("")
-                    );
+            let p = producer(&config, false).await?;
+            let mut cursor = cursor;
+            let mut left = limit.unwrap_or(usize::MAX);
+            loop {
+                let page = p
+                    .jobs_page(&request_id, state, cursor.as_deref(), left.min(100), json)
+                    .await?;
+                for j in &page.items {
+                    if json {
+                        println!("{}", serde_json::to_string(j)?);
+                    } else {
+                        println!(
+                            "{}  {}  attempts {}  {}  {}  {}",
+                            j.job_id,
+                            j.state,
+                            j.attempts,
+                            j.target.as_deref().unwrap_or("-"),
+                            j.reason.as_deref().unwrap_or("-"),
+                            j.last_error.as_deref().unwrap_or("")
+                        );
+                    }
                 }
+                left = left.saturating_sub(page.items.len());
+                cursor = page.next;
+                if cursor.is_none() || left == 0 {
+                    break;
+                }
+            }
+            if let Some(c) = cursor {
+                eprintln!("next page: --cursor {c}");
+            }
+        }
+        Command::Result { job_id } => {
+            let p = producer(&config, false).await?;
+            match p.result(&job_id).await? {
+                Some(bytes) => {
+                    std::io::stdout().write_all(&bytes)?;
+                    println!();
+                }
+                None => anyhow::bail!("job {job_id} has no recorded result"),
             }
         }
         Command::Cancel {
@@ -255,24 +302,21 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             stop_running,
             json,
         } => {
-            let ecs = if stop_running {
-                Some(aws_sdk_ecs::Client::new(
-                    &fleet_shared::aws::sdk_config().await,
-                ))
-            } else {
-                None
-            };
             let report = producer(&config, false)
                 .await?
-                .cancel(&request_id, ecs.as_ref())
+                .cancel(&request_id, stop_running)
                 .await?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
-                let running = report.states.get("RUNNING").copied().unwrap_or(0);
+                let count = |s: &str| report.states.get(s).copied().unwrap_or(0);
                 println!(
-                    "request {}: {} jobs cancelled ({} running tasks stopped); {} still running will finish",
-                    report.request_id, report.cancelled, report.stopped, running
+                    "request {} cancelled{}: no job starts from now; {} running will {}; {} not started become CANCELLED as replicas receive them",
+                    report.request_id,
+                    if report.stop_running { " (stopping running tasks)" } else { "" },
+                    count("RUNNING"),
+                    if report.stop_running { "stop if in tasks, else finish" } else { "finish" },
+                    count("PENDING") + count("RETRYING"),
                 );
             }
         }
@@ -283,31 +327,57 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                 .await?;
             println!("request {request_id}: {deleted} payload object(s) deleted");
         }
-        Command::Dlq(DlqCommand::List { request_id, json }) => {
-            let list = producer(&config, true)
-                .await?
-                .dlq_list(request_id.as_deref())
-                .await?;
-            for l in &list {
+        Command::Dlq(DlqCommand::List {
+            request_id,
+            limit,
+            json,
+        }) => {
+            let p = producer(&config, request_id.is_none()).await?;
+            let mut count = 0usize;
+            let mut print = |l: &fleet_producer::dlq::Listed| -> anyhow::Result<()> {
+                count += 1;
                 if json {
                     println!("{}", serde_json::to_string(l)?);
                 } else {
                     println!(
                         "{}  {}  attempts {}  {}{}",
-                        l.job_id.as_deref().unwrap_or(&l.message_id),
+                        l.job_id
+                            .as_deref()
+                            .or(l.message_id.as_deref())
+                            .unwrap_or("?"),
                         l.error_class,
                         l.attempts,
                         l.error,
-                        if l.copies > 1 {
-                            format!("  ({} copies)", l.copies)
-                        } else {
-                            String::new()
+                        match l.copies {
+                            Some(n) if n > 1 => format!("  ({n} copies)"),
+                            _ => String::new(),
                         }
                     );
                 }
+                Ok(())
+            };
+            match &request_id {
+                Some(id) => {
+                    let mut cursor: Option<String> = None;
+                    loop {
+                        let page = p.failures_page(id, cursor.as_deref(), 100).await?;
+                        for l in &page.items {
+                            print(l)?;
+                        }
+                        cursor = page.next;
+                        if cursor.is_none() {
+                            break;
+                        }
+                    }
+                }
+                None => {
+                    for l in &p.dlq_peek(limit).await? {
+                        print(l)?;
+                    }
+                }
             }
             if !json {
-                println!("{} dead-lettered job(s)", list.len());
+                println!("{count} failed job(s)");
             }
         }
         Command::Dlq(DlqCommand::Redrive {
@@ -316,7 +386,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             target,
             json,
         }) => {
-            let report = producer(&config, true)
+            let report = producer(&config, false)
                 .await?
                 .dlq_redrive(&request_id, max_attempts, target.map(Into::into))
                 .await?;
@@ -330,10 +400,6 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                 for s in &report.skipped {
                     println!("  left {}: {}", s.job_id, s.reason);
                 }
-                println!(
-                    "{} message(s) of other requests left in place",
-                    report.others
-                );
             }
         }
     }
@@ -357,7 +423,6 @@ async fn serve(
         producer(config, false).await?,
         health.clone(),
         metrics,
-        aws_sdk_ecs::Client::new(&sdk),
         max_body_bytes,
     ));
     // Probes often enough that an idle API stays ready within the window.

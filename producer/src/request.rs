@@ -340,11 +340,36 @@ pub fn validate(
     now_ms: u64,
 ) -> Result<ValidRequest, RequestError> {
     match plan(&file)? {
-        JobsPlan::Ready(jobs) => build(file, jobs, max_message_bytes, None, now_ms),
+        JobsPlan::Ready(jobs) => build(file, jobs, &Limits::new(max_message_bytes), None, now_ms),
         JobsPlan::List(..) => Err(field(
             "source",
             "the prefix must be listed first (Producer::prepare)",
         )),
+    }
+}
+
+/// The limits a request is built within.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest message body (`limits.max_message_bytes`).
+    pub max_message_bytes: usize,
+    /// Most partitions the request's job items are spread over (`ledger.max_job_shards`).
+    pub max_job_shards: u32,
+}
+
+impl Limits {
+    pub fn new(max_message_bytes: usize) -> Self {
+        Self {
+            max_message_bytes,
+            max_job_shards: fleet_shared::config::LedgerConfig::default().max_job_shards,
+        }
+    }
+
+    pub fn from_config(c: &fleet_shared::config::Config) -> Self {
+        Self {
+            max_message_bytes: c.limits.max_message_bytes,
+            max_job_shards: c.ledger.max_job_shards,
+        }
     }
 }
 
@@ -354,10 +379,11 @@ pub fn validate(
 pub fn build(
     file: RequestFile,
     payloads: Vec<Value>,
-    max_message_bytes: usize,
+    limits: &Limits,
     claim_check: Option<&ClaimCheck>,
     now_ms: u64,
 ) -> Result<ValidRequest, RequestError> {
+    let max_message_bytes = limits.max_message_bytes;
     let request_id = match &file.request_id {
         Some(id) => {
             ids::validate_request_id(id).map_err(|e| field("request_id", e))?;
@@ -402,6 +428,11 @@ pub fn build(
         target: Some(t),
         estimated_secs: None,
     });
+    let job_shards = fleet_shared::config::LedgerConfig {
+        max_job_shards: limits.max_job_shards,
+        ..Default::default()
+    }
+    .job_shards(payloads.len() as u32);
     let mut jobs = Vec::with_capacity(payloads.len());
     let mut bodies = Vec::with_capacity(payloads.len());
     let mut uploads = Vec::new();
@@ -448,6 +479,7 @@ pub fn build(
             ));
         }
         jobs.push(NewJob {
+            key: fleet_shared::ledger::item::job_key(&job, job_shards),
             job,
             job_type: file.job_type.clone(),
             payload_json,
@@ -466,6 +498,10 @@ pub fn build(
             max_attempts: file.options.max_attempts,
             target: file.options.target,
             created_at_ms: now_ms,
+            job_shards,
+            written: 0,
+            cancelled_at_ms: None,
+            stop_running: false,
         },
         jobs,
         bodies,
@@ -624,7 +660,7 @@ mod tests {
         let v = build(
             file,
             payloads.clone(),
-            DEFAULT_MAX_MESSAGE_BYTES,
+            &Limits::new(DEFAULT_MAX_MESSAGE_BYTES),
             Some(&cc),
             1,
         )

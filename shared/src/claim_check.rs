@@ -22,6 +22,9 @@ use crate::s3::S3Uri;
 
 /// The one key of a payload that stands for a payload kept in S3.
 pub const REF_KEY: &str = "fleet_payload_ref";
+/// The one key of a recorded result that stands for a result kept in S3 (a result over
+/// `limits.max_result_bytes`).
+pub const RESULT_REF_KEY: &str = "fleet_result_ref";
 
 /// Where a payload is kept, and how to know it is the right one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +62,22 @@ pub fn object_uri(prefix: &S3Uri, request_id: &str, index: u32) -> S3Uri {
     prefix.join(&format!("{request_id}/{index:09}.json"))
 }
 
+/// The object that holds the result of job `index`'s attempt with `fence`.
+pub fn result_uri(prefix: &S3Uri, request_id: &str, index: u32, fence: u64) -> S3Uri {
+    prefix.join(&format!("{request_id}/results/{index:09}-{fence}.json"))
+}
+
+/// The recorded result that stands for `body` stored at `uri`.
+pub fn result_reference(uri: &S3Uri, body: &[u8]) -> Value {
+    serde_json::json!({
+        RESULT_REF_KEY: PayloadRef {
+            uri: uri.to_string(),
+            bytes: body.len() as u64,
+            sha256: sha256_hex(body),
+        }
+    })
+}
+
 /// The prefix under which a request's payloads are kept.
 pub fn request_prefix(prefix: &S3Uri, request_id: &str) -> S3Uri {
     prefix.join(&format!("{request_id}/"))
@@ -77,11 +96,20 @@ pub fn reference(uri: &S3Uri, body: &[u8]) -> Value {
 
 /// The reference a payload holds, if it is one (an object whose only key is [`REF_KEY`]).
 pub fn reference_in(payload: &Value) -> Option<Result<PayloadRef, ClaimCheckError>> {
-    let map = payload.as_object()?;
+    reference_under(payload, REF_KEY)
+}
+
+/// The reference a recorded result holds, if it is one.
+pub fn result_reference_in(result: &Value) -> Option<Result<PayloadRef, ClaimCheckError>> {
+    reference_under(result, RESULT_REF_KEY)
+}
+
+fn reference_under(v: &Value, key: &str) -> Option<Result<PayloadRef, ClaimCheckError>> {
+    let map = v.as_object()?;
     if map.len() != 1 {
         return None;
     }
-    let r = map.get(REF_KEY)?;
+    let r = map.get(key)?;
     Some(
         serde_json::from_value::<PayloadRef>(r.clone())
             .map_err(|e| ClaimCheckError::Malformed(e.to_string())),
@@ -108,6 +136,15 @@ pub async fn resolve(s3: &aws_sdk_s3::Client, payload: Value) -> Result<Value, C
         None => return Ok(payload),
         Some(r) => r?,
     };
+    let bytes = fetch(s3, &r).await?;
+    serde_json::from_slice(&bytes).map_err(|e| ClaimCheckError::Corrupt {
+        uri: r.uri.clone(),
+        message: format!("not JSON: {e}"),
+    })
+}
+
+/// The bytes a reference names, checked against its size and digest.
+pub async fn fetch(s3: &aws_sdk_s3::Client, r: &PayloadRef) -> Result<Vec<u8>, ClaimCheckError> {
     let uri = S3Uri::parse(&r.uri).map_err(ClaimCheckError::Malformed)?;
     let unavailable = |message: String| ClaimCheckError::Unavailable {
         uri: r.uri.clone(),
@@ -142,7 +179,7 @@ pub async fn resolve(s3: &aws_sdk_s3::Client, payload: Value) -> Result<Value, C
             "the stored bytes do not match the reference's sha256".into(),
         ));
     }
-    serde_json::from_slice(&bytes).map_err(|e| corrupt(format!("not JSON: {e}")))
+    Ok(bytes.to_vec())
 }
 
 /// Deletes every object under `prefix` (a request's payloads); the number deleted.

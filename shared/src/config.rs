@@ -18,6 +18,10 @@ use crate::message::{DEFAULT_MAX_MESSAGE_BYTES, MAX_ATTEMPTS_LIMIT};
 /// Environment variable naming the configuration file.
 pub const CONFIG_ENV: &str = "FLEET_CONFIG";
 
+/// The most a ledger item may hold of one payload, result or history, leaving room for its
+/// keys and other attributes under DynamoDB's 400 KB.
+pub const ITEM_SAFE_BYTES: usize = 390_000;
+
 /// SQS's limit on a message's visibility timeout: 12 hours.
 pub const SQS_MAX_VISIBILITY_SECS: u64 = 12 * 60 * 60;
 
@@ -189,6 +193,16 @@ pub struct LedgerConfig {
     /// table's TTL (attribute `expires_at`) deletes it; kept for ever when unset. Env
     /// `FLEET_LEDGER_TTL_DAYS`.
     pub ttl_days: Option<u32>,
+    /// Partitions of the due index (each of leases and of waiting jobs), written into the
+    /// table's layout item when the table is first opened; the table's value wins after.
+    /// 32 keep every index partition under 150 write units a second at 2,000 jobs a second.
+    /// Env `FLEET_LEDGER_INDEX_SHARDS`.
+    pub index_shards: u32,
+    /// Most partitions one request's job items are spread over (a request gets one per
+    /// 1,000 jobs up to this). Env `FLEET_LEDGER_MAX_JOB_SHARDS`.
+    pub max_job_shards: u32,
+    /// Failed attempts kept whole in a job's history; older ones are only counted.
+    pub history_keep: u32,
 }
 
 impl Default for LedgerConfig {
@@ -196,11 +210,22 @@ impl Default for LedgerConfig {
         Self {
             table: "fleet-ledger".into(),
             ttl_days: None,
+            index_shards: 32,
+            max_job_shards: 64,
+            history_keep: 10,
         }
     }
 }
 
+/// Jobs per partition of a request's job items.
+pub const JOBS_PER_SHARD: u32 = 1000;
+
 impl LedgerConfig {
+    /// The partitions a request of `total` jobs spreads its job items over.
+    pub fn job_shards(&self, total: u32) -> u32 {
+        total.div_ceil(JOBS_PER_SHARD).clamp(1, self.max_job_shards.max(1))
+    }
+
     /// The TTL as a duration.
     pub fn ttl(&self) -> Option<Duration> {
         self.ttl_days
@@ -338,6 +363,16 @@ impl WorkerConfig {
         Duration::from_secs(self.lease_secs)
     }
 
+    /// The lease in milliseconds, as the ledger compares times.
+    pub fn lease_ms(&self) -> u64 {
+        self.lease_secs * 1000
+    }
+
+    /// The clock skew tolerated, in milliseconds.
+    pub fn skew_ms(&self) -> u64 {
+        self.clock_skew_secs * 1000
+    }
+
     pub fn heartbeat(&self) -> Duration {
         match self.heartbeat_secs {
             Some(s) => Duration::from_secs(s),
@@ -384,8 +419,9 @@ impl ClaimCheckConfig {
 pub struct LimitsConfig {
     /// Largest message body accepted, in bytes. Env `FLEET_MAX_MESSAGE_BYTES`.
     pub max_message_bytes: usize,
-    /// Largest job result kept in the ledger, in bytes; a larger one is recorded as
-    /// truncated.
+    /// Largest job result kept in the ledger, in bytes; a larger one is kept in S3 under
+    /// `claim_check.prefix` (the ledger keeps its reference), and without a prefix the
+    /// attempt fails with a permanent error that says so.
     pub max_result_bytes: usize,
 }
 
@@ -586,6 +622,18 @@ const ENV_OVERRIDES: &[(&str, &str, Setter)] = &[
         c.ledger.ttl_days = Some(num(v)?);
         Ok(())
     }),
+    ("FLEET_LEDGER_INDEX_SHARDS", "ledger.index_shards", |c, v| {
+        c.ledger.index_shards = num(v)?;
+        Ok(())
+    }),
+    (
+        "FLEET_LEDGER_MAX_JOB_SHARDS",
+        "ledger.max_job_shards",
+        |c, v| {
+            c.ledger.max_job_shards = num(v)?;
+            Ok(())
+        },
+    ),
     ("FLEET_CLAIM_CHECK_PREFIX", "claim_check.prefix", |c, v| {
         c.claim_check.prefix = Some(v.into());
         Ok(())
@@ -775,8 +823,43 @@ impl Config {
                 "must be at least 1 (unset keeps items)",
             ));
         }
+        if !(1..=1024).contains(&self.ledger.index_shards) {
+            return Err(invalid("ledger.index_shards", "must be 1 to 1024"));
+        }
+        if !(1..=1024).contains(&self.ledger.max_job_shards) {
+            return Err(invalid("ledger.max_job_shards", "must be 1 to 1024"));
+        }
+        // Every item the ledger writes stays under DynamoDB's 400 KB: a history holds at
+        // most this many entries of bounded size.
+        let history_max = crate::ledger::item::HISTORY_ENTRY_MAX_BYTES
+            * self.ledger.history_keep as usize;
+        if self.ledger.history_keep == 0 || history_max > ITEM_SAFE_BYTES {
+            return Err(invalid(
+                "ledger.history_keep",
+                format!(
+                    "must be 1 to {} (each entry may take {} bytes, and an item holds at most 400 KB)",
+                    ITEM_SAFE_BYTES / crate::ledger::item::HISTORY_ENTRY_MAX_BYTES,
+                    crate::ledger::item::HISTORY_ENTRY_MAX_BYTES
+                ),
+            ));
+        }
         if let Some(p) = &self.claim_check.prefix {
             crate::s3::S3Uri::parse(p).map_err(|e| invalid("claim_check.prefix", e))?;
+        }
+        if self.claim_check.inline_max_bytes > ITEM_SAFE_BYTES {
+            return Err(invalid(
+                "claim_check.inline_max_bytes",
+                format!("must be at most {ITEM_SAFE_BYTES}: a payload item holds at most 400 KB"),
+            ));
+        }
+        if self.claim_check.prefix.is_none() && self.limits.max_message_bytes > ITEM_SAFE_BYTES {
+            return Err(invalid(
+                "limits.max_message_bytes",
+                format!(
+                    "a payload of {} bytes could not be kept in a ledger item (DynamoDB's 400 KB): set claim_check.prefix to keep large payloads in S3, or keep this at most {ITEM_SAFE_BYTES}",
+                    self.limits.max_message_bytes
+                ),
+            ));
         }
         if self.claim_check.inline_max_bytes < 1024 {
             return Err(invalid(
@@ -872,7 +955,10 @@ impl Config {
             ));
         }
         if !(64..=256 * 1024).contains(&self.limits.max_result_bytes) {
-            return Err(invalid("limits.max_result_bytes", "must be 64 to 262144"));
+            return Err(invalid(
+                "limits.max_result_bytes",
+                "must be 64 to 262144 (larger results are kept in S3 under claim_check.prefix)",
+            ));
         }
         let e = &self.ecs;
         if e.launcher == Launcher::Process {

@@ -8,6 +8,7 @@ pub mod claim_check;
 pub mod cli;
 pub mod config;
 pub mod dead_letter;
+pub mod error;
 pub mod ids;
 pub mod ledger;
 pub mod message;

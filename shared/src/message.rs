@@ -167,6 +167,34 @@ impl JobMessage {
         Ok(job)
     }
 
+    /// The message for a job as the ledger has it (a re-send, a redrive, an adoption): the
+    /// stored payload must be JSON (the ledger only stores what was parsed as JSON).
+    pub fn for_job(
+        job: &JobId,
+        job_type: &str,
+        payload_json: &str,
+        attempt: u32,
+        max_attempts: Option<u32>,
+        target: Option<Target>,
+        enqueued_at_ms: u64,
+    ) -> Result<Self, MessageError> {
+        Ok(JobMessage {
+            version: MESSAGE_VERSION,
+            request_id: job.request_id().to_owned(),
+            job_id: job.to_string(),
+            job_type: job_type.to_owned(),
+            attempt: attempt.max(1),
+            payload: serde_json::from_str(payload_json)
+                .map_err(|e| MessageError::field("payload", format!("stored payload is not JSON: {e}")))?,
+            routing: target.map(|t| RoutingHint {
+                target: Some(t),
+                estimated_secs: None,
+            }),
+            enqueued_at_ms,
+            max_attempts,
+        })
+    }
+
     /// The message as the queue carries it.
     pub fn to_body(&self) -> String {
         // A struct of strings, numbers and JSON values always serialises.

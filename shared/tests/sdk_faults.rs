@@ -10,6 +10,7 @@ use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchOutput;
 use aws_sdk_sqs::types::{BatchResultErrorEntry, SendMessageBatchResultEntry};
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use fleet_shared::ids::JobId;
+use fleet_shared::ledger::RequestLedger;
 use fleet_shared::ledger::NewJob;
 use fleet_shared::ledger::dynamo::DynamoLedger;
 use fleet_shared::queue::QueueError;
@@ -80,7 +81,7 @@ async fn batches_hold_ten_messages_and_entries_failed_by_sqs_are_sent_again() {
     let (client, calls) = sqs_fake(|call, i| (call == 0 && (i == 3 || i == 7)).then_some(false));
     let queue = SqsQueue::new(client, "https://sqs.local/1/q");
     let sent = bodies(25, 10);
-    queue.send_all(&sent).await.unwrap();
+    queue.send_batched(&sent).await.unwrap();
 
     let calls = calls.lock().unwrap().clone();
     assert!(calls.iter().all(|c| c.len() <= 10));
@@ -103,7 +104,7 @@ async fn batches_hold_ten_messages_and_entries_failed_by_sqs_are_sent_again() {
 async fn batches_stay_under_the_batch_size_limit() {
     let (client, calls) = sqs_fake(|_, _| None);
     let queue = SqsQueue::new(client, "https://sqs.local/1/q");
-    queue.send_all(&bodies(5, 100 * 1024)).await.unwrap();
+    queue.send_batched(&bodies(5, 100 * 1024)).await.unwrap();
     let mut sizes: Vec<usize> = calls.lock().unwrap().iter().map(Vec::len).collect();
     sizes.sort();
     assert_eq!(
@@ -117,7 +118,7 @@ async fn batches_stay_under_the_batch_size_limit() {
 async fn a_body_sqs_refuses_is_an_error_not_a_retry() {
     let (client, calls) = sqs_fake(|_, i| (i == 0).then_some(true));
     let queue = SqsQueue::new(client, "https://sqs.local/1/q");
-    let err = queue.send_all(&bodies(3, 10)).await.unwrap_err();
+    let err = queue.send_batched(&bodies(3, 10)).await.unwrap_err();
     assert!(matches!(err, QueueError::SendFailed { .. }), "{err}");
     assert!(err.to_string().contains("InvalidMessageContents"));
     assert_eq!(calls.lock().unwrap().len(), 1);
@@ -156,6 +157,7 @@ async fn unprocessed_job_items_are_written_again() {
     let ledger = DynamoLedger::new(client, "ledger");
     let jobs: Vec<NewJob> = (0..20)
         .map(|i| NewJob {
+            key: fleet_shared::ledger::item::job_key(&JobId::new("r", i).unwrap(), 1),
             job: JobId::new("r", i).unwrap(),
             job_type: "t".into(),
             payload_json: "{}".into(),
@@ -164,7 +166,7 @@ async fn unprocessed_job_items_are_written_again() {
             created_at_ms: 0,
         })
         .collect();
-    ledger.put_new_jobs(&jobs).await.unwrap();
+    ledger.put_jobs(&jobs).await.unwrap();
     let calls = calls.lock().unwrap().clone();
     assert_eq!(calls.len(), 2);
     assert_eq!(calls[0].len(), 20);

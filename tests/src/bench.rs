@@ -19,8 +19,8 @@ use std::time::Duration;
 use fleet_shared::config::Config;
 use fleet_shared::ledger::memory::MemoryLedger;
 use fleet_shared::ledger::{
-    Adopted, AttemptRecord, Claim, ClaimRequest, Expired, Finish, Lease, Ledger, LedgerError,
-    Requeue,
+    Adopted, Change, Claim, ClaimRequest, DueEntry, DueKind, History, ItemKey, Lease, Ledger,
+    LedgerError, LiveReport, RequestView, Requeue,
 };
 use fleet_shared::message::JobEvent;
 use fleet_shared::queue::memory::MemoryQueue;
@@ -126,6 +126,14 @@ impl<T: JobQueue> JobQueue for Slow<T> {
         self.call(self.latency.visibility).await;
         self.inner.set_visibility(receipt, timeout).await
     }
+
+    async fn send_all(&self, bodies: &[String]) -> Result<(), QueueError> {
+        // SendMessageBatch: ten messages a call.
+        for _ in bodies.chunks(fleet_shared::queue::MAX_BATCH) {
+            self.call(self.latency.delete).await;
+        }
+        self.inner.send_all(bodies).await
+    }
 }
 
 impl<T: DeadLetterQueue> DeadLetterQueue for Slow<T> {
@@ -140,6 +148,15 @@ impl<T: DeadLetterQueue> DeadLetterQueue for Slow<T> {
 }
 
 impl<T: Ledger> Ledger for Slow<T> {
+    fn index_shards(&self) -> u32 {
+        self.inner.index_shards()
+    }
+
+    async fn request_view(&self, request_id: &str) -> Result<RequestView, LedgerError> {
+        self.call(self.latency.ledger).await;
+        self.inner.request_view(request_id).await
+    }
+
     async fn claim(&self, req: &ClaimRequest<'_>) -> Result<Claim, LedgerError> {
         self.call(self.latency.ledger).await;
         self.inner.claim(req).await
@@ -150,39 +167,35 @@ impl<T: Ledger> Ledger for Slow<T> {
         self.inner.heartbeat(lease, until_ms).await
     }
 
-    async fn finish(
-        &self,
-        lease: &Lease,
-        finish: &Finish,
-        record: &AttemptRecord,
-    ) -> Result<Vec<AttemptRecord>, LedgerError> {
-        self.call(self.latency.ledger).await;
-        self.inner.finish(lease, finish, record).await
-    }
-
-    async fn release(&self, lease: &Lease) -> Result<(), LedgerError> {
-        self.call(self.latency.ledger).await;
-        self.inner.release(lease).await
-    }
-
     async fn record_task(&self, lease: &Lease, task: &str) -> Result<(), LedgerError> {
         self.call(self.latency.ledger).await;
         self.inner.record_task(lease, task).await
     }
 
-    async fn expired_leases(
+    async fn commit(
         &self,
+        slot: &str,
+        changes: &[Change],
+        live: &[LiveReport],
+    ) -> Result<Vec<Result<(), LedgerError>>, LedgerError> {
+        self.call(self.latency.ledger).await;
+        self.inner.commit(slot, changes, live).await
+    }
+
+    async fn due(
+        &self,
+        kind: DueKind,
         shard: u32,
         before_ms: u64,
         limit: usize,
-    ) -> Result<Vec<Expired>, LedgerError> {
+    ) -> Result<Vec<DueEntry>, LedgerError> {
         self.call(self.latency.ledger).await;
-        self.inner.expired_leases(shard, before_ms, limit).await
+        self.inner.due(kind, shard, before_ms, limit).await
     }
 
     async fn adopt(
         &self,
-        expired: &Expired,
+        entry: &DueEntry,
         owner: &str,
         now_ms: u64,
         lease_ms: u64,
@@ -190,21 +203,26 @@ impl<T: Ledger> Ledger for Slow<T> {
     ) -> Result<Option<Adopted>, LedgerError> {
         self.call(self.latency.ledger).await;
         self.inner
-            .adopt(expired, owner, now_ms, lease_ms, skew_ms)
+            .adopt(entry, owner, now_ms, lease_ms, skew_ms)
             .await
     }
 
     async fn requeue(
         &self,
-        expired: &Expired,
+        entry: &DueEntry,
         now_ms: u64,
         due_before_ms: u64,
         again_after_ms: u64,
     ) -> Result<Option<Requeue>, LedgerError> {
         self.call(self.latency.ledger).await;
         self.inner
-            .requeue(expired, now_ms, due_before_ms, again_after_ms)
+            .requeue(entry, now_ms, due_before_ms, again_after_ms)
             .await
+    }
+
+    async fn history(&self, key: &ItemKey) -> Result<History, LedgerError> {
+        self.call(self.latency.ledger).await;
+        self.inner.history(key).await
     }
 
     async fn durations(&self, job_type: &str) -> Result<Vec<u64>, LedgerError> {

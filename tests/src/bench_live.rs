@@ -20,7 +20,6 @@ use fleet_shared::config::Config;
 use fleet_shared::ledger::memory::MemoryLedger;
 use fleet_shared::message::{JobEvent, JobMessage, MESSAGE_VERSION, RoutingHint, Target};
 use fleet_shared::queue::memory::MemoryQueue;
-use fleet_shared::state::JobState;
 use fleet_shared::time::Clock;
 use fleet_worker::dispatch::lambda::LambdaDispatcher;
 use fleet_worker::dispatch::{Dispatcher, NoTasks, Outcome};
@@ -325,7 +324,7 @@ async fn economy_run(
     let bodies: Vec<String> = (0..n)
         .map(|i| job_body(request, i, json!({"echo": i}), Some(target)))
         .collect();
-    sqs.send_all(&bodies).await?;
+    sqs.send_batched(&bodies).await?;
     let shutdown = CancellationToken::new();
     let hard = CancellationToken::new();
     let began = Instant::now();
@@ -338,13 +337,11 @@ async fn economy_run(
     let ledger = stack.ledger();
     let deadline = began + Duration::from_secs(600);
     loop {
-        let jobs = ledger.job_summaries(request).await?;
-        let done = jobs.iter().filter(|j| j.state.is_terminal()).count();
+        // The request's counters (its jobs were sent straight to SQS: no request item).
+        let counts = fleet_shared::ledger::RequestLedger::counts(&ledger, request, 0).await?;
+        let done = counts.finished() as usize;
         if done >= n {
-            let ok = jobs
-                .iter()
-                .filter(|j| j.state == JobState::Succeeded)
-                .count();
+            let ok = counts.succeeded as usize;
             anyhow::ensure!(ok == n, "bookkeeping: {ok} of {n} jobs succeeded");
             break;
         }

@@ -415,15 +415,15 @@ pub async fn run(opts: &Options) -> Outcome {
 async fn job_lease(stack: &Stack, job: &str) -> Option<(String, String)> {
     let item = job_item(stack, job).await?;
     Some((
-        item.get("owner")?.as_s().ok()?.clone(),
-        item.get("lease_until")?.as_n().ok()?.clone(),
+        item.get("ow")?.as_s().ok()?.clone(),
+        item.get("lu")?.as_n().ok()?.clone(),
     ))
 }
 
 async fn owner_of(stack: &Stack, job: &str) -> Option<String> {
     job_item(stack, job)
         .await?
-        .get("owner")?
+        .get("ow")?
         .as_s()
         .ok()
         .cloned()
@@ -433,23 +433,21 @@ async fn job_item(
     stack: &Stack,
     job: &str,
 ) -> Option<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+    use fleet_shared::ledger::RequestLedger;
     let id = fleet_shared::ids::JobId::parse(job).ok()?;
+    let shards = stack
+        .ledger()
+        .get_request(id.request_id())
+        .await
+        .ok()?
+        .map_or(fleet_shared::ledger::memory::DIRECT_JOB_SHARDS, |r| r.job_shards);
+    let key = fleet_shared::ledger::item::job_key(&id, shards);
     stack
         .dynamodb()
         .get_item()
         .table_name(&stack.names.table)
-        .key(
-            "pk",
-            aws_sdk_dynamodb::types::AttributeValue::S(fleet_shared::ledger::dynamo::request_pk(
-                id.request_id(),
-            )),
-        )
-        .key(
-            "sk",
-            aws_sdk_dynamodb::types::AttributeValue::S(fleet_shared::ledger::dynamo::job_sk(
-                id.index(),
-            )),
-        )
+        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(key.pk))
+        .key("sk", aws_sdk_dynamodb::types::AttributeValue::S(key.sk))
         .consistent_read(true)
         .send()
         .await
@@ -465,7 +463,7 @@ async fn busy_owner(
 ) -> Option<(String, String)> {
     let now = fleet_shared::time::now_ms();
     stack.table_items().await.into_iter().find_map(|i| {
-        if i.get("state")?.as_s().ok()? != "RUNNING" {
+        if i.get("st")?.as_s().ok()? != "RUNNING" {
             return None;
         }
         let n = |k: &str| {
@@ -473,15 +471,16 @@ async fn busy_owner(
                 .and_then(|v| v.as_n().ok())
                 .and_then(|n| n.parse::<u64>().ok())
         };
-        let index = n("job_index")? as usize;
-        let ends = n("started_at")? + payloads.get(index)?["sleep_ms"].as_u64()?;
+        let key = fleet_shared::ledger::ItemKey::new(
+            i.get("pk")?.as_s().ok()?.clone(),
+            i.get("sk")?.as_s().ok()?.clone(),
+        );
+        let job = fleet_shared::ledger::item::job_of(&key).ok()?;
+        let ends = n("sa")? + payloads.get(job.index() as usize)?["sleep_ms"].as_u64()?;
         if ends <= now + left.as_millis() as u64 {
             return None;
         }
-        Some((
-            i.get("owner")?.as_s().ok()?.clone(),
-            i.get("job_id")?.as_s().ok()?.clone(),
-        ))
+        Some((i.get("ow")?.as_s().ok()?.clone(), job.to_string()))
     })
 }
 

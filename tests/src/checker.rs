@@ -65,8 +65,25 @@ pub async fn ledger_finals(
     ledger: &fleet_shared::ledger::dynamo::DynamoLedger,
     request_id: &str,
 ) -> Result<(Vec<String>, HashMap<String, Final>), fleet_shared::ledger::LedgerError> {
-    let jobs = ledger.jobs(request_id).await?;
-    let submitted = match ledger.get_request(request_id).await? {
+    use fleet_shared::ledger::RequestLedger;
+    let request = ledger.get_request(request_id).await?;
+    let shards = request.as_ref().map_or(
+        fleet_shared::ledger::memory::DIRECT_JOB_SHARDS,
+        |r| r.job_shards,
+    );
+    let mut jobs = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = ledger
+            .jobs_page(request_id, shards, cursor.as_deref(), 500)
+            .await?;
+        jobs.extend(page.items);
+        cursor = page.next;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    let submitted = match &request {
         Some(r) => (0..r.total).map(|i| format!("{request_id}:{i}")).collect(),
         None => jobs.iter().map(|j| j.job_id.clone()).collect(),
     };
@@ -75,7 +92,7 @@ pub async fn ledger_finals(
         .map(|j| {
             let fin = Final {
                 state: j.state.to_string(),
-                fence: j.history.last().map_or(0, |h| h.fence),
+                fence: j.last.as_ref().map_or(0, |h| h.fence),
             };
             (j.job_id.clone(), fin)
         })

@@ -1,19 +1,25 @@
-//! What every [`Ledger`] must do, as one scenario run against each implementation (DynamoDB
-//! on the local stack, and the in-memory one), so they cannot drift apart.
+//! What every ledger must do, as one scenario run against each implementation (DynamoDB on
+//! the local stack, and the in-memory one), so they cannot drift apart: the test that runs it
+//! also compares the items both leave behind.
 
+use fleet_shared::error::ErrorClass;
 use fleet_shared::ids::JobId;
+use fleet_shared::ledger::item::{self, DueKind};
+use fleet_shared::ledger::memory::DIRECT_JOB_SHARDS;
 use fleet_shared::ledger::{
-    AttemptRecord, Claim, ClaimRequest, Finish, LEASE_SHARDS, Lease, Ledger, LedgerError,
-    lease_shard,
+    AttemptRecord, Change, Claim, ClaimRequest, Counts, Finish, Lease, Ledger, LedgerError,
+    RequestLedger,
 };
 use fleet_shared::state::JobState;
 
 const LEASE: u64 = 10_000;
 const SKEW: u64 = 1_000;
+const SLOT: &str = "7";
 
 fn req<'a>(job: &'a JobId, owner: &'a str, now_ms: u64) -> ClaimRequest<'a> {
     ClaimRequest {
         job,
+        shards: DIRECT_JOB_SHARDS,
         job_type: "test",
         payload_json: "{\"k\":1}",
         max_attempts: Some(3),
@@ -36,17 +42,32 @@ fn stale<T>(r: Result<T, LedgerError>) -> bool {
     matches!(r, Err(LedgerError::Stale { .. }))
 }
 
+/// Commits one change; its own result.
+async fn commit<L: Ledger>(l: &L, change: Change) -> Result<(), LedgerError> {
+    let mut r = l.commit(SLOT, &[change], &[]).await.expect("commit call");
+    r.remove(0)
+}
+
+fn finish(lease: &Lease, f: Finish, outcome: &str) -> Change {
+    Change::Finish {
+        lease: lease.clone(),
+        record: rec(lease, outcome),
+        finish: f,
+    }
+}
+
 /// Runs the whole contract on jobs of request `request`.
-pub async fn check<L: Ledger>(l: &L, request: &str) {
+pub async fn check<L: Ledger + RequestLedger>(l: &L, request: &str) {
     let t0 = 1_800_000_000_000u64;
     let job = JobId::new(request, 0).expect("id");
 
     // A job with no item yet is created by its first claim.
     let a = claimed(l, &job, "a", t0).await;
     assert_eq!(
-        (a.fence, a.attempt, a.max_attempts, a.until_ms),
-        (1, 1, Some(3), t0 + LEASE)
+        (a.fence, a.attempt, a.max_attempts, a.until_ms, a.after_retry),
+        (1, 1, Some(3), t0 + LEASE, false)
     );
+    assert_eq!(a.key, item::job_key(&job, DIRECT_JOB_SHARDS));
 
     // Another replica cannot take a live lease; it is told when the lease (plus skew) ends.
     let refused = l.claim(&req(&job, "b", t0 + 5)).await.expect("claim call");
@@ -85,23 +106,21 @@ pub async fn check<L: Ledger>(l: &L, request: &str) {
     let done = Finish::Succeeded {
         result: Some("{\"r\":1}".into()),
     };
-    assert!(stale(l.finish(&a, &done, &rec(&a, "succeeded")).await));
+    assert!(stale(commit(l, finish(&a, done.clone(), "succeeded")).await));
 
     // A retry hides the job until its time; then the next attempt gets a higher fence.
     let now = renewed_end + 2 * SKEW;
     let retry = Finish::Retry {
-        error: "job_failure: boom".into(),
+        class: ErrorClass::JobFailure,
+        error: "boom".into(),
         retry_at_ms: now + 5_000,
         refund: false,
     };
-    assert_eq!(
-        l.finish(&b, &retry, &rec(&b, "job_failure"))
-            .await
-            .expect("retry"),
-        vec![]
-    );
+    commit(l, finish(&b, retry, "job_failure"))
+        .await
+        .expect("retry");
     assert!(
-        stale(l.finish(&b, &done, &rec(&b, "succeeded")).await),
+        stale(commit(l, finish(&b, done.clone(), "succeeded")).await),
         "a finished lease is gone"
     );
     assert_eq!(
@@ -114,113 +133,231 @@ pub async fn check<L: Ledger>(l: &L, request: &str) {
         }
     );
     let c = claimed(l, &job, "c", now + 5_000).await;
-    assert_eq!((c.fence, c.attempt), (3, 3));
+    assert_eq!(
+        (c.fence, c.attempt, c.after_retry, c.due_ms),
+        (3, 3, true, Some(now + 5_000))
+    );
+    assert_eq!(c.previous, Some(rec(&b, "job_failure")));
 
     // A throttled attempt is refunded: the next claim has the same attempt number.
     let throttled = Finish::Retry {
-        error: "throttled: slow down".into(),
+        class: ErrorClass::Throttled,
+        error: "slow down".into(),
         retry_at_ms: now + 5_001,
         refund: true,
     };
-    l.finish(&c, &throttled, &rec(&c, "throttled"))
+    commit(l, finish(&c, throttled, "throttled"))
         .await
         .expect("throttled");
     let c2 = claimed(l, &job, "c", now + 5_001).await;
     assert_eq!((c2.fence, c2.attempt), (4, 3));
 
     // Release gives the job back at once without counting the attempt.
-    l.release(&c2).await.expect("release");
+    commit(
+        l,
+        Change::Release {
+            lease: c2.clone(),
+            now_ms: now + 5_001,
+        },
+    )
+    .await
+    .expect("release");
     let d = claimed(l, &job, "d", now + 5_002).await;
-    assert_eq!((d.fence, d.attempt), (5, 3));
+    assert_eq!((d.fence, d.attempt, d.after_retry), (5, 3, true));
 
-    // Success is terminal: later claims see it, with the history of the recorded attempts.
-    assert_eq!(
-        l.finish(&d, &done, &rec(&d, "succeeded"))
-            .await
-            .expect("succeed"),
-        vec![]
-    );
+    // Success is terminal: later claims see it; the history has every recorded attempt, the
+    // failed ones with their whole error.
+    commit(l, finish(&d, done.clone(), "succeeded"))
+        .await
+        .expect("succeed");
     let after = l
         .claim(&req(&job, "e", now + 1_000_000))
         .await
         .expect("claim call");
-    let Claim::Finished {
-        state,
-        last_error,
-        history,
-    } = after
-    else {
-        panic!("expected a finished job, got {after:?}");
-    };
-    assert_eq!((state, last_error), (JobState::Succeeded, None));
-    let summary: Vec<(u32, u64, &str)> = history
+    assert!(
+        matches!(
+            after,
+            Claim::Finished {
+                state: JobState::Succeeded,
+                last_error: None,
+                ..
+            }
+        ),
+        "{after:?}"
+    );
+    let history = Ledger::history(l, &d.key).await.expect("history");
+    let summary: Vec<(u32, u64, &str, Option<&str>)> = history
+        .attempts
         .iter()
-        .map(|h| (h.attempt, h.fence, h.outcome.as_str()))
+        .map(|h| {
+            (
+                h.record.attempt,
+                h.record.fence,
+                h.record.outcome.as_str(),
+                h.error.as_deref(),
+            )
+        })
         .collect();
     assert_eq!(
         summary,
         vec![
-            (2, 2, "job_failure"),
-            (3, 3, "throttled"),
-            (3, 5, "succeeded")
+            (2, 2, "job_failure", Some("boom")),
+            (3, 3, "throttled", Some("slow down")),
+            (3, 5, "succeeded", None)
         ]
     );
-    assert_eq!(history[0], rec(&b, "job_failure"));
+    assert_eq!(history.attempts[0].record, rec(&b, "job_failure"));
+    assert_eq!(
+        RequestLedger::result(l, &d.key).await.expect("result"),
+        Some("{\"r\":1}".into())
+    );
 
-    // A failure records its error, which later claims report, and returns the history.
+    // A failure records its class and error, which later claims report; the job is in the
+    // failed index until a redrive takes it out.
     let job2 = JobId::new(request, 1).expect("id");
     let f = claimed(l, &job2, "a", t0).await;
     let failed = Finish::Failed {
-        error: "permanent: nope".into(),
+        class: ErrorClass::Permanent,
+        error: "nope".into(),
     };
-    let history = l
-        .finish(&f, &failed, &rec(&f, "permanent"))
+    commit(l, finish(&f, failed, "permanent"))
         .await
         .expect("fail");
-    assert_eq!(history, vec![rec(&f, "permanent")]);
     assert_eq!(
         l.claim(&req(&job2, "b", t0 + 1)).await.expect("claim call"),
         Claim::Finished {
+            key: f.key.clone(),
             state: JobState::Failed,
-            last_error: Some("permanent: nope".into()),
-            history,
+            last_error: Some("nope".into()),
+            error_class: Some(ErrorClass::Permanent),
         }
+    );
+    let page = l.failed_page(request, None, 10).await.expect("failed page");
+    assert_eq!(
+        page.items
+            .iter()
+            .map(|j| (j.job_id.as_str(), j.error_class))
+            .collect::<Vec<_>>(),
+        vec![(job2.to_string().as_str(), Some(ErrorClass::Permanent))]
+    );
+    let redrive = |fence| Change::Redrive {
+        job: job2.clone(),
+        key: f.key.clone(),
+        fence,
+        budget: 2,
+        target: None,
+        now_ms: t0 + 2,
+    };
+    assert!(stale(commit(l, redrive(9)).await), "a redrive holds the fence it read");
+    commit(l, redrive(f.fence)).await.expect("redrive");
+    assert!(stale(commit(l, redrive(f.fence)).await), "once");
+    assert!(
+        l.failed_page(request, None, 10)
+            .await
+            .expect("failed page")
+            .items
+            .is_empty()
+    );
+    let again = claimed(l, &job2, "c", t0 + 3).await;
+    assert_eq!((again.attempt, again.max_attempts), (2, Some(3)));
+
+    // A job of a cancelled request that never started is cancelled from its waiting state.
+    let job3 = JobId::new(request, 2).expect("id");
+    let g = claimed(l, &job3, "a", t0).await;
+    commit(
+        l,
+        Change::Release {
+            lease: g.clone(),
+            now_ms: t0 + 1,
+        },
+    )
+    .await
+    .expect("release");
+    let cancel = |from| Change::CancelWaiting {
+        job: job3.clone(),
+        key: g.key.clone(),
+        from,
+        now_ms: t0 + 2,
+    };
+    assert!(stale(commit(l, cancel(JobState::Pending)).await), "it is RETRYING");
+    commit(l, cancel(JobState::Retrying)).await.expect("cancel");
+
+    // A result too large for the lean item is kept whole in its own item.
+    let job4 = JobId::new(request, 3).expect("id");
+    let h = claimed(l, &job4, "a", t0).await;
+    let big = format!("\"{}\"", "r".repeat(5_000));
+    commit(
+        l,
+        finish(
+            &h,
+            Finish::Succeeded {
+                result: Some(big.clone()),
+            },
+            "succeeded",
+        ),
+    )
+    .await
+    .expect("succeed");
+    assert_eq!(RequestLedger::result(l, &h.key).await.expect("result"), Some(big));
+
+    // The counters agree with the items: job 0 succeeded, job 1 runs again, job 2 was
+    // cancelled, job 3 succeeded; attempts recorded: 4 outcomes of job 0 (one refunded),
+    // 1 of job 1, and 1 of job 3.
+    let counts = l.counts(request, 0).await.expect("counts");
+    assert_eq!(
+        counts,
+        Counts {
+            succeeded: 2,
+            failed: 0,
+            cancelled: 1,
+            retrying: 0,
+            attempts: 4,
+            ..Counts::default()
+        }
+    );
+    let recounted = l.recount(request, DIRECT_JOB_SHARDS).await.expect("recount");
+    assert_eq!(
+        (recounted.succeeded, recounted.failed, recounted.cancelled),
+        (2, 0, 1)
     );
 }
 
-/// Hand-off and adoption, the lease-expiry index, and shared durations.
+/// Hand-off and adoption, the due index, and shared durations.
 pub async fn check_handoff<L: Ledger>(l: &L, request: &str) {
     let t0 = 1_900_000_000_000u64;
     let job = JobId::new(request, 7).expect("id");
-    let shard = lease_shard(&job);
+    let shard = item::job_hash(&job) % l.index_shards();
     let a = claimed(l, &job, "a", t0).await;
-    // A live lease is not in the expired list; an expired one is, once the skew has passed.
-    assert!(
-        l.expired_leases(shard, t0 + LEASE, 10)
+    // Other requests' jobs may share the partition: only this job's entries count.
+    let mine = &job;
+    let due = |before| async move {
+        l.due(DueKind::Lease, shard, before, 100)
             .await
             .expect("query")
-            .is_empty()
-    );
-    let expired = l
-        .expired_leases(shard, t0 + LEASE + 1, 10)
-        .await
-        .expect("query");
+            .into_iter()
+            .filter(|e| e.job == *mine)
+            .collect::<Vec<_>>()
+    };
+    // A live lease is not due; an expired one is.
+    assert!(due(t0 + LEASE).await.is_empty());
+    let expired = due(t0 + LEASE + 1).await;
     assert_eq!(expired.len(), 1);
     assert_eq!(
         (
             expired[0].fence,
             expired[0].task.as_deref(),
-            expired[0].owner.as_deref()
+            expired[0].owner.as_deref(),
+            expired[0].state
         ),
-        (1, None, Some("a"))
+        (1, None, Some("a"), JobState::Running)
     );
-    let other_shard = (shard + 1) % LEASE_SHARDS;
     assert!(
-        l.expired_leases(other_shard, u64::MAX, 10)
+        l.due(DueKind::Waiting, shard, u64::MAX, 10)
             .await
             .expect("query")
             .iter()
-            .all(|e| e.job != job)
+            .all(|e| e.job != job),
+        "a running job is not waiting"
     );
 
     // Without a recorded task there is nothing to adopt (the message will bring it back).
@@ -234,10 +371,7 @@ pub async fn check_handoff<L: Ledger>(l: &L, request: &str) {
 
     // Hand-off: the task is recorded; after expiry another replica adopts it, once.
     l.record_task(&a, "arn:task/1").await.expect("record task");
-    let expired = l
-        .expired_leases(shard, t0 + LEASE + 1, 10)
-        .await
-        .expect("query");
+    let expired = due(t0 + LEASE + 1).await;
     assert_eq!(expired[0].task.as_deref(), Some("arn:task/1"));
     assert_eq!(
         l.adopt(&expired[0], "b", t0 + LEASE, LEASE, SKEW)
@@ -277,17 +411,52 @@ pub async fn check_handoff<L: Ledger>(l: &L, request: &str) {
     l.heartbeat(&adopted.lease, later + LEASE)
         .await
         .expect("new owner's heartbeat");
-    let done = Finish::Succeeded { result: None };
-    l.finish(&adopted.lease, &done, &rec(&adopted.lease, "succeeded"))
-        .await
-        .expect("finish");
+    commit(
+        l,
+        finish(&adopted.lease, Finish::Succeeded { result: None }, "succeeded"),
+    )
+    .await
+    .expect("finish");
     assert!(
-        l.expired_leases(shard, u64::MAX, 100)
+        l.due(DueKind::Lease, shard, u64::MAX, 100)
             .await
             .expect("query")
             .iter()
             .all(|e| e.job != job),
         "finished jobs leave the index"
+    );
+
+    // A waiting job whose message looks lost: one sweeper wins the right to re-send it.
+    let lost = JobId::new(request, 8).expect("id");
+    let lshard = item::job_hash(&lost) % l.index_shards();
+    let g = claimed(l, &lost, "a", t0).await;
+    commit(
+        l,
+        Change::Release {
+            lease: g.clone(),
+            now_ms: t0 + 5,
+        },
+    )
+    .await
+    .expect("release");
+    let waiting = l
+        .due(DueKind::Waiting, lshard, t0 + 100, 10)
+        .await
+        .expect("query");
+    let entry = waiting.iter().find(|e| e.job == lost).expect("waiting");
+    assert_eq!((entry.at_ms, entry.state), (t0 + 5, JobState::Retrying));
+    let r = l
+        .requeue(entry, t0 + 1_000, t0 + 100, 500)
+        .await
+        .expect("requeue")
+        .expect("won");
+    assert_eq!((r.attempts, r.payload_json.as_str()), (0, "{\"k\":1}"));
+    assert_eq!(
+        l.requeue(entry, t0 + 1_200, t0 + 100, 500)
+            .await
+            .expect("requeue"),
+        None,
+        "re-sent moments ago"
     );
 
     // Durations: appended, the newest `window` kept, shared by job type.

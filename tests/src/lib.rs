@@ -368,12 +368,30 @@ impl Stack {
         serde_json::from_str(&out.stdout).expect("status JSON")
     }
 
+    /// `fleet-producer status ID --json`, parsed; `None` while the request is not known (a
+    /// request whose jobs were sent straight to SQS is known from its first claim).
+    pub fn try_status(&self, request_id: &str) -> Option<Status> {
+        let out = self.run(
+            bin("fleet-producer"),
+            &["status", request_id, "--json"],
+            &[],
+        );
+        if !out.status.success() {
+            assert!(
+                out.stderr.contains("no request"),
+                "status failed: {}",
+                out.stderr
+            );
+            return None;
+        }
+        Some(serde_json::from_str(&out.stdout).expect("status JSON"))
+    }
+
     /// Polls until the request is done.
     pub async fn wait_done(&self, request_id: &str, timeout: Duration) -> Status {
         let what = format!("request {request_id} to finish");
         wait_for_every(&what, timeout, Duration::from_millis(500), || async {
-            let s = self.status(request_id);
-            s.done.then_some(s)
+            self.try_status(request_id).filter(|s| s.done)
         })
         .await
     }
@@ -562,6 +580,44 @@ impl Stack {
     /// The ledger, for reading job histories.
     pub fn ledger(&self) -> fleet_shared::ledger::dynamo::DynamoLedger {
         fleet_shared::ledger::dynamo::DynamoLedger::new(self.dynamodb(), &self.names.table)
+    }
+
+    /// A job's attempts as its history has them, oldest first.
+    pub async fn history(
+        &self,
+        job: &fleet_shared::ids::JobId,
+    ) -> Vec<fleet_shared::ledger::AttemptRecord> {
+        use fleet_shared::ledger::RequestLedger;
+        let ledger = self.ledger();
+        let shards = ledger
+            .get_request(job.request_id())
+            .await
+            .expect("request item")
+            .map_or(fleet_shared::ledger::memory::DIRECT_JOB_SHARDS, |r| {
+                r.job_shards
+            });
+        ledger
+            .job_history(&fleet_shared::ledger::item::job_key(job, shards))
+            .await
+            .expect("history")
+            .attempts
+            .into_iter()
+            .map(|e| e.record)
+            .collect()
+    }
+
+    /// Items in the ledger table but its layout item: what requests and jobs wrote.
+    pub async fn ledger_items(
+        &self,
+    ) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+        self.table_items()
+            .await
+            .into_iter()
+            .filter(|i| {
+                i.get("pk").and_then(|v| v.as_s().ok()).map(String::as_str)
+                    != Some(fleet_shared::ledger::item::LAYOUT_PK)
+            })
+            .collect()
     }
 
     /// Items in the ledger table.

@@ -421,7 +421,7 @@ async fn malformed_bodies_are_refused_and_change_nothing() {
             "{what}: {answer}"
         );
         assert!(
-            stack.table_items().await.is_empty(),
+            stack.ledger_items().await.is_empty(),
             "{what}: the ledger changed"
         );
         assert_eq!(

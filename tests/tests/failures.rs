@@ -64,13 +64,9 @@ async fn retries_follow_the_policy_and_failed_jobs_are_dead_lettered_once() {
 
     // Delays between attempts: the delay chosen (the retry time recorded with the attempt)
     // is full jitter under ceilings of 1, 2, 4 s (base 1 s), and no attempt starts before it.
-    let ledger = stack.ledger();
     let mut below_half = 0;
     for i in (0..300).filter(|i| i % 20 == 0 || i % 10 == 5) {
-        let history = ledger
-            .history(&JobId::new("policy", i).unwrap())
-            .await
-            .unwrap();
+        let history = stack.history(&JobId::new("policy", i).unwrap()).await;
         assert_eq!(history.len(), per_job[&format!("policy:{i}")]);
         for pair in history.windows(2) {
             let retry_at = pair[0]
@@ -130,10 +126,9 @@ async fn throttling_and_5xx_through_a_fault_proxy() {
     );
     assert!(proxy.count(FaultKind::ServerError) >= 2);
     // Throttled calls spend no attempt; 5xx answers do.
-    let ledger = stack.ledger();
     for i in 0..200u32 {
         let id = JobId::new("faults", i).unwrap();
-        let history = ledger.history(&id).await.unwrap();
+        let history = stack.history(&id).await;
         let attempts = history.iter().map(|h| h.attempt).max().unwrap();
         let errors = proxy.count_for(&id.to_string(), FaultKind::ServerError) as u32;
         assert_eq!(attempts, 1 + errors, "{id}: {history:?}");
@@ -174,10 +169,9 @@ async fn read_timeouts_and_dropped_connections_are_failed_attempts() {
     let status = stack.wait_done("net", Duration::from_secs(300)).await;
     assert_eq!(status.count("SUCCEEDED"), 40, "{status:?}");
     assert!(proxy.count(FaultKind::Delay) > 0 && proxy.count(FaultKind::Reset) > 0);
-    let ledger = stack.ledger();
     for i in 0..40u32 {
         let id = JobId::new("net", i).unwrap();
-        let history = ledger.history(&id).await.unwrap();
+        let history = stack.history(&id).await;
         let outcomes = |o: &str| history.iter().filter(|h| h.outcome == o).count();
         assert_eq!(
             outcomes("timeout"),
@@ -216,7 +210,7 @@ async fn the_bad_message_corpus_is_dead_lettered_without_harm() {
     let queue = fleet_shared::queue::sqs::SqsQueue::new(stack.sqs(), url.clone());
     let (small, large): (Vec<String>, Vec<String>) =
         bodies.iter().cloned().partition(|b| b.len() < 200 * 1024);
-    queue.send_all(&small).await.unwrap();
+    queue.send_batched(&small).await.unwrap();
     for b in &large {
         stack
             .sqs()
@@ -275,10 +269,10 @@ async fn the_bad_message_corpus_is_dead_lettered_without_harm() {
     assert!(!worker.log_text().contains("panicked"));
     assert!(
         stack
-            .table_items()
+            .ledger_items()
             .await
             .iter()
-            .all(|item| item["request_id"].as_s().unwrap() == "good")
+            .all(|item| item["pk"].as_s().unwrap().contains("#good"))
     );
 }
 

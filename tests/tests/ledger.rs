@@ -1,39 +1,98 @@
-//! The ledger's conditional writes, against DynamoDB on the local stack and in memory.
+//! The ledger's conditional writes, against DynamoDB on the local stack and in memory, the
+//! items both leave, and the table's layout check.
 #![allow(clippy::unwrap_used)]
 
+use std::collections::BTreeMap;
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
+    KeyType, Projection, ProjectionType, ScalarAttributeType,
+};
 use fleet_shared::ids::JobId;
-use fleet_shared::ledger::dynamo::{DynamoLedger, PutRequestOutcome};
+use fleet_shared::ledger::dynamo::DynamoLedger;
 use fleet_shared::ledger::memory::MemoryLedger;
-use fleet_shared::ledger::{NewJob, RequestRecord};
+use fleet_shared::ledger::{
+    LedgerError, NewJob, PutRequestOutcome, RequestLedger, RequestRecord, item,
+};
 use fleet_shared::message::Target;
 use fleet_shared::state::JobState;
 use fleet_tests::{Stack, ledger_contract};
 
-#[tokio::test(flavor = "multi_thread")]
-async fn dynamodb_ledger_keeps_the_contract() {
-    let stack = Stack::start().await;
-    let ledger = DynamoLedger::new(stack.dynamodb(), "ledger-contract");
-    assert!(ledger.create_table().await.unwrap(), "created");
-    assert!(
-        !ledger.create_table().await.unwrap(),
-        "second call finds it"
-    );
-    ledger_contract::check(&ledger, "contract").await;
-    ledger_contract::check_handoff(&ledger, "handoff").await;
+type Item = std::collections::HashMap<String, AttributeValue>;
+
+/// Items by key, job items and their satellites only.
+fn by_key(items: Vec<Item>) -> BTreeMap<(String, String), Item> {
+    items
+        .into_iter()
+        .filter_map(|i| {
+            let pk = i.get("pk")?.as_s().ok()?.clone();
+            let sk = i.get("sk")?.as_s().ok()?.clone();
+            (pk.starts_with("J#") || pk.starts_with("D#")).then_some(((pk, sk), i))
+        })
+        .collect()
 }
 
-#[tokio::test]
-async fn memory_ledger_keeps_the_contract() {
-    let ledger = MemoryLedger::new();
-    ledger_contract::check(&ledger, "contract").await;
-    ledger_contract::check_handoff(&ledger, "handoff").await;
+async fn open_new(stack: &Stack, table: &str) -> DynamoLedger {
+    let mut ledger = DynamoLedger::new(stack.dynamodb(), table);
+    assert!(ledger.create_table(16).await.unwrap(), "created");
+    assert!(!ledger.create_table(16).await.unwrap(), "second call finds it");
+    DynamoLedger::open(stack.dynamodb(), table, 99).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn both_ledgers_keep_the_contract_and_leave_the_same_items() {
+    let stack = Stack::start().await;
+    let dynamo = open_new(&stack, "ledger-contract").await;
+    assert_eq!(
+        fleet_shared::ledger::Ledger::index_shards(&dynamo),
+        16,
+        "the table's layout item wins over the caller's default"
+    );
+    ledger_contract::check(&dynamo, "contract").await;
+    ledger_contract::check_handoff(&dynamo, "handoff").await;
+
+    let memory = MemoryLedger::new().with_index_shards(16);
+    ledger_contract::check(&memory, "contract").await;
+    ledger_contract::check_handoff(&memory, "handoff").await;
+
+    let mut scanned = Vec::new();
+    let mut start = None;
+    loop {
+        let out = stack
+            .dynamodb()
+            .scan()
+            .table_name("ledger-contract")
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .unwrap();
+        scanned.extend(out.items.unwrap_or_default());
+        start = out.last_evaluated_key;
+        if start.is_none() {
+            break;
+        }
+    }
+    let real = by_key(scanned);
+    let modelled = by_key(memory.items());
+    assert_eq!(
+        real.keys().collect::<Vec<_>>(),
+        modelled.keys().collect::<Vec<_>>(),
+        "the same items"
+    );
+    for (k, item) in &real {
+        assert_eq!(Some(item), modelled.get(k), "item {k:?}");
+        assert_eq!(
+            item::item_size(item),
+            item::item_size(&modelled[k]),
+            "the model measures {k:?} as DynamoDB stores it"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn requests_and_job_items() {
     let stack = Stack::start().await;
-    let ledger = DynamoLedger::new(stack.dynamodb(), "ledger-requests");
-    ledger.create_table().await.unwrap();
+    let ledger = open_new(&stack, "ledger-requests").await;
     let record = RequestRecord {
         request_id: "req".into(),
         job_type: "t".into(),
@@ -42,6 +101,10 @@ async fn requests_and_job_items() {
         max_attempts: Some(2),
         target: Some(Target::Lambda),
         created_at_ms: 5,
+        job_shards: 3,
+        written: 0,
+        cancelled_at_ms: None,
+        stop_running: false,
     };
     assert_eq!(
         ledger.put_request(&record).await.unwrap(),
@@ -58,26 +121,59 @@ async fn requests_and_job_items() {
     assert_eq!(ledger.get_request("req").await.unwrap(), Some(record));
     assert_eq!(ledger.get_request("nope").await.unwrap(), None);
 
-    // More than one BatchWriteItem call (25 items each).
+    // More than one BatchWriteItem call (25 items each), one payload too big to be inline.
     let jobs: Vec<NewJob> = (0..60)
-        .map(|i| NewJob {
-            job: JobId::new("req", i).unwrap(),
-            job_type: "t".into(),
-            payload_json: format!("{{\"i\":{i}}}"),
-            max_attempts: Some(2),
-            target: None,
-            created_at_ms: 5,
+        .map(|i| {
+            let job = JobId::new("req", i).unwrap();
+            NewJob {
+                key: item::job_key(&job, 3),
+                job,
+                job_type: "t".into(),
+                payload_json: if i == 7 {
+                    format!("{{\"big\":\"{}\"}}", "x".repeat(5_000))
+                } else {
+                    format!("{{\"i\":{i}}}")
+                },
+                max_attempts: Some(2),
+                target: None,
+                created_at_ms: 5,
+            }
         })
         .collect();
-    ledger.put_new_jobs(&jobs).await.unwrap();
-    let summaries = ledger.job_summaries("req").await.unwrap();
-    assert_eq!(summaries.len(), 60);
-    assert!(
-        summaries
-            .iter()
-            .enumerate()
-            .all(|(i, s)| s.index == i as u32 && s.state == JobState::Pending && s.attempts == 0)
-    );
+    ledger.put_jobs(&jobs).await.unwrap();
+    let keys: Vec<_> = jobs.iter().map(|j| j.key.clone()).collect();
+    let states = ledger.job_states(&keys).await.unwrap();
+    assert!(states.iter().all(|s| *s == Some(JobState::Pending)));
+    let (seven, payload) = ledger.job(&jobs[7].key).await.unwrap().unwrap();
+    assert_eq!(seven.payload, item::PayloadAt::Apart);
+    assert_eq!(payload, jobs[7].payload_json);
+
+    // Listing: every job once, a page at a time, in partition order.
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = ledger
+            .jobs_page("req", 3, cursor.as_deref(), 7)
+            .await
+            .unwrap();
+        assert!(page.items.len() <= 7);
+        seen.extend(page.items.iter().map(|j| j.index));
+        cursor = page.next;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (0..60).collect::<Vec<_>>());
+
+    // The watermark only moves up; cancel is one write on the request item.
+    ledger.set_written("req", 40).await.unwrap();
+    ledger.set_written("req", 20).await.unwrap();
+    assert_eq!(ledger.get_request("req").await.unwrap().unwrap().written, 40);
+    assert!(ledger.cancel_request("req", 9, true).await.unwrap());
+    assert!(!ledger.cancel_request("nope", 9, true).await.unwrap());
+    let r = ledger.get_request("req").await.unwrap().unwrap();
+    assert_eq!((r.cancelled_at_ms, r.stop_running), (Some(9), true));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -85,8 +181,7 @@ async fn concurrent_claims_of_one_job_have_one_winner() {
     // DynamoDB evaluates a condition and writes atomically; the local endpoint must too (see
     // deploy/local/moto_server.py), or two replicas could both run a job.
     let stack = Stack::start().await;
-    let ledger = std::sync::Arc::new(DynamoLedger::new(stack.dynamodb(), "ledger-race"));
-    ledger.create_table().await.unwrap();
+    let ledger = std::sync::Arc::new(open_new(&stack, "ledger-race").await);
     for index in 0..10u32 {
         let mut tasks = tokio::task::JoinSet::new();
         for owner in 0..16 {
@@ -96,6 +191,7 @@ async fn concurrent_claims_of_one_job_have_one_winner() {
                 let owner = format!("o{owner}");
                 let req = fleet_shared::ledger::ClaimRequest {
                     job: &job,
+                    shards: 4,
                     job_type: "t",
                     payload_json: "{}",
                     max_attempts: None,
@@ -122,14 +218,121 @@ async fn concurrent_claims_of_one_job_have_one_winner() {
     }
 }
 
+fn def(name: &str, t: ScalarAttributeType) -> AttributeDefinition {
+    AttributeDefinition::builder()
+        .attribute_name(name)
+        .attribute_type(t)
+        .build()
+        .unwrap()
+}
+
+fn key(name: &str, t: KeyType) -> KeySchemaElement {
+    KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(t)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_table_of_another_layout_is_refused_with_what_to_do() {
+    // The queues and a current table exist; the old table is another one.
+    let stack = Stack::with_init().await;
+    // The previous layout's table: the same keys, its lease-expiry index, no layout item.
+    stack
+        .dynamodb()
+        .create_table()
+        .table_name("old-ledger")
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(def("pk", ScalarAttributeType::S))
+        .attribute_definitions(def("sk", ScalarAttributeType::S))
+        .attribute_definitions(def("lease_shard", ScalarAttributeType::S))
+        .attribute_definitions(def("lease_until", ScalarAttributeType::N))
+        .key_schema(key("pk", KeyType::Hash))
+        .key_schema(key("sk", KeyType::Range))
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name("lease-expiry")
+                .key_schema(key("lease_shard", KeyType::Hash))
+                .key_schema(key("lease_until", KeyType::Range))
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::KeysOnly)
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let err = DynamoLedger::open(stack.dynamodb(), "old-ledger", 32)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LedgerError::Layout(_)), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("layout 1") && text.contains("fleet-worker init"),
+        "{text}"
+    );
+    // Nothing was written to it.
+    let scanned = stack
+        .dynamodb()
+        .scan()
+        .table_name("old-ledger")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scanned.count(), 0);
+
+    // A replica started on it stops at once with the same message.
+    let out = stack.run(
+        fleet_tests::bin("fleet-worker"),
+        &["run"],
+        &[
+            ("FLEET_TABLE", "old-ledger"),
+            ("FLEET_LAMBDA_FUNCTION", "job"),
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(out.stderr.contains("layout 1"), "{}", out.stderr);
+    // And `init` does not take it over.
+    let out = stack.run(
+        fleet_tests::bin("fleet-worker"),
+        &["init"],
+        &[("FLEET_TABLE", "old-ledger")],
+    );
+    assert!(!out.status.success());
+    assert!(out.stderr.contains("layout 1"), "{}", out.stderr);
+
+    // A table stamped by a newer layout is refused too.
+    let mut ledger = DynamoLedger::new(stack.dynamodb(), "newer-ledger");
+    ledger.create_table(8).await.unwrap();
+    stack
+        .dynamodb()
+        .put_item()
+        .table_name("newer-ledger")
+        .item("pk", AttributeValue::S("FLEET".into()))
+        .item("sk", AttributeValue::S("LAYOUT".into()))
+        .item("version", AttributeValue::N("3".into()))
+        .item("index_shards", AttributeValue::N("8".into()))
+        .send()
+        .await
+        .unwrap();
+    let err = DynamoLedger::open(stack.dynamodb(), "newer-ledger", 32)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("layout 3") && err.contains("newer"), "{err}");
+}
+
 /// With `ledger.ttl_days`, `init` turns the table's TTL on, and every finished job (succeeded,
-/// failed, cancelled) and every request gets `expires_at`; a redriven job loses it.
+/// failed, cancelled) and every request gets `xa`; a redriven job loses it.
 #[tokio::test(flavor = "multi_thread")]
 async fn finished_items_expire_after_the_configured_days() {
     use std::collections::HashMap;
     use std::time::Duration;
 
-    use aws_sdk_dynamodb::types::AttributeValue;
     use serde_json::json;
 
     let stack = Stack::start().await;
@@ -145,7 +348,7 @@ async fn finished_items_expire_after_the_configured_days() {
         .await
         .unwrap();
     let d = described.time_to_live_description().unwrap();
-    assert_eq!(d.attribute_name(), Some("expires_at"));
+    assert_eq!(d.attribute_name(), Some("xa"));
 
     let submit = |request: serde_json::Value| {
         let path = stack
@@ -168,7 +371,7 @@ async fn finished_items_expire_after_the_configured_days() {
             .iter()
             .find(|i| i["pk"].as_s().unwrap() == pk && i["sk"].as_s().unwrap() == sk)
             .cloned()
-            .unwrap()
+            .unwrap_or_else(|| panic!("no item {pk}/{sk}"))
     };
 
     submit(json!({"request_id": "ttl-1", "job_type": "test",
@@ -180,17 +383,20 @@ async fn finished_items_expire_after_the_configured_days() {
     let items = stack.table_items().await;
     let request = item(&items, "R#ttl-1", "R");
     assert_eq!(
-        num(&request, "expires_at"),
+        num(&request, "xa"),
         Some(num(&request, "created_at").unwrap() / 1000 + three_days)
     );
-    for sk in ["J#000000000", "J#000000001"] {
-        let j = item(&items, "R#ttl-1", sk);
+    for sk in ["000000000", "000000001"] {
+        let j = item(&items, "J#ttl-1#0", sk);
         assert_eq!(
-            num(&j, "expires_at"),
-            Some(num(&j, "finished_at").unwrap() / 1000 + three_days),
+            num(&j, "xa"),
+            Some(num(&j, "fa").unwrap() / 1000 + three_days),
             "{sk}"
         );
     }
+    // The failed attempt's history expires with it.
+    let h = item(&items, "D#ttl-1#0", "000000001#H");
+    assert_eq!(num(&h, "xa"), num(&item(&items, "J#ttl-1#0", "000000001"), "xa"));
 
     // A redriven job is unfinished again: it must not expire.
     let out = stack.run(
@@ -199,11 +405,12 @@ async fn finished_items_expire_after_the_configured_days() {
         &ttl,
     );
     assert!(out.status.success(), "{}", out.stderr);
-    let redriven = item(&stack.table_items().await, "R#ttl-1", "J#000000001");
-    assert_eq!(redriven["state"].as_s().unwrap(), "PENDING");
-    assert_eq!(num(&redriven, "expires_at"), None);
+    let redriven = item(&stack.table_items().await, "J#ttl-1#0", "000000001");
+    assert_eq!(redriven["st"].as_s().unwrap(), "PENDING");
+    assert_eq!(num(&redriven, "xa"), None);
 
-    // Cancelled jobs expire too.
+    // Cancelled jobs expire too: cancelled while no replica runs, then cancelled by the
+    // replica that receives the message.
     submit(json!({"request_id": "ttl-2", "job_type": "test", "jobs": [{}]}));
     let out = stack.run(
         fleet_tests::bin("fleet-producer"),
@@ -211,10 +418,46 @@ async fn finished_items_expire_after_the_configured_days() {
         &ttl,
     );
     assert!(out.status.success(), "{}", out.stderr);
-    let cancelled = item(&stack.table_items().await, "R#ttl-2", "J#000000000");
-    assert_eq!(cancelled["state"].as_s().unwrap(), "CANCELLED");
+    let _worker = stack.worker("w2", &job, &ttl);
+    let cancelled = fleet_tests::wait_for("ttl-2 cancelled", Duration::from_secs(60), || async {
+        let items = stack.table_items().await;
+        items
+            .iter()
+            .find(|i| {
+                i["pk"].as_s().unwrap() == "J#ttl-2#0"
+                    && i.get("st").and_then(|s| s.as_s().ok()).map(String::as_str)
+                        == Some("CANCELLED")
+            })
+            .cloned()
+    })
+    .await;
     assert_eq!(
-        num(&cancelled, "expires_at"),
-        Some(num(&cancelled, "finished_at").unwrap() / 1000 + three_days)
+        num(&cancelled, "xa"),
+        Some(num(&cancelled, "fa").unwrap() / 1000 + three_days)
     );
+    assert!(
+        job.executions().iter().all(|e| !e.job_id.starts_with("ttl-2")),
+        "the cancelled job never ran"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn live_reports_reach_the_counts() {
+    use fleet_shared::ledger::{Ledger, LiveReport};
+    let stack = Stack::start().await;
+    let ledger = open_new(&stack, "ledger-live").await;
+    let report = |running, at_ms| LiveReport {
+        request_id: "lr".into(),
+        replica: "r1".into(),
+        running,
+        after_retry: 1,
+        at_ms,
+    };
+    let now = fleet_shared::time::now_ms();
+    let r = ledger.commit("5", &[], &[report(3, now)]).await.unwrap();
+    assert!(r.is_empty());
+    let c = ledger.counts("lr", now).await.unwrap();
+    assert_eq!((c.running, c.running_after_retry), (3, 1), "{c:?}");
+    // A report older than a minute is not counted.
+    assert_eq!(ledger.counts("lr", now + 61_000).await.unwrap().running, 0);
 }

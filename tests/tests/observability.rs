@@ -109,13 +109,16 @@ async fn metrics_agree_with_the_ledger_and_readiness_follows_draining() {
 
     // The ledger's own count of retried attempts: history entries with a retry time.
     let mut retried_in_ledger = 0;
-    for item in stack.table_items().await {
-        if let Some(history) = item.get("history").and_then(|h| h.as_l().ok()) {
-            retried_in_ledger += history
-                .iter()
-                .filter(|h| h.as_m().is_ok_and(|m| m.contains_key("retry_at")))
-                .count();
+    for item in stack.ledger_items().await {
+        if !item["sk"].as_s().unwrap().ends_with("#H") {
+            continue;
         }
+        retried_in_ledger += item
+            .iter()
+            .filter(|(k, v)| {
+                k.starts_with('h') && v.as_m().is_ok_and(|m| m.contains_key("r"))
+            })
+            .count();
     }
     assert_eq!(retried_in_ledger, 6 + 4 * 2);
 

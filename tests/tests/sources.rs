@@ -13,14 +13,20 @@ use serde_json::{Value, json};
 
 /// Job payloads as the ledger holds them, by job index.
 async fn payloads(stack: &Stack) -> Vec<(u32, Value)> {
+    // A payload is inline on its job's item, or in the job's payload item.
     let mut out: Vec<(u32, Value)> = stack
-        .table_items()
+        .ledger_items()
         .await
         .iter()
         .filter_map(|item| {
+            let pk = item.get("pk")?.as_s().ok()?;
             let sk = item.get("sk")?.as_s().ok()?;
-            let index = sk.strip_prefix("J#")?.parse().ok()?;
-            let payload = item.get("payload")?.as_s().ok()?;
+            let index = match (pk.starts_with("J#"), sk.strip_suffix("#P")) {
+                (true, None) => sk.parse().ok()?,
+                (false, Some(ix)) if pk.starts_with("D#") => ix.parse().ok()?,
+                _ => return None,
+            };
+            let payload = item.get("pl")?.as_s().ok()?;
             Some((index, serde_json::from_str(payload).unwrap()))
         })
         .collect();

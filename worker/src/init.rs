@@ -1,6 +1,7 @@
 //! `fleet-worker init`: creates the dead-letter queue, the jobs queue (with its redrive
-//! policy to the dead-letter queue) and the ledger table. Idempotent: existing resources are
-//! kept and their attributes brought to the configured values.
+//! policy to the dead-letter queue) and the ledger table (with its indexes and layout item).
+//! Idempotent: existing resources are kept and their attributes brought to the configured
+//! values; a ledger table of another layout is refused.
 
 use std::collections::HashMap;
 
@@ -98,8 +99,8 @@ pub async fn init(sdk: &SdkConfig, config: &Config) -> anyhow::Result<InitReport
         ]),
     )
     .await?;
-    let ledger = DynamoLedger::new(fleet_shared::aws::dynamodb(sdk), &config.ledger.table);
-    let table_created = ledger.create_table().await?;
+    let mut ledger = DynamoLedger::new(fleet_shared::aws::dynamodb(sdk), &config.ledger.table);
+    let table_created = ledger.create_table(config.ledger.index_shards).await?;
     if config.ledger.ttl_days.is_some() {
         ledger.enable_ttl().await?;
     }

@@ -129,8 +129,14 @@ pub async fn run_with(
     let queue = SqsQueue::resolve(clients.sqs.clone(), &config.queue.jobs).await?;
     let dlq = SqsQueue::resolve(clients.sqs.clone(), &config.queue.dead_letter).await?;
     health.sqs_ok();
-    let ledger = DynamoLedger::new(clients.dynamodb.clone(), &config.ledger.table)
-        .with_ttl(config.ledger.ttl());
+    let ledger = DynamoLedger::open(
+        clients.dynamodb.clone(),
+        &config.ledger.table,
+        config.ledger.index_shards,
+    )
+    .await?
+    .with_ttl(config.ledger.ttl())
+    .with_history_keep(config.ledger.history_keep);
     let lambda = clients.lambda.clone();
     let engine = Arc::new(
         Engine::new(
@@ -144,7 +150,8 @@ pub async fn run_with(
             config.clone(),
             replica_id(&config),
         )
-        .with_health(health),
+        .with_health(health)
+        .with_s3(clients.s3.clone()),
     );
     Ok(engine.run(shutdown, hard_stop).await)
 }

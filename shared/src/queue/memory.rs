@@ -1,8 +1,12 @@
 //! The queue in memory, with SQS's visibility rules (a received message is hidden until its
-//! visibility timeout passes; only its latest receipt deletes it). Time is tokio's clock, so
-//! tests can pause it. For unit tests and benchmarks.
+//! visibility timeout passes; only its latest receipt deletes it) and, optionally, its limit
+//! on messages in flight (received and not yet deleted or made visible: about 120,000 per
+//! standard queue, past which long polls come back empty with no error). Time is tokio's
+//! clock, so tests can pause it. Every call is O(log n) in the messages held, so a benchmark
+//! can queue a million. For unit tests and benchmarks.
 
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -11,21 +15,72 @@ use tokio::time::Instant;
 
 use super::{DeadLetterQueue, JobQueue, QueueError, Received};
 
+/// SQS's limit on in-flight messages of a standard queue.
+pub const SQS_IN_FLIGHT_LIMIT: usize = 120_000;
+
 #[derive(Debug)]
 struct Msg {
-    id: String,
     body: String,
     visible_at: Instant,
     receive_count: u32,
     receipt: Option<String>,
+    /// Received and neither deleted nor made visible again.
+    in_flight: bool,
 }
 
 #[derive(Debug, Default)]
 struct State {
-    msgs: BTreeMap<u64, Msg>,
+    msgs: HashMap<u64, Msg>,
+    /// Messages receivable now, oldest first.
+    visible: BTreeSet<u64>,
+    /// Hidden messages by the time they become visible (entries go stale when a message is
+    /// deleted or its visibility changes; they are skipped then).
+    hidden: BinaryHeap<Reverse<(Instant, u64)>>,
     next: u64,
     receipts: HashMap<String, u64>,
     dead: Vec<(String, Vec<(String, String)>)>,
+    in_flight: usize,
+    peak_in_flight: usize,
+    in_flight_limit: Option<usize>,
+    /// Receives answered empty because of the in-flight limit.
+    over_limit: u64,
+    sent: u64,
+}
+
+impl State {
+    /// Moves messages whose visibility timeout has passed back to the visible set.
+    fn promote(&mut self, now: Instant) {
+        while let Some(Reverse((at, seq))) = self.hidden.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.hidden.pop();
+            let Some(m) = self.msgs.get_mut(&seq) else {
+                continue;
+            };
+            if m.visible_at != at || self.visible.contains(&seq) {
+                continue;
+            }
+            if m.in_flight {
+                m.in_flight = false;
+                self.in_flight -= 1;
+            }
+            self.visible.insert(seq);
+        }
+    }
+
+    fn hide(&mut self, seq: u64, until: Instant) {
+        self.visible.remove(&seq);
+        self.hidden.push(Reverse((until, seq)));
+    }
+}
+
+/// What the queue saw, for benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    pub peak_in_flight: usize,
+    pub over_limit_receives: u64,
+    pub sent: u64,
 }
 
 #[derive(Debug, Default)]
@@ -37,6 +92,12 @@ pub struct MemoryQueue {
 impl MemoryQueue {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Applies SQS's limit on in-flight messages: receives come back empty at the limit.
+    pub fn with_in_flight_limit(self, limit: usize) -> Self {
+        self.lock().in_flight_limit = Some(limit);
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -53,16 +114,23 @@ impl MemoryQueue {
         let mut st = self.lock();
         let seq = st.next;
         st.next += 1;
+        st.sent += 1;
+        let now = Instant::now();
         st.msgs.insert(
             seq,
             Msg {
-                id: format!("m-{seq}"),
                 body: body.into(),
-                visible_at: Instant::now() + delay,
+                visible_at: now + delay,
                 receive_count: 0,
                 receipt: None,
+                in_flight: false,
             },
         );
+        if delay.is_zero() {
+            st.visible.insert(seq);
+        } else {
+            st.hidden.push(Reverse((now + delay, seq)));
+        }
         drop(st);
         self.notify.notify_waiters();
     }
@@ -74,6 +142,22 @@ impl MemoryQueue {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Messages in flight now.
+    pub fn in_flight(&self) -> usize {
+        let mut st = self.lock();
+        st.promote(Instant::now());
+        st.in_flight
+    }
+
+    pub fn stats(&self) -> QueueStats {
+        let st = self.lock();
+        QueueStats {
+            peak_in_flight: st.peak_in_flight,
+            over_limit_receives: st.over_limit,
+            sent: st.sent,
+        }
     }
 
     /// What was sent to this queue as a dead-letter queue: body and attributes.
@@ -95,33 +179,44 @@ impl JobQueue for MemoryQueue {
             let next_visible = {
                 let mut st = self.lock();
                 let now = Instant::now();
+                st.promote(now);
                 let mut out = Vec::new();
-                let mut taken = Vec::new();
-                for (seq, m) in st.msgs.iter_mut() {
-                    if out.len() == max {
-                        break;
-                    }
-                    if m.visible_at <= now {
-                        m.receive_count += 1;
-                        m.visible_at = now + visibility;
-                        let receipt = format!("{}-{}", m.id, m.receive_count);
-                        m.receipt = Some(receipt.clone());
-                        taken.push((receipt.clone(), *seq));
-                        out.push(Received {
-                            message_id: m.id.clone(),
-                            receipt,
-                            body: m.body.clone(),
-                            receive_count: m.receive_count,
-                        });
-                    }
+                let room = match st.in_flight_limit {
+                    Some(limit) => limit.saturating_sub(st.in_flight),
+                    None => usize::MAX,
+                };
+                if room == 0 && !st.visible.is_empty() {
+                    st.over_limit += 1;
                 }
-                for (r, seq) in taken {
-                    st.receipts.insert(r, seq);
+                let take: Vec<u64> = st.visible.iter().take(max.min(room)).copied().collect();
+                for seq in take {
+                    let until = now + visibility;
+                    st.hide(seq, until);
+                    let Some(m) = st.msgs.get_mut(&seq) else {
+                        continue;
+                    };
+                    m.receive_count += 1;
+                    m.visible_at = until;
+                    let receipt = format!("m-{seq}-{}", m.receive_count);
+                    m.receipt = Some(receipt.clone());
+                    let newly = !m.in_flight;
+                    m.in_flight = true;
+                    out.push(Received {
+                        message_id: format!("m-{seq}"),
+                        receipt: receipt.clone(),
+                        body: m.body.clone(),
+                        receive_count: m.receive_count,
+                    });
+                    if newly {
+                        st.in_flight += 1;
+                    }
+                    st.receipts.insert(receipt, seq);
                 }
+                st.peak_in_flight = st.peak_in_flight.max(st.in_flight);
                 if !out.is_empty() || now >= deadline {
                     return Ok(out);
                 }
-                st.msgs.values().map(|m| m.visible_at).min()
+                st.hidden.peek().map(|Reverse((at, _))| *at)
             };
             let until = next_visible.map_or(deadline, |t| t.min(deadline));
             tokio::select! {
@@ -143,7 +238,12 @@ impl JobQueue for MemoryQueue {
             });
             match (seq, current) {
                 (Some(s), Some(true)) => {
-                    st.msgs.remove(&s);
+                    if let Some(m) = st.msgs.remove(&s)
+                        && m.in_flight
+                    {
+                        st.in_flight -= 1;
+                    }
+                    st.visible.remove(&s);
                 }
                 _ => failed.push(r.clone()),
             }
@@ -152,17 +252,21 @@ impl JobQueue for MemoryQueue {
     }
 
     async fn backlog(&self) -> Result<u64, QueueError> {
-        let now = Instant::now();
-        Ok(self
-            .lock()
-            .msgs
-            .values()
-            .filter(|m| m.visible_at <= now || m.receive_count == 0)
-            .count() as u64)
+        let mut st = self.lock();
+        st.promote(Instant::now());
+        // Visible, and delayed (hidden without having been received).
+        Ok((st.msgs.len() - st.in_flight) as u64)
     }
 
     async fn send(&self, body: &str, delay: Duration) -> Result<(), QueueError> {
         self.push_delayed(body, delay.min(super::MAX_DELAY));
+        Ok(())
+    }
+
+    async fn send_all(&self, bodies: &[String]) -> Result<(), QueueError> {
+        for b in bodies {
+            self.push(b.clone());
+        }
         Ok(())
     }
 
@@ -172,11 +276,24 @@ impl JobQueue for MemoryQueue {
             let Some(seq) = st.receipts.get(receipt).copied() else {
                 return Err(QueueError::Aws {
                     op: "ChangeMessageVisibility",
+                    class: crate::error::ErrorClass::Permanent,
                     message: format!("unknown receipt {receipt}"),
                 });
             };
-            if let Some(m) = st.msgs.get_mut(&seq) {
-                m.visible_at = Instant::now() + timeout;
+            let now = Instant::now();
+            let Some(m) = st.msgs.get_mut(&seq) else {
+                return Ok(());
+            };
+            m.visible_at = now + timeout;
+            if timeout.is_zero() {
+                let was = m.in_flight;
+                m.in_flight = false;
+                if was {
+                    st.in_flight -= 1;
+                }
+                st.visible.insert(seq);
+            } else {
+                st.hide(seq, now + timeout);
             }
         }
         self.notify.notify_waiters();
@@ -241,5 +358,39 @@ mod tests {
                 .is_empty()
         );
         assert!(q.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn receives_stop_at_the_in_flight_limit_and_delayed_messages_are_not_in_flight() {
+        let q = MemoryQueue::new().with_in_flight_limit(3);
+        for i in 0..5 {
+            q.push(format!("m{i}"));
+        }
+        q.push_delayed("later", Duration::from_secs(600));
+        let first = q
+            .receive(10, Duration::ZERO, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(first.len(), 3);
+        assert_eq!(q.in_flight(), 3);
+        // At the limit: an empty answer, no error, though two messages are visible.
+        assert!(
+            q.receive(10, Duration::ZERO, Duration::from_secs(30))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(q.backlog().await.unwrap(), 3, "two visible and one delayed");
+        // A delete and a hand-back free room.
+        q.delete_batch(&[first[0].receipt.clone()]).await.unwrap();
+        q.set_visibility(&first[1].receipt, Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(q.in_flight(), 1);
+        let s = q.stats();
+        assert_eq!((s.peak_in_flight, s.over_limit_receives), (3, 1));
+        // A visibility timeout that passes takes a message out of flight.
+        tokio::time::advance(Duration::from_secs(31)).await;
+        assert_eq!(q.in_flight(), 0);
     }
 }

@@ -21,8 +21,13 @@ pub struct Received {
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
-    #[error("queue call {op} failed: {message}")]
-    Aws { op: &'static str, message: String },
+    /// A call to SQS failed; `class` says whether to try again.
+    #[error("queue call {op} failed ({class}): {message}")]
+    Aws {
+        op: &'static str,
+        class: crate::error::ErrorClass,
+        message: String,
+    },
     #[error("queue {0:?} does not exist")]
     NoSuchQueue(String),
     #[error("{count} messages could not be sent: {message}")]
@@ -61,6 +66,9 @@ pub trait JobQueue: Send + Sync + 'static {
         body: &str,
         delay: Duration,
     ) -> impl Future<Output = Result<(), QueueError>> + Send;
+
+    /// Sends every body at once (in batches where the queue has them).
+    fn send_all(&self, bodies: &[String]) -> impl Future<Output = Result<(), QueueError>> + Send;
 
     /// Makes a received message visible again after `timeout` (0: at once).
     fn set_visibility(

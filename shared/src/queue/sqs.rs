@@ -19,10 +19,11 @@ pub const MAX_BATCH_BYTES: usize = 256 * 1024;
 
 fn aws_err<E>(op: &'static str, e: SdkError<E>) -> QueueError
 where
-    E: std::error::Error + Send + Sync + 'static,
+    E: std::error::Error + aws_sdk_sqs::error::ProvideErrorMetadata + Send + Sync + 'static,
 {
     QueueError::Aws {
         op,
+        class: crate::error::sdk_error(&e),
         message: DisplayErrorContext(e).to_string(),
     }
 }
@@ -84,7 +85,7 @@ impl SqsQueue {
     /// Sends every body, packing batches of up to 10 messages and 256 KiB, with a few calls
     /// in flight. Entries SQS reports as failed through no fault of the sender are re-sent
     /// with backoff; a sender fault (a body SQS refuses) is an error at once.
-    pub async fn send_all(&self, bodies: &[String]) -> Result<(), QueueError> {
+    pub async fn send_batched(&self, bodies: &[String]) -> Result<(), QueueError> {
         let mut batches: Vec<&[String]> = Vec::new();
         let (mut start, mut bytes) = (0, 0);
         for (i, b) in bodies.iter().enumerate() {
@@ -124,6 +125,7 @@ impl SqsQueue {
                         .build()
                         .map_err(|e| QueueError::Aws {
                             op: "SendMessageBatch",
+                            class: crate::error::ErrorClass::Permanent,
                             message: e.to_string(),
                         })
                 })
@@ -281,6 +283,7 @@ impl JobQueue for SqsQueue {
                     .build()
                     .map_err(|e| QueueError::Aws {
                         op: "DeleteMessageBatch",
+                        class: crate::error::ErrorClass::Permanent,
                         message: e.to_string(),
                     })
             })
@@ -304,6 +307,10 @@ impl JobQueue for SqsQueue {
     async fn backlog(&self) -> Result<u64, QueueError> {
         let d = self.depth().await?;
         Ok(d.visible + d.delayed)
+    }
+
+    async fn send_all(&self, bodies: &[String]) -> Result<(), QueueError> {
+        self.send_batched(bodies).await
     }
 
     async fn send(&self, body: &str, delay: Duration) -> Result<(), QueueError> {
@@ -349,6 +356,7 @@ impl DeadLetterQueue for SqsQueue {
                 .build()
                 .map_err(|e| QueueError::Aws {
                     op: "SendMessage",
+                    class: crate::error::ErrorClass::Permanent,
                     message: e.to_string(),
                 })?;
             req = req.message_attributes(*name, v);

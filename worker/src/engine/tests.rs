@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use fleet_shared::config::Config;
 use fleet_shared::ids::JobId;
-use fleet_shared::ledger::memory::MemoryLedger;
-use fleet_shared::ledger::{Claim, ClaimRequest, Ledger};
+use fleet_shared::ledger::memory::{DIRECT_JOB_SHARDS, MemoryLedger};
+use fleet_shared::ledger::{AttemptRecord, Change, Claim, ClaimRequest, Ledger};
 use fleet_shared::message::{JobEvent, JobMessage, MESSAGE_VERSION, Target};
 use fleet_shared::queue::memory::MemoryQueue;
 use fleet_shared::state::JobState;
@@ -268,6 +268,19 @@ impl Rig {
         self.ledger.get(job_id).map(|j| j.state)
     }
 
+    /// The job's attempts as its history has them, oldest first.
+    async fn history(&self, job_id: &str) -> Vec<AttemptRecord> {
+        let key = self.ledger.get(job_id).unwrap().key;
+        self.ledger
+            .history(&key)
+            .await
+            .unwrap()
+            .attempts
+            .into_iter()
+            .map(|e| e.record)
+            .collect()
+    }
+
     async fn stop(self) -> Report {
         self.shutdown.cancel();
         self.run.await.unwrap()
@@ -328,7 +341,7 @@ async fn failures_are_retried_with_growing_delays_then_dead_lettered() {
     assert_eq!(attrs[dead_letter_attr::REQUEST_ID], "r");
     assert_eq!(attrs[dead_letter_attr::ERROR_CLASS], "job_failure");
     let record = FailureRecord::from_attribute(&attrs[dead_letter_attr::FAILURE]).unwrap();
-    let history = rig.ledger.get("r:0").unwrap().history;
+    let history = rig.history("r:0").await;
     assert_eq!(history.len(), 4);
     assert!(
         history
@@ -430,6 +443,7 @@ async fn a_replica_that_lost_its_lease_does_not_record_the_result() {
         .ledger
         .claim(&ClaimRequest {
             job: &job,
+            shards: DIRECT_JOB_SHARDS,
             job_type: "test",
             payload_json: "{}",
             max_attempts: None,
@@ -532,7 +546,8 @@ async fn throttling_spends_no_attempt_and_lowers_the_limit() {
         );
         let j = rig.ledger.get(&id).unwrap();
         assert_eq!(j.attempts, 1);
-        let outcomes: Vec<&str> = j.history.iter().map(|h| h.outcome.as_str()).collect();
+        let history = rig.history(&id).await;
+        let outcomes: Vec<&str> = history.iter().map(|h| h.outcome.as_str()).collect();
         assert_eq!(
             outcomes,
             vec!["throttled", "throttled", "throttled", "succeeded"]
@@ -586,6 +601,7 @@ async fn a_failed_jobs_message_that_comes_back_is_dead_lettered_again() {
         .ledger
         .claim(&ClaimRequest {
             job: &job,
+            shards: DIRECT_JOB_SHARDS,
             job_type: "test",
             payload_json: "{}",
             max_attempts: None,
@@ -613,9 +629,23 @@ async fn a_failed_jobs_message_that_comes_back_is_dead_lettered_again() {
         stopped_reason: None,
     };
     let failed = fleet_shared::ledger::Finish::Failed {
-        error: "permanent: no such function".into(),
+        class: ErrorClass::Permanent,
+        error: "no such function".into(),
     };
-    rig.ledger.finish(&lease, &failed, &rec).await.unwrap();
+    let done = rig
+        .ledger
+        .commit(
+            "0",
+            &[Change::Finish {
+                lease,
+                finish: failed,
+                record: rec,
+            }],
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(done[0].is_ok());
     rig.queue.push(body("r", 0, json!({})));
     until("queue empty", || rig.queue.is_empty()).await;
     assert!(rig.job.calls_for("r:0").is_empty(), "not run again");
@@ -663,9 +693,9 @@ async fn a_running_task_is_handed_off_and_followed_to_its_end() {
         rig.state("r:0") == Some(JobState::Succeeded)
     })
     .await;
-    let j = rig.ledger.get("r:0").unwrap();
-    assert_eq!(j.history.len(), 1);
-    let h = &j.history[0];
+    let history = rig.history("r:0").await;
+    assert_eq!(history.len(), 1);
+    let h = &history[0];
     assert_eq!(
         (h.target.as_str(), h.reason.as_str(), h.exit_code),
         ("ecs", "job_type", Some(0))
@@ -701,9 +731,10 @@ async fn another_replica_adopts_a_task_whose_replica_died() {
     let j = ledger.get("r:0").unwrap();
     assert_eq!(j.fence, 2, "adopted with a higher fence");
     assert_eq!(j.attempts, 1, "the same attempt");
-    assert_eq!(j.history.len(), 1);
+    let history = second.history("r:0").await;
+    assert_eq!(history.len(), 1);
     assert_eq!(
-        (j.history[0].reason.as_str(), j.history[0].fence),
+        (history[0].reason.as_str(), history[0].fence),
         ("adopted", 2)
     );
     assert_eq!(
@@ -727,7 +758,7 @@ async fn a_lambda_timeout_promotes_the_next_attempt_to_ecs() {
         rig.state("r:0") == Some(JobState::Succeeded)
     })
     .await;
-    let h = rig.ledger.get("r:0").unwrap().history;
+    let h = rig.history("r:0").await;
     let got: Vec<(&str, &str, &str)> = h
         .iter()
         .map(|h| (h.target.as_str(), h.reason.as_str(), h.outcome.as_str()))
@@ -760,7 +791,7 @@ async fn a_failed_task_is_retried_with_a_new_message() {
     until("queue empty", || rig.queue.is_empty()).await;
     let starts = rig.tasks.starts.lock().unwrap().clone();
     assert_eq!(starts, vec![("r:0".to_string(), 1), ("r:0".to_string(), 2)]);
-    let h = rig.ledger.get("r:0").unwrap().history;
+    let h = rig.history("r:0").await;
     assert_eq!(
         (h[0].exit_code, h[0].outcome.as_str()),
         (Some(3), "job_failure")
@@ -783,6 +814,7 @@ async fn ghost_claim(rig: &Rig, job: &str, lease_ms: u64) {
         .ledger
         .claim(&ClaimRequest {
             job: &id,
+            shards: DIRECT_JOB_SHARDS,
             job_type: "test",
             payload_json: "{}",
             max_attempts: None,
@@ -830,24 +862,41 @@ async fn an_expired_lease_is_taken_over_once_and_a_live_one_never() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_pending_job_whose_message_is_lost_is_sent_again_once_the_backlog_drains() {
+async fn a_pending_job_whose_message_is_lost_is_sent_again_once_the_queue_is_quiet() {
     let rig = start(sweeping_config());
     let lost = JobId::parse("r:5").unwrap();
     rig.ledger
         .insert_pending(&lost, "test", "{}", rig.clock.now_ms());
-    // A message still waits in the queue (delayed a minute): nothing counts as lost yet.
-    rig.queue
-        .push_delayed(body("r", 6, json!({})), Duration::from_secs(60));
-    tokio::time::sleep(Duration::from_secs(50)).await;
-    assert_eq!(rig.state("r:5"), Some(JobState::Pending));
-    assert_eq!(rig.engine.stats().requeued, 0);
-    until("both done", || {
+    until("re-sent and done", || {
         rig.state("r:5") == Some(JobState::Succeeded)
-            && rig.state("r:6") == Some(JobState::Succeeded)
     })
     .await;
+    // Many more sweeps: the job is not sent again.
+    tokio::time::sleep(Duration::from_secs(60)).await;
     assert_eq!(rig.job.calls_for("r:5").len(), 1);
     assert_eq!(rig.stop().await.requeued, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiting_jobs_behind_a_busy_queue_are_not_taken_for_lost() {
+    // One slot, 40 jobs of 2 s: the queue stays 80 s behind, far beyond recover_secs (5 s).
+    // Every claim is of a job due since the start, so no waiting job looks lost.
+    let mut c = sweeping_config();
+    c.worker.concurrency = 1;
+    c.lambda.max_concurrency = Some(1);
+    let rig = start(c);
+    let now = rig.clock.now_ms();
+    for i in 0..40 {
+        let job = JobId::new("r", i).unwrap();
+        rig.ledger.insert_pending(&job, "test", "{}", now);
+        rig.queue.push(body("r", i, json!({"sleep_ms": 2000})));
+    }
+    until("all done", || {
+        (0..40).all(|i| rig.state(&format!("r:{i}")) == Some(JobState::Succeeded))
+    })
+    .await;
+    assert!(rig.job.per_job().values().all(|n| *n == 1));
+    assert_eq!(rig.stop().await.requeued, 0, "nothing was re-sent");
 }
 
 #[tokio::test(start_paused = true)]
@@ -898,5 +947,29 @@ async fn a_claim_past_the_attempt_limit_fails_the_job_without_running_it() {
         j.last_error
     );
     assert_eq!(rig.dead.dead_letters().len(), 1);
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replica_reports_the_jobs_it_runs_with_its_counters() {
+    use fleet_shared::ledger::RequestLedger;
+    let rig = start(config());
+    for i in 0..3 {
+        rig.queue.push(body("live", i, json!({"sleep_ms": 60_000})));
+    }
+    until("three running", || {
+        (0..3).all(|i| rig.state(&format!("live:{i}")) == Some(JobState::Running))
+    })
+    .await;
+    // Within a report period, without any outcome to carry it.
+    tokio::time::sleep(fleet_shared::ledger::recorder::LIVE_EVERY + Duration::from_secs(1)).await;
+    let counts = rig.ledger.counts("live", rig.clock.now_ms()).await.unwrap();
+    assert_eq!((counts.running, counts.succeeded), (3, 0), "{counts:?}");
+    until("done", || {
+        (0..3).all(|i| rig.state(&format!("live:{i}")) == Some(JobState::Succeeded))
+    })
+    .await;
+    let counts = rig.ledger.counts("live", rig.clock.now_ms()).await.unwrap();
+    assert_eq!((counts.running, counts.succeeded), (0, 3), "{counts:?}");
     rig.stop().await;
 }

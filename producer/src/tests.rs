@@ -1,0 +1,300 @@
+//! The producer's logic on the in-memory ledger and queue.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fleet_shared::config::Config;
+use fleet_shared::ledger::memory::MemoryLedger;
+use fleet_shared::ledger::model::Limits;
+use fleet_shared::ledger::{
+    Change, Counts, ItemKey, JobDetail, LedgerError, NewJob, Page, PutRequestOutcome,
+    RequestLedger, RequestRecord,
+};
+use fleet_shared::queue::memory::MemoryQueue;
+use fleet_shared::queue::{JobQueue, MAX_BATCH};
+use fleet_shared::state::JobState;
+use serde_json::json;
+
+use super::*;
+
+fn request(id: &str, n: usize) -> RequestFile {
+    let jobs: Vec<serde_json::Value> = (0..n).map(|i| json!({"i": i})).collect();
+    request::parse(&json!({"request_id": id, "job_type": "t", "jobs": jobs}).to_string())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn producer() -> Producer<MemoryLedger, MemoryQueue> {
+    Producer::new(
+        MemoryLedger::new().with_model(Limits::AWS),
+        MemoryQueue::new(),
+        Arc::new(Config::default()),
+    )
+}
+
+async fn messages(q: &MemoryQueue) -> Vec<String> {
+    let mut out = Vec::new();
+    loop {
+        let got = q
+            .receive(MAX_BATCH, Duration::ZERO, Duration::from_secs(600))
+            .await
+            .unwrap_or_default();
+        if got.is_empty() {
+            return out;
+        }
+        out.extend(got.into_iter().map(|m| m.body));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_is_written_and_sent_in_chunks_and_a_resubmission_creates_nothing() {
+    let p = producer();
+    let valid = p.prepare(request("r1", 2500)).await.unwrap();
+    assert_eq!(valid.record.job_shards, 3, "one partition per thousand jobs");
+    let report = p.submit(&valid).await.unwrap();
+    assert_eq!(
+        (report.created, report.written, report.sent),
+        (true, 2500, 2500)
+    );
+    assert_eq!(messages(&p.queue).await.len(), 2500);
+    let r = p.ledger.get_request("r1").await.unwrap().unwrap();
+    assert_eq!(r.written, 2500);
+    let again = p.submit(&valid).await.unwrap();
+    assert_eq!(
+        (again.created, again.written, again.sent),
+        (false, 0, 0)
+    );
+    let status = p.status("r1").await.unwrap();
+    assert_eq!(
+        (status.total, status.count(JobState::Pending), status.done),
+        (2500, 2500, false)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn other_content_under_the_same_id_is_refused_and_writes_nothing() {
+    let p = producer();
+    p.submit(&p.prepare(request("r2", 3)).await.unwrap())
+        .await
+        .unwrap();
+    let before = p.ledger.usage().unwrap();
+    let other = p.prepare(request("r2", 4)).await.unwrap();
+    let err = p.submit(&other).await.unwrap_err();
+    assert!(matches!(err, ProducerError::Conflict { .. }), "{err}");
+    let after = p.ledger.usage().unwrap();
+    // The refused conditional put (which DynamoDB bills) is the only write.
+    assert_eq!(after.write_calls, before.write_calls + 1);
+    assert_eq!(p.ledger.all_jobs().len(), 3);
+}
+
+/// A ledger that fails `put_jobs` after `ok` calls (a producer cut short), and records the
+/// order of writes and sends with the queue.
+struct Cut {
+    inner: MemoryLedger,
+    ok: Mutex<usize>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl RequestLedger for Cut {
+    async fn put_request(&self, r: &RequestRecord) -> Result<PutRequestOutcome, LedgerError> {
+        self.inner.put_request(r).await
+    }
+    async fn get_request(&self, id: &str) -> Result<Option<RequestRecord>, LedgerError> {
+        self.inner.get_request(id).await
+    }
+    async fn put_jobs(&self, jobs: &[NewJob]) -> Result<(), LedgerError> {
+        {
+            let mut ok = self.ok.lock().unwrap();
+            if *ok == 0 {
+                return Err(LedgerError::throttled("BatchWriteItem", "cut short (test)"));
+            }
+            *ok -= 1;
+        }
+        self.log.lock().unwrap().push(format!("put {}", jobs.len()));
+        self.inner.put_jobs(jobs).await
+    }
+    async fn job_states(&self, keys: &[ItemKey]) -> Result<Vec<Option<JobState>>, LedgerError> {
+        self.inner.job_states(keys).await
+    }
+    async fn set_written(&self, id: &str, w: u32) -> Result<(), LedgerError> {
+        self.inner.set_written(id, w).await
+    }
+    async fn cancel_request(&self, id: &str, now: u64, stop: bool) -> Result<bool, LedgerError> {
+        self.inner.cancel_request(id, now, stop).await
+    }
+    async fn counts(&self, id: &str, now: u64) -> Result<Counts, LedgerError> {
+        self.inner.counts(id, now).await
+    }
+    async fn recount(&self, id: &str, shards: u32) -> Result<Counts, LedgerError> {
+        self.inner.recount(id, shards).await
+    }
+    async fn jobs_page(
+        &self,
+        id: &str,
+        shards: u32,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<JobDetail>, LedgerError> {
+        self.inner.jobs_page(id, shards, cursor, limit).await
+    }
+    async fn failed_page(
+        &self,
+        id: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<JobDetail>, LedgerError> {
+        self.inner.failed_page(id, cursor, limit).await
+    }
+    async fn job(
+        &self,
+        key: &ItemKey,
+    ) -> Result<Option<(fleet_shared::ledger::item::JobItem, String)>, LedgerError> {
+        RequestLedger::job(&self.inner, key).await
+    }
+    async fn result(&self, key: &ItemKey) -> Result<Option<String>, LedgerError> {
+        self.inner.result(key).await
+    }
+    async fn job_history(
+        &self,
+        key: &ItemKey,
+    ) -> Result<fleet_shared::ledger::History, LedgerError> {
+        self.inner.job_history(key).await
+    }
+    async fn commit_changes(
+        &self,
+        slot: &str,
+        changes: &[Change],
+    ) -> Result<Vec<Result<(), LedgerError>>, LedgerError> {
+        self.inner.commit_changes(slot, changes).await
+    }
+}
+
+/// A queue that logs its sends with the ledger's writes.
+struct Logged {
+    inner: MemoryQueue,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl JobQueue for Logged {
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+        visibility: Duration,
+    ) -> Result<Vec<fleet_shared::queue::Received>, QueueError> {
+        self.inner.receive(max, wait, visibility).await
+    }
+    async fn delete_batch(&self, receipts: &[String]) -> Result<Vec<String>, QueueError> {
+        self.inner.delete_batch(receipts).await
+    }
+    async fn backlog(&self) -> Result<u64, QueueError> {
+        self.inner.backlog().await
+    }
+    async fn send(&self, body: &str, delay: Duration) -> Result<(), QueueError> {
+        self.inner.send(body, delay).await
+    }
+    async fn send_all(&self, bodies: &[String]) -> Result<(), QueueError> {
+        self.log.lock().unwrap().push(format!("send {}", bodies.len()));
+        self.inner.send_all(bodies).await
+    }
+    async fn set_visibility(&self, receipt: &str, timeout: Duration) -> Result<(), QueueError> {
+        self.inner.set_visibility(receipt, timeout).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_submission_cut_short_sends_its_first_chunks_and_is_finished_by_submitting_again() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let p = Producer::new(
+        Cut {
+            inner: MemoryLedger::new(),
+            ok: Mutex::new(2),
+            log: log.clone(),
+        },
+        Logged {
+            inner: MemoryQueue::new(),
+            log: log.clone(),
+        },
+        Arc::new(Config::default()),
+    );
+    let valid = p.prepare(request("r3", 3500)).await.unwrap();
+    assert!(p.submit(&valid).await.is_err(), "the third chunk's write fails");
+    // Each chunk's messages went out as soon as its items were written.
+    assert_eq!(
+        *log.lock().unwrap(),
+        vec!["put 1000", "send 1000", "put 1000", "send 1000"]
+    );
+    assert_eq!(p.ledger.inner.all_jobs().len(), 2000);
+    assert_eq!(
+        p.ledger.get_request("r3").await.unwrap().unwrap().written,
+        2000
+    );
+    // Submitting again resumes at the watermark and writes what is missing.
+    *p.ledger.ok.lock().unwrap() = 100;
+    let report = p.submit(&valid).await.unwrap();
+    assert_eq!(
+        (report.created, report.written, report.sent),
+        (false, 1500, 1500)
+    );
+    assert_eq!(p.ledger.inner.all_jobs().len(), 3500);
+    assert_eq!(messages(&p.queue.inner).await.len(), 3500);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resubmission_within_a_chunk_resends_only_what_is_still_pending() {
+    let p = producer();
+    let valid = p.prepare(request("r4", 10)).await.unwrap();
+    // As if cut short after the request item and three job items of the first chunk.
+    assert_eq!(
+        p.ledger.put_request(&valid.record).await.unwrap(),
+        PutRequestOutcome::Created
+    );
+    p.ledger.put_jobs(&valid.jobs[..3]).await.unwrap();
+    let report = p.submit(&valid).await.unwrap();
+    assert_eq!(
+        (report.created, report.written, report.sent),
+        (false, 7, 10),
+        "seven items written; the three PENDING ones' messages sent again"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancel_is_one_write_and_returns_once_no_job_can_start() {
+    let p = producer();
+    p.submit(&p.prepare(request("r5", 2000)).await.unwrap())
+        .await
+        .unwrap();
+    let before = p.ledger.usage().unwrap();
+    let started = tokio::time::Instant::now();
+    let report = p.cancel("r5", true).await.unwrap();
+    assert!(started.elapsed() >= fleet_shared::ledger::REQUEST_VIEW_TTL);
+    let after = p.ledger.usage().unwrap();
+    assert_eq!(after.write_calls - before.write_calls, 1, "one write");
+    assert!(report.stop_running);
+    assert_eq!(report.states["PENDING"], 2000);
+    let s = p.status("r5").await.unwrap();
+    assert!(s.cancelled_at_ms.is_some());
+    assert!(matches!(
+        p.cancel("nope", false).await,
+        Err(ProducerError::NotFound(_))
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn status_reads_the_same_whatever_the_request_size() {
+    let p = producer();
+    let mut reads = Vec::new();
+    for (id, n) in [("small", 20), ("large", 5000)] {
+        p.submit(&p.prepare(request(id, n)).await.unwrap())
+            .await
+            .unwrap();
+        let before = p.ledger.usage().unwrap();
+        let s = p.status(id).await.unwrap();
+        assert_eq!(s.total as usize, n);
+        let after = p.ledger.usage().unwrap();
+        reads.push((
+            after.read_calls - before.read_calls,
+            after.read_units - before.read_units,
+        ));
+    }
+    assert_eq!(reads[0], reads[1], "{reads:?}");
+}

@@ -1,0 +1,545 @@
+//! What the producer does on DynamoDB: request items, job items in batches, counts from the
+//! counter items (a bounded number of reads whatever the request's size), listings a page
+//! at a time, the recount, and redrives.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::{KeysAndAttributes, PutRequest, WriteRequest};
+use backon::{BackoffBuilder, ExponentialBuilder};
+use futures::{StreamExt, TryStreamExt};
+
+use super::{DynamoLedger, aws_err, condition_failed, key_map, key_of};
+use crate::error::ErrorClass;
+use crate::ledger::item::{
+    self, CounterItem, JobItem, PayloadAt, ResultAt, attr, decode_job, encode_job, req_attr,
+};
+use crate::ledger::memory::{dynamo_fix_slot, parse_cursor};
+use crate::ledger::{
+    COUNTER_SLOTS, Change, Counts, History, ItemKey, JobDetail, LedgerError, NewJob, Page,
+    PutRequestOutcome, RequestLedger, RequestRecord,
+};
+use crate::state::JobState;
+
+fn detail(j: &JobItem) -> JobDetail {
+    JobDetail {
+        job_id: j.job.to_string(),
+        index: j.job.index(),
+        state: j.state,
+        attempts: j.attempts,
+        task: j.task.clone(),
+        last_error: j.last_error.clone(),
+        error_class: j.error_class,
+        last: j.last.clone(),
+        finished_at_ms: j.finished_at_ms,
+    }
+}
+
+impl DynamoLedger {
+    /// BatchWriteItem of up to 25 puts, re-sending unprocessed ones with backoff.
+    async fn batch_put(&self, mut pending: Vec<WriteRequest>) -> Result<(), LedgerError> {
+        let mut delays = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(50))
+            .with_max_delay(Duration::from_secs(5))
+            .with_max_times(12)
+            .with_jitter()
+            .build();
+        loop {
+            let out = self
+                .client
+                .batch_write_item()
+                .request_items(&self.table, pending)
+                .send()
+                .await;
+            let out = match out {
+                Ok(out) => out,
+                Err(e) => {
+                    let err = aws_err("BatchWriteItem", e);
+                    return Err(err);
+                }
+            };
+            pending = out
+                .unprocessed_items
+                .and_then(|mut m| m.remove(&self.table))
+                .unwrap_or_default();
+            if pending.is_empty() {
+                return Ok(());
+            }
+            match delays.next() {
+                Some(d) => tokio::time::sleep(d).await,
+                None => {
+                    return Err(LedgerError::Aws {
+                        op: "BatchWriteItem",
+                        class: ErrorClass::Throttled,
+                        message: format!("{} items still unprocessed after retries", pending.len()),
+                    });
+                }
+            }
+        }
+    }
+
+    /// BatchGetItem of `keys` (at most 100), consistent, retrying unprocessed keys.
+    async fn batch_get(
+        &self,
+        keys: &[ItemKey],
+        projection: Option<&str>,
+        names: &[(&str, &str)],
+    ) -> Result<HashMap<ItemKey, item::Item>, LedgerError> {
+        let mut out = HashMap::new();
+        if keys.is_empty() {
+            return Ok(out);
+        }
+        let mut ka = KeysAndAttributes::builder()
+            .set_keys(Some(keys.iter().map(key_map).collect()))
+            .consistent_read(true);
+        if let Some(p) = projection {
+            ka = ka.projection_expression(p);
+            for (alias, name) in names {
+                ka = ka.expression_attribute_names(*alias, *name);
+            }
+        }
+        let mut request = Some(HashMap::from([(
+            self.table.clone(),
+            ka.build().map_err(|e| LedgerError::Aws {
+                op: "BatchGetItem",
+                class: ErrorClass::Permanent,
+                message: e.to_string(),
+            })?,
+        )]));
+        let mut delays = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(50))
+            .with_max_delay(Duration::from_secs(5))
+            .with_max_times(12)
+            .with_jitter()
+            .build();
+        while let Some(req) = request.take() {
+            let got = self
+                .client
+                .batch_get_item()
+                .set_request_items(Some(req))
+                .send()
+                .await
+                .map_err(|e| aws_err("BatchGetItem", e))?;
+            for it in got
+                .responses
+                .and_then(|mut r| r.remove(&self.table))
+                .unwrap_or_default()
+            {
+                out.insert(key_of(&it), it);
+            }
+            let left = got.unprocessed_keys.filter(|u| !u.is_empty());
+            if let Some(left) = left {
+                match delays.next() {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => {
+                        return Err(LedgerError::Aws {
+                            op: "BatchGetItem",
+                            class: ErrorClass::Throttled,
+                            message: "keys still unprocessed after retries".into(),
+                        });
+                    }
+                }
+                request = Some(left);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A page of one partition (table or index), from after `after`.
+    async fn query_page(
+        &self,
+        index: Option<&str>,
+        (pk_name, pk): (&str, &str),
+        (sk_name, after): (&str, Option<item::Item>),
+        limit: usize,
+        consistent: bool,
+    ) -> Result<(Vec<item::Item>, bool), LedgerError> {
+        let mut q = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .set_index_name(index.map(str::to_owned))
+            .expression_attribute_names("#p", pk_name)
+            .expression_attribute_values(":p", item::s(pk))
+            .limit(limit.clamp(1, 1000) as i32)
+            .consistent_read(consistent);
+        q = match after.and_then(|mut a| a.remove(sk_name)) {
+            Some(v) => q
+                .key_condition_expression("#p = :p AND #s > :after")
+                .expression_attribute_names("#s", sk_name)
+                .expression_attribute_values(":after", v),
+            None => q.key_condition_expression("#p = :p"),
+        };
+        let out = q.send().await.map_err(|e| aws_err("Query", e))?;
+        let more = out.last_evaluated_key.is_some();
+        Ok((out.items.unwrap_or_default(), more))
+    }
+}
+
+impl RequestLedger for DynamoLedger {
+    async fn put_request(&self, r: &RequestRecord) -> Result<PutRequestOutcome, LedgerError> {
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item::encode_request(r, self.expiry(r.created_at_ms))))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", attr::PK)
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(PutRequestOutcome::Created),
+            Err(e) if condition_failed(&e) => match self.get_request(&r.request_id).await? {
+                Some(existing) => Ok(PutRequestOutcome::Exists(existing)),
+                None => Err(LedgerError::Aws {
+                    op: "PutItem",
+                    class: ErrorClass::Transient,
+                    message: format!(
+                        "request {} was refused as existing but cannot be read",
+                        r.request_id
+                    ),
+                }),
+            },
+            Err(e) => Err(aws_err("PutItem", e)),
+        }
+    }
+
+    async fn get_request(&self, request_id: &str) -> Result<Option<RequestRecord>, LedgerError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key_map(&item::request_key(request_id))))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| aws_err("GetItem", e))?;
+        out.item.as_ref().map(item::decode_request).transpose()
+    }
+
+    async fn put_jobs(&self, jobs: &[NewJob]) -> Result<(), LedgerError> {
+        let mut puts: Vec<WriteRequest> = Vec::new();
+        for nj in jobs {
+            let payload = item::payload_placement(&nj.key, &nj.job_type, &nj.payload_json);
+            let mut j = JobItem::pending(
+                nj.job.clone(),
+                nj.key.clone(),
+                &nj.job_type,
+                payload.clone(),
+                nj.created_at_ms,
+                self.index_shards,
+            );
+            j.max_attempts = nj.max_attempts;
+            j.target = nj.target;
+            let put = |it: item::Item| {
+                PutRequest::builder()
+                    .set_item(Some(it))
+                    .build()
+                    .map(|p| WriteRequest::builder().put_request(p).build())
+                    .map_err(|e| LedgerError::Aws {
+                        op: "BatchWriteItem",
+                        class: ErrorClass::Permanent,
+                        message: e.to_string(),
+                    })
+            };
+            if payload == PayloadAt::Apart {
+                puts.push(put(item::payload_item(
+                    &nj.key,
+                    &nj.payload_json,
+                    self.expiry(nj.created_at_ms),
+                ))?);
+            }
+            puts.push(put(encode_job(&j))?);
+        }
+        // Futures built before the stream, not in a stream closure over borrowed chunks: the
+        // caller's future stays provably `Send` (rust-lang/rust#102211).
+        let chunks: Vec<Vec<WriteRequest>> = puts.chunks(25).map(<[_]>::to_vec).collect();
+        let writes: Vec<_> = chunks.into_iter().map(|c| self.batch_put(c)).collect();
+        futures::stream::iter(writes)
+            .buffer_unordered(4)
+            .try_collect::<()>()
+            .await
+    }
+
+    async fn job_states(&self, keys: &[ItemKey]) -> Result<Vec<Option<JobState>>, LedgerError> {
+        let mut found = HashMap::new();
+        for chunk in keys.chunks(100) {
+            found.extend(
+                self.batch_get(
+                    chunk,
+                    Some("#pk, #sk, #st"),
+                    &[("#pk", attr::PK), ("#sk", attr::SK), ("#st", attr::STATE)],
+                )
+                .await?,
+            );
+        }
+        keys.iter()
+            .map(|k| {
+                found
+                    .get(k)
+                    .map(|it| item::Reader::new(it, k).state())
+                    .transpose()
+            })
+            .collect()
+    }
+
+    async fn set_written(&self, request_id: &str, written: u32) -> Result<(), LedgerError> {
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key_map(&item::request_key(request_id))))
+            .update_expression("SET #w = :w")
+            .condition_expression("attribute_exists(#pk) AND (attribute_not_exists(#w) OR #w < :w)")
+            .expression_attribute_names("#w", req_attr::WRITTEN)
+            .expression_attribute_names("#pk", attr::PK)
+            .expression_attribute_values(":w", item::n(written))
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if condition_failed(&e) => Ok(()),
+            Err(e) => Err(aws_err("UpdateItem", e)),
+        }
+    }
+
+    async fn cancel_request(
+        &self,
+        request_id: &str,
+        now_ms: u64,
+        stop_running: bool,
+    ) -> Result<bool, LedgerError> {
+        let expr = if stop_running {
+            "SET #ca = if_not_exists(#ca, :now), #sr = :t"
+        } else {
+            "SET #ca = if_not_exists(#ca, :now)"
+        };
+        let mut u = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key_map(&item::request_key(request_id))))
+            .update_expression(expr)
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#ca", req_attr::CANCELLED_AT)
+            .expression_attribute_names("#pk", attr::PK)
+            .expression_attribute_values(":now", item::n(now_ms));
+        if stop_running {
+            u = u
+                .expression_attribute_names("#sr", req_attr::STOP_RUNNING)
+                .expression_attribute_values(
+                    ":t",
+                    aws_sdk_dynamodb::types::AttributeValue::Bool(true),
+                );
+        }
+        match u.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if condition_failed(&e) => Ok(false),
+            Err(e) => Err(aws_err("UpdateItem", e)),
+        }
+    }
+
+    async fn counts(&self, request_id: &str, now_ms: u64) -> Result<Counts, LedgerError> {
+        let keys: Vec<ItemKey> = (0..COUNTER_SLOTS)
+            .map(|s| s.to_string())
+            .chain([dynamo_fix_slot()])
+            .map(|slot| item::counter_key(request_id, &slot))
+            .collect();
+        let found = self.batch_get(&keys, None, &[]).await?;
+        let mut total = Counts::default();
+        for (k, it) in &found {
+            CounterItem::decode(it, k)?.add_to(&mut total, now_ms);
+        }
+        Ok(total)
+    }
+
+    async fn recount(&self, request_id: &str, job_shards: u32) -> Result<Counts, LedgerError> {
+        let mut counted = Counts::default();
+        for shard in 0..job_shards.max(1) {
+            let part = item::job_partition(request_id, shard);
+            let mut pages = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("#pk = :p")
+                .projection_expression("#st, #rd, #at")
+                .expression_attribute_names("#pk", attr::PK)
+                .expression_attribute_names("#st", attr::STATE)
+                .expression_attribute_names("#rd", attr::RETRY_DEBT)
+                .expression_attribute_names("#at", attr::ATTEMPTS)
+                .expression_attribute_values(":p", item::s(&part))
+                .consistent_read(true)
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| aws_err("Query", e))?;
+                for it in page.items() {
+                    let key = ItemKey::new(part.clone(), "");
+                    let r = item::Reader::new(it, &key);
+                    match r.state()? {
+                        JobState::Succeeded => counted.succeeded += 1,
+                        JobState::Failed => counted.failed += 1,
+                        JobState::Cancelled => counted.cancelled += 1,
+                        _ => {}
+                    }
+                    counted.retrying += i64::from(r.bool(attr::RETRY_DEBT));
+                    counted.attempts += r.opt_n::<i64>(attr::ATTEMPTS)?.unwrap_or(0);
+                }
+            }
+        }
+        let current = self.counts(request_id, 0).await?;
+        // Attempts are not recounted: an item's count includes attempts cut short.
+        counted.attempts = current.attempts;
+        let fix = current.delta_to(&counted);
+        if !fix.is_zero() {
+            self.add_to_counter(request_id, &dynamo_fix_slot(), &fix)
+                .await?;
+        }
+        Ok(counted)
+    }
+
+    async fn jobs_page(
+        &self,
+        request_id: &str,
+        job_shards: u32,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<JobDetail>, LedgerError> {
+        let (mut shard, mut after) = parse_cursor(cursor)?;
+        let mut items = Vec::new();
+        while shard < job_shards.max(1) && items.len() < limit {
+            let part = item::job_partition(request_id, shard);
+            let after_item = after
+                .take()
+                .map(|sk| HashMap::from([(attr::SK.to_owned(), item::s(sk))]));
+            let (page, more) = self
+                .query_page(
+                    None,
+                    (attr::PK, &part),
+                    (attr::SK, after_item),
+                    limit - items.len(),
+                    false,
+                )
+                .await?;
+            let mut last = None;
+            for it in &page {
+                let j = decode_job(it)?;
+                last = Some(j.key.sk.clone());
+                items.push(detail(&j));
+            }
+            if items.len() >= limit {
+                let next = match (more, last) {
+                    (true, Some(l)) => Some(format!("{shard}/{l}")),
+                    _ if shard + 1 < job_shards => Some(format!("{}/", shard + 1)),
+                    _ => None,
+                };
+                return Ok(Page { items, next });
+            }
+            shard += 1;
+        }
+        Ok(Page { items, next: None })
+    }
+
+    async fn failed_page(
+        &self,
+        request_id: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<JobDetail>, LedgerError> {
+        let (mut shard, mut after) = parse_cursor(cursor)?;
+        let mut items = Vec::new();
+        while shard < item::FAILED_SHARDS && items.len() < limit {
+            let part = format!("{request_id}#{shard}");
+            let after_item = after
+                .take()
+                .filter(|a| !a.is_empty())
+                .map(|ix| HashMap::from([(attr::FAILED_INDEX_SK.to_owned(), item::n(ix))]));
+            let (page, more) = self
+                .query_page(
+                    Some(item::FAILED_INDEX),
+                    (attr::FAILED_KEY, &part),
+                    (attr::FAILED_INDEX_SK, after_item),
+                    limit - items.len(),
+                    false,
+                )
+                .await?;
+            let mut last = None;
+            for it in &page {
+                let key = key_of(it);
+                let r = item::Reader::new(it, &key);
+                let job = item::job_of(&key)?;
+                last = Some(job.index());
+                items.push(JobDetail {
+                    job_id: job.to_string(),
+                    index: job.index(),
+                    state: JobState::Failed,
+                    attempts: r.opt_n(attr::ATTEMPTS)?.unwrap_or(0),
+                    task: None,
+                    last_error: r.opt_s(attr::LAST_ERROR).map(str::to_owned),
+                    error_class: r
+                        .opt_s(attr::ERROR_CLASS)
+                        .and_then(|c| c.parse().ok()),
+                    last: match it.get(attr::LAST_ATTEMPT) {
+                        Some(v) => Some(item::record_from(v, &key)?.0),
+                        None => None,
+                    },
+                    finished_at_ms: None,
+                });
+            }
+            if items.len() >= limit {
+                let next = match (more, last) {
+                    (true, Some(l)) => Some(format!("{shard}/{l}")),
+                    _ if shard + 1 < item::FAILED_SHARDS => Some(format!("{}/", shard + 1)),
+                    _ => None,
+                };
+                return Ok(Page { items, next });
+            }
+            shard += 1;
+        }
+        Ok(Page { items, next: None })
+    }
+
+    async fn job(&self, key: &ItemKey) -> Result<Option<(JobItem, String)>, LedgerError> {
+        let Some(j) = self.job_item(key).await? else {
+            return Ok(None);
+        };
+        let payload = self.payload(&j).await?;
+        Ok(Some((j, payload)))
+    }
+
+    async fn result(&self, key: &ItemKey) -> Result<Option<String>, LedgerError> {
+        let Some(j) = self.job_item(key).await? else {
+            return Ok(None);
+        };
+        match j.result {
+            ResultAt::None => Ok(None),
+            ResultAt::Inline(r) => Ok(Some(r)),
+            ResultAt::Item(fence) => {
+                let rkey = item::satellite(key, item::RESULT_SUFFIX);
+                let got = self
+                    .batch_get(std::slice::from_ref(&rkey), None, &[])
+                    .await?;
+                let Some(it) = got.get(&rkey) else {
+                    return Ok(None);
+                };
+                let r = item::Reader::new(it, &rkey);
+                if r.n::<u64>(attr::FENCE)? != fence {
+                    return Ok(None);
+                }
+                Ok(Some(r.s(attr::RESULT)?.to_owned()))
+            }
+        }
+    }
+
+    async fn job_history(&self, key: &ItemKey) -> Result<History, LedgerError> {
+        self.read_history(key).await
+    }
+
+    async fn commit_changes(
+        &self,
+        slot: &str,
+        changes: &[Change],
+    ) -> Result<Vec<Result<(), LedgerError>>, LedgerError> {
+        self.commit_changes_with_live(slot, changes, &[]).await
+    }
+}

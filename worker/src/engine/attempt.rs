@@ -1,0 +1,663 @@
+//! One received message, from its claim to its outcome: parse it, read its request's view,
+//! claim the job (or cancel it, when its request was cancelled), route it, run the attempt
+//! while a heartbeat renews the lease and the message's visibility, and hand the outcome to
+//! [`super::outcome`]. The heartbeat goes on while the outcome is committed, so a slow or
+//! throttled ledger never costs the lease of a job that finished.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use fleet_shared::ids::JobId;
+use fleet_shared::ledger::{
+    Change, Claim, ClaimRequest, Finish, Lease, Ledger, LedgerError, RequestView,
+};
+use fleet_shared::message::{JobEvent, JobMessage, Target, parse_message};
+use fleet_shared::metrics as fm;
+use fleet_shared::queue::{DeadLetterQueue, JobQueue, Received};
+use fleet_shared::state::JobState;
+use serde_json::json;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::views::VIEW_TTL;
+use super::{Engine, Stats, visibility_secs};
+use crate::acks::Acker;
+use crate::classify::ErrorClass;
+use crate::dispatch::{Dispatcher, Outcome, TaskEnd, TaskLauncher};
+use crate::routing::{self, Route, RouteInput};
+
+/// How an attempt ended, seen from the replica.
+pub(super) enum AttemptEnd {
+    Done(Outcome, TaskInfo),
+    /// The ledger refused a write (`expired: false`: another replica holds the job now), or
+    /// the lease ran out before a renewal landed (`expired: true`).
+    LeaseLost { expired: bool },
+    /// The job's request was cancelled with `--stop-running` while the job ran in a task.
+    Cancelled,
+    Stopped,
+}
+
+/// Why the heartbeat stopped.
+pub(super) enum Beat {
+    LeaseLost { expired: bool },
+    Cancelled,
+}
+
+/// What a task launcher adds to an outcome.
+#[derive(Debug, Default, Clone)]
+pub(super) struct TaskInfo {
+    pub exit_code: Option<i32>,
+    pub stopped_reason: Option<String>,
+}
+
+impl From<&TaskEnd> for TaskInfo {
+    fn from(e: &TaskEnd) -> Self {
+        TaskInfo {
+            exit_code: e.exit_code,
+            stopped_reason: e.stopped_reason.clone(),
+        }
+    }
+}
+
+/// One claimed (or adopted) attempt: the job, its lease, and the message it came with.
+pub(super) struct Attempt<'a> {
+    pub msg: &'a JobMessage,
+    /// The message's body as sent (what a dead letter or a re-sent message carries).
+    pub body: String,
+    pub lease: Lease,
+    /// The received message, until it is handed off or when there is none (adopted).
+    pub message: Option<(&'a Received, Instant)>,
+    pub handed_off: AtomicBool,
+    /// The task the attempt runs in, once started.
+    pub task: std::sync::Mutex<Option<String>>,
+    /// Until when the lease is known to be ours (the last renewal's expiry).
+    pub until_ms: AtomicU64,
+}
+
+impl Attempt<'_> {
+    /// The received message while this replica still holds it.
+    pub fn held(&self) -> Option<&Received> {
+        match self.message {
+            Some((m, _)) if !self.handed_off.load(Ordering::Relaxed) => Some(m),
+            _ => None,
+        }
+    }
+
+    pub fn task(&self) -> Option<String> {
+        self.task.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl<Q, D, L, X, T> Engine<Q, D, L, X, T>
+where
+    Q: JobQueue,
+    D: DeadLetterQueue,
+    L: Ledger,
+    X: Dispatcher,
+    T: TaskLauncher,
+{
+    /// Everything that happens to one received message.
+    pub(super) async fn handle(&self, m: Received, acker: &Acker, hard_stop: &CancellationToken) {
+        let received_at = Instant::now();
+        let (msg, job) = match parse_message(&m.body, self.config.limits.max_message_bytes) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                Stats::bump(&self.stats.malformed);
+                warn!(message_id = %m.message_id, error = %e, "malformed message; dead-lettering it");
+                self.refuse(&m, None, &e.to_string(), acker).await;
+                return;
+            }
+        };
+        let span = info_span!("job", request_id = %msg.request_id, job_id = %msg.job_id);
+        async {
+            if !self.config.knows_job_type(&msg.job_type) {
+                Stats::bump(&self.stats.malformed);
+                let reason = format!("unknown job type {:?} (not in job_types)", msg.job_type);
+                warn!(%reason, "dead-lettering the message");
+                self.refuse(&m, Some(&msg), &reason, acker).await;
+                return;
+            }
+            let view = match self.views.get(self.ledger.as_ref(), &msg.request_id, VIEW_TTL).await {
+                Ok(v) => v,
+                Err(e) => return self.ledger_failed(&m, Some(&msg), e, acker).await,
+            };
+            if view.cancelled && self.cancel_waiting(&job, &view).await {
+                acker.delete(m.receipt);
+                return;
+            }
+            let now = self.clock.now_ms();
+            let claim = match self.claim(&msg, &job, &view, now).await {
+                Ok(c) => c,
+                Err(e) => return self.ledger_failed(&m, Some(&msg), e, acker).await,
+            };
+            self.health.dynamodb_ok();
+            match claim {
+                Claim::Claimed(lease) => {
+                    self.count(&self.stats.claimed, fm::JOBS_CLAIMED);
+                    if let Some(due) = lease.due_ms {
+                        self.frontier.claimed(due);
+                    }
+                    if lease.attempt == 1 && msg.enqueued_at_ms > 0 {
+                        metrics::histogram!(fm::QUEUE_WAIT)
+                            .record(now.saturating_sub(msg.enqueued_at_ms) as f64 / 1000.0);
+                    }
+                    self.history.record(now, "claim", &msg.job_id, lease.fence, json!({"attempt": lease.attempt}));
+                    let a = Attempt {
+                        msg: &msg,
+                        body: m.body.clone(),
+                        until_ms: AtomicU64::new(lease.until_ms),
+                        lease,
+                        message: Some((&m, received_at)),
+                        handed_off: AtomicBool::new(false),
+                        task: std::sync::Mutex::new(None),
+                    };
+                    self.live.started(&msg.request_id, a.lease.after_retry);
+                    self.run_attempt(&a, acker, hard_stop).await;
+                    self.live.ended(&msg.request_id, a.lease.after_retry);
+                }
+                Claim::NotYet { state, until_ms } => {
+                    Stats::bump(&self.stats.deferred);
+                    metrics::counter!(fm::CLAIM_CONFLICTS, "state" => state.as_str()).increment(1);
+                    debug!(%state, wait_ms = until_ms.saturating_sub(now), "not claimable yet; deferring the message");
+                    self.defer(&m, until_ms.saturating_sub(now), acker).await;
+                }
+                Claim::Finished { key, state, last_error, error_class } => {
+                    Stats::bump(&self.stats.obsolete);
+                    metrics::counter!(fm::CLAIM_CONFLICTS, "state" => state.as_str()).increment(1);
+                    debug!(%state, "job already finished; deleting the message");
+                    // A FAILED job's dead-letter record may have been lost to a crash between
+                    // the ledger write and the send: send it again (readers de-duplicate by
+                    // job id).
+                    if state == JobState::Failed {
+                        let class = error_class.unwrap_or(ErrorClass::Permanent);
+                        let error = last_error.unwrap_or_else(|| "failed".into());
+                        let history = self.ledger.history(&key).await.unwrap_or_default();
+                        let record = self.failure_record(Some(&msg), class, &error, &history);
+                        if !self.dead_letter(&m.body, &record).await {
+                            return;
+                        }
+                    }
+                    acker.delete(m.receipt);
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// A ledger call failed before any attempt: a permanent error (the item would be
+    /// invalid, access denied) dead-letters the message with the reason; any other makes it
+    /// come back in a few seconds.
+    async fn ledger_failed(
+        &self,
+        m: &Received,
+        msg: Option<&JobMessage>,
+        e: LedgerError,
+        acker: &Acker,
+    ) {
+        self.count(&self.stats.ledger_errors, fm::LEDGER_ERRORS);
+        if e.class() == ErrorClass::Permanent {
+            warn!(error = %e, "the ledger refused the job; dead-lettering the message");
+            self.refuse(m, msg, &format!("the ledger refused the job: {e}"), acker)
+                .await;
+        } else {
+            warn!(error = %e, "ledger call failed; the message will come back");
+            self.set_visibility(&m.receipt, Duration::from_secs(5)).await;
+        }
+    }
+
+    /// Cancels a job of a cancelled request that has not started; false when it has (it is
+    /// running, or finished, or its item does not exist yet).
+    async fn cancel_waiting(&self, job: &JobId, view: &RequestView) -> bool {
+        let key = fleet_shared::ledger::item::job_key(job, view.job_shards);
+        for from in [JobState::Pending, JobState::Retrying] {
+            let change = Change::CancelWaiting {
+                job: job.clone(),
+                key: key.clone(),
+                from,
+                now_ms: self.clock.now_ms(),
+            };
+            match self.recorder().commit(change).await {
+                Ok(()) => {
+                    Stats::bump(&self.stats.cancelled);
+                    self.history.record(
+                        self.clock.now_ms(),
+                        "terminal",
+                        &job.to_string(),
+                        0,
+                        json!({"state": JobState::Cancelled}),
+                    );
+                    info!(%from, "request cancelled; job cancelled before it started");
+                    return true;
+                }
+                Err(LedgerError::Stale { .. }) => continue,
+                Err(e) => {
+                    warn!(error = %e, "could not cancel the job; it goes through the claim");
+                    return false;
+                }
+            }
+        }
+        false
+    }
+
+    async fn claim(
+        &self,
+        msg: &JobMessage,
+        job: &JobId,
+        view: &RequestView,
+        now: u64,
+    ) -> Result<Claim, LedgerError> {
+        let mut payload_json = msg.payload.to_string();
+        if !view.exists && payload_json.len() > self.config.claim_check.inline_max_bytes {
+            payload_json = self.claim_check_payload(job, payload_json).await?;
+        }
+        self.ledger
+            .claim(&ClaimRequest {
+                job,
+                shards: view.job_shards,
+                job_type: &msg.job_type,
+                payload_json: &payload_json,
+                max_attempts: msg.max_attempts,
+                owner: &self.replica,
+                now_ms: now,
+                lease_ms: self.config.worker.lease_ms(),
+                skew_ms: self.config.worker.skew_ms(),
+                enqueued_at_ms: msg.enqueued_at_ms,
+            })
+            .await
+    }
+
+    /// Stores a large payload of a message sent straight to SQS in S3 (the claim-check) and
+    /// returns its reference; a permanent error without a claim-check prefix.
+    async fn claim_check_payload(&self, job: &JobId, payload_json: String) -> Result<String, LedgerError> {
+        let refuse = |message: String| LedgerError::Aws {
+            op: "PutObject",
+            class: ErrorClass::Permanent,
+            message,
+        };
+        let (Some(prefix), Some(s3)) = (self.config.claim_check.location(), self.s3.as_ref()) else {
+            return Err(refuse(format!(
+                "the payload is {} bytes, over claim_check.inline_max_bytes ({}), and no claim_check.prefix is configured to keep it in S3",
+                payload_json.len(),
+                self.config.claim_check.inline_max_bytes
+            )));
+        };
+        let uri = fleet_shared::claim_check::object_uri(&prefix, job.request_id(), job.index());
+        let body = payload_json.into_bytes();
+        let reference = fleet_shared::claim_check::reference(&uri, &body);
+        fleet_shared::claim_check::put(s3, &uri, body)
+            .await
+            .map_err(|message| LedgerError::Aws {
+                op: "PutObject",
+                class: ErrorClass::Transient,
+                message,
+            })?;
+        Ok(reference.to_string())
+    }
+
+    pub(super) fn event(&self, a: &Attempt<'_>) -> JobEvent {
+        JobEvent {
+            request_id: a.msg.request_id.clone(),
+            job_id: a.msg.job_id.clone(),
+            job_type: a.msg.job_type.clone(),
+            attempt: a.lease.attempt,
+            fence: a.lease.fence,
+            payload: a.msg.payload.clone(),
+        }
+    }
+
+    async fn run_attempt(&self, a: &Attempt<'_>, acker: &Acker, hard_stop: &CancellationToken) {
+        // Attempts whose replica died or lost its lease count: a job that keeps killing its
+        // replicas must not run forever. The claim that would start one attempt too many
+        // records the job FAILED instead.
+        let max_attempts = self
+            .config
+            .max_attempts_for(&a.msg.job_type, a.lease.max_attempts.or(a.msg.max_attempts));
+        let previous_target = match a.lease.previous.as_ref().map(|p| p.target.as_str()) {
+            Some("ecs") => Target::Ecs,
+            _ => Target::Lambda,
+        };
+        if a.lease.attempt > max_attempts {
+            let outcome = Outcome::Failed {
+                class: ErrorClass::Transient,
+                message: format!(
+                    "attempts exhausted: not starting attempt {} of at most {max_attempts}; the previous ones did not finish (their replicas stopped or lost their leases)",
+                    a.lease.attempt
+                ),
+            };
+            let route = Route {
+                target: previous_target,
+                reason: "attempts_exhausted".into(),
+            };
+            self.conclude(a, &route, AttemptEnd::Done(outcome, TaskInfo::default()), acker)
+                .await;
+            return;
+        }
+        // The request may have been cancelled since the message was received: no job starts
+        // on a view older than VIEW_TTL.
+        if self
+            .views
+            .get(self.ledger.as_ref(), &a.msg.request_id, VIEW_TTL)
+            .await
+            .is_ok_and(|v| v.cancelled)
+        {
+            let route = Route {
+                target: previous_target,
+                reason: "request_cancelled".into(),
+            };
+            self.conclude(a, &route, AttemptEnd::Cancelled, acker).await;
+            return;
+        }
+        let event = self.event(a);
+        let event_bytes = serde_json::to_vec(&event).map(|v| v.len()).unwrap_or(0);
+        let input = RouteInput {
+            message: a.msg,
+            ledger_target: a.lease.target,
+            event_bytes,
+            previous: a.lease.previous.as_ref(),
+            learned: self.learner.route(&a.msg.job_type),
+        };
+        let Some(route) = routing::route(&self.config, &input) else {
+            let outcome = Outcome::Failed {
+                class: ErrorClass::Permanent,
+                message: format!(
+                    "no Lambda function or ECS launcher is configured for job type {:?}",
+                    a.msg.job_type
+                ),
+            };
+            let route = Route {
+                target: Target::Lambda,
+                reason: "no_target".into(),
+            };
+            self.conclude(a, &route, AttemptEnd::Done(outcome, TaskInfo::default()), acker)
+                .await;
+            return;
+        };
+        self.stats.count_route(&route);
+        debug!(attempt = a.lease.attempt, fence = a.lease.fence, target = route.target.as_str(), reason = %route.reason, "dispatching");
+        self.guarded(a, &route, self.execute(a, &route, &event, acker), acker, hard_stop)
+            .await;
+    }
+
+    /// Runs an attempt (`work`) and concludes it while the heartbeat renews its lease: the
+    /// heartbeat goes on until the outcome is committed, not only while the job runs.
+    pub(super) async fn guarded(
+        &self,
+        a: &Attempt<'_>,
+        route: &Route,
+        work: impl std::future::Future<Output = AttemptEnd>,
+        acker: &Acker,
+        hard_stop: &CancellationToken,
+    ) {
+        let work = async {
+            let end = work.await;
+            self.conclude(a, route, end, acker).await;
+        };
+        tokio::select! {
+            () = work => {}
+            beat = self.keep_alive(a) => {
+                let end = match beat {
+                    Beat::LeaseLost { expired } => AttemptEnd::LeaseLost { expired },
+                    Beat::Cancelled => AttemptEnd::Cancelled,
+                };
+                self.conclude(a, route, end, acker).await;
+            }
+            _ = hard_stop.cancelled() => self.conclude(a, route, AttemptEnd::Stopped, acker).await,
+        }
+    }
+
+    /// Runs the attempt on its target, under that target's limit.
+    async fn execute(
+        &self,
+        a: &Attempt<'_>,
+        route: &Route,
+        event: &JobEvent,
+        acker: &Acker,
+    ) -> AttemptEnd {
+        self.history.record(
+            self.clock.now_ms(),
+            "dispatch",
+            &a.msg.job_id,
+            a.lease.fence,
+            json!({"attempt": a.lease.attempt, "target": route.target.as_str()}),
+        );
+        let target = route.target.as_str();
+        metrics::counter!(fm::JOBS_DISPATCHED, "target" => target).increment(1);
+        let dispatched = || {
+            let waited = self.clock.now_ms().saturating_sub(a.lease.started_ms);
+            metrics::histogram!(fm::DISPATCH_LATENCY, "target" => target)
+                .record(waited as f64 / 1000.0);
+        };
+        if route.target != Target::Ecs {
+            let permit = self.lambda_limit.acquire().await;
+            dispatched();
+            let outcome = self.dispatcher.dispatch(event).await;
+            match &outcome {
+                Outcome::Succeeded { .. } => permit.success(),
+                Outcome::Failed {
+                    class: ErrorClass::Throttled,
+                    ..
+                } => permit.throttled(),
+                Outcome::Failed { .. } => drop(permit),
+            }
+            return AttemptEnd::Done(outcome, TaskInfo::default());
+        }
+        let permit = self.ecs_limit.acquire().await;
+        let task = match self.tasks.start(event).await {
+            Ok(task) => task,
+            Err((class, message)) => {
+                if class == ErrorClass::Throttled {
+                    permit.throttled();
+                }
+                return AttemptEnd::Done(Outcome::Failed { class, message }, TaskInfo::default());
+            }
+        };
+        dispatched();
+        *a.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task.clone());
+        match self.ledger.record_task(&a.lease, &task).await {
+            Ok(()) => {}
+            Err(LedgerError::Stale { .. }) => {
+                self.stale(&a.msg.job_id, a.lease.fence, json!({"op": "record_task"}));
+                return AttemptEnd::LeaseLost { expired: false };
+            }
+            Err(e) => {
+                warn!(%task, error = %e, "could not record the task; it will not be handed off")
+            }
+        }
+        if self.tasks.adoptable()
+            && let Some((m, _)) = a.message
+        {
+            // Hand-off: the task's id is in the ledger; from now on the lease alone keeps the
+            // job, and the message would only run into SQS's 12-hour visibility limit.
+            a.handed_off.store(true, Ordering::Relaxed);
+            acker.delete(m.receipt.clone());
+            Stats::bump(&self.stats.handed_off);
+            info!(%task, "task running; handed off");
+        }
+        let end = self.tasks.wait(&task).await;
+        match &end.outcome {
+            Outcome::Succeeded { .. } => permit.success(),
+            _ => drop(permit),
+        }
+        AttemptEnd::Done(end.outcome.clone(), TaskInfo::from(&end))
+    }
+
+    /// What follows an attempt's end: the outcome recorded, or the lease given up.
+    pub(super) async fn conclude(&self, a: &Attempt<'_>, route: &Route, end: AttemptEnd, acker: &Acker) {
+        match end {
+            AttemptEnd::Done(outcome, info) => self.record(a, route, outcome, info, acker).await,
+            AttemptEnd::Cancelled => {
+                if let Some(task) = a.task() {
+                    self.tasks.stop(&task, "request cancelled").await;
+                }
+                self.record_finish(a, route, Finish::Cancelled, "cancelled", TaskInfo::default(), acker)
+                    .await;
+            }
+            AttemptEnd::LeaseLost { expired } => {
+                self.count(&self.stats.leases_lost, fm::LEASES_LOST);
+                warn!(
+                    fence = a.lease.fence,
+                    expired,
+                    "lease lost while the job ran; its result will not be recorded by this replica"
+                );
+                // A local process cannot be followed by anyone else: stop it. An ECS task is
+                // the new owner's (or the adopter's) to follow.
+                let task = a.task();
+                if let Some(task) = &task
+                    && !self.tasks.adoptable()
+                {
+                    self.tasks.stop(task, "lease lost").await;
+                }
+                // A lease that ran out unrenewed may still be ours in the ledger: hand the
+                // job back so it runs again at once (the write is fenced, so a replica that
+                // has taken it over is not disturbed: the refusal is recorded as stale).
+                if expired && !(task.is_some() && self.tasks.adoptable()) {
+                    self.give_back(a).await;
+                }
+            }
+            AttemptEnd::Stopped => {
+                if a.handed_off.load(Ordering::Relaxed) {
+                    // The task keeps running; when this lease expires another replica adopts it.
+                    info!(task = ?a.task(), "stopping; the handed-off task keeps running and will be adopted");
+                    return;
+                }
+                if let Some(task) = a.task() {
+                    self.tasks
+                        .stop(&task, "replica stopped after its drain deadline")
+                        .await;
+                }
+                self.give_back(a).await;
+            }
+        }
+    }
+
+    /// Releases an unfinished attempt (RETRYING, claimable at once, the attempt not counted)
+    /// and makes its message visible at once. Conditional on the lease: if another replica
+    /// holds the job now, the refusal is recorded as a stale write and nothing changes.
+    pub(super) async fn give_back(&self, a: &Attempt<'_>) {
+        let change = Change::Release {
+            lease: a.lease.clone(),
+            now_ms: self.clock.now_ms(),
+        };
+        match self.recorder().commit(change).await {
+            Ok(()) => {
+                self.count(&self.stats.released, fm::JOBS_RELEASED);
+                self.history.record(
+                    self.clock.now_ms(),
+                    "release",
+                    &a.msg.job_id,
+                    a.lease.fence,
+                    json!({}),
+                );
+                info!(attempt = a.lease.attempt, "released unfinished job");
+                if let Some(m) = a.held() {
+                    self.set_visibility(&m.receipt, Duration::ZERO).await;
+                }
+            }
+            Err(LedgerError::Stale { .. }) => {
+                self.stale(&a.msg.job_id, a.lease.fence, json!({"op": "release"}));
+                info!(fence = a.lease.fence, "the job has a new owner already");
+            }
+            Err(e) => warn!(error = %e, "release failed; the lease will expire instead"),
+        }
+    }
+
+    /// Renews the lease (and, while it is held, the message's visibility) every heartbeat
+    /// period; returns when the lease is lost (refused by the ledger, or not renewed before
+    /// it expired), or when the job's request was cancelled with `--stop-running` while the
+    /// job runs in a task (which can be stopped; a Lambda invocation cannot).
+    pub(super) async fn keep_alive(&self, a: &Attempt<'_>) -> Beat {
+        let w = &self.config.worker;
+        let mut until = a.lease.until_ms;
+        loop {
+            tokio::time::sleep(w.heartbeat()).await;
+            let next = self.clock.now_ms() + w.lease_ms();
+            match self.ledger.heartbeat(&a.lease, next).await {
+                Ok(()) => {
+                    until = next;
+                    a.until_ms.store(next, Ordering::Relaxed);
+                }
+                Err(LedgerError::Stale { .. }) => {
+                    self.stale(
+                        &a.lease.job.to_string(),
+                        a.lease.fence,
+                        json!({"op": "heartbeat"}),
+                    );
+                    return Beat::LeaseLost { expired: false };
+                }
+                Err(e) => {
+                    self.count(&self.stats.ledger_errors, fm::LEDGER_ERRORS);
+                    warn!(error = %e, "heartbeat failed; will try again");
+                }
+            }
+            if let Some(m) = a.held()
+                && let Err(e) = self.queue.set_visibility(&m.receipt, w.lease()).await
+            {
+                warn!(error = %e, "could not extend the message's visibility");
+            }
+            if self.clock.now_ms() >= until {
+                self.history.record(
+                    self.clock.now_ms(),
+                    "lease_expired",
+                    &a.msg.job_id,
+                    a.lease.fence,
+                    json!({}),
+                );
+                return Beat::LeaseLost { expired: true };
+            }
+            if a.task().is_some()
+                && self
+                    .views
+                    .get(self.ledger.as_ref(), &a.msg.request_id, VIEW_TTL)
+                    .await
+                    .is_ok_and(|v| v.stop_running)
+            {
+                info!(task = ?a.task(), "request cancelled with --stop-running; stopping the task");
+                return Beat::Cancelled;
+            }
+        }
+    }
+
+    /// A message refused before any attempt: dead-lettered with the reason, then deleted.
+    pub(super) async fn refuse(
+        &self,
+        m: &Received,
+        msg: Option<&JobMessage>,
+        reason: &str,
+        acker: &Acker,
+    ) {
+        let record = self.failure_record(msg, ErrorClass::Permanent, reason, &Default::default());
+        if self.dead_letter(&m.body, &record).await {
+            acker.delete(m.receipt.clone());
+        }
+    }
+
+    pub(super) async fn set_visibility(&self, receipt: &str, after: Duration) {
+        if let Err(e) = self.queue.set_visibility(receipt, after).await {
+            warn!(error = %e, "could not change the message's visibility");
+        }
+    }
+
+    /// Makes a message come back in `wait_ms`: hidden when that is short, else deleted and
+    /// sent again with a delay (up to SQS's 15 minutes; a claim then waits out the rest), so
+    /// long waits do not stay in flight.
+    pub(super) async fn defer(&self, m: &Received, wait_ms: u64, acker: &Acker) {
+        let wait = Duration::from_millis(wait_ms);
+        if wait <= super::MAX_HIDE {
+            self.set_visibility(&m.receipt, visibility_secs(wait_ms)).await;
+            return;
+        }
+        let delay = wait.min(fleet_shared::queue::MAX_DELAY);
+        match self.queue.send(&m.body, delay).await {
+            Ok(()) => {
+                Stats::bump(&self.stats.resent_delayed);
+                acker.delete(m.receipt.clone());
+            }
+            Err(e) => {
+                warn!(error = %e, "could not send the message again delayed; hiding it instead");
+                self.set_visibility(&m.receipt, visibility_secs(wait_ms)).await;
+            }
+        }
+    }
+}

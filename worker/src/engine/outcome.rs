@@ -1,0 +1,354 @@
+//! An attempt's outcome: what the ledger records, and what becomes of the message.
+//!
+//! - success: SUCCEEDED, message deleted (a result over `limits.max_result_bytes` is kept
+//!   in S3 under the claim-check prefix, and the ledger keeps its reference);
+//! - throttled: RETRYING without spending the attempt, after a delay that grows with the
+//!   message's receive count;
+//! - permanent, or the last attempt: FAILED, then the message goes to the dead-letter queue
+//!   with its failure record, then it is deleted;
+//! - otherwise: RETRYING after the policy's delay; the message is hidden that long when it
+//!   is short, and deleted and sent again delayed when it is not (a handed-off job, whose
+//!   message is gone, gets a new one).
+//!
+//! Every outcome is committed through the replica's [`Recorder`](super::Recorder), which
+//! retries a throttled or failing ledger for as long as the attempt's lease holds.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use fleet_shared::claim_check;
+use fleet_shared::dead_letter::FailureRecord;
+use fleet_shared::ledger::{AttemptRecord, Change, Finish, History, Ledger, LedgerError};
+use fleet_shared::message::JobMessage;
+use fleet_shared::metrics as fm;
+use fleet_shared::queue::{DeadLetterQueue, JobQueue, MAX_DELAY};
+use serde_json::json;
+use tracing::{debug, info, warn};
+
+use super::attempt::{Attempt, TaskInfo};
+use super::{Engine, Stats, clip, visibility_secs};
+use crate::acks::Acker;
+use crate::classify::ErrorClass;
+use crate::dispatch::{Dispatcher, Outcome, TaskLauncher};
+use crate::routing::Route;
+
+impl<Q, D, L, X, T> Engine<Q, D, L, X, T>
+where
+    Q: JobQueue,
+    D: DeadLetterQueue,
+    L: Ledger,
+    X: Dispatcher,
+    T: TaskLauncher,
+{
+    /// Decides what an attempt's outcome means for the job, and records it.
+    pub(super) async fn record(
+        &self,
+        a: &Attempt<'_>,
+        route: &Route,
+        outcome: Outcome,
+        info: TaskInfo,
+        acker: &Acker,
+    ) {
+        // A lease that could not be renewed in time is not ours any more, even if nobody has
+        // taken it yet: the result is not written (the job will run again).
+        if self.clock.now_ms() >= a.until_ms.load(Ordering::Relaxed) {
+            self.count(&self.stats.leases_lost, fm::LEASES_LOST);
+            self.history.record(
+                self.clock.now_ms(),
+                "lease_expired",
+                &a.msg.job_id,
+                a.lease.fence,
+                json!({}),
+            );
+            warn!(
+                fence = a.lease.fence,
+                "the lease expired before the attempt ended; not recording its outcome"
+            );
+            self.give_back(a).await;
+            return;
+        }
+        let took = self.clock.now_ms().saturating_sub(a.lease.started_ms);
+        metrics::histogram!(fm::JOB_DURATION, "target" => route.target.as_str(), "job_type" => a.msg.job_type.clone())
+            .record(took as f64 / 1000.0);
+        let (class, message) = match outcome {
+            Outcome::Succeeded { result } => match self.keep_result(a, result).await {
+                Ok(result) => {
+                    self.record_finish(a, route, Finish::Succeeded { result }, "succeeded", info, acker)
+                        .await;
+                    return;
+                }
+                Err(message) => (ErrorClass::Permanent, message),
+            },
+            Outcome::Failed { class, message } => (class, clip(&message)),
+        };
+        if class == ErrorClass::Timeout {
+            self.learner.observe(&a.msg.job_type, took);
+        }
+        let max_attempts = self
+            .config
+            .max_attempts_for(&a.msg.job_type, a.lease.max_attempts.or(a.msg.max_attempts));
+        let receive_count = a.message.map_or(1, |(m, _)| m.receive_count);
+        let retry = match class {
+            ErrorClass::Throttled => {
+                Stats::bump(&self.stats.throttled);
+                metrics::counter!(fm::THROTTLES, "target" => route.target.as_str()).increment(1);
+                Some((self.retry.delay(receive_count, &mut rand::rng()), true))
+            }
+            ErrorClass::Permanent => None,
+            _ if a.lease.attempt < max_attempts => {
+                Some((self.retry.delay(a.lease.attempt, &mut rand::rng()), false))
+            }
+            _ => None,
+        };
+        let finish = match retry {
+            Some((delay, refund)) => Finish::Retry {
+                class,
+                error: message,
+                retry_at_ms: self.clock.now_ms() + delay.as_millis() as u64,
+                refund,
+            },
+            None => Finish::Failed {
+                class,
+                error: message,
+            },
+        };
+        self.record_finish(a, route, finish, class.as_str(), info, acker)
+            .await;
+    }
+
+    /// A result as the ledger keeps it: itself when it is at most `limits.max_result_bytes`,
+    /// else a reference to it in S3 (the claim-check). `Err` says why it cannot be kept.
+    async fn keep_result(&self, a: &Attempt<'_>, result: Vec<u8>) -> Result<Option<String>, String> {
+        if result.is_empty() {
+            return Ok(None);
+        }
+        let limit = self.config.limits.max_result_bytes;
+        if result.len() <= limit {
+            return Ok(Some(String::from_utf8_lossy(&result).into_owned()));
+        }
+        let (Some(prefix), Some(s3)) = (self.config.claim_check.location(), self.s3.as_ref()) else {
+            return Err(format!(
+                "the result is {} bytes, over limits.max_result_bytes ({limit}), and no claim_check.prefix is configured to keep it in S3",
+                result.len()
+            ));
+        };
+        let uri = claim_check::result_uri(&prefix, a.lease.job.request_id(), a.lease.job.index(), a.lease.fence);
+        let reference = claim_check::result_reference(&uri, &result);
+        claim_check::put(s3, &uri, result)
+            .await
+            .map_err(|e| format!("the result could not be kept in S3: {e}"))?;
+        Ok(Some(reference.to_string()))
+    }
+
+    /// Commits `finish` (falling back to FAILED when the ledger refuses it as invalid), then
+    /// does what follows for the job's message.
+    pub(super) async fn record_finish(
+        &self,
+        a: &Attempt<'_>,
+        route: &Route,
+        finish: Finish,
+        outcome: &str,
+        info: TaskInfo,
+        acker: &Acker,
+    ) {
+        let rec = AttemptRecord {
+            attempt: a.lease.attempt,
+            fence: a.lease.fence,
+            started_ms: a.lease.started_ms,
+            ended_ms: self.clock.now_ms(),
+            target: route.target.as_str().to_owned(),
+            outcome: outcome.to_owned(),
+            retry_at_ms: match &finish {
+                Finish::Retry { retry_at_ms, .. } => Some(*retry_at_ms),
+                _ => None,
+            },
+            reason: route.reason.clone(),
+            exit_code: info.exit_code,
+            stopped_reason: info.stopped_reason,
+        };
+        let Some(finish) = self.commit(a, finish, rec).await else {
+            return;
+        };
+        let target = route.target.as_str();
+        let took = self.clock.now_ms().saturating_sub(a.lease.started_ms);
+        match finish {
+            Finish::Succeeded { .. } => {
+                Stats::bump(&self.stats.succeeded);
+                metrics::counter!(fm::JOBS_COMPLETED, "target" => target, "outcome" => "succeeded")
+                    .increment(1);
+                self.learner.observe(&a.msg.job_type, took);
+                debug!(duration_ms = took, "succeeded");
+                if let Some(m) = a.held() {
+                    acker.delete(m.receipt.clone());
+                }
+            }
+            Finish::Cancelled => {
+                Stats::bump(&self.stats.cancelled);
+                metrics::counter!(fm::JOBS_COMPLETED, "target" => target, "outcome" => "cancelled")
+                    .increment(1);
+                info!("request cancelled; job cancelled");
+                if let Some(m) = a.held() {
+                    acker.delete(m.receipt.clone());
+                }
+            }
+            Finish::Retry {
+                class,
+                error,
+                retry_at_ms,
+                refund,
+            } => {
+                Stats::bump(&self.stats.retried);
+                metrics::counter!(fm::RETRIES, "target" => target, "error_class" => class.as_str())
+                    .increment(1);
+                let delay = Duration::from_millis(retry_at_ms.saturating_sub(self.clock.now_ms()));
+                info!(attempt = a.lease.attempt, %class, %error, refund, retry_in_ms = delay.as_millis() as u64, "attempt failed; will retry");
+                self.retry_message(a, delay, acker).await;
+            }
+            Finish::Failed { class, error } => {
+                Stats::bump(&self.stats.failed);
+                metrics::counter!(fm::JOBS_COMPLETED, "target" => target, "outcome" => "failed")
+                    .increment(1);
+                warn!(attempt = a.lease.attempt, %class, %error, "job failed");
+                // Ledger first: if the dead-letter send is lost to a crash, the message comes
+                // back, the claim finds the job FAILED and sends it then.
+                let history = self
+                    .ledger
+                    .history(&a.lease.key)
+                    .await
+                    .unwrap_or_default();
+                let record = self.failure_record(Some(a.msg), class, &error, &history);
+                if self.dead_letter(&a.body, &record).await
+                    && let Some(m) = a.held()
+                {
+                    acker.delete(m.receipt.clone());
+                }
+            }
+        }
+    }
+
+    /// Brings a retried job's message back at its retry time: hidden when that is soon,
+    /// else sent again delayed (and the original deleted), so retries do not pile up in
+    /// flight; a handed-off job, whose message is gone, gets a new one.
+    async fn retry_message(&self, a: &Attempt<'_>, delay: Duration, acker: &Acker) {
+        match a.message {
+            Some((m, _)) if !a.handed_off.load(Ordering::Relaxed) && delay <= super::MAX_HIDE => {
+                self.set_visibility(&m.receipt, visibility_secs(delay.as_millis() as u64))
+                    .await;
+            }
+            Some((m, _)) if !a.handed_off.load(Ordering::Relaxed) => {
+                self.defer(m, delay.as_millis() as u64, acker).await;
+            }
+            _ => {
+                // The claim waits out whatever of the delay is beyond SQS's 15 minutes.
+                if let Err(e) = self.queue.send(&a.body, delay.min(MAX_DELAY)).await {
+                    warn!(error = %e, "could not re-send the job; the sweeper will find it");
+                }
+            }
+        }
+    }
+
+    /// Commits an outcome; the finish actually written, or `None` when none was (the lease
+    /// was lost, or the recorder stopped: the message will come back).
+    async fn commit(&self, a: &Attempt<'_>, mut finish: Finish, mut rec: AttemptRecord) -> Option<Finish> {
+        loop {
+            let change = Change::Finish {
+                lease: a.lease.clone(),
+                finish: finish.clone(),
+                record: rec.clone(),
+            };
+            match self.recorder().commit(change).await {
+                Ok(()) => {
+                    let state = finish.state();
+                    let event = if state.is_terminal() { "terminal" } else { "retry" };
+                    self.history.record(
+                        self.clock.now_ms(),
+                        event,
+                        &a.msg.job_id,
+                        a.lease.fence,
+                        json!({"state": state}),
+                    );
+                    return Some(finish);
+                }
+                Err(LedgerError::Stale { .. }) => {
+                    self.stale(
+                        &a.msg.job_id,
+                        a.lease.fence,
+                        json!({"op": "finish", "state": finish.state()}),
+                    );
+                    self.count(&self.stats.leases_lost, fm::LEASES_LOST);
+                    warn!(fence = a.lease.fence, state = %finish.state(), "ledger refused the outcome: the lease was lost");
+                    return None;
+                }
+                Err(e) if e.class() == ErrorClass::Permanent && !matches!(finish, Finish::Failed { .. }) => {
+                    self.count(&self.stats.ledger_errors, fm::LEDGER_ERRORS);
+                    warn!(error = %e, "the ledger refused the outcome; recording the job FAILED instead");
+                    finish = Finish::Failed {
+                        class: ErrorClass::Permanent,
+                        error: clip(&format!("the ledger refused the outcome: {e}")),
+                    };
+                    rec.outcome = ErrorClass::Permanent.as_str().to_owned();
+                    rec.retry_at_ms = None;
+                }
+                Err(e) => {
+                    self.count(&self.stats.ledger_errors, fm::LEDGER_ERRORS);
+                    warn!(error = %e, "outcome not written; leaving the message to come back");
+                    return None;
+                }
+            }
+        }
+    }
+
+    pub(super) fn failure_record(
+        &self,
+        msg: Option<&JobMessage>,
+        class: ErrorClass,
+        error: &str,
+        history: &History,
+    ) -> FailureRecord {
+        let mut targets: Vec<String> = Vec::new();
+        for h in &history.attempts {
+            if !targets.contains(&h.record.target) {
+                targets.push(h.record.target.clone());
+            }
+        }
+        let started = history.attempts.iter().map(|h| h.record.started_ms);
+        FailureRecord {
+            job_id: msg.map(|m| m.job_id.clone()),
+            request_id: msg.map(|m| m.request_id.clone()),
+            error_class: class.as_str().to_owned(),
+            error: clip(error),
+            attempts: history
+                .attempts
+                .iter()
+                .map(|h| h.record.attempt)
+                .max()
+                .unwrap_or(0),
+            targets,
+            first_attempt_ms: started.clone().min(),
+            last_attempt_ms: started.max(),
+            replica: self.replica.clone(),
+            dead_lettered_ms: self.clock.now_ms(),
+        }
+    }
+
+    /// Sends a message to the dead-letter queue with its failure record. False if it could
+    /// not be sent (then the message must not be deleted).
+    pub(super) async fn dead_letter(&self, body: &str, record: &FailureRecord) -> bool {
+        match self
+            .dead_letters
+            .send_dead_letter(body, &record.attributes())
+            .await
+        {
+            Ok(()) => {
+                Stats::bump(&self.stats.dead_lettered);
+                metrics::counter!(fm::DEAD_LETTERED, "error_class" => record.error_class.clone())
+                    .increment(1);
+                true
+            }
+            Err(e) => {
+                warn!(error = %e, "dead-letter send failed; the message will come back");
+                false
+            }
+        }
+    }
+}

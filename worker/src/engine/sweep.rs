@@ -1,0 +1,261 @@
+//! The sweeper: every `worker.sweep_secs` (jittered) it reads the due index, a few entries
+//! per partition and pass (never a table scan), and repairs what the feed lost:
+//!
+//! - a handed-off task whose replica stopped renewing its lease is adopted (lease
+//!   partitions `L#n`);
+//! - a job whose message looks lost is sent again: a lease that expired with no task, or a
+//!   PENDING or RETRYING job nobody claimed (waiting partitions `W#n`), due more than
+//!   `worker.recover_secs` before the queue's frontier (see [`super::views::Frontier`]).
+//!   The re-sent job goes through the normal claim, so racing sweepers cannot both run it.
+//!
+//! Leases and waiting jobs are in partitions of their own, so a backlog of waiting jobs
+//! never delays the adoption of a task whose replica died.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::time::Duration;
+
+use fleet_shared::ledger::{Adopted, DueEntry, DueKind, Ledger};
+use fleet_shared::message::{JobMessage, Target};
+use fleet_shared::metrics as fm;
+use fleet_shared::queue::{DeadLetterQueue, JobQueue};
+use rand::RngExt;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::Engine;
+use super::attempt::{Attempt, AttemptEnd, TaskInfo};
+use crate::acks::Acker;
+use crate::dispatch::{Dispatcher, TaskLauncher};
+use crate::routing::Route;
+
+/// Entries the sweeper reads per partition and pass.
+const SWEEP_BATCH: usize = 25;
+
+impl<Q, D, L, X, T> Engine<Q, D, L, X, T>
+where
+    Q: JobQueue,
+    D: DeadLetterQueue,
+    L: Ledger,
+    X: Dispatcher,
+    T: TaskLauncher,
+{
+    pub(super) async fn sweep_loop(
+        self: Arc<Self>,
+        tracker: TaskTracker,
+        acker: Acker,
+        shutdown: CancellationToken,
+        hard_stop: CancellationToken,
+    ) {
+        let period = Duration::from_secs(self.config.worker.sweep_secs);
+        // A first pass at once: it fills the backlog gauges and proves DynamoDB reachable.
+        let mut pause = Duration::ZERO;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            self.sweep_once(&tracker, &acker, &hard_stop).await;
+            pause = period.mul_f64(rand::rng().random_range(0.5..1.5));
+        }
+    }
+
+    /// One pass over every partition of the due index.
+    async fn sweep_once(
+        self: &Arc<Self>,
+        tracker: &TaskTracker,
+        acker: &Acker,
+        hard_stop: &CancellationToken,
+    ) {
+        let w = &self.config.worker;
+        let skew = w.skew_ms();
+        let recover = w.recover_secs * 1000;
+        // The queue's depth feeds the backlog gauge (autoscaling, alerts); whether a message
+        // is lost is decided from the ledger (the frontier), not from this approximate count.
+        match self.queue.backlog().await {
+            Ok(b) => {
+                self.health.sqs_ok();
+                metrics::gauge!(fm::QUEUE_BACKLOG).set(b as f64);
+            }
+            Err(e) => warn!(error = %e, "sweeper could not read the queue's backlog"),
+        }
+        let quiet = Duration::from_secs(w.wait_time_secs.max(1));
+        let frontier = self.frontier.frontier(self.clock.now_ms(), quiet);
+        let mut oldest_waiting: Option<u64> = None;
+        let mut read_all = true;
+        let shards = self.ledger.index_shards().max(1);
+        let start = rand::rng().random_range(0..shards);
+        for i in 0..shards {
+            let shard = (start + i) % shards;
+            for kind in [DueKind::Lease, DueKind::Waiting] {
+                let now = self.clock.now_ms();
+                let entries = match self
+                    .ledger
+                    .due(kind, shard, now.saturating_sub(skew), SWEEP_BATCH)
+                    .await
+                {
+                    Ok(e) => {
+                        self.health.dynamodb_ok();
+                        e
+                    }
+                    Err(e) => {
+                        warn!(shard, ?kind, error = %e, "sweeper could not read the due index");
+                        read_all = false;
+                        continue;
+                    }
+                };
+                if kind == DueKind::Waiting
+                    && let Some(first) = entries.first()
+                {
+                    oldest_waiting = Some(oldest_waiting.map_or(first.at_ms, |o| o.min(first.at_ms)));
+                }
+                // Waiting or unleased jobs due before this are behind the queue: lost.
+                let due_before = frontier
+                    .map(|f| f.min(now.saturating_sub(skew)).saturating_sub(recover));
+                for e in entries {
+                    if kind == DueKind::Lease && e.task.is_some() {
+                        if self.tasks.adoptable() {
+                            self.try_adopt(&e, tracker, acker, hard_stop).await;
+                        }
+                        continue;
+                    }
+                    let Some(due_before) = due_before else { continue };
+                    if e.at_ms < due_before {
+                        self.try_requeue(&e, now, due_before, recover).await;
+                    }
+                }
+            }
+        }
+        if read_all {
+            let age = oldest_waiting.map_or(0, |t| self.clock.now_ms().saturating_sub(t));
+            metrics::gauge!(fm::OLDEST_WAITING_JOB).set(age as f64 / 1000.0);
+        }
+    }
+
+    async fn try_adopt(
+        self: &Arc<Self>,
+        e: &DueEntry,
+        tracker: &TaskTracker,
+        acker: &Acker,
+        hard_stop: &CancellationToken,
+    ) {
+        // An adopted task counts against the ECS limit, not the receive slots.
+        let Some(permit) = self.ecs_limit.try_acquire() else {
+            return;
+        };
+        let w = &self.config.worker;
+        match self
+            .ledger
+            .adopt(e, &self.replica, self.clock.now_ms(), w.lease_ms(), w.skew_ms())
+            .await
+        {
+            Ok(Some(adopted)) => {
+                self.count(&self.stats.adopted, fm::SWEEPER_ADOPTED);
+                self.history.record(
+                    self.clock.now_ms(),
+                    "adopt",
+                    &e.job.to_string(),
+                    adopted.lease.fence,
+                    json!({"attempt": adopted.lease.attempt}),
+                );
+                info!(job_id = %e.job, task = ?e.task, previous_owner = ?e.owner, fence = adopted.lease.fence, "adopted a handed-off task");
+                let me = self.clone();
+                let acker = acker.clone();
+                let hard_stop = hard_stop.clone();
+                tracker.spawn(async move {
+                    me.follow_adopted(adopted, &acker, &hard_stop).await;
+                    drop(permit);
+                });
+            }
+            Ok(None) => debug!(job_id = %e.job, "someone else adopted it first"),
+            Err(err) => warn!(job_id = %e.job, error = %err, "adoption failed"),
+        }
+    }
+
+    async fn try_requeue(&self, e: &DueEntry, now: u64, due_before: u64, recover: u64) {
+        let r = match self.ledger.requeue(e, now, due_before, recover).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(err) => {
+                warn!(job_id = %e.job, error = %err, "could not mark a job for re-sending");
+                return;
+            }
+        };
+        let message = match JobMessage::for_job(
+            &r.job,
+            &r.job_type,
+            &r.payload_json,
+            r.attempts + 1,
+            r.max_attempts,
+            r.target,
+            now,
+        ) {
+            Ok(m) => m,
+            Err(err) => {
+                warn!(job_id = %r.job, error = %err, "cannot rebuild the job's message");
+                return;
+            }
+        };
+        match self.queue.send(&message.to_body(), Duration::ZERO).await {
+            Ok(()) => {
+                self.count(&self.stats.requeued, fm::SWEEPER_REQUEUED);
+                self.history.record(
+                    now,
+                    "requeue",
+                    &message.job_id,
+                    e.fence,
+                    json!({"state": r.state}),
+                );
+                info!(job_id = %message.job_id, state = %r.state, overdue_ms = now.saturating_sub(e.at_ms), "message looked lost; sent the job again");
+            }
+            Err(err) => {
+                warn!(job_id = %message.job_id, error = %err, "re-send failed; the next pass tries again")
+            }
+        }
+    }
+
+    /// Follows an adopted task to its end and records the outcome.
+    async fn follow_adopted(&self, adopted: Adopted, acker: &Acker, hard_stop: &CancellationToken) {
+        let job = &adopted.lease.job;
+        let msg = match JobMessage::for_job(
+            job,
+            &adopted.job_type,
+            &adopted.payload_json,
+            adopted.lease.attempt,
+            adopted.lease.max_attempts,
+            None,
+            adopted.enqueued_at_ms,
+        ) {
+            Ok(m) => m,
+            Err(err) => {
+                warn!(job_id = %job, error = %err, "cannot rebuild the adopted job's message");
+                return;
+            }
+        };
+        let span = info_span!("job", request_id = %msg.request_id, job_id = %msg.job_id);
+        let route = Route {
+            target: Target::Ecs,
+            reason: "adopted".to_owned(),
+        };
+        let a = Attempt {
+            body: msg.to_body(),
+            msg: &msg,
+            lease: adopted.lease.clone(),
+            message: None,
+            handed_off: AtomicBool::new(true),
+            task: std::sync::Mutex::new(Some(adopted.task.clone())),
+            until_ms: AtomicU64::new(adopted.lease.until_ms),
+        };
+        self.live.started(&msg.request_id, a.lease.after_retry);
+        let work = async {
+            let end = self.tasks.wait(&adopted.task).await;
+            AttemptEnd::Done(end.outcome.clone(), TaskInfo::from(&end))
+        };
+        self.guarded(&a, &route, work, acker, hard_stop)
+        .instrument(span)
+        .await;
+        self.live.ended(&msg.request_id, a.lease.after_retry);
+    }
+}
