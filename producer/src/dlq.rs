@@ -226,7 +226,7 @@ impl<L: RequestLedger, Q: JobQueue> Producer<L, Q> {
             }
             let results = self
                 .ledger
-                .commit_changes(super::PRODUCER_SLOT, &changes)
+                .commit_changes(fleet_shared::ledger::PRODUCER_SLOT, &changes)
                 .await?;
             let mut bodies = Vec::new();
             for ((change, message), r) in changes.iter().zip(messages).zip(results) {

@@ -216,8 +216,6 @@ pub struct Producer<L = DynamoLedger, Q = SqsQueue> {
 /// Most objects one source prefix may hold.
 pub const MAX_SOURCE_OBJECTS: usize = 2_000_000;
 
-/// The counter slot of the producer's own changes (redrives).
-const PRODUCER_SLOT: &str = "producer";
 
 impl<L: RequestLedger, Q: JobQueue> Producer<L, Q> {
     pub fn new(ledger: L, queue: Q, config: Arc<Config>) -> Self {
@@ -352,13 +350,18 @@ impl<L: RequestLedger, Q: JobQueue> Producer<L, Q> {
     ) -> Result<Page<JobView>, ProducerError> {
         let (shards, exists) = self.job_shards(request_id).await?;
         let page = match state {
-            Some(JobState::Failed) => self.ledger.failed_page(request_id, cursor, limit).await?,
-            _ => {
-                self.ledger
-                    .jobs_page(request_id, shards, cursor, limit)
-                    .await?
+            Some(JobState::Failed) => self.ledger.failed_page(request_id, cursor, limit).await,
+            _ => self.ledger.jobs_page(request_id, shards, cursor, limit).await,
+        }
+        .map_err(|e| match e {
+            LedgerError::Malformed { key, message } if key == "cursor" => {
+                ProducerError::Invalid(RequestError::Field {
+                    field: "cursor".into(),
+                    reason: message,
+                })
             }
-        };
+            e => e.into(),
+        })?;
         if !exists && cursor.is_none() && page.items.is_empty() {
             return Err(ProducerError::NotFound(request_id.to_owned()));
         }

@@ -18,10 +18,13 @@ use std::time::Duration;
 
 use fleet_shared::config::Config;
 use fleet_shared::ledger::memory::MemoryLedger;
+use fleet_shared::ledger::item::JobItem;
 use fleet_shared::ledger::{
-    Adopted, Change, Claim, ClaimRequest, DueEntry, DueKind, History, ItemKey, Lease, Ledger,
-    LedgerError, LiveReport, RequestView, Requeue,
+    Adopted, Change, Claim, ClaimRequest, Counts, DueEntry, DueKind, History, ItemKey, JobDetail,
+    Lease, Ledger, LedgerError, LiveReport, NewJob, Page, PutRequestOutcome, RequestLedger,
+    RequestRecord, RequestView, Requeue,
 };
+use fleet_shared::state::JobState;
 use fleet_shared::message::JobEvent;
 use fleet_shared::queue::memory::MemoryQueue;
 use fleet_shared::queue::{DeadLetterQueue, JobQueue, QueueError, Received};
@@ -128,10 +131,10 @@ impl<T: JobQueue> JobQueue for Slow<T> {
     }
 
     async fn send_all(&self, bodies: &[String]) -> Result<(), QueueError> {
-        // SendMessageBatch: ten messages a call.
-        for _ in bodies.chunks(fleet_shared::queue::MAX_BATCH) {
-            self.call(self.latency.delete).await;
-        }
+        // SendMessageBatch: ten messages a call, eight calls at once (as SqsQueue sends).
+        let calls = bodies.len().div_ceil(fleet_shared::queue::MAX_BATCH) as u64;
+        self.calls.fetch_add(calls, Ordering::Relaxed);
+        pause(self.latency.delete * calls.div_ceil(8) as u32).await;
         self.inner.send_all(bodies).await
     }
 }
@@ -238,6 +241,107 @@ impl<T: Ledger> Ledger for Slow<T> {
     ) -> Result<(), LedgerError> {
         self.call(self.latency.ledger).await;
         self.inner.add_durations(job_type, samples, window).await
+    }
+}
+
+/// The producer's calls, each with the ledger's latency; batch calls cost as many round trips
+/// as the DynamoDB adapter makes (BatchWriteItem: 25 items a call, 4 at once; BatchGetItem:
+/// 100 keys a call).
+impl<T: RequestLedger> RequestLedger for Slow<T> {
+    async fn put_request(&self, r: &RequestRecord) -> Result<PutRequestOutcome, LedgerError> {
+        self.call(self.latency.ledger).await;
+        self.inner.put_request(r).await
+    }
+
+    async fn get_request(&self, request_id: &str) -> Result<Option<RequestRecord>, LedgerError> {
+        self.call(self.latency.ledger).await;
+        self.inner.get_request(request_id).await
+    }
+
+    async fn put_jobs(&self, jobs: &[NewJob]) -> Result<(), LedgerError> {
+        let calls = jobs.len().div_ceil(25) as u64;
+        self.calls.fetch_add(calls, Ordering::Relaxed);
+        pause(self.latency.ledger * calls.div_ceil(4) as u32).await;
+        self.inner.put_jobs(jobs).await
+    }
+
+    async fn job_states(&self, keys: &[ItemKey]) -> Result<Vec<Option<JobState>>, LedgerError> {
+        for _ in keys.chunks(100) {
+            self.call(self.latency.ledger).await;
+        }
+        self.inner.job_states(keys).await
+    }
+
+    async fn set_written(&self, request_id: &str, written: u32) -> Result<(), LedgerError> {
+        self.call(self.latency.ledger).await;
+        self.inner.set_written(request_id, written).await
+    }
+
+    async fn cancel_request(
+        &self,
+        request_id: &str,
+        now_ms: u64,
+        stop_running: bool,
+    ) -> Result<bool, LedgerError> {
+        self.call(self.latency.ledger).await;
+        self.inner.cancel_request(request_id, now_ms, stop_running).await
+    }
+
+    async fn counts(&self, request_id: &str, now_ms: u64) -> Result<Counts, LedgerError> {
+        self.call(self.latency.ledger).await;
+        self.inner.counts(request_id, now_ms).await
+    }
+
+    async fn recount(&self, request_id: &str, job_shards: u32) -> Result<Counts, LedgerError> {
+        self.call(self.latency.ledger).await;
+        self.inner.recount(request_id, job_shards).await
+    }
+
+    async fn jobs_page(
+        &self,
+        request_id: &str,
+        job_shards: u32,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<JobDetail>, LedgerError> {
+        self.call(self.latency.ledger).await;
+        self.inner
+            .jobs_page(request_id, job_shards, cursor, limit)
+            .await
+    }
+
+    async fn failed_page(
+        &self,
+        request_id: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<JobDetail>, LedgerError> {
+        self.call(self.latency.ledger).await;
+        self.inner.failed_page(request_id, cursor, limit).await
+    }
+
+    async fn job(&self, key: &ItemKey) -> Result<Option<(JobItem, String)>, LedgerError> {
+        self.call(self.latency.ledger).await;
+        RequestLedger::job(self.inner.as_ref(), key).await
+    }
+
+    async fn result(&self, key: &ItemKey) -> Result<Option<String>, LedgerError> {
+        self.call(self.latency.ledger).await;
+        self.inner.result(key).await
+    }
+
+    async fn job_history(&self, key: &ItemKey) -> Result<History, LedgerError> {
+        self.call(self.latency.ledger).await;
+        self.inner.job_history(key).await
+    }
+
+    async fn commit_changes(
+        &self,
+        slot: &str,
+        changes: &[Change],
+    ) -> Result<Vec<Result<(), LedgerError>>, LedgerError> {
+        self.call(self.latency.ledger).await;
+        self.inner.commit_changes(slot, changes).await
     }
 }
 

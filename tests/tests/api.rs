@@ -245,13 +245,11 @@ async fn cancel_and_failures() {
     let (status, report) = call(&addr, "POST", "/v1/requests/api-sleepy/cancel", &[], "").await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(report["request_id"], "api-sleepy");
-    assert_eq!(
-        (report["cancelled"].as_u64(), report["stopped"].as_u64()),
-        (Some(4), Some(0))
-    );
-    assert_eq!(report["states"]["CANCELLED"], 4, "{report}");
-    assert_eq!(report["states"]["PENDING"], 0, "{report}");
-    // Again, with stop_running: harmless, nothing more to cancel.
+    assert_eq!(report["stop_running"], false, "{report}");
+    let cancelled_at = report["cancelled_at_ms"].as_u64().expect("cancelled_at_ms");
+    // Not started, so they become CANCELLED as replicas receive them.
+    assert_eq!(report["states"]["PENDING"], 4, "{report}");
+    // Again, with stop_running: harmless; the first cancel's time stays.
     let (status, report) = call(
         &addr,
         "POST",
@@ -262,16 +260,18 @@ async fn cancel_and_failures() {
     .await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(
-        (
-            report["cancelled"].as_u64(),
-            report["states"]["CANCELLED"].as_u64()
-        ),
-        (Some(0), Some(4))
+        (report["cancelled_at_ms"].as_u64(), report["stop_running"].as_bool()),
+        (Some(cancelled_at), Some(true))
     );
 
-    // One job fails on its only attempt, one succeeds.
+    // A replica receives the cancelled jobs' messages: they become CANCELLED, none runs.
     let job = stack.testjob(&[]).await;
     let _worker = stack.worker("w1", &job, &[]);
+    let s = stack.wait_done("api-sleepy", Duration::from_secs(60)).await;
+    assert_eq!(s.count("CANCELLED"), 4, "{s:?}");
+    assert!(job.executions().is_empty(), "a cancelled job ran");
+
+    // One job fails on its only attempt, one succeeds.
     let failing = json!({
         "request_id": "api-failing",
         "job_type": "test",
@@ -304,13 +304,25 @@ async fn cancel_and_failures() {
     assert_eq!(history[0]["attempt"], 1);
     assert_ne!(history[0]["outcome"], "succeeded", "{f}");
 
-    // A request without failures lists none.
+    assert!(body["next"].is_null(), "one page: {body}");
+
+    // A request without failures lists none; pages are bounded and their cursor checked.
     let (status, body) = call(&addr, "GET", "/v1/requests/api-sleepy/failures", &[], "").await;
     assert_eq!(
         (status, body["failures"].clone()),
         (200, json!([])),
         "{body}"
     );
+    let (status, body) = call(
+        &addr,
+        "GET",
+        "/v1/requests/api-failing/failures?limit=5000",
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(error_of(&body), ("invalid_request", Some("limit")));
 }
 
 /// A refused body: what, the body, the headers, the status, the error code and field.

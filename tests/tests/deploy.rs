@@ -38,11 +38,12 @@ fn as_list(v: &Value) -> Vec<Value> {
     }
 }
 
-/// What the worker calls, as IAM actions (batch calls are authorised by their single
-/// actions): receive, delete and change visibility of jobs; re-send a lost job's message
-/// and read the backlog (the sweeper); dead-letter; the ledger's reads, conditional writes
-/// and the sweeper's index query; invoke the job; start, follow and stop job tasks and pass
-/// their roles; put an oversized event's payload in S3.
+/// What the worker calls, as IAM actions (batch calls and transactions are authorised by
+/// their single actions): receive, delete and change visibility of jobs; re-send a lost
+/// job's message and read the backlog (the sweeper); dead-letter; the ledger's reads,
+/// conditional writes, the sweeper's index query and the layout check; invoke the job;
+/// start, follow and stop job tasks and pass their roles; put an oversized event, result or
+/// payload in S3.
 const WORKER_ACTIONS: &[&str] = &[
     "sqs:ReceiveMessage",
     "sqs:DeleteMessage",
@@ -53,6 +54,7 @@ const WORKER_ACTIONS: &[&str] = &[
     "dynamodb:PutItem",
     "dynamodb:UpdateItem",
     "dynamodb:Query",
+    "dynamodb:DescribeTable",
     "lambda:InvokeFunction",
     "ecs:RunTask",
     "ecs:DescribeTasks",
@@ -203,8 +205,15 @@ print(json.dumps({{"status": s["StackStatus"], "reason": s.get("StackStatusReaso
         .send()
         .await
         .unwrap();
-    let gsi = table.table().unwrap().global_secondary_indexes();
-    assert_eq!(gsi[0].index_name(), Some("lease-expiry"));
+    let mut gsi: Vec<&str> = table
+        .table()
+        .unwrap()
+        .global_secondary_indexes()
+        .iter()
+        .filter_map(|i| i.index_name())
+        .collect();
+    gsi.sort_unstable();
+    assert_eq!(gsi, ["due", "failed"], "the ledger layout's indexes");
 
     // The binaries, configured only from the outputs; the function's name is served by the
     // local Invoke API (moto would need Docker to run it).
@@ -245,6 +254,21 @@ print(json.dumps({{"status": s["StackStatus"], "reason": s.get("StackStatusReaso
     .await;
     assert_eq!(status["states"]["SUCCEEDED"], 50, "{status}");
     assert_eq!(job.executions().len(), 50);
+    // The table the template made was stamped with its layout by the first process to open
+    // it (CloudFormation writes no items).
+    let layout = stack
+        .dynamodb()
+        .get_item()
+        .table_name(out("LedgerTable"))
+        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S("FLEET".into()))
+        .key("sk", aws_sdk_dynamodb::types::AttributeValue::S("LAYOUT".into()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        layout.item().and_then(|i| i.get("version")).and_then(|v| v.as_n().ok()).map(String::as_str),
+        Some("2")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -303,9 +303,16 @@ async fn the_process_launcher_reports_exits_and_kills_on_cancel_and_shutdown() {
         &[],
     );
     assert!(out.status.success(), "{}", out.stderr);
-    assert_eq!(out.json()["stopped"], 1);
+    assert_eq!(out.json()["stop_running"], true);
+    // The replica that runs it sees the cancel at its next heartbeat, kills the process and
+    // records the job CANCELLED.
     gone(pid).await;
-    assert_eq!(stack.status("cancel").count("CANCELLED"), 1);
+    let s = wait_for("the job cancelled", Duration::from_secs(30), || async {
+        let s = stack.status("cancel");
+        (s.count("CANCELLED") == 1).then_some(s)
+    })
+    .await;
+    assert!(s.done, "{s:?}");
 
     // After the drain deadline, a replica stopped with SIGTERM leaves no process behind.
     assert!(

@@ -327,11 +327,7 @@ async fn redrive_replays_one_requests_failed_jobs_and_leaves_the_rest() {
     );
     assert!(out.status.success(), "{}", out.stderr);
     let report = out.json();
-    assert_eq!(
-        (report["redriven"].as_u64(), report["others"].as_u64()),
-        (Some(5), Some(3)),
-        "{report}"
-    );
+    assert_eq!(report["redriven"].as_u64(), Some(5), "{report}");
 
     let status = stack.wait_done("req-a", Duration::from_secs(120)).await;
     assert_eq!(status.count("SUCCEEDED"), 5, "{status:?}");
@@ -340,15 +336,28 @@ async fn redrive_replays_one_requests_failed_jobs_and_leaves_the_rest() {
         (0..5).all(|i| per_job[&format!("req-a:{i}")] == 4),
         "attempts 1-2, then 3 (fails) and 4 (succeeds): {per_job:?}"
     );
-    // B's dead letters are untouched.
-    let rest = stack.run(producer.clone(), &["dlq", "list", "--json"], &[]);
-    let rest: Vec<Value> = rest
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(rest.len(), 3);
-    assert!(rest.iter().all(|l| l["request_id"] == "req-b"));
+    // The ledger lists A's failures no more, B's still; the dead-letter queue keeps every
+    // message as the archive.
+    let listed = |request: &str| -> Vec<Value> {
+        let out = stack.run(
+            producer.clone(),
+            &["dlq", "list", "--request", request, "--json"],
+            &[],
+        );
+        assert!(out.status.success(), "{}", out.stderr);
+        out.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    assert!(listed("req-a").is_empty());
+    let b_left = listed("req-b");
+    assert_eq!(b_left.len(), 3);
+    assert!(b_left.iter().all(|l| l["request_id"] == "req-b"));
+    assert_eq!(stack.queue_depth(&stack.names.dlq).await, 8);
+    // A look at the queue itself merges copies by job.
+    let peek = stack.run(producer.clone(), &["dlq", "list", "--json"], &[]);
+    assert_eq!(peek.stdout.lines().count(), 8, "{}", peek.stdout);
     // A second redrive of A finds nothing to do.
     let again = stack.run(
         producer,
@@ -376,16 +385,16 @@ async fn cancel_stops_a_request_midway_and_the_counts_add_up() {
     let cancel_returned = fleet_shared::time::now_ms();
     assert!(out.status.success(), "{}", out.stderr);
     let report = out.json();
-    let cancelled = report["cancelled"].as_u64().unwrap() as u32;
-    assert!(cancelled > 100, "{report}");
+    let cancelled_at = report["cancelled_at_ms"].as_u64().unwrap();
 
-    let status = stack.wait_done("stop", Duration::from_secs(60)).await;
+    // The jobs not started are cancelled as the replicas receive them.
+    let status = stack.wait_done("stop", Duration::from_secs(120)).await;
     let states: BTreeMap<&str, u32> = status
         .states
         .iter()
         .map(|(k, v)| (k.as_str(), *v))
         .collect();
-    assert_eq!(states["CANCELLED"], cancelled);
+    assert!(states["CANCELLED"] > 100, "{states:?}");
     assert_eq!(states["SUCCEEDED"] + states["CANCELLED"], 300, "{states:?}");
     // No job started after cancel returned, and no cancelled job ever ran.
     let execs = job.executions();
@@ -394,8 +403,8 @@ async fn cancel_stops_a_request_midway_and_the_counts_add_up() {
         "an execution started after cancel returned"
     );
     assert_eq!(execs.len() as u32, states["SUCCEEDED"]);
-    // Cancelling again is harmless.
+    // Cancelling again is harmless: the first cancel's time stays.
     let again = stack.run(bin("fleet-producer"), &["cancel", "stop", "--json"], &[]);
-    assert_eq!(again.json()["cancelled"], 0);
+    assert_eq!(again.json()["cancelled_at_ms"], cancelled_at);
     stack.wait_queues_empty(Duration::from_secs(60)).await;
 }

@@ -248,6 +248,17 @@ async fn a_two_mib_payload_travels_through_s3_and_is_cleaned_up() {
     assert_eq!(by_job["big-1:1"], sha(&big), "the job saw the same 2 MiB");
     assert_eq!(by_job["big-1:0"], sha(&small));
 
+    // The job echoed its 2 MiB: a result over limits.max_result_bytes is kept in S3 under the
+    // same prefix, whole, and read back through the ledger's reference.
+    let result = stack.run(
+        fleet_tests::bin("fleet-producer"),
+        &["result", "big-1:1"],
+        &claim,
+    );
+    assert!(result.status.success(), "{}", result.stderr);
+    let result: Value = serde_json::from_str(result.stdout.trim()).unwrap();
+    assert_eq!(result["echo"], big["echo"], "the whole result");
+
     let done = stack.run(
         fleet_tests::bin("fleet-producer"),
         &["cleanup", "big-1"],
@@ -255,8 +266,8 @@ async fn a_two_mib_payload_travels_through_s3_and_is_cleaned_up() {
     );
     assert!(done.status.success(), "{}", done.stderr);
     assert!(
-        done.stdout.contains("1 payload object(s) deleted"),
-        "{}",
+        done.stdout.contains("2 payload object(s) deleted"),
+        "the payload and the result: {}",
         done.stdout
     );
     let left = stack

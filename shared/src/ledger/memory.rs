@@ -981,44 +981,43 @@ impl RequestLedger for MemoryLedger {
             let apart = (payload == PayloadAt::Apart).then(|| nj.payload_json.clone());
             items.push((j, apart));
         }
-        let mut written = 0;
-        let mut calls: Vec<Vec<Charge>> = vec![Vec::new()];
-        for (j, apart) in &items {
-            let mut n = 1;
-            let lean = encode_job(j);
-            self.check_size("BatchWriteItem", &j.key, &lean)?;
-            let last = calls.last_mut().map(|c| c.len()).unwrap_or(0);
-            if last >= 25 {
-                calls.push(Vec::new());
+        // BatchWriteItem calls of 25 items, each metered by itself; a throttled call is sent
+        // again with backoff, as the DynamoDB adapter re-sends unprocessed items.
+        for chunk in items.chunks(25) {
+            let mut charges = Vec::new();
+            for (j, apart) in chunk {
+                let lean = encode_job(j);
+                self.check_size("BatchWriteItem", &j.key, &lean)?;
+                charges.extend(item_charges(&j.key.pk, None, Some(&lean), 1.0));
+                if let Some(p) = apart {
+                    let pi = item::payload_item(&j.key, p, self.expiry(j.created_at_ms));
+                    self.check_size("BatchWriteItem", &j.key, &pi)?;
+                    charges.push(Charge::table(
+                        item::satellite(&j.key, item::PAYLOAD_SUFFIX).pk,
+                        write_units(0, item_size(&pi)) as f64,
+                    ));
+                }
             }
-            let call = calls.last_mut().ok_or_else(|| LedgerError::Malformed {
-                key: "batch".into(),
-                message: "no batch".into(),
-            })?;
-            call.extend(item_charges(&j.key.pk, None, Some(&lean), 1.0));
-            if let Some(p) = apart {
-                let pi = item::payload_item(&j.key, p, self.expiry(j.created_at_ms));
-                self.check_size("BatchWriteItem", &j.key, &pi)?;
-                call.push(Charge::table(
-                    item::satellite(&j.key, item::PAYLOAD_SUFFIX).pk,
-                    write_units(0, item_size(&pi)) as f64,
-                ));
-                n += 1;
+            let mut pause = std::time::Duration::from_millis(50);
+            let mut tries = 0;
+            loop {
+                match self.write("BatchWriteItem", &charges) {
+                    Ok(()) => break,
+                    Err(e) if tries < 12 && e.class() == ErrorClass::Throttled => {
+                        tries += 1;
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(std::time::Duration::from_secs(5));
+                    }
+                    Err(e) => return Err(e),
+                }
             }
-            written += n;
-        }
-        let _ = written;
-        for c in &calls {
-            if !c.is_empty() {
-                self.write("BatchWriteItem", c)?;
+            let mut st = self.lock();
+            for (j, apart) in chunk {
+                if let Some(p) = apart {
+                    st.payloads.insert(j.key.clone(), p.clone());
+                }
+                st.put_job(j.clone());
             }
-        }
-        let mut st = self.lock();
-        for (j, apart) in items {
-            if let Some(p) = apart {
-                st.payloads.insert(j.key.clone(), p);
-            }
-            st.put_job(j);
         }
         Ok(())
     }
@@ -1081,7 +1080,7 @@ impl RequestLedger for MemoryLedger {
         let mut charges = Vec::new();
         for slot in (0..super::COUNTER_SLOTS)
             .map(|s| s.to_string())
-            .chain([dynamo_fix_slot()])
+            .chain([super::PRODUCER_SLOT.to_owned()])
         {
             let key = item::counter_key(request_id, &slot);
             let c = st.counters.get(&key);
@@ -1133,7 +1132,7 @@ impl RequestLedger for MemoryLedger {
         counted.attempts = current.attempts;
         let fix = current.delta_to(&counted);
         if !fix.is_zero() {
-            let key = item::counter_key(request_id, &dynamo_fix_slot());
+            let key = item::counter_key(request_id, super::PRODUCER_SLOT);
             let c = st.counters.entry(key).or_default();
             c.counts.add_delta(&fix);
         }
@@ -1284,10 +1283,6 @@ impl RequestLedger for MemoryLedger {
     }
 }
 
-/// The counter slot that recounts write their corrections to.
-pub(crate) fn dynamo_fix_slot() -> String {
-    "fix".into()
-}
 
 /// Adds the lean item's last attempt to a history when the ring does not hold it (a success,
 /// or a cancel: only failed attempts go to the ring).

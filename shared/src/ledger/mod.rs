@@ -64,6 +64,10 @@ impl fmt::Display for ItemKey {
     }
 }
 
+/// The counter slot of the producer's own changes (redrives) and of a recount's
+/// corrections; read with the replicas' slots.
+pub const PRODUCER_SLOT: &str = "producer";
+
 /// The counter slot of a replica (or producer) name.
 pub fn counter_slot(name: &str) -> String {
     let mut h: u32 = 0x811c_9dc5;

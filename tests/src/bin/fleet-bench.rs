@@ -1,6 +1,6 @@
 //! `fleet-bench`: how the worker engine performs, measured. See the README's "Performance".
 //!
-//!   fleet-bench [--scenario makespan|overhead|footprint|scaling|api-economy|all] [--jobs N] [--json]
+//!   fleet-bench [--scenario makespan|overhead|footprint|scaling|api-economy|scale|all] [--jobs N] [--json]
 //!
 //! Prints a table (or, with `--json`, one JSON object per scenario per line), each with the
 //! machine it ran on, and whether the engine met its targets. `--check` exits 1 when a
@@ -20,10 +20,15 @@ enum Scenario {
     Footprint,
     Scaling,
     ApiEconomy,
+    /// A million jobs in one request under the model of AWS's limits: the base run, a
+    /// failure storm, and medium payloads (each in a process of its own).
+    Scale,
+    /// One run of `scale` with the given --fail-ratio and --payload-bytes.
+    ScaleRun,
     All,
 }
 
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(
     about = "Measures the Fleet worker engine: makespan, overhead, footprint, scaling, AWS calls per job"
 )]
@@ -46,6 +51,24 @@ struct Cli {
     /// Length of each footprint job, ms.
     #[arg(long, default_value_t = 30_000)]
     sleep_ms: u64,
+    /// scale: jobs in flight across the fleet.
+    #[arg(long, default_value_t = 10_000)]
+    in_flight: usize,
+    /// scale: worker replicas sharing them.
+    #[arg(long, default_value_t = 10)]
+    replicas: usize,
+    /// scale: median job duration, ms.
+    #[arg(long, default_value_t = 5_000)]
+    median_ms: u64,
+    /// scale: share of jobs that fail their first attempt (the failure storm uses 0.1).
+    #[arg(long, default_value_t = 0.0)]
+    fail_ratio: f64,
+    /// scale: the retry delay's ceiling after those failures, seconds.
+    #[arg(long, default_value_t = 600)]
+    retry_secs: u64,
+    /// scale: each job's payload, bytes (small 512, medium 5120).
+    #[arg(long, default_value_t = 512)]
+    payload_bytes: usize,
     /// One JSON object per scenario per line.
     #[arg(long)]
     json: bool,
@@ -120,6 +143,8 @@ fn run(s: Scenario, cli: &Cli) -> anyhow::Result<Value> {
             tokio::runtime::Runtime::new()?.block_on(bench_live::api_economy(n, (n / 5).max(1)))
         }
         Scenario::Scaling => scaling(cli),
+        Scenario::ScaleRun => fleet_tests::bench_scale::scale(&scale_opts(cli, cli.jobs)),
+        Scenario::Scale => scale(cli),
         Scenario::All => anyhow::bail!("not a single scenario"),
     }
 }
@@ -148,6 +173,12 @@ fn in_child(s: Scenario, cli: &Cli, jobs: Option<usize>) -> anyhow::Result<Value
     if let Some(n) = jobs.or(cli.jobs) {
         cmd.args(["--jobs", &n.to_string()]);
     }
+    cmd.args(["--in-flight", &cli.in_flight.to_string()])
+        .args(["--replicas", &cli.replicas.to_string()])
+        .args(["--median-ms", &cli.median_ms.to_string()])
+        .args(["--fail-ratio", &cli.fail_ratio.to_string()])
+        .args(["--retry-secs", &cli.retry_secs.to_string()])
+        .args(["--payload-bytes", &cli.payload_bytes.to_string()]);
     let out = cmd.output()?;
     anyhow::ensure!(
         out.status.success(),
@@ -165,6 +196,46 @@ fn in_child(s: Scenario, cli: &Cli, jobs: Option<usize>) -> anyhow::Result<Value
         o.remove("targets");
     }
     Ok(v)
+}
+
+fn scale_opts(cli: &Cli, jobs: Option<usize>) -> fleet_tests::bench_scale::ScaleOpts {
+    fleet_tests::bench_scale::ScaleOpts {
+        jobs: jobs.unwrap_or(1_000_000),
+        in_flight: cli.in_flight,
+        replicas: cli.replicas,
+        median_ms: cli.median_ms,
+        sigma: cli.sigma,
+        seed: cli.seed,
+        fail_ratio: cli.fail_ratio,
+        retry_secs: cli.retry_secs,
+        payload_bytes: cli.payload_bytes,
+    }
+}
+
+/// `scale`: the base run (small payloads), the failure storm (a tenth of the jobs fail once,
+/// retried up to ten minutes later) and medium payloads (a tenth as many jobs: the units
+/// per job do not depend on the count), each in its own process.
+fn scale(cli: &Cli) -> anyhow::Result<Value> {
+    let n = cli.jobs.unwrap_or(1_000_000);
+    let child = |fail: f64, bytes: usize, jobs: usize| {
+        let c = Cli {
+            fail_ratio: fail,
+            payload_bytes: bytes,
+            scenario: Scenario::ScaleRun,
+            jobs: Some(jobs),
+            ..cli.clone()
+        };
+        in_child(Scenario::ScaleRun, &c, Some(jobs))
+    };
+    let base = child(0.0, 512, n)?;
+    let storm = child(0.1, 512, n)?;
+    let medium = child(0.0, 5120, (n / 10).max(1))?;
+    Ok(json!({
+        "scenario": "scale",
+        "base": base,
+        "failure_storm": storm,
+        "medium_payloads": medium,
+    }))
 }
 
 /// `makespan` at a hundredth, a tenth and all of `--jobs` (1,000, 10,000 and 100,000), each in
@@ -259,6 +330,41 @@ fn targets(v: &Value) -> serde_json::Map<String, Value> {
                 &v["calls_per_ecs_job_without_describe"],
                 f("calls_per_ecs_job_without_describe") <= 4.5,
                 "<= 4.5",
+            );
+        }
+        Some("scale") => {
+            let b = &v["base"];
+            let bf = |k: &str| b[k].as_f64().unwrap_or(f64::NAN);
+            check(
+                "throttled_writes",
+                &b["throttled_writes"],
+                b["throttled_writes"] == 0 && v["failure_storm"]["throttled_writes"] == 0,
+                "0 (both runs)",
+            );
+            check(
+                "hottest_table_key_units_per_sec",
+                &b["hottest_table_key"]["units_per_sec"],
+                b["hottest_table_key"]["units_per_sec"].as_f64().unwrap_or(f64::NAN) <= 500.0,
+                "<= 500",
+            );
+            check(
+                "hottest_index_key_units_per_sec",
+                &b["hottest_index_key"]["units_per_sec"],
+                b["hottest_index_key"]["units_per_sec"].as_f64().unwrap_or(f64::NAN) <= 500.0,
+                "<= 500",
+            );
+            check(
+                "table_write_units_per_small_job",
+                &b["table_write_units_per_job"],
+                bf("table_write_units_per_job") <= 5.0,
+                "<= 5 (producer write included)",
+            );
+            check("vs_greedy", &b["vs_greedy"], bf("vs_greedy") >= 0.95, ">= 0.95");
+            check(
+                "storm_peak_queue_in_flight",
+                &v["failure_storm"]["peak_queue_in_flight"],
+                v["failure_storm"]["peak_queue_in_flight"].as_f64().unwrap_or(f64::NAN) <= 60_000.0,
+                "far below 120,000 (<= 60,000)",
             );
         }
         Some("scaling") => {

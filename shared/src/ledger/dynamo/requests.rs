@@ -14,7 +14,7 @@ use crate::error::ErrorClass;
 use crate::ledger::item::{
     self, CounterItem, JobItem, PayloadAt, ResultAt, attr, decode_job, encode_job, req_attr,
 };
-use crate::ledger::memory::{dynamo_fix_slot, parse_cursor};
+use crate::ledger::memory::parse_cursor;
 use crate::ledger::{
     COUNTER_SLOTS, Change, Counts, History, ItemKey, JobDetail, LedgerError, NewJob, Page,
     PutRequestOutcome, RequestLedger, RequestRecord,
@@ -342,7 +342,7 @@ impl RequestLedger for DynamoLedger {
     async fn counts(&self, request_id: &str, now_ms: u64) -> Result<Counts, LedgerError> {
         let keys: Vec<ItemKey> = (0..COUNTER_SLOTS)
             .map(|s| s.to_string())
-            .chain([dynamo_fix_slot()])
+            .chain([crate::ledger::PRODUCER_SLOT.to_owned()])
             .map(|slot| item::counter_key(request_id, &slot))
             .collect();
         let found = self.batch_get(&keys, None, &[]).await?;
@@ -392,7 +392,7 @@ impl RequestLedger for DynamoLedger {
         counted.attempts = current.attempts;
         let fix = current.delta_to(&counted);
         if !fix.is_zero() {
-            self.add_to_counter(request_id, &dynamo_fix_slot(), &fix)
+            self.add_to_counter(request_id, crate::ledger::PRODUCER_SLOT, &fix)
                 .await?;
         }
         Ok(counted)
