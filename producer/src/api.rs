@@ -455,10 +455,12 @@ fn page_params(query: Option<&str>) -> Result<(Option<String>, usize), ApiError>
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         match key {
             "cursor" => {
-                cursor = Some(
-                    percent_decode(value)
-                        .ok_or_else(|| ApiError::invalid("cursor: not a cursor this listing gave", Some("cursor".into())))?,
-                )
+                cursor = Some(percent_decode(value).ok_or_else(|| {
+                    ApiError::invalid(
+                        "cursor: not a cursor this listing gave",
+                        Some("cursor".into()),
+                    )
+                })?)
             }
             "limit" => {
                 limit = value

@@ -190,7 +190,9 @@ impl<L: RequestLedger, Q: JobQueue> Producer<L, Q> {
         let record = self.ledger.get_request(request_id).await?;
         let shards = record
             .as_ref()
-            .map_or(fleet_shared::ledger::memory::DIRECT_JOB_SHARDS, |r| r.job_shards);
+            .map_or(fleet_shared::ledger::memory::DIRECT_JOB_SHARDS, |r| {
+                r.job_shards
+            });
         let mut report = RedriveReport {
             request_id: request_id.to_owned(),
             ..Default::default()

@@ -21,8 +21,7 @@ use fleet_shared::ledger::dynamo::DynamoLedger;
 use fleet_shared::ledger::item::{self, JobItem};
 use fleet_shared::ledger::memory::DIRECT_JOB_SHARDS;
 use fleet_shared::ledger::{
-    Counts, History, JobDetail, LedgerError, Page, PutRequestOutcome, RequestLedger,
-    RequestRecord,
+    Counts, History, JobDetail, LedgerError, Page, PutRequestOutcome, RequestLedger, RequestRecord,
 };
 use fleet_shared::queue::sqs::SqsQueue;
 use fleet_shared::queue::{JobQueue, QueueError};
@@ -39,9 +38,8 @@ pub const SUBMIT_CHUNK: usize = 1000;
 
 /// How long `cancel` waits after its write before it returns: a replica trusts a request's
 /// view for at most [`fleet_shared::ledger::REQUEST_VIEW_TTL`], so no job starts after this.
-pub const CANCEL_SETTLE: Duration = Duration::from_millis(
-    fleet_shared::ledger::REQUEST_VIEW_TTL.as_millis() as u64 + 500,
-);
+pub const CANCEL_SETTLE: Duration =
+    Duration::from_millis(fleet_shared::ledger::REQUEST_VIEW_TTL.as_millis() as u64 + 500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProducerError {
@@ -216,7 +214,6 @@ pub struct Producer<L = DynamoLedger, Q = SqsQueue> {
 /// Most objects one source prefix may hold.
 pub const MAX_SOURCE_OBJECTS: usize = 2_000_000;
 
-
 impl<L: RequestLedger, Q: JobQueue> Producer<L, Q> {
     pub fn new(ledger: L, queue: Q, config: Arc<Config>) -> Self {
         Self {
@@ -351,7 +348,11 @@ impl<L: RequestLedger, Q: JobQueue> Producer<L, Q> {
         let (shards, exists) = self.job_shards(request_id).await?;
         let page = match state {
             Some(JobState::Failed) => self.ledger.failed_page(request_id, cursor, limit).await,
-            _ => self.ledger.jobs_page(request_id, shards, cursor, limit).await,
+            _ => {
+                self.ledger
+                    .jobs_page(request_id, shards, cursor, limit)
+                    .await
+            }
         }
         .map_err(|e| match e {
             LedgerError::Malformed { key, message } if key == "cursor" => {
@@ -372,13 +373,16 @@ impl<L: RequestLedger, Q: JobQueue> Producer<L, Q> {
             .collect();
         let mut views = Vec::with_capacity(picked.len());
         for j in picked {
-            let needs = history && (j.attempts > 1 || j.state == JobState::Failed || j.state == JobState::Retrying);
+            let needs = history
+                && (j.attempts > 1 || j.state == JobState::Failed || j.state == JobState::Retrying);
             let h = if needs {
                 let job = JobId::parse(&j.job_id).map_err(|e| LedgerError::Malformed {
                     key: j.job_id.clone(),
                     message: e.to_string(),
                 })?;
-                self.ledger.job_history(&item::job_key(&job, shards)).await?
+                self.ledger
+                    .job_history(&item::job_key(&job, shards))
+                    .await?
             } else {
                 History {
                     attempts: j
@@ -413,7 +417,8 @@ impl<L: RequestLedger, Q: JobQueue> Producer<L, Q> {
         let Some(text) = self.ledger.result(&item::job_key(&job, shards)).await? else {
             return Ok(None);
         };
-        let value: serde_json::Value = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+        let value: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
         match fleet_shared::claim_check::result_reference_in(&value) {
             None => Ok(Some(text.into_bytes())),
             Some(r) => {
@@ -529,7 +534,11 @@ impl<L: RequestLedger, Q: JobQueue> Producer<L, Q> {
 
     /// Payloads kept in S3 go before their job items: a job item never points at a missing
     /// object. The keys are the jobs', so writing them again puts the same bytes back.
-    async fn upload_payloads(&self, req: &ValidRequest, jobs: &[usize]) -> Result<(), ProducerError> {
+    async fn upload_payloads(
+        &self,
+        req: &ValidRequest,
+        jobs: &[usize],
+    ) -> Result<(), ProducerError> {
         let uploads: Vec<_> = req
             .uploads
             .iter()

@@ -313,9 +313,17 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                 println!(
                     "request {} cancelled{}: no job starts from now; {} running will {}; {} not started become CANCELLED as replicas receive them",
                     report.request_id,
-                    if report.stop_running { " (stopping running tasks)" } else { "" },
+                    if report.stop_running {
+                        " (stopping running tasks)"
+                    } else {
+                        ""
+                    },
                     count("RUNNING"),
-                    if report.stop_running { "stop if in tasks, else finish" } else { "finish" },
+                    if report.stop_running {
+                        "stop if in tasks, else finish"
+                    } else {
+                        "finish"
+                    },
                     count("PENDING") + count("RETRYING"),
                 );
             }

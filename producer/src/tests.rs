@@ -49,7 +49,10 @@ async fn messages(q: &MemoryQueue) -> Vec<String> {
 async fn a_request_is_written_and_sent_in_chunks_and_a_resubmission_creates_nothing() {
     let p = producer();
     let valid = p.prepare(request("r1", 2500)).await.unwrap();
-    assert_eq!(valid.record.job_shards, 3, "one partition per thousand jobs");
+    assert_eq!(
+        valid.record.job_shards, 3,
+        "one partition per thousand jobs"
+    );
     let report = p.submit(&valid).await.unwrap();
     assert_eq!(
         (report.created, report.written, report.sent),
@@ -59,10 +62,7 @@ async fn a_request_is_written_and_sent_in_chunks_and_a_resubmission_creates_noth
     let r = p.ledger.get_request("r1").await.unwrap().unwrap();
     assert_eq!(r.written, 2500);
     let again = p.submit(&valid).await.unwrap();
-    assert_eq!(
-        (again.created, again.written, again.sent),
-        (false, 0, 0)
-    );
+    assert_eq!((again.created, again.written, again.sent), (false, 0, 0));
     let status = p.status("r1").await.unwrap();
     assert_eq!(
         (status.total, status.count(JobState::Pending), status.done),
@@ -193,7 +193,10 @@ impl JobQueue for Logged {
         self.inner.send(body, delay).await
     }
     async fn send_all(&self, bodies: &[String]) -> Result<(), QueueError> {
-        self.log.lock().unwrap().push(format!("send {}", bodies.len()));
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("send {}", bodies.len()));
         self.inner.send_all(bodies).await
     }
     async fn set_visibility(&self, receipt: &str, timeout: Duration) -> Result<(), QueueError> {
@@ -217,7 +220,10 @@ async fn a_submission_cut_short_sends_its_first_chunks_and_is_finished_by_submit
         Arc::new(Config::default()),
     );
     let valid = p.prepare(request("r3", 3500)).await.unwrap();
-    assert!(p.submit(&valid).await.is_err(), "the third chunk's write fails");
+    assert!(
+        p.submit(&valid).await.is_err(),
+        "the third chunk's write fails"
+    );
     // Each chunk's messages went out as soon as its items were written.
     assert_eq!(
         *log.lock().unwrap(),

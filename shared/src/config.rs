@@ -223,7 +223,9 @@ pub const JOBS_PER_SHARD: u32 = 1000;
 impl LedgerConfig {
     /// The partitions a request of `total` jobs spreads its job items over.
     pub fn job_shards(&self, total: u32) -> u32 {
-        total.div_ceil(JOBS_PER_SHARD).clamp(1, self.max_job_shards.max(1))
+        total
+            .div_ceil(JOBS_PER_SHARD)
+            .clamp(1, self.max_job_shards.max(1))
     }
 
     /// The TTL as a duration.
@@ -622,10 +624,14 @@ const ENV_OVERRIDES: &[(&str, &str, Setter)] = &[
         c.ledger.ttl_days = Some(num(v)?);
         Ok(())
     }),
-    ("FLEET_LEDGER_INDEX_SHARDS", "ledger.index_shards", |c, v| {
-        c.ledger.index_shards = num(v)?;
-        Ok(())
-    }),
+    (
+        "FLEET_LEDGER_INDEX_SHARDS",
+        "ledger.index_shards",
+        |c, v| {
+            c.ledger.index_shards = num(v)?;
+            Ok(())
+        },
+    ),
     (
         "FLEET_LEDGER_MAX_JOB_SHARDS",
         "ledger.max_job_shards",
@@ -831,8 +837,8 @@ impl Config {
         }
         // Every item the ledger writes stays under DynamoDB's 400 KB: a history holds at
         // most this many entries of bounded size.
-        let history_max = crate::ledger::item::HISTORY_ENTRY_MAX_BYTES
-            * self.ledger.history_keep as usize;
+        let history_max =
+            crate::ledger::item::HISTORY_ENTRY_MAX_BYTES * self.ledger.history_keep as usize;
         if self.ledger.history_keep == 0 || history_max > ITEM_SAFE_BYTES {
             return Err(invalid(
                 "ledger.history_keep",

@@ -184,8 +184,9 @@ impl JobMessage {
             job_id: job.to_string(),
             job_type: job_type.to_owned(),
             attempt: attempt.max(1),
-            payload: serde_json::from_str(payload_json)
-                .map_err(|e| MessageError::field("payload", format!("stored payload is not JSON: {e}")))?,
+            payload: serde_json::from_str(payload_json).map_err(|e| {
+                MessageError::field("payload", format!("stored payload is not JSON: {e}"))
+            })?,
             routing: target.map(|t| RoutingHint {
                 target: Some(t),
                 estimated_secs: None,

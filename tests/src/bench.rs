@@ -17,17 +17,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fleet_shared::config::Config;
-use fleet_shared::ledger::memory::MemoryLedger;
 use fleet_shared::ledger::item::JobItem;
+use fleet_shared::ledger::memory::MemoryLedger;
 use fleet_shared::ledger::{
     Adopted, Change, Claim, ClaimRequest, Counts, DueEntry, DueKind, History, ItemKey, JobDetail,
     Lease, Ledger, LedgerError, LiveReport, NewJob, Page, PutRequestOutcome, RequestLedger,
     RequestRecord, RequestView, Requeue,
 };
-use fleet_shared::state::JobState;
 use fleet_shared::message::JobEvent;
 use fleet_shared::queue::memory::MemoryQueue;
 use fleet_shared::queue::{DeadLetterQueue, JobQueue, QueueError, Received};
+use fleet_shared::state::JobState;
 use fleet_shared::time::Clock;
 use fleet_worker::dispatch::{Dispatcher, NoTasks, Outcome};
 use fleet_worker::engine::{Engine, Parts};
@@ -284,7 +284,9 @@ impl<T: RequestLedger> RequestLedger for Slow<T> {
         stop_running: bool,
     ) -> Result<bool, LedgerError> {
         self.call(self.latency.ledger).await;
-        self.inner.cancel_request(request_id, now_ms, stop_running).await
+        self.inner
+            .cancel_request(request_id, now_ms, stop_running)
+            .await
     }
 
     async fn counts(&self, request_id: &str, now_ms: u64) -> Result<Counts, LedgerError> {

@@ -24,7 +24,9 @@ use fleet_worker::engine::{Engine, Parts};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::bench::{Latency, Slow, cpu_seconds, durations, greedy_makespan_ms, ideal_ms, peak_rss_mb, round};
+use crate::bench::{
+    Latency, Slow, cpu_seconds, durations, greedy_makespan_ms, ideal_ms, peak_rss_mb, round,
+};
 
 /// List prices in us-east-1, checked 2026-12-02: DynamoDB on demand (since the November 2024
 /// reduction), SQS standard queues (per request of up to 64 KB, past the free tier), Lambda
@@ -95,7 +97,7 @@ impl Dispatcher for ScaleJob {
             .unwrap_or(0);
         let ms = self.durations.get(index).copied().unwrap_or(0);
         tokio::time::sleep(self.overhead + Duration::from_millis(ms)).await;
-        if event.attempt == 1 && self.fail_every.is_some_and(|k| index % k == 0) {
+        if event.attempt == 1 && self.fail_every.is_some_and(|k| index.is_multiple_of(k)) {
             return Outcome::Failed {
                 class: ErrorClass::JobFailure,
                 message: "fails its first attempt (benchmark)".into(),
@@ -135,7 +137,9 @@ async fn producer_units(opts: &ScaleOpts) -> anyhow::Result<Value> {
     let n = 10_000;
     let ledger = MemoryLedger::new().with_model(Limits::AWS);
     let p = Producer::new(ledger, MemoryQueue::new(), Arc::new(Config::default()));
-    let valid = p.prepare(request_file("probe", n, opts.payload_bytes)).await?;
+    let valid = p
+        .prepare(request_file("probe", n, opts.payload_bytes))
+        .await?;
     p.submit(&valid).await?;
     let u = p.ledger().usage().unwrap_or_default();
     Ok(usage_json(&u, n as f64))
@@ -216,7 +220,9 @@ async fn run(opts: &ScaleOpts) -> anyhow::Result<Value> {
         producer_queue,
         Arc::new(Config::default()),
     );
-    let valid = producer.prepare(request_file("scale", n, opts.payload_bytes)).await?;
+    let valid = producer
+        .prepare(request_file("scale", n, opts.payload_bytes))
+        .await?;
     let submit = producer.submit(&valid).await?;
     let submitted_s = began.elapsed().as_secs_f64();
     let mut peak_queue_in_flight = 0;
@@ -261,17 +267,25 @@ async fn run(opts: &ScaleOpts) -> anyhow::Result<Value> {
     let greedy_s = greedy_makespan_ms(&scaled, opts.in_flight) as f64 / 1000.0;
     let nf = n as f64;
     let invocations = job.invocations.load(Ordering::Relaxed) as f64;
-    let sqs_requests = (slow_queue.calls.load(Ordering::Relaxed)
-        + producer_calls.load(Ordering::Relaxed)) as f64;
+    let sqs_requests =
+        (slow_queue.calls.load(Ordering::Relaxed) + producer_calls.load(Ordering::Relaxed)) as f64;
     let usd = |units: f64, price: f64| units / 1e6 * price;
     let per_million = 1e6 / nf;
-    let dynamo_write_usd = usd(total.write_units + total.index_write_units, USD_PER_MILLION_WRITE_UNITS) * per_million;
-    let dynamo_read_usd = usd(total.read_units + total.index_read_units, USD_PER_MILLION_READ_UNITS) * per_million;
+    let dynamo_write_usd = usd(
+        total.write_units + total.index_write_units,
+        USD_PER_MILLION_WRITE_UNITS,
+    ) * per_million;
+    let dynamo_read_usd = usd(
+        total.read_units + total.index_read_units,
+        USD_PER_MILLION_READ_UNITS,
+    ) * per_million;
     let sqs_usd = usd(sqs_requests, USD_PER_MILLION_SQS_REQUESTS) * per_million;
     let lambda_usd = usd(invocations, USD_PER_MILLION_LAMBDA_REQUESTS) * per_million;
     let hot = |k: &Option<(String, f64)>| {
-        k.as_ref()
-            .map_or(json!(null), |(key, v)| json!({"key": key, "units_per_sec": round(*v, 1)}))
+        k.as_ref().map_or(
+            json!(null),
+            |(key, v)| json!({"key": key, "units_per_sec": round(*v, 1)}),
+        )
     };
     let mut out = json!({
         "scenario": "scale",

@@ -421,12 +421,7 @@ async fn job_lease(stack: &Stack, job: &str) -> Option<(String, String)> {
 }
 
 async fn owner_of(stack: &Stack, job: &str) -> Option<String> {
-    job_item(stack, job)
-        .await?
-        .get("ow")?
-        .as_s()
-        .ok()
-        .cloned()
+    job_item(stack, job).await?.get("ow")?.as_s().ok().cloned()
 }
 
 async fn job_item(
@@ -440,7 +435,9 @@ async fn job_item(
         .get_request(id.request_id())
         .await
         .ok()?
-        .map_or(fleet_shared::ledger::memory::DIRECT_JOB_SHARDS, |r| r.job_shards);
+        .map_or(fleet_shared::ledger::memory::DIRECT_JOB_SHARDS, |r| {
+            r.job_shards
+        });
     let key = fleet_shared::ledger::item::job_key(&id, shards);
     stack
         .dynamodb()

@@ -67,10 +67,11 @@ pub async fn ledger_finals(
 ) -> Result<(Vec<String>, HashMap<String, Final>), fleet_shared::ledger::LedgerError> {
     use fleet_shared::ledger::RequestLedger;
     let request = ledger.get_request(request_id).await?;
-    let shards = request.as_ref().map_or(
-        fleet_shared::ledger::memory::DIRECT_JOB_SHARDS,
-        |r| r.job_shards,
-    );
+    let shards = request
+        .as_ref()
+        .map_or(fleet_shared::ledger::memory::DIRECT_JOB_SHARDS, |r| {
+            r.job_shards
+        });
     let mut jobs = Vec::new();
     let mut cursor: Option<String> = None;
     loop {

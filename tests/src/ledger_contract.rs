@@ -28,6 +28,7 @@ fn req<'a>(job: &'a JobId, owner: &'a str, now_ms: u64) -> ClaimRequest<'a> {
         lease_ms: LEASE,
         skew_ms: SKEW,
         enqueued_at_ms: 1,
+        direct: true,
     }
 }
 
@@ -64,7 +65,13 @@ pub async fn check<L: Ledger + RequestLedger>(l: &L, request: &str) {
     // A job with no item yet is created by its first claim.
     let a = claimed(l, &job, "a", t0).await;
     assert_eq!(
-        (a.fence, a.attempt, a.max_attempts, a.until_ms, a.after_retry),
+        (
+            a.fence,
+            a.attempt,
+            a.max_attempts,
+            a.until_ms,
+            a.after_retry
+        ),
         (1, 1, Some(3), t0 + LEASE, false)
     );
     assert_eq!(a.key, item::job_key(&job, DIRECT_JOB_SHARDS));
@@ -106,7 +113,9 @@ pub async fn check<L: Ledger + RequestLedger>(l: &L, request: &str) {
     let done = Finish::Succeeded {
         result: Some("{\"r\":1}".into()),
     };
-    assert!(stale(commit(l, finish(&a, done.clone(), "succeeded")).await));
+    assert!(stale(
+        commit(l, finish(&a, done.clone(), "succeeded")).await
+    ));
 
     // A retry hides the job until its time; then the next attempt gets a higher fence.
     let now = renewed_end + 2 * SKEW;
@@ -248,7 +257,10 @@ pub async fn check<L: Ledger + RequestLedger>(l: &L, request: &str) {
         target: None,
         now_ms: t0 + 2,
     };
-    assert!(stale(commit(l, redrive(9)).await), "a redrive holds the fence it read");
+    assert!(
+        stale(commit(l, redrive(9)).await),
+        "a redrive holds the fence it read"
+    );
     commit(l, redrive(f.fence)).await.expect("redrive");
     assert!(stale(commit(l, redrive(f.fence)).await), "once");
     assert!(
@@ -279,7 +291,10 @@ pub async fn check<L: Ledger + RequestLedger>(l: &L, request: &str) {
         from,
         now_ms: t0 + 2,
     };
-    assert!(stale(commit(l, cancel(JobState::Pending)).await), "it is RETRYING");
+    assert!(
+        stale(commit(l, cancel(JobState::Pending)).await),
+        "it is RETRYING"
+    );
     commit(l, cancel(JobState::Retrying)).await.expect("cancel");
 
     // A result too large for the lean item is kept whole in its own item.
@@ -298,7 +313,10 @@ pub async fn check<L: Ledger + RequestLedger>(l: &L, request: &str) {
     )
     .await
     .expect("succeed");
-    assert_eq!(RequestLedger::result(l, &h.key).await.expect("result"), Some(big));
+    assert_eq!(
+        RequestLedger::result(l, &h.key).await.expect("result"),
+        Some(big)
+    );
 
     // The counters agree with the items: job 0 succeeded, job 1 runs again, job 2 was
     // cancelled, job 3 succeeded; attempts recorded: 4 outcomes of job 0 (one refunded),
@@ -315,7 +333,10 @@ pub async fn check<L: Ledger + RequestLedger>(l: &L, request: &str) {
             ..Counts::default()
         }
     );
-    let recounted = l.recount(request, DIRECT_JOB_SHARDS).await.expect("recount");
+    let recounted = l
+        .recount(request, DIRECT_JOB_SHARDS)
+        .await
+        .expect("recount");
     assert_eq!(
         (recounted.succeeded, recounted.failed, recounted.cancelled),
         (2, 0, 1)
@@ -413,7 +434,11 @@ pub async fn check_handoff<L: Ledger>(l: &L, request: &str) {
         .expect("new owner's heartbeat");
     commit(
         l,
-        finish(&adopted.lease, Finish::Succeeded { result: None }, "succeeded"),
+        finish(
+            &adopted.lease,
+            Finish::Succeeded { result: None },
+            "succeeded",
+        ),
     )
     .await
     .expect("finish");

@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod bench_live;
 pub mod bench_scale;
+pub mod calls;
 pub mod chaos;
 pub mod checker;
 pub mod fault_proxy;

@@ -260,7 +260,10 @@ async fn cancel_and_failures() {
     .await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(
-        (report["cancelled_at_ms"].as_u64(), report["stop_running"].as_bool()),
+        (
+            report["cancelled_at_ms"].as_u64(),
+            report["stop_running"].as_bool()
+        ),
         (Some(cancelled_at), Some(true))
     );
 

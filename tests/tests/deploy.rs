@@ -260,13 +260,23 @@ print(json.dumps({{"status": s["StackStatus"], "reason": s.get("StackStatusReaso
         .dynamodb()
         .get_item()
         .table_name(out("LedgerTable"))
-        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S("FLEET".into()))
-        .key("sk", aws_sdk_dynamodb::types::AttributeValue::S("LAYOUT".into()))
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S("FLEET".into()),
+        )
+        .key(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S("LAYOUT".into()),
+        )
         .send()
         .await
         .unwrap();
     assert_eq!(
-        layout.item().and_then(|i| i.get("version")).and_then(|v| v.as_n().ok()).map(String::as_str),
+        layout
+            .item()
+            .and_then(|i| i.get("version"))
+            .and_then(|v| v.as_n().ok())
+            .map(String::as_str),
         Some("2")
     );
 }

@@ -35,8 +35,13 @@ fn by_key(items: Vec<Item>) -> BTreeMap<(String, String), Item> {
 async fn open_new(stack: &Stack, table: &str) -> DynamoLedger {
     let mut ledger = DynamoLedger::new(stack.dynamodb(), table);
     assert!(ledger.create_table(16).await.unwrap(), "created");
-    assert!(!ledger.create_table(16).await.unwrap(), "second call finds it");
-    DynamoLedger::open(stack.dynamodb(), table, 99).await.unwrap()
+    assert!(
+        !ledger.create_table(16).await.unwrap(),
+        "second call finds it"
+    );
+    DynamoLedger::open(stack.dynamodb(), table, 99)
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -169,7 +174,10 @@ async fn requests_and_job_items() {
     // The watermark only moves up; cancel is one write on the request item.
     ledger.set_written("req", 40).await.unwrap();
     ledger.set_written("req", 20).await.unwrap();
-    assert_eq!(ledger.get_request("req").await.unwrap().unwrap().written, 40);
+    assert_eq!(
+        ledger.get_request("req").await.unwrap().unwrap().written,
+        40
+    );
     assert!(ledger.cancel_request("req", 9, true).await.unwrap());
     assert!(!ledger.cancel_request("nope", 9, true).await.unwrap());
     let r = ledger.get_request("req").await.unwrap().unwrap();
@@ -188,6 +196,7 @@ async fn concurrent_claims_of_one_job_have_one_winner() {
             let ledger = ledger.clone();
             tasks.spawn(async move {
                 let job = JobId::new("race", index).unwrap();
+                let direct = owner % 2 == 0;
                 let owner = format!("o{owner}");
                 let req = fleet_shared::ledger::ClaimRequest {
                     job: &job,
@@ -200,6 +209,8 @@ async fn concurrent_claims_of_one_job_have_one_winner() {
                     lease_ms: 60_000,
                     skew_ms: 0,
                     enqueued_at_ms: 0,
+                    // Both ways in: create first, update first.
+                    direct,
                 };
                 fleet_shared::ledger::Ledger::claim(ledger.as_ref(), &req)
                     .await
@@ -396,7 +407,10 @@ async fn finished_items_expire_after_the_configured_days() {
     }
     // The failed attempt's history expires with it.
     let h = item(&items, "D#ttl-1#0", "000000001#H");
-    assert_eq!(num(&h, "xa"), num(&item(&items, "J#ttl-1#0", "000000001"), "xa"));
+    assert_eq!(
+        num(&h, "xa"),
+        num(&item(&items, "J#ttl-1#0", "000000001"), "xa")
+    );
 
     // A redriven job is unfinished again: it must not expire.
     let out = stack.run(
@@ -436,7 +450,9 @@ async fn finished_items_expire_after_the_configured_days() {
         Some(num(&cancelled, "fa").unwrap() / 1000 + three_days)
     );
     assert!(
-        job.executions().iter().all(|e| !e.job_id.starts_with("ttl-2")),
+        job.executions()
+            .iter()
+            .all(|e| !e.job_id.starts_with("ttl-2")),
         "the cancelled job never ran"
     );
 }
@@ -460,4 +476,210 @@ async fn live_reports_reach_the_counts() {
     assert_eq!((c.running, c.running_after_retry), (3, 1), "{c:?}");
     // A report older than a minute is not counted.
     assert_eq!(ledger.counts("lr", now + 61_000).await.unwrap().running, 0);
+}
+
+/// The largest items the configuration allows: every id, name and text at its limit, the
+/// longest history the configuration accepts filled and wrapped, the largest inline payload
+/// and result. Every item stays under DynamoDB's 400 KB (the local endpoint refuses larger
+/// items too), and the job item under 1 KB. Settings one step further are refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_item_passes_400_kb_at_the_largest_settings_the_config_accepts() {
+    use fleet_shared::config::{Config, ITEM_SAFE_BYTES};
+    use fleet_shared::error::ErrorClass;
+    use fleet_shared::ids::{MAX_JOB_TYPE_LEN, MAX_REQUEST_ID_LEN};
+    use fleet_shared::ledger::{
+        AttemptRecord, Change, Claim, ClaimRequest, Finish, Ledger, LiveReport,
+    };
+
+    let keep = (ITEM_SAFE_BYTES / item::HISTORY_ENTRY_MAX_BYTES) as u32;
+    let mut config = Config::default();
+    config.ledger.history_keep = keep;
+    config.claim_check.inline_max_bytes = ITEM_SAFE_BYTES;
+    config.limits.max_result_bytes = 256 * 1024;
+    config
+        .validate()
+        .expect("the largest settings are accepted");
+    for refused in [
+        {
+            let mut c = config.clone();
+            c.ledger.history_keep = keep + 1;
+            c
+        },
+        {
+            let mut c = config.clone();
+            c.claim_check.inline_max_bytes = ITEM_SAFE_BYTES + 1;
+            c
+        },
+        {
+            let mut c = config.clone();
+            c.limits.max_message_bytes = ITEM_SAFE_BYTES + 1;
+            c
+        },
+        {
+            let mut c = config.clone();
+            c.limits.max_result_bytes = 256 * 1024 + 1;
+            c
+        },
+    ] {
+        assert!(refused.validate().is_err(), "{refused:?}");
+    }
+
+    let stack = Stack::start().await;
+    let ledger = open_new(&stack, &stack.names.table)
+        .await
+        .with_history_keep(keep);
+    let rid = "r".repeat(MAX_REQUEST_ID_LEN);
+    let job_type = "t".repeat(MAX_JOB_TYPE_LEN);
+    let shards = 64;
+    let record = RequestRecord {
+        request_id: rid.clone(),
+        job_type: job_type.clone(),
+        total: 999_999_999,
+        content_hash: "h".repeat(64),
+        max_attempts: Some(100),
+        target: Some(Target::Ecs),
+        created_at_ms: 1,
+        job_shards: shards,
+        written: 0,
+        cancelled_at_ms: None,
+        stop_running: false,
+    };
+    ledger.put_request(&record).await.unwrap();
+    let job = JobId::new(&rid, 999_999_998).unwrap();
+    let key = item::job_key(&job, shards);
+    // The largest payload kept in the ledger (a larger one goes to S3 or is refused).
+    let payload = format!("{{\"p\":\"{}\"}}", "x".repeat(ITEM_SAFE_BYTES - 8));
+    assert_eq!(payload.len(), ITEM_SAFE_BYTES);
+    ledger
+        .put_jobs(&[NewJob {
+            job: job.clone(),
+            key: key.clone(),
+            job_type: job_type.clone(),
+            payload_json: payload.clone(),
+            max_attempts: Some(100),
+            target: Some(Target::Ecs),
+            created_at_ms: 1,
+        }])
+        .await
+        .unwrap();
+
+    let owner = "o".repeat(128);
+    let long = "e".repeat(100_000);
+    let attempts = keep + 3;
+    let mut now = 10u64;
+    for attempt in 1..=attempts {
+        now += 1_000;
+        let req = ClaimRequest {
+            job: &job,
+            shards,
+            job_type: &job_type,
+            payload_json: &payload,
+            max_attempts: Some(100),
+            owner: &owner,
+            now_ms: now,
+            lease_ms: 600_000,
+            skew_ms: 0,
+            enqueued_at_ms: 1,
+            direct: false,
+        };
+        let Claim::Claimed(lease) = ledger.claim(&req).await.unwrap() else {
+            panic!("attempt {attempt} not claimed")
+        };
+        ledger
+            .record_task(
+                &lease,
+                &format!("arn:aws:ecs:us-east-1:123456789012:task/{}", "c".repeat(64)),
+            )
+            .await
+            .unwrap();
+        ledger.heartbeat(&lease, now + 900_000).await.unwrap();
+        let last = attempt == attempts;
+        let finish = if last {
+            Finish::Succeeded {
+                result: Some(format!("\"{}\"", "r".repeat(256 * 1024 - 2))),
+            }
+        } else {
+            Finish::Retry {
+                class: ErrorClass::JobFailure,
+                error: long.clone(),
+                retry_at_ms: now + 1,
+                refund: false,
+            }
+        };
+        let record = AttemptRecord {
+            attempt,
+            fence: lease.fence,
+            started_ms: now,
+            ended_ms: now + 500,
+            target: "ecs".into(),
+            outcome: if last { "succeeded" } else { "job_failure" }.into(),
+            retry_at_ms: (!last).then_some(now + 1),
+            reason: long.clone(),
+            exit_code: Some(i32::MIN),
+            stopped_reason: Some(long.clone()),
+        };
+        let live: Vec<LiveReport> = (0..8)
+            .map(|r| LiveReport {
+                request_id: rid.clone(),
+                replica: format!("{r}{}", "q".repeat(127)),
+                running: u32::MAX,
+                after_retry: u32::MAX,
+                at_ms: now,
+            })
+            .collect();
+        let results = ledger
+            .commit(
+                &"s".repeat(64),
+                &[Change::Finish {
+                    lease,
+                    finish,
+                    record,
+                }],
+                &live,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("attempt {attempt}: {e}"));
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        now += 1;
+    }
+
+    // The history item keeps the newest `keep` failed attempts; the last attempt (which
+    // succeeded) is on the job item.
+    let history = ledger.job_history(&key).await.unwrap();
+    assert_eq!(
+        history.attempts.len(),
+        keep as usize + 1,
+        "the last {keep} failures kept, and the success"
+    );
+    assert_eq!(
+        history.older,
+        u64::from(attempts - 1 - keep),
+        "older ones counted"
+    );
+    assert_eq!(
+        history.attempts.last().map(|e| e.record.attempt),
+        Some(attempts)
+    );
+
+    let items = stack.table_items().await;
+    let mut largest = 0;
+    for i in &items {
+        let size = item::item_size(i);
+        let pk = i["pk"].as_s().unwrap();
+        let sk = i["sk"].as_s().unwrap();
+        assert!(size <= item::ITEM_MAX_BYTES, "{pk}/{sk}: {size} bytes");
+        if pk.starts_with("J#") {
+            assert!(
+                size <= item::LEAN_MAX_BYTES,
+                "job item {pk}/{sk}: {size} bytes"
+            );
+        }
+        largest = largest.max(size);
+    }
+    // The history item is the largest: near, but under, the limit.
+    assert!(
+        largest > 300_000,
+        "the worst case was reached: {largest} bytes"
+    );
+    println!("largest item: {largest} bytes of {}", item::ITEM_MAX_BYTES);
 }

@@ -115,9 +115,7 @@ async fn metrics_agree_with_the_ledger_and_readiness_follows_draining() {
         }
         retried_in_ledger += item
             .iter()
-            .filter(|(k, v)| {
-                k.starts_with('h') && v.as_m().is_ok_and(|m| m.contains_key("r"))
-            })
+            .filter(|(k, v)| k.starts_with('h') && v.as_m().is_ok_and(|m| m.contains_key("r")))
             .count();
     }
     assert_eq!(retried_in_ledger, 6 + 4 * 2);

@@ -6,7 +6,8 @@
 //! - `fail`: always fail;
 //! - `panic`: panic (the Lambda emulation reports it as a function error; a container exits
 //!   with code 101);
-//! - `echo`: returned in the result.
+//! - `echo`: returned in the result;
+//! - `result_bytes`: the result carries a `fill` string of this many bytes.
 //!
 //! When `FLEET_TESTJOB_LOG` names a file, every execution appends one JSON line to it
 //! before the work starts: `{"job_id", "attempt", "fence", "pid", "started_ms",
@@ -32,6 +33,7 @@ struct Payload {
     fail: bool,
     panic: bool,
     echo: Option<Value>,
+    result_bytes: usize,
 }
 
 struct TestJob {
@@ -97,13 +99,17 @@ impl JobHandler for TestJob {
                 ),
             ));
         }
-        Ok(json!({
+        let mut result = json!({
             "job_id": ctx.job_id,
             "attempt": ctx.attempt,
             "fence": ctx.fence,
             "slept_ms": p.sleep_ms,
             "echo": p.echo,
-        }))
+        });
+        if p.result_bytes > 0 {
+            result["fill"] = json!("x".repeat(p.result_bytes));
+        }
+        Ok(result)
     }
 }
 

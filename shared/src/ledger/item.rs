@@ -369,7 +369,11 @@ pub fn claimed(old: &JobItem, req: &super::ClaimRequest<'_>, index_shards: u32) 
 
 /// The lease a claim gives, from the item before (`None` when the claim created it) and
 /// after.
-pub fn lease_of(old: Option<&JobItem>, new: &JobItem, req: &super::ClaimRequest<'_>) -> super::Lease {
+pub fn lease_of(
+    old: Option<&JobItem>,
+    new: &JobItem,
+    req: &super::ClaimRequest<'_>,
+) -> super::Lease {
     super::Lease {
         job: new.job.clone(),
         key: new.key.clone(),
@@ -676,7 +680,10 @@ pub fn encode_job(j: &JobItem) -> Item {
     put(attr::DURATION, j.duration_ms.map(n));
     put(attr::REQUEUED_AT, j.requeued_at_ms.map(n));
     put(attr::TASK, j.task.as_ref().map(s));
-    put(attr::LAST_ATTEMPT, j.last.as_ref().map(|r| record_value(r, None)));
+    put(
+        attr::LAST_ATTEMPT,
+        j.last.as_ref().map(|r| record_value(r, None)),
+    );
     put(attr::LAST_ERROR, j.last_error.as_ref().map(s));
     put(attr::ERROR_CLASS, j.error_class.map(|c| s(c.as_str())));
     match &j.result {
@@ -1135,7 +1142,10 @@ mod tests {
         let mut bare = j.clone();
         bare.payload = PayloadAt::Inline(String::new());
         let fixed = item_size(&encode_job(&bare)) - key.pk.len() - key.sk.len() - "resize".len();
-        assert!(fixed <= LEAN_FIXED_BYTES, "{fixed} bytes besides keys and payload");
+        assert!(
+            fixed <= LEAN_FIXED_BYTES,
+            "{fixed} bytes besides keys and payload"
+        );
         assert_eq!(
             payload_placement(&key, "resize", &small),
             PayloadAt::Inline(small.clone())

@@ -52,11 +52,8 @@ impl Store {
                 .remove(&(d.kind.partition(d.shard), d.at_ms, j.key.clone()));
         }
         if j.failed {
-            self.failed.remove(&(
-                item::failed_partition(&j.job),
-                j.job.index(),
-                j.key.clone(),
-            ));
+            self.failed
+                .remove(&(item::failed_partition(&j.job), j.job.index(), j.key.clone()));
         }
     }
 
@@ -66,11 +63,8 @@ impl Store {
                 .insert((d.kind.partition(d.shard), d.at_ms, j.key.clone()));
         }
         if j.failed {
-            self.failed.insert((
-                item::failed_partition(&j.job),
-                j.job.index(),
-                j.key.clone(),
-            ));
+            self.failed
+                .insert((item::failed_partition(&j.job), j.job.index(), j.key.clone()));
         }
     }
 
@@ -111,7 +105,10 @@ fn item_charges(key_pk: &str, old: Option<&Item>, new: Option<&Item>, factor: f6
         factor * write_units(size(old), size(new)) as f64,
     )];
     for (name, entry) in [
-        (item::DUE_INDEX, item::due_entry as fn(&Item) -> Option<(String, usize)>),
+        (
+            item::DUE_INDEX,
+            item::due_entry as fn(&Item) -> Option<(String, usize)>,
+        ),
         (item::FAILED_INDEX, item::failed_entry),
     ] {
         let before = old.and_then(entry);
@@ -141,7 +138,9 @@ fn item_charges(key_pk: &str, old: Option<&Item>, new: Option<&Item>, factor: f6
 }
 
 /// The attributes an index entry projects (a change to any of them rewrites the entry).
-fn entry_attrs(index: &str) -> impl Fn(&Item) -> Vec<Option<aws_sdk_dynamodb::types::AttributeValue>> {
+fn entry_attrs(
+    index: &str,
+) -> impl Fn(&Item) -> Vec<Option<aws_sdk_dynamodb::types::AttributeValue>> {
     let names: &'static [&'static str] = if index == item::DUE_INDEX {
         &[
             item::attr::STATE,
@@ -285,7 +284,10 @@ impl MemoryLedger {
     /// A copy of a job's lean item, by job id (any shard count).
     pub fn get(&self, job_id: &str) -> Option<JobItem> {
         let st = self.lock();
-        st.jobs.values().find(|j| j.job.to_string() == job_id).cloned()
+        st.jobs
+            .values()
+            .find(|j| j.job.to_string() == job_id)
+            .cloned()
     }
 
     /// Every job's lean item, in key order.
@@ -373,7 +375,8 @@ impl MemoryLedger {
                         refund,
                     } => {
                         j.retry_at_ms = Some(*retry_at_ms);
-                        j.due = due_for(&j.job, JobState::Retrying, *retry_at_ms, self.index_shards);
+                        j.due =
+                            due_for(&j.job, JobState::Retrying, *retry_at_ms, self.index_shards);
                         j.last_error = Some(clip_bytes(error, SHORT_ERROR_BYTES));
                         j.error_class = Some(*class);
                         j.retry_debt = true;
@@ -628,18 +631,20 @@ impl Ledger for MemoryLedger {
             {
                 if c.writes_history() {
                     let (mut ring, n) = st.histories.get(&j.key).cloned().unwrap_or_default();
-                    let before = (!ring.is_empty())
-                        .then(|| item::history_item(&j.key, &ring, n, None));
+                    let before =
+                        (!ring.is_empty()).then(|| item::history_item(&j.key, &ring, n, None));
                     let error = finish.error().map(|(_, e)| e.to_owned());
                     ring.insert(
                         item::history_slot(lease.fence, self.history_keep),
                         (record.clone(), error),
                     );
-                    let after = item::history_item(&j.key, &ring, n + 1, self.expiry(record.ended_ms));
+                    let after =
+                        item::history_item(&j.key, &ring, n + 1, self.expiry(record.ended_ms));
                     self.check_size("TransactWriteItems", &j.key, &after)?;
                     charges.push(Charge::table(
                         item::satellite(&j.key, item::HISTORY_SUFFIX).pk,
-                        2.0 * write_units(before.as_ref().map_or(0, item_size), item_size(&after)) as f64,
+                        2.0 * write_units(before.as_ref().map_or(0, item_size), item_size(&after))
+                            as f64,
                     ));
                     histories.push((j.key.clone(), ring, n + 1));
                 }
@@ -738,7 +743,11 @@ impl Ledger for MemoryLedger {
         }
         self.read(
             "Query",
-            &[Charge::index(item::DUE_INDEX, &part, read_units(bytes, false))],
+            &[Charge::index(
+                item::DUE_INDEX,
+                &part,
+                read_units(bytes, false),
+            )],
         )?;
         Ok(out)
     }
@@ -759,12 +768,17 @@ impl Ledger for MemoryLedger {
             .lease_until_ms
             .is_some_and(|u| u < now_ms.saturating_sub(skew_ms));
         let old_item = encode_job(&j);
-        let Some(task) = j.task.clone().filter(|_| {
-            j.state == JobState::Running && expired && j.fence == e.fence
-        }) else {
+        let Some(task) = j
+            .task
+            .clone()
+            .filter(|_| j.state == JobState::Running && expired && j.fence == e.fence)
+        else {
             self.write(
                 "UpdateItem",
-                &[Charge::table(&e.key.pk, write_units(item_size(&old_item), 0) as f64)],
+                &[Charge::table(
+                    &e.key.pk,
+                    write_units(item_size(&old_item), 0) as f64,
+                )],
             )?;
             return Ok(None);
         };
@@ -832,7 +846,10 @@ impl Ledger for MemoryLedger {
         if !(state_ok && due && not_recent) {
             self.write(
                 "UpdateItem",
-                &[Charge::table(&e.key.pk, write_units(item_size(&old_item), 0) as f64)],
+                &[Charge::table(
+                    &e.key.pk,
+                    write_units(item_size(&old_item), 0) as f64,
+                )],
             )?;
             return Ok(None);
         }
@@ -893,7 +910,13 @@ impl MemoryLedger {
         };
         let old_item = encode_job(&j);
         if !owns(&j, lease) {
-            self.write(op, &[Charge::table(&lease.key.pk, write_units(item_size(&old_item), 0) as f64)])?;
+            self.write(
+                op,
+                &[Charge::table(
+                    &lease.key.pk,
+                    write_units(item_size(&old_item), 0) as f64,
+                )],
+            )?;
             return Err(stale(lease));
         }
         let mut new = j;
@@ -925,7 +948,9 @@ impl MemoryLedger {
 
 /// A cursor: the position after the last item returned, as `<partition number>/<sort key>`.
 pub(crate) fn parse_cursor(cursor: Option<&str>) -> Result<(u32, Option<String>), LedgerError> {
-    let Some(c) = cursor else { return Ok((0, None)) };
+    let Some(c) = cursor else {
+        return Ok((0, None));
+    };
     let (p, sk) = c.split_once('/').ok_or_else(|| LedgerError::Malformed {
         key: "cursor".into(),
         message: format!("{c:?} is not a cursor this listing gave"),
@@ -943,11 +968,20 @@ impl RequestLedger for MemoryLedger {
         let key = item::request_key(&r.request_id);
         if let Some(existing) = st.requests.get(&r.request_id) {
             let size = item_size(&item::encode_request(existing, None));
-            self.write("PutItem", &[Charge::table(&key.pk, write_units(size, 0) as f64)])?;
+            self.write(
+                "PutItem",
+                &[Charge::table(&key.pk, write_units(size, 0) as f64)],
+            )?;
             return Ok(PutRequestOutcome::Exists(existing.clone()));
         }
         let item = item::encode_request(r, self.expiry(r.created_at_ms));
-        self.write("PutItem", &[Charge::table(&key.pk, write_units(0, item_size(&item)) as f64)])?;
+        self.write(
+            "PutItem",
+            &[Charge::table(
+                &key.pk,
+                write_units(0, item_size(&item)) as f64,
+            )],
+        )?;
         st.requests.insert(r.request_id.clone(), r.clone());
         Ok(PutRequestOutcome::Created)
     }
@@ -955,10 +989,15 @@ impl RequestLedger for MemoryLedger {
     async fn get_request(&self, request_id: &str) -> Result<Option<RequestRecord>, LedgerError> {
         let st = self.lock();
         let r = st.requests.get(request_id).cloned();
-        let size = r.as_ref().map_or(0, |r| item_size(&item::encode_request(r, None)));
+        let size = r
+            .as_ref()
+            .map_or(0, |r| item_size(&item::encode_request(r, None)));
         self.read(
             "GetItem",
-            &[Charge::table(item::request_key(request_id).pk, read_units(size, true))],
+            &[Charge::table(
+                item::request_key(request_id).pk,
+                read_units(size, true),
+            )],
         )?;
         Ok(r)
     }
@@ -1048,7 +1087,10 @@ impl RequestLedger for MemoryLedger {
         };
         let size = item_size(&item::encode_request(r, None));
         if let Some(m) = &self.meter {
-            m.write("UpdateItem", &[Charge::table(&key.pk, write_units(size, size) as f64)])?;
+            m.write(
+                "UpdateItem",
+                &[Charge::table(&key.pk, write_units(size, size) as f64)],
+            )?;
         }
         r.written = r.written.max(written);
         Ok(())
@@ -1067,7 +1109,10 @@ impl RequestLedger for MemoryLedger {
         };
         let size = item_size(&item::encode_request(r, None));
         if let Some(m) = &self.meter {
-            m.write("UpdateItem", &[Charge::table(&key.pk, write_units(size, size + 30) as f64)])?;
+            m.write(
+                "UpdateItem",
+                &[Charge::table(&key.pk, write_units(size, size + 30) as f64)],
+            )?;
         }
         r.cancelled_at_ms.get_or_insert(now_ms);
         r.stop_running |= stop_running;
@@ -1210,7 +1255,11 @@ impl RequestLedger for MemoryLedger {
                 items.push(Self::detail(j));
                 last = Some(*ix);
             }
-            charges.push(Charge::index(item::FAILED_INDEX, &part, read_units(bytes, false)));
+            charges.push(Charge::index(
+                item::FAILED_INDEX,
+                &part,
+                read_units(bytes, false),
+            ));
             if items.len() >= limit
                 && let Some(l) = last
             {
@@ -1233,7 +1282,10 @@ impl RequestLedger for MemoryLedger {
             self.read("GetItem", &[Charge::table(&key.pk, 1.0)])?;
             return Ok(None);
         };
-        let mut charges = vec![Charge::table(&key.pk, read_units(item_size(&encode_job(&j)), true))];
+        let mut charges = vec![Charge::table(
+            &key.pk,
+            read_units(item_size(&encode_job(&j)), true),
+        )];
         if j.payload == PayloadAt::Apart {
             let p = st.payloads.get(key).cloned().unwrap_or_default();
             charges.push(Charge::table(
@@ -1282,7 +1334,6 @@ impl RequestLedger for MemoryLedger {
         self.commit(slot, changes, &[]).await
     }
 }
-
 
 /// Adds the lean item's last attempt to a history when the ring does not hold it (a success,
 /// or a cancel: only failed attempts go to the ring).

@@ -124,6 +124,9 @@ pub struct ClaimRequest<'a> {
     /// its expiry time.
     pub skew_ms: u64,
     pub enqueued_at_ms: u64,
+    /// The request has no item (its jobs were sent straight to SQS): the job's item is
+    /// most likely missing too, so the claim tries to create it first.
+    pub direct: bool,
 }
 
 /// A lease on a job: proof of ownership for every later write.

@@ -142,7 +142,9 @@ impl Meter {
     }
 
     fn second(&self) -> u64 {
-        Instant::now().saturating_duration_since(self.start).as_secs()
+        Instant::now()
+            .saturating_duration_since(self.start)
+            .as_secs()
     }
 
     /// Charges a write to every partition it touches, or throttles it whole.
@@ -268,16 +270,25 @@ mod tests {
             matches!(err, Err(LedgerError::Aws { class, .. }) if class == crate::error::ErrorClass::Throttled)
         );
         // Another key has its own budget; an index throttle refuses the whole write.
-        assert!(m.write("UpdateItem", &[Charge::table("J#r#1", 1.0)]).is_ok());
+        assert!(
+            m.write("UpdateItem", &[Charge::table("J#r#1", 1.0)])
+                .is_ok()
+        );
         assert!(
             m.write(
                 "UpdateItem",
-                &[Charge::table("J#r#2", 1.0), Charge::index("due", "L#0", 1001.0)]
+                &[
+                    Charge::table("J#r#2", 1.0),
+                    Charge::index("due", "L#0", 1001.0)
+                ]
             )
             .is_err()
         );
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert!(m.write("UpdateItem", &[Charge::table("J#r#0", 1.0)]).is_ok());
+        assert!(
+            m.write("UpdateItem", &[Charge::table("J#r#0", 1.0)])
+                .is_ok()
+        );
         let u = m.usage();
         assert_eq!(u.throttled_writes, 2);
         assert_eq!(u.write_units, 1002.0);

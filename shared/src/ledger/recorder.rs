@@ -118,7 +118,9 @@ pub struct Recorder {
 
 impl std::fmt::Debug for Pending {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pending").field("change", &self.change).finish()
+        f.debug_struct("Pending")
+            .field("change", &self.change)
+            .finish()
     }
 }
 
@@ -248,11 +250,29 @@ async fn run<L: Ledger>(
                 _ = &mut linger => break,
             }
         }
-        commit_batch(ledger.as_ref(), &slot, &replica, &live, &clock, batch, &requests).await;
+        commit_batch(
+            ledger.as_ref(),
+            &slot,
+            &replica,
+            &live,
+            &clock,
+            batch,
+            &requests,
+        )
+        .await;
         if let Some(p) = carry {
             let mut requests = BTreeSet::new();
             requests.insert(p.change.job().request_id().to_owned());
-            commit_batch(ledger.as_ref(), &slot, &replica, &live, &clock, vec![p], &requests).await;
+            commit_batch(
+                ledger.as_ref(),
+                &slot,
+                &replica,
+                &live,
+                &clock,
+                vec![p],
+                &requests,
+            )
+            .await;
         }
     }
 }

@@ -344,13 +344,19 @@ fn targets(v: &Value) -> serde_json::Map<String, Value> {
             check(
                 "hottest_table_key_units_per_sec",
                 &b["hottest_table_key"]["units_per_sec"],
-                b["hottest_table_key"]["units_per_sec"].as_f64().unwrap_or(f64::NAN) <= 500.0,
+                b["hottest_table_key"]["units_per_sec"]
+                    .as_f64()
+                    .unwrap_or(f64::NAN)
+                    <= 500.0,
                 "<= 500",
             );
             check(
                 "hottest_index_key_units_per_sec",
                 &b["hottest_index_key"]["units_per_sec"],
-                b["hottest_index_key"]["units_per_sec"].as_f64().unwrap_or(f64::NAN) <= 500.0,
+                b["hottest_index_key"]["units_per_sec"]
+                    .as_f64()
+                    .unwrap_or(f64::NAN)
+                    <= 500.0,
                 "<= 500",
             );
             check(
@@ -359,11 +365,19 @@ fn targets(v: &Value) -> serde_json::Map<String, Value> {
                 bf("table_write_units_per_job") <= 5.0,
                 "<= 5 (producer write included)",
             );
-            check("vs_greedy", &b["vs_greedy"], bf("vs_greedy") >= 0.95, ">= 0.95");
+            check(
+                "vs_greedy",
+                &b["vs_greedy"],
+                bf("vs_greedy") >= 0.95,
+                ">= 0.95",
+            );
             check(
                 "storm_peak_queue_in_flight",
                 &v["failure_storm"]["peak_queue_in_flight"],
-                v["failure_storm"]["peak_queue_in_flight"].as_f64().unwrap_or(f64::NAN) <= 60_000.0,
+                v["failure_storm"]["peak_queue_in_flight"]
+                    .as_f64()
+                    .unwrap_or(f64::NAN)
+                    <= 60_000.0,
                 "far below 120,000 (<= 60,000)",
             );
         }

@@ -114,6 +114,11 @@ impl TaskLauncher for EcsLauncher {
         true
     }
 
+    /// RunTask calls are paced (`ecs.run_task_per_sec`).
+    async fn pace(&self) {
+        self.rate.acquire().await;
+    }
+
     async fn start(&self, event: &JobEvent) -> Result<String, (ErrorClass, String)> {
         let ecs = &self.config.ecs;
         let task_definition = self
@@ -199,7 +204,6 @@ impl TaskLauncher for EcsLauncher {
             ),
             None => run.launch_type(LaunchType::from(ecs.launch_type.as_str())),
         };
-        self.rate.acquire().await;
         let out = run.send().await.map_err(|e| {
             (
                 classify::sdk_error(&e),

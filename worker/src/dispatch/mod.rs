@@ -46,6 +46,12 @@ pub trait TaskLauncher: Send + Sync + 'static {
     /// whoever holds the lease follows it.
     fn adoptable(&self) -> bool;
 
+    /// Waits for a turn to start a task (a launcher that paces its starts waits here, so
+    /// the engine's last checks before [`TaskLauncher::start`] are not stale).
+    fn pace(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
     /// Starts the attempt; the task's id once it exists. A start repeated for the same job
     /// and attempt must not start a second task.
     fn start(
@@ -103,6 +109,14 @@ impl TaskLauncher for AnyLauncher {
             AnyLauncher::Ecs(l) => l.adoptable(),
             AnyLauncher::Process(l) => l.adoptable(),
             AnyLauncher::None(l) => l.adoptable(),
+        }
+    }
+
+    async fn pace(&self) {
+        match self {
+            AnyLauncher::Ecs(l) => l.pace().await,
+            AnyLauncher::Process(l) => l.pace().await,
+            AnyLauncher::None(l) => l.pace().await,
         }
     }
 

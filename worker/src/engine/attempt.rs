@@ -20,6 +20,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use fleet_shared::ledger::recorder::Live;
+
 use super::views::VIEW_TTL;
 use super::{Engine, Stats, visibility_secs};
 use crate::acks::Acker;
@@ -32,7 +34,9 @@ pub(super) enum AttemptEnd {
     Done(Outcome, TaskInfo),
     /// The ledger refused a write (`expired: false`: another replica holds the job now), or
     /// the lease ran out before a renewal landed (`expired: true`).
-    LeaseLost { expired: bool },
+    LeaseLost {
+        expired: bool,
+    },
     /// The job's request was cancelled with `--stop-running` while the job ran in a task.
     Cancelled,
     Stopped,
@@ -73,9 +77,26 @@ pub(super) struct Attempt<'a> {
     pub task: std::sync::Mutex<Option<String>>,
     /// Until when the lease is known to be ours (the last renewal's expiry).
     pub until_ms: AtomicU64,
+    /// Counted in the replica's live report (from start until its outcome is committed).
+    pub live: AtomicBool,
 }
 
 impl Attempt<'_> {
+    /// Counts the attempt as running on this replica.
+    pub fn start_live(&self, live: &Live) {
+        if !self.live.swap(true, Ordering::Relaxed) {
+            live.started(&self.msg.request_id, self.lease.after_retry);
+        }
+    }
+
+    /// Stops counting it: called as its outcome goes to the ledger, so the live report in
+    /// the same transaction no longer counts it, and again (doing nothing) when it ends.
+    pub fn end_live(&self, live: &Live) {
+        if self.live.swap(false, Ordering::Relaxed) {
+            live.ended(&self.msg.request_id, self.lease.after_retry);
+        }
+    }
+
     /// The received message while this replica still holds it.
     pub fn held(&self) -> Option<&Received> {
         match self.message {
@@ -151,10 +172,11 @@ where
                         message: Some((&m, received_at)),
                         handed_off: AtomicBool::new(false),
                         task: std::sync::Mutex::new(None),
+                        live: AtomicBool::new(false),
                     };
-                    self.live.started(&msg.request_id, a.lease.after_retry);
+                    a.start_live(&self.live);
                     self.run_attempt(&a, acker, hard_stop).await;
-                    self.live.ended(&msg.request_id, a.lease.after_retry);
+                    a.end_live(&self.live);
                 }
                 Claim::NotYet { state, until_ms } => {
                     Stats::bump(&self.stats.deferred);
@@ -203,7 +225,8 @@ where
                 .await;
         } else {
             warn!(error = %e, "ledger call failed; the message will come back");
-            self.set_visibility(&m.receipt, Duration::from_secs(5)).await;
+            self.set_visibility(&m.receipt, Duration::from_secs(5))
+                .await;
         }
     }
 
@@ -264,19 +287,25 @@ where
                 lease_ms: self.config.worker.lease_ms(),
                 skew_ms: self.config.worker.skew_ms(),
                 enqueued_at_ms: msg.enqueued_at_ms,
+                direct: !view.exists,
             })
             .await
     }
 
     /// Stores a large payload of a message sent straight to SQS in S3 (the claim-check) and
     /// returns its reference; a permanent error without a claim-check prefix.
-    async fn claim_check_payload(&self, job: &JobId, payload_json: String) -> Result<String, LedgerError> {
+    async fn claim_check_payload(
+        &self,
+        job: &JobId,
+        payload_json: String,
+    ) -> Result<String, LedgerError> {
         let refuse = |message: String| LedgerError::Aws {
             op: "PutObject",
             class: ErrorClass::Permanent,
             message,
         };
-        let (Some(prefix), Some(s3)) = (self.config.claim_check.location(), self.s3.as_ref()) else {
+        let (Some(prefix), Some(s3)) = (self.config.claim_check.location(), self.s3.as_ref())
+        else {
             return Err(refuse(format!(
                 "the payload is {} bytes, over claim_check.inline_max_bytes ({}), and no claim_check.prefix is configured to keep it in S3",
                 payload_json.len(),
@@ -330,23 +359,13 @@ where
                 target: previous_target,
                 reason: "attempts_exhausted".into(),
             };
-            self.conclude(a, &route, AttemptEnd::Done(outcome, TaskInfo::default()), acker)
-                .await;
-            return;
-        }
-        // The request may have been cancelled since the message was received: no job starts
-        // on a view older than VIEW_TTL.
-        if self
-            .views
-            .get(self.ledger.as_ref(), &a.msg.request_id, VIEW_TTL)
-            .await
-            .is_ok_and(|v| v.cancelled)
-        {
-            let route = Route {
-                target: previous_target,
-                reason: "request_cancelled".into(),
-            };
-            self.conclude(a, &route, AttemptEnd::Cancelled, acker).await;
+            self.conclude(
+                a,
+                &route,
+                AttemptEnd::Done(outcome, TaskInfo::default()),
+                acker,
+            )
+            .await;
             return;
         }
         let event = self.event(a);
@@ -370,14 +389,25 @@ where
                 target: Target::Lambda,
                 reason: "no_target".into(),
             };
-            self.conclude(a, &route, AttemptEnd::Done(outcome, TaskInfo::default()), acker)
-                .await;
+            self.conclude(
+                a,
+                &route,
+                AttemptEnd::Done(outcome, TaskInfo::default()),
+                acker,
+            )
+            .await;
             return;
         };
         self.stats.count_route(&route);
         debug!(attempt = a.lease.attempt, fence = a.lease.fence, target = route.target.as_str(), reason = %route.reason, "dispatching");
-        self.guarded(a, &route, self.execute(a, &route, &event, acker), acker, hard_stop)
-            .await;
+        self.guarded(
+            a,
+            &route,
+            self.execute(a, &route, &event, acker),
+            acker,
+            hard_stop,
+        )
+        .await;
     }
 
     /// Runs an attempt (`work`) and concludes it while the heartbeat renews its lease: the
@@ -431,6 +461,9 @@ where
         };
         if route.target != Target::Ecs {
             let permit = self.lambda_limit.acquire().await;
+            if self.cancelled(a).await {
+                return AttemptEnd::Cancelled;
+            }
             dispatched();
             let outcome = self.dispatcher.dispatch(event).await;
             match &outcome {
@@ -444,6 +477,10 @@ where
             return AttemptEnd::Done(outcome, TaskInfo::default());
         }
         let permit = self.ecs_limit.acquire().await;
+        self.tasks.pace().await;
+        if self.cancelled(a).await {
+            return AttemptEnd::Cancelled;
+        }
         let task = match self.tasks.start(event).await {
             Ok(task) => task,
             Err((class, message)) => {
@@ -483,16 +520,39 @@ where
         AttemptEnd::Done(end.outcome.clone(), TaskInfo::from(&end))
     }
 
+    /// Whether the job's request was cancelled, checked right before the job starts (after
+    /// every wait for a permit or a RunTask slot): no job starts on a request view older
+    /// than [`VIEW_TTL`], so none starts once `cancel` has returned.
+    async fn cancelled(&self, a: &Attempt<'_>) -> bool {
+        self.views
+            .get(self.ledger.as_ref(), &a.msg.request_id, VIEW_TTL)
+            .await
+            .is_ok_and(|v| v.cancelled)
+    }
+
     /// What follows an attempt's end: the outcome recorded, or the lease given up.
-    pub(super) async fn conclude(&self, a: &Attempt<'_>, route: &Route, end: AttemptEnd, acker: &Acker) {
+    pub(super) async fn conclude(
+        &self,
+        a: &Attempt<'_>,
+        route: &Route,
+        end: AttemptEnd,
+        acker: &Acker,
+    ) {
         match end {
             AttemptEnd::Done(outcome, info) => self.record(a, route, outcome, info, acker).await,
             AttemptEnd::Cancelled => {
                 if let Some(task) = a.task() {
                     self.tasks.stop(&task, "request cancelled").await;
                 }
-                self.record_finish(a, route, Finish::Cancelled, "cancelled", TaskInfo::default(), acker)
-                    .await;
+                self.record_finish(
+                    a,
+                    route,
+                    Finish::Cancelled,
+                    "cancelled",
+                    TaskInfo::default(),
+                    acker,
+                )
+                .await;
             }
             AttemptEnd::LeaseLost { expired } => {
                 self.count(&self.stats.leases_lost, fm::LEASES_LOST);
@@ -645,7 +705,8 @@ where
     pub(super) async fn defer(&self, m: &Received, wait_ms: u64, acker: &Acker) {
         let wait = Duration::from_millis(wait_ms);
         if wait <= super::MAX_HIDE {
-            self.set_visibility(&m.receipt, visibility_secs(wait_ms)).await;
+            self.set_visibility(&m.receipt, visibility_secs(wait_ms))
+                .await;
             return;
         }
         let delay = wait.min(fleet_shared::queue::MAX_DELAY);
@@ -656,7 +717,8 @@ where
             }
             Err(e) => {
                 warn!(error = %e, "could not send the message again delayed; hiding it instead");
-                self.set_visibility(&m.receipt, visibility_secs(wait_ms)).await;
+                self.set_visibility(&m.receipt, visibility_secs(wait_ms))
+                    .await;
             }
         }
     }

@@ -49,7 +49,6 @@ use crate::retry::RetryPolicy;
 use crate::routing::Route;
 use views::{Frontier, Views};
 
-
 /// A message is kept hidden (in flight) for at most this long; a longer wait deletes it and
 /// sends it again with a delay, so a storm of long retries cannot fill SQS's in-flight
 /// limit (about 120,000 messages a queue, past which receives come back empty).

@@ -73,8 +73,15 @@ where
         let (class, message) = match outcome {
             Outcome::Succeeded { result } => match self.keep_result(a, result).await {
                 Ok(result) => {
-                    self.record_finish(a, route, Finish::Succeeded { result }, "succeeded", info, acker)
-                        .await;
+                    self.record_finish(
+                        a,
+                        route,
+                        Finish::Succeeded { result },
+                        "succeeded",
+                        info,
+                        acker,
+                    )
+                    .await;
                     return;
                 }
                 Err(message) => (ErrorClass::Permanent, message),
@@ -118,7 +125,11 @@ where
 
     /// A result as the ledger keeps it: itself when it is at most `limits.max_result_bytes`,
     /// else a reference to it in S3 (the claim-check). `Err` says why it cannot be kept.
-    async fn keep_result(&self, a: &Attempt<'_>, result: Vec<u8>) -> Result<Option<String>, String> {
+    async fn keep_result(
+        &self,
+        a: &Attempt<'_>,
+        result: Vec<u8>,
+    ) -> Result<Option<String>, String> {
         if result.is_empty() {
             return Ok(None);
         }
@@ -126,13 +137,19 @@ where
         if result.len() <= limit {
             return Ok(Some(String::from_utf8_lossy(&result).into_owned()));
         }
-        let (Some(prefix), Some(s3)) = (self.config.claim_check.location(), self.s3.as_ref()) else {
+        let (Some(prefix), Some(s3)) = (self.config.claim_check.location(), self.s3.as_ref())
+        else {
             return Err(format!(
                 "the result is {} bytes, over limits.max_result_bytes ({limit}), and no claim_check.prefix is configured to keep it in S3",
                 result.len()
             ));
         };
-        let uri = claim_check::result_uri(&prefix, a.lease.job.request_id(), a.lease.job.index(), a.lease.fence);
+        let uri = claim_check::result_uri(
+            &prefix,
+            a.lease.job.request_id(),
+            a.lease.job.index(),
+            a.lease.fence,
+        );
         let reference = claim_check::result_reference(&uri, &result);
         claim_check::put(s3, &uri, result)
             .await
@@ -211,11 +228,7 @@ where
                 warn!(attempt = a.lease.attempt, %class, %error, "job failed");
                 // Ledger first: if the dead-letter send is lost to a crash, the message comes
                 // back, the claim finds the job FAILED and sends it then.
-                let history = self
-                    .ledger
-                    .history(&a.lease.key)
-                    .await
-                    .unwrap_or_default();
+                let history = self.ledger.history(&a.lease.key).await.unwrap_or_default();
                 let record = self.failure_record(Some(a.msg), class, &error, &history);
                 if self.dead_letter(&a.body, &record).await
                     && let Some(m) = a.held()
@@ -249,7 +262,13 @@ where
 
     /// Commits an outcome; the finish actually written, or `None` when none was (the lease
     /// was lost, or the recorder stopped: the message will come back).
-    async fn commit(&self, a: &Attempt<'_>, mut finish: Finish, mut rec: AttemptRecord) -> Option<Finish> {
+    async fn commit(
+        &self,
+        a: &Attempt<'_>,
+        mut finish: Finish,
+        mut rec: AttemptRecord,
+    ) -> Option<Finish> {
+        a.end_live(&self.live);
         loop {
             let change = Change::Finish {
                 lease: a.lease.clone(),
@@ -259,7 +278,11 @@ where
             match self.recorder().commit(change).await {
                 Ok(()) => {
                     let state = finish.state();
-                    let event = if state.is_terminal() { "terminal" } else { "retry" };
+                    let event = if state.is_terminal() {
+                        "terminal"
+                    } else {
+                        "retry"
+                    };
                     self.history.record(
                         self.clock.now_ms(),
                         event,
@@ -279,7 +302,10 @@ where
                     warn!(fence = a.lease.fence, state = %finish.state(), "ledger refused the outcome: the lease was lost");
                     return None;
                 }
-                Err(e) if e.class() == ErrorClass::Permanent && !matches!(finish, Finish::Failed { .. }) => {
+                Err(e)
+                    if e.class() == ErrorClass::Permanent
+                        && !matches!(finish, Finish::Failed { .. }) =>
+                {
                     self.count(&self.stats.ledger_errors, fm::LEDGER_ERRORS);
                     warn!(error = %e, "the ledger refused the outcome; recording the job FAILED instead");
                     finish = Finish::Failed {

@@ -146,5 +146,4 @@ where
             self.learner.sync(self.ledger.as_ref(), &self.config).await;
         }
     }
-
 }

@@ -109,11 +109,12 @@ where
                 if kind == DueKind::Waiting
                     && let Some(first) = entries.first()
                 {
-                    oldest_waiting = Some(oldest_waiting.map_or(first.at_ms, |o| o.min(first.at_ms)));
+                    oldest_waiting =
+                        Some(oldest_waiting.map_or(first.at_ms, |o| o.min(first.at_ms)));
                 }
                 // Waiting or unleased jobs due before this are behind the queue: lost.
-                let due_before = frontier
-                    .map(|f| f.min(now.saturating_sub(skew)).saturating_sub(recover));
+                let due_before =
+                    frontier.map(|f| f.min(now.saturating_sub(skew)).saturating_sub(recover));
                 for e in entries {
                     if kind == DueKind::Lease && e.task.is_some() {
                         if self.tasks.adoptable() {
@@ -121,7 +122,9 @@ where
                         }
                         continue;
                     }
-                    let Some(due_before) = due_before else { continue };
+                    let Some(due_before) = due_before else {
+                        continue;
+                    };
                     if e.at_ms < due_before {
                         self.try_requeue(&e, now, due_before, recover).await;
                     }
@@ -148,7 +151,13 @@ where
         let w = &self.config.worker;
         match self
             .ledger
-            .adopt(e, &self.replica, self.clock.now_ms(), w.lease_ms(), w.skew_ms())
+            .adopt(
+                e,
+                &self.replica,
+                self.clock.now_ms(),
+                w.lease_ms(),
+                w.skew_ms(),
+            )
             .await
         {
             Ok(Some(adopted)) => {
@@ -247,15 +256,16 @@ where
             handed_off: AtomicBool::new(true),
             task: std::sync::Mutex::new(Some(adopted.task.clone())),
             until_ms: AtomicU64::new(adopted.lease.until_ms),
+            live: AtomicBool::new(false),
         };
-        self.live.started(&msg.request_id, a.lease.after_retry);
+        a.start_live(&self.live);
         let work = async {
             let end = self.tasks.wait(&adopted.task).await;
             AttemptEnd::Done(end.outcome.clone(), TaskInfo::from(&end))
         };
         self.guarded(&a, &route, work, acker, hard_stop)
-        .instrument(span)
-        .await;
-        self.live.ended(&msg.request_id, a.lease.after_retry);
+            .instrument(span)
+            .await;
+        a.end_live(&self.live);
     }
 }

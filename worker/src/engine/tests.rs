@@ -88,6 +88,11 @@ impl Dispatcher for FakeJob {
                 message: "no such function".into(),
             };
         }
+        if let Some(n) = p["result_bytes"].as_u64() {
+            return Outcome::Succeeded {
+                result: vec![b'r'; n as usize],
+            };
+        }
         Outcome::Succeeded {
             result: br#"{"ok":true}"#.to_vec(),
         }
@@ -368,6 +373,29 @@ async fn a_permanent_error_fails_at_once() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_item_the_ledger_refuses_as_invalid_fails_the_job_at_once() {
+    // A configuration the checks would refuse (results this large go to S3): the outcome's
+    // result item would pass DynamoDB's 400 KB, and the model refuses it as DynamoDB does,
+    // with a ValidationException. The job fails with that reason on its first attempt.
+    let mut c = config();
+    c.limits.max_result_bytes = 500_000;
+    assert!(c.validate().is_err());
+    let rig = start(c);
+    rig.queue
+        .push(body("r", 0, json!({"result_bytes": 450_000})));
+    until("failed", || rig.state("r:0") == Some(JobState::Failed)).await;
+    until("queue empty", || rig.queue.is_empty()).await;
+    assert_eq!(rig.job.calls_for("r:0").len(), 1, "never retried");
+    let dead = rig.dead.dead_letters();
+    assert_eq!(dead.len(), 1);
+    let attrs: BTreeMap<_, _> = dead[0].1.iter().cloned().collect();
+    let record = FailureRecord::from_attribute(&attrs[dead_letter_attr::FAILURE]).unwrap();
+    assert!(record.error.contains("ValidationException"), "{record:?}");
+    assert_eq!(record.error_class, "permanent", "{record:?}");
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_duplicate_of_a_running_job_is_deferred_not_run() {
     let rig = start(config());
     let b = body("r", 0, json!({"sleep_ms": 10_000}));
@@ -452,6 +480,7 @@ async fn a_replica_that_lost_its_lease_does_not_record_the_result() {
             lease_ms: 600_000,
             skew_ms: 1000,
             enqueued_at_ms: 0,
+            direct: true,
         })
         .await
         .unwrap();
@@ -610,6 +639,7 @@ async fn a_failed_jobs_message_that_comes_back_is_dead_lettered_again() {
             lease_ms: 1000,
             skew_ms: 0,
             enqueued_at_ms: 0,
+            direct: true,
         })
         .await
         .unwrap()
@@ -823,6 +853,7 @@ async fn ghost_claim(rig: &Rig, job: &str, lease_ms: u64) {
             lease_ms,
             skew_ms: 1000,
             enqueued_at_ms: 0,
+            direct: true,
         })
         .await
         .unwrap();

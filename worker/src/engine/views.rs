@@ -131,17 +131,32 @@ mod tests {
         assert_eq!(f.frontier(1_000_000, Duration::from_secs(20)), None);
         f.claimed(500_000);
         f.claimed(600_000);
-        assert_eq!(f.frontier(1_000_000, Duration::from_secs(20)), Some(500_000));
+        assert_eq!(
+            f.frontier(1_000_000, Duration::from_secs(20)),
+            Some(500_000)
+        );
         // Old claims leave the window.
         tokio::time::advance(Duration::from_secs(121)).await;
         f.claimed(900_000);
-        assert_eq!(f.frontier(1_000_000, Duration::from_secs(20)), Some(900_000));
+        assert_eq!(
+            f.frontier(1_000_000, Duration::from_secs(20)),
+            Some(900_000)
+        );
         // An empty queue for long enough: everything up to now is behind it.
         f.empty_receive();
-        assert_eq!(f.frontier(1_000_000, Duration::from_secs(20)), Some(900_000));
+        assert_eq!(
+            f.frontier(1_000_000, Duration::from_secs(20)),
+            Some(900_000)
+        );
         tokio::time::advance(Duration::from_secs(21)).await;
-        assert_eq!(f.frontier(2_000_000, Duration::from_secs(20)), Some(2_000_000));
+        assert_eq!(
+            f.frontier(2_000_000, Duration::from_secs(20)),
+            Some(2_000_000)
+        );
         f.busy();
-        assert_eq!(f.frontier(2_000_000, Duration::from_secs(20)), Some(900_000));
+        assert_eq!(
+            f.frontier(2_000_000, Duration::from_secs(20)),
+            Some(900_000)
+        );
     }
 }

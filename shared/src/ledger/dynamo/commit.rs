@@ -106,7 +106,10 @@ impl DynamoLedger {
                                 item::s(item::clip_bytes(error, item::SHORT_ERROR_BYTES)),
                             )
                             .set(attr::ERROR_CLASS, item::s(class.as_str()))
-                            .set(attr::FAILED_KEY, item::s(item::failed_partition(&lease.job)))
+                            .set(
+                                attr::FAILED_KEY,
+                                item::s(item::failed_partition(&lease.job)),
+                            )
                             .set(attr::FAILED_INDEX_SK, item::n(lease.job.index()))
                             .remove(&[
                                 attr::OWNER,
@@ -216,7 +219,10 @@ impl DynamoLedger {
             &item::history_slot(lease.fence, self.history_keep),
             record_value(record, Some(error)),
         )
-        .set_expr(attr::RECORDED, format!("if_not_exists({n}, {zero}) + {one}"));
+        .set_expr(
+            attr::RECORDED,
+            format!("if_not_exists({n}, {zero}) + {one}"),
+        );
         if let Some(x) = self.expiry(record.ended_ms) {
             u.set(attr::EXPIRES_AT, item::n(x));
         }
@@ -389,7 +395,11 @@ impl DynamoLedger {
         let mut requests: BTreeSet<&str> = deltas.keys().map(String::as_str).collect();
         requests.extend(live.iter().map(|l| l.request_id.as_str()));
         if now_ms == 0 {
-            now_ms = live.iter().map(|l| l.at_ms).max().unwrap_or_else(crate::time::now_ms);
+            now_ms = live
+                .iter()
+                .map(|l| l.at_ms)
+                .max()
+                .unwrap_or_else(crate::time::now_ms);
         }
         for rid in requests {
             let delta = deltas.get(rid).copied().unwrap_or_default();

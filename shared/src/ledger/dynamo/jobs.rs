@@ -2,6 +2,7 @@
 //! task, find due jobs, adopt a handed-off task, claim a re-send, read a history. The state
 //! changes that move counts are in [`super::commit`].
 
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 
 use super::{DynamoLedger, Update, aws_err, condition_failed, key_map, key_of};
@@ -43,9 +44,7 @@ impl DynamoLedger {
                     key: key.to_string(),
                     message: "the job's payload item is missing".into(),
                 })?;
-                Ok(item::Reader::new(&found, &key)
-                    .s(attr::PAYLOAD)?
-                    .to_owned())
+                Ok(item::Reader::new(&found, &key).s(attr::PAYLOAD)?.to_owned())
             }
         }
     }
@@ -62,7 +61,12 @@ impl DynamoLedger {
         u: &Update,
         returning: ReturnValue,
     ) -> Result<Option<item::Item>, LedgerError> {
-        match u.update_item(self, key).return_values(returning).send().await {
+        match u
+            .update_item(self, key)
+            .return_values(returning)
+            .send()
+            .await
+        {
             Ok(out) => Ok(Some(out.attributes.unwrap_or_default())),
             Err(e) if condition_failed(&e) => Ok(None),
             Err(e) => Err(aws_err("UpdateItem", e)),
@@ -81,8 +85,24 @@ impl DynamoLedger {
         }
     }
 
-    /// Creates a job's item claimed (a job sent straight to SQS, seen for the first time).
+    /// Creates a job's item claimed (a job sent straight to SQS, seen for the first time);
+    /// when another replica created it first, why it cannot be claimed now.
     async fn create_claimed(&self, req: &ClaimRequest<'_>) -> Result<Claim, LedgerError> {
+        match self.put_claimed(req).await? {
+            Ok(claim) => Ok(claim),
+            Err(Some(j)) => Ok(refusal(&j, req)),
+            Err(None) => Ok(Claim::NotYet {
+                state: JobState::Pending,
+                until_ms: req.now_ms,
+            }),
+        }
+    }
+
+    /// Puts a job's item claimed unless it exists: `Err` with the item found, if any.
+    async fn put_claimed(
+        &self,
+        req: &ClaimRequest<'_>,
+    ) -> Result<Result<Claim, Option<JobItem>>, LedgerError> {
         let key = item::job_key(req.job, req.shards);
         let payload = item::payload_placement(&key, req.job_type, req.payload_json);
         let fresh = JobItem::pending(
@@ -119,16 +139,13 @@ impl DynamoLedger {
             .send()
             .await;
         match put {
-            Ok(_) => Ok(Claim::Claimed(item::lease_of(None, &new, req))),
+            Ok(_) => Ok(Ok(Claim::Claimed(item::lease_of(None, &new, req)))),
             Err(e) if condition_failed(&e) => {
-                // Another replica created it first.
-                match self.job_item(&key).await? {
-                    Some(j) => Ok(refusal(&j, req)),
-                    None => Ok(Claim::NotYet {
-                        state: JobState::Pending,
-                        until_ms: req.now_ms,
-                    }),
-                }
+                let found = match e.into_service_error() {
+                    PutItemError::ConditionalCheckFailedException(c) => c.item,
+                    _ => None,
+                };
+                Ok(Err(found.as_ref().map(decode_job).transpose()?))
             }
             Err(e) => Err(aws_err("PutItem", e)),
         }
@@ -179,6 +196,17 @@ impl Ledger for DynamoLedger {
     }
 
     async fn claim(&self, req: &ClaimRequest<'_>) -> Result<Claim, LedgerError> {
+        if req.direct {
+            // Most messages sent straight to SQS are seen once: create the item first.
+            match self.put_claimed(req).await? {
+                Ok(claim) => return Ok(claim),
+                Err(Some(j)) if !matches!(refusal(&j, req), Claim::NotYet { .. }) => {
+                    return Ok(refusal(&j, req));
+                }
+                // It exists and may be claimable (a retry, an expired lease): claim it.
+                Err(_) => {}
+            }
+        }
         let key = item::job_key(req.job, req.shards);
         let until = req.now_ms + req.lease_ms;
         let mut u = Update::default();
@@ -203,7 +231,10 @@ impl Ledger for DynamoLedger {
             .set(attr::OWNER, item::s(req.owner))
             .set(attr::LEASE_UNTIL, item::n(until))
             .set_expr(attr::FENCE, format!("if_not_exists({fe}, {zero}) + {one}"))
-            .set_expr(attr::ATTEMPTS, format!("if_not_exists({at}, {zero}) + {one}"))
+            .set_expr(
+                attr::ATTEMPTS,
+                format!("if_not_exists({at}, {zero}) + {one}"),
+            )
             .set_expr(attr::STARTED_AT, now.clone())
             .set(
                 attr::DUE_KEY,
@@ -239,10 +270,8 @@ impl Ledger for DynamoLedger {
                     aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => c.item,
                     _ => None,
                 };
-                let old = match old {
-                    Some(item) => Some(item),
-                    None => self.get(&key).await?,
-                };
+                // DynamoDB returns the item that failed the condition; none came back,
+                // so there is no item: a job sent straight to SQS, seen for the first time.
                 match old {
                     Some(item) => Ok(refusal(&decode_job(&item)?, req)),
                     None => self.create_claimed(req).await,

@@ -476,9 +476,7 @@ impl RequestLedger for DynamoLedger {
                     attempts: r.opt_n(attr::ATTEMPTS)?.unwrap_or(0),
                     task: None,
                     last_error: r.opt_s(attr::LAST_ERROR).map(str::to_owned),
-                    error_class: r
-                        .opt_s(attr::ERROR_CLASS)
-                        .and_then(|c| c.parse().ok()),
+                    error_class: r.opt_s(attr::ERROR_CLASS).and_then(|c| c.parse().ok()),
                     last: match it.get(attr::LAST_ATTEMPT) {
                         Some(v) => Some(item::record_from(v, &key)?.0),
                         None => None,

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
-    Projection, ProjectionType, ScalarAttributeType, TableDescription, TableStatus,
-    TimeToLiveSpecification, TimeToLiveStatus,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, TableDescription, TableStatus, TimeToLiveSpecification,
+    TimeToLiveStatus,
 };
 
 use super::{DynamoLedger, aws_err, condition_failed, key_map};
@@ -124,7 +124,9 @@ fn layout_problem(t: &TableDescription) -> Option<String> {
             .map(|k| k.attribute_name())
             .collect();
         if k != [pk, sk] {
-            return Some(format!("its {index} index is keyed {k:?}, not [{pk}, {sk}]"));
+            return Some(format!(
+                "its {index} index is keyed {k:?}, not [{pk}, {sk}]"
+            ));
         }
     }
     None
@@ -299,7 +301,8 @@ impl DynamoLedger {
                 )));
             };
             if t.table_status() == Some(&TableStatus::Active) {
-                if !created && self.read_layout().await?.is_none()
+                if !created
+                    && self.read_layout().await?.is_none()
                     && let Some(problem) = layout_problem(&t)
                 {
                     return Err(LedgerError::Layout(format!(
