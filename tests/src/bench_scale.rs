@@ -54,6 +54,8 @@ pub struct ScaleOpts {
     pub retry_secs: u64,
     /// Payload size of every job, bytes.
     pub payload_bytes: usize,
+    /// The producer's `ledger.max_job_shards`.
+    pub max_job_shards: u32,
 }
 
 impl Default for ScaleOpts {
@@ -68,6 +70,7 @@ impl Default for ScaleOpts {
             fail_ratio: 0.0,
             retry_secs: 600,
             payload_bytes: 512,
+            max_job_shards: 64,
         }
     }
 }
@@ -218,13 +221,28 @@ async fn run(opts: &ScaleOpts) -> anyhow::Result<Value> {
     let producer = Producer::new(
         Slow::new(ledger.clone(), latency),
         producer_queue,
-        Arc::new(Config::default()),
+        Arc::new({
+            let mut c = Config::default();
+            c.ledger.max_job_shards = opts.max_job_shards;
+            c
+        }),
     );
     let valid = producer
         .prepare(request_file("scale", n, opts.payload_bytes))
         .await?;
+    // When the first job starts, while the submission goes on.
+    let first_started = {
+        let job = job.clone();
+        tokio::spawn(async move {
+            while job.invocations.load(Ordering::Relaxed) == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            began.elapsed().as_secs_f64()
+        })
+    };
     let submit = producer.submit(&valid).await?;
     let submitted_s = began.elapsed().as_secs_f64();
+    let first_started_s = first_started.await?;
     let mut peak_queue_in_flight = 0;
     while job.succeeded.load(Ordering::Relaxed) < n {
         peak_queue_in_flight = peak_queue_in_flight.max(queue.in_flight());
@@ -298,6 +316,7 @@ async fn run(opts: &ScaleOpts) -> anyhow::Result<Value> {
         "fail_ratio": opts.fail_ratio,
         "retry_secs": opts.retry_secs,
         "submitted_s": round(submitted_s, 1),
+        "first_job_started_s": round(first_started_s, 2),
         "submit": {"written": submit.written, "sent": submit.sent},
         "makespan_s": round(makespan_s, 1),
         "ideal_s": round(ideal_s, 1),

@@ -101,3 +101,54 @@ fn api_economy_counts_one_invoke_and_one_run_task_per_job() {
     // Invoke, the claim, and a share of the receives, deletes and transactions.
     assert!(f(&v, "calls_per_lambda_job") > 2.0, "{v}");
 }
+
+/// The limits model has teeth: the same run on a layout that puts every job of the request on
+/// one partition key is throttled, and on the real layout it is not; retries after a long
+/// delay are not held in flight.
+#[test]
+fn scale_runs_under_the_model_of_aws_limits() {
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "--scenario",
+            "scale-run",
+            "--jobs",
+            "20000",
+            "--in-flight",
+            "2000",
+            "--replicas",
+            "4",
+        ];
+        args.extend_from_slice(extra);
+        bench(&args)
+    };
+    let spread = run(&[]);
+    assert_eq!(spread["submit"]["written"], 20_000, "{spread}");
+    assert_eq!(spread["submit"]["sent"], 20_000, "{spread}");
+    assert_eq!(spread["invocations_per_job"], 1.0, "{spread}");
+    assert_eq!(spread["throttled_writes"], 0, "{spread}");
+    assert_eq!(spread["items_over_400kb"], 0, "{spread}");
+    assert!(
+        f(&spread, "first_job_started_s") < f(&spread, "submitted_s"),
+        "jobs start while the submission goes on: {spread}"
+    );
+    let one_key = run(&["--max-job-shards", "1"]);
+    assert!(
+        one_key["throttled_writes"].as_u64().unwrap() > 0,
+        "one partition for 20,000 jobs at 400 a second is over DynamoDB's 1,000 WCU: {one_key}"
+    );
+    assert_eq!(
+        one_key["invocations_per_job"], 1.0,
+        "throttled writes re-run nothing: {one_key}"
+    );
+    // A tenth of the jobs fail once and wait up to ten minutes: their messages are sent again
+    // delayed, not kept in flight.
+    let storm = run(&["--fail-ratio", "0.1", "--retry-secs", "600"]);
+    assert!(
+        (f(&storm, "invocations_per_job") - 1.1).abs() < 0.01,
+        "{storm}"
+    );
+    assert!(
+        storm["peak_queue_in_flight"].as_u64().unwrap() < 2_000 * 12 / 10,
+        "{storm}"
+    );
+}

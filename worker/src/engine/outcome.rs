@@ -26,7 +26,7 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use super::attempt::{Attempt, TaskInfo};
-use super::{Engine, Stats, clip, visibility_secs};
+use super::{Engine, Stats, clip};
 use crate::acks::Acker;
 use crate::classify::ErrorClass;
 use crate::dispatch::{Dispatcher, Outcome, TaskLauncher};
@@ -244,10 +244,6 @@ where
     /// flight; a handed-off job, whose message is gone, gets a new one.
     async fn retry_message(&self, a: &Attempt<'_>, delay: Duration, acker: &Acker) {
         match a.message {
-            Some((m, _)) if !a.handed_off.load(Ordering::Relaxed) && delay <= super::MAX_HIDE => {
-                self.set_visibility(&m.receipt, visibility_secs(delay.as_millis() as u64))
-                    .await;
-            }
             Some((m, _)) if !a.handed_off.load(Ordering::Relaxed) => {
                 self.defer(m, delay.as_millis() as u64, acker).await;
             }
