@@ -169,7 +169,7 @@ fn main() -> ExitCode {
 }
 
 async fn producer(config: &Arc<Config>, with_dead_letters: bool) -> anyhow::Result<Producer> {
-    let sdk = fleet_shared::aws::sdk_config().await;
+    let sdk = fleet_shared::aws::sdk_config(&config.aws).await;
     let sqs = fleet_shared::aws::sqs(&sdk);
     let queue = SqsQueue::resolve(sqs.clone(), &config.queue.jobs).await?;
     let ledger = DynamoLedger::open(
@@ -426,7 +426,7 @@ async fn serve(
     let metrics = fleet_shared::metrics::install(stop.clone())?;
     let health =
         fleet_shared::metrics::Health::new(Duration::from_secs(config.metrics.ready_window_secs));
-    let sdk = fleet_shared::aws::sdk_config().await;
+    let sdk = fleet_shared::aws::sdk_config(&config.aws).await;
     let api = Arc::new(api::Api::new(
         producer(config, false).await?,
         health.clone(),

@@ -28,6 +28,7 @@ pub const SQS_MAX_VISIBILITY_SECS: u64 = 12 * 60 * 60;
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    pub aws: AwsConfig,
     pub queue: QueueConfig,
     pub ledger: LedgerConfig,
     pub lambda: LambdaConfig,
@@ -274,6 +275,62 @@ impl LambdaConfig {
     }
 }
 
+/// How the AWS clients connect.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwsConfig {
+    /// TCP keepalive on every AWS connection: the first probe after this many idle seconds
+    /// (then every `net.ipv4.tcp_keepalive_intvl`, 75 s by default), so a NAT gateway, which
+    /// drops a flow idle for 350 s, keeps a long synchronous Invoke open. 0 turns it off.
+    /// Env `FLEET_TCP_KEEPALIVE_SECS`.
+    pub tcp_keepalive_secs: u64,
+}
+
+impl Default for AwsConfig {
+    fn default() -> Self {
+        Self {
+            tcp_keepalive_secs: 60,
+        }
+    }
+}
+
+impl AwsConfig {
+    /// The keepalive idle time, `None` when off.
+    pub fn tcp_keepalive(&self) -> Option<Duration> {
+        (self.tcp_keepalive_secs > 0).then(|| Duration::from_secs(self.tcp_keepalive_secs))
+    }
+
+    /// The settings from the environment alone (for processes without a configuration
+    /// file, such as the job runtime); a malformed value is an error naming the variable.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let mut c = Config::default();
+        for (var, key, set) in ENV_OVERRIDES {
+            if !key.starts_with("aws.") {
+                continue;
+            }
+            if let Ok(value) = std::env::var(var) {
+                set(&mut c, &value).map_err(|message| ConfigError::Invalid {
+                    key: (*key).to_owned(),
+                    env: Some(var),
+                    message,
+                })?;
+            }
+        }
+        c.aws.validate()?;
+        Ok(c.aws)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.tcp_keepalive_secs > 7200 {
+            return Err(invalid(
+                "aws.tcp_keepalive_secs",
+                "must be 0 (off) to 7200; under 350 keeps flows open through a NAT gateway",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The metrics and health endpoint.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -498,6 +555,14 @@ fn num<T: std::str::FromStr>(v: &str) -> Result<T, String> {
 
 /// Environment variable, the key it overrides, and how to set it.
 const ENV_OVERRIDES: &[(&str, &str, Setter)] = &[
+    (
+        "FLEET_TCP_KEEPALIVE_SECS",
+        "aws.tcp_keepalive_secs",
+        |c, v| {
+            c.aws.tcp_keepalive_secs = num(v)?;
+            Ok(())
+        },
+    ),
     ("FLEET_QUEUE", "queue.jobs", |c, v| {
         c.queue.jobs = v.into();
         Ok(())
@@ -792,6 +857,7 @@ impl Config {
 
     /// Checks every value; the error names the first key that is wrong.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.aws.validate()?;
         check_queue("queue.jobs", &self.queue.jobs)?;
         check_queue("queue.dead_letter", &self.queue.dead_letter)?;
         if self.queue.jobs == self.queue.dead_letter {

@@ -13,6 +13,7 @@ pub mod chaos;
 pub mod checker;
 pub mod fault_proxy;
 pub mod ledger_contract;
+pub mod runtime_api;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;

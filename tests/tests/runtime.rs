@@ -179,6 +179,65 @@ async fn the_container_entrypoint_reports_through_its_exit_code() {
     assert_eq!(panicked.status.code(), Some(101));
 }
 
+/// The Lambda entrypoint, against a stand-in for the Lambda Runtime API: a success, a job
+/// failure and a panic are each answered as Lambda expects, and the runtime goes on to the
+/// next invocation after each.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_lambda_entrypoint_answers_the_runtime_api() {
+    let api = fleet_tests::runtime_api::RuntimeApi::start().await;
+    let mut child = tokio::process::Command::new(bin("fleet-testjob"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("AWS_LAMBDA_RUNTIME_API", &api.address)
+        .env("AWS_LAMBDA_FUNCTION_NAME", "job")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/job")
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "stream")
+        .env("AWS_REGION", "us-east-1")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let cases = [
+        ("ok", json!({"echo": "hi"})),
+        ("fails", json!({"fail": true})),
+        ("panics", json!({"panic": true})),
+        ("after", json!({"echo": "still here"})),
+    ];
+    for (id, payload) in &cases {
+        let ev = event(&format!("r:{id}"), 1, payload.clone());
+        api.invoke(id, serde_json::to_value(&ev).unwrap());
+    }
+    let answers = api.answers(cases.len(), Duration::from_secs(60)).await;
+    let by_id = |id: &str| {
+        answers
+            .iter()
+            .find(|a| a.request_id == id)
+            .unwrap_or_else(|| panic!("no answer for {id}: {answers:?}"))
+            .clone()
+    };
+    let ok = by_id("ok");
+    assert_eq!(ok.kind, "response", "{ok:?}");
+    assert_eq!(ok.body["echo"], "hi");
+    assert_eq!(ok.body["job_id"], "r:ok");
+    let failed = by_id("fails");
+    assert_eq!(failed.kind, "error", "{failed:?}");
+    assert_eq!(failed.body["errorType"], "RequestedFailure", "{failed:?}");
+    let panicked = by_id("panics");
+    assert_eq!(panicked.kind, "error", "{panicked:?}");
+    assert!(
+        panicked.body.to_string().contains("panic requested"),
+        "{panicked:?}"
+    );
+    assert_eq!(by_id("after").body["echo"], "still here");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the runtime keeps polling for the next invocation"
+    );
+    child.kill().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_configuration_stops_start_up_and_names_the_key() {
     let stack = Stack::start().await;

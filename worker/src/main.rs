@@ -50,7 +50,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             .ok_or_else(|| anyhow::anyhow!("metrics.listen (FLEET_METRICS_LISTEN) is not set"))?;
         return fleet_shared::metrics::probe_health(listen).await;
     }
-    let sdk = fleet_shared::aws::sdk_config().await;
+    let sdk = fleet_shared::aws::sdk_config(&config.aws).await;
     match cli.command {
         Command::Health => {}
         Command::Init => {

@@ -396,7 +396,9 @@ impl CsvToParquet {
 
     async fn client(&self) -> &aws_sdk_s3::Client {
         self.s3
-            .get_or_init(|| async { fleet_shared::aws::s3(&fleet_shared::aws::sdk_config().await) })
+            .get_or_init(|| async {
+                fleet_shared::aws::s3(&fleet_shared::aws::sdk_config_from_env().await)
+            })
             .await
     }
 

@@ -97,7 +97,7 @@ async fn resolve_payload(payload: Value) -> Result<Value, JobError> {
         return Ok(payload);
     }
     let s3 = S3
-        .get_or_init(|| async { crate::aws::s3(&crate::aws::sdk_config().await) })
+        .get_or_init(|| async { crate::aws::s3(&crate::aws::sdk_config_from_env().await) })
         .await;
     resolve(s3, payload).await.map_err(|e| {
         let kind = match e {

@@ -35,7 +35,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     fleet_shared::cli::run_main("fleet-check", async move {
         let config = Config::load(None)?;
-        let sdk = fleet_shared::aws::sdk_config().await;
+        let sdk = fleet_shared::aws::sdk_config_from_env().await;
         let ledger = DynamoLedger::new(fleet_shared::aws::dynamodb(&sdk), &config.ledger.table);
         let (submitted, finals) = checker::ledger_finals(&ledger, &cli.request).await?;
         let figures = checker::check(

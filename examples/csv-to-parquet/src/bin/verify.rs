@@ -45,7 +45,7 @@ fn main() -> ExitCode {
         }
     };
     let report = rt.block_on(async {
-        let s3 = fleet_shared::aws::s3(&fleet_shared::aws::sdk_config().await);
+        let s3 = fleet_shared::aws::s3(&fleet_shared::aws::sdk_config_from_env().await);
         fleet_csv_to_parquet::verify_with(
             &s3,
             &cli.input,
