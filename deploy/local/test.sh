@@ -20,6 +20,16 @@ if ! command -v promtool >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
+# The NAT test builds a private subnet from network namespaces (ip from iproute2, nft from
+# nftables); it needs root, which CI has.
+if ! command -v nft >/dev/null 2>&1 || ! command -v ip >/dev/null 2>&1; then
+  echo "==> installing iproute2 and nftables (Debian packages)"
+  sudo=""
+  [[ $(id -u) -eq 0 ]] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends iproute2 nftables >/dev/null
+fi
+
 # The deployment files: cfn-lint, checkov, hadolint (installed into .venv-lint).
 deploy/lint/run.sh
 

@@ -78,7 +78,8 @@ pub struct EcsConfig {
     pub launch_type: String,
     /// A capacity provider (e.g. `FARGATE_SPOT`) instead of a launch type.
     pub capacity_provider: Option<String>,
-    /// RunTask calls per second of one replica (ECS allows about 20). Env
+    /// RunTask calls per second across every replica sharing the ledger (ECS allows an
+    /// account about 20), from a token bucket in the ledger. Env
     /// `FLEET_ECS_RUN_TASK_PER_SEC`.
     pub run_task_per_sec: f64,
     /// ECS tasks one replica tracks at once. Env `FLEET_ECS_MAX_CONCURRENCY`.
@@ -252,6 +253,39 @@ pub struct LambdaConfig {
     /// Highest Lambda in-flight limit of a replica; it grows back by one per window of
     /// successes up to this. Default `worker.concurrency`. Env `FLEET_LAMBDA_MAX_CONCURRENCY`.
     pub max_concurrency: Option<usize>,
+    /// How a job is handed to Lambda. Env `FLEET_LAMBDA_INVOCATION`.
+    pub invocation: Invocation,
+    /// The queue the functions' destinations send invocation records to (asynchronous
+    /// invocation), by name or URL; default the jobs queue's name with `-outcomes` appended.
+    /// Env `FLEET_OUTCOMES_QUEUE`.
+    pub outcomes_queue: Option<String>,
+    /// The functions' maximum event age (their event-invoke configuration): how long Lambda
+    /// keeps an accepted event it could not run yet before it gives up with an
+    /// `EventAgeExceeded` record. 60 to 21600. Env `FLEET_LAMBDA_MAX_EVENT_AGE_SECS`.
+    pub max_event_age_secs: u64,
+}
+
+/// How the worker invokes Lambda.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Invocation {
+    /// `InvocationType=Event`: Lambda accepts the job (202) and queues it; the outcome comes
+    /// back as an invocation record on the outcomes queue. The worker holds nothing while
+    /// the job runs.
+    #[default]
+    Event,
+    /// `InvocationType=RequestResponse`: one connection held open until the job ends.
+    Sync,
+}
+
+impl Invocation {
+    pub fn parse(v: &str) -> Result<Self, String> {
+        match v.trim() {
+            "event" => Ok(Invocation::Event),
+            "sync" => Ok(Invocation::Sync),
+            other => Err(format!("expected event or sync, got {other:?}")),
+        }
+    }
 }
 
 impl Default for LambdaConfig {
@@ -262,11 +296,21 @@ impl Default for LambdaConfig {
             read_timeout_secs: None,
             min_concurrency: 1,
             max_concurrency: None,
+            invocation: Invocation::Event,
+            outcomes_queue: None,
+            max_event_age_secs: 3600,
         }
     }
 }
 
 impl LambdaConfig {
+    /// How long a job handed to Lambda asynchronously may take before its record is
+    /// overdue: the event may wait its maximum age in Lambda's queue, then run up to the
+    /// function timeout.
+    pub fn hand_off_lease(&self) -> Duration {
+        Duration::from_secs(self.max_event_age_secs + self.function_timeout_secs)
+    }
+
     pub fn read_timeout(&self) -> Duration {
         match self.read_timeout_secs {
             Some(s) => Duration::from_secs(s),
@@ -600,6 +644,22 @@ const ENV_OVERRIDES: &[(&str, &str, Setter)] = &[
         "lambda.max_concurrency",
         |c, v| {
             c.lambda.max_concurrency = Some(num(v)?);
+            Ok(())
+        },
+    ),
+    ("FLEET_LAMBDA_INVOCATION", "lambda.invocation", |c, v| {
+        c.lambda.invocation = Invocation::parse(v)?;
+        Ok(())
+    }),
+    ("FLEET_OUTCOMES_QUEUE", "lambda.outcomes_queue", |c, v| {
+        c.lambda.outcomes_queue = Some(v.into());
+        Ok(())
+    }),
+    (
+        "FLEET_LAMBDA_MAX_EVENT_AGE_SECS",
+        "lambda.max_event_age_secs",
+        |c, v| {
+            c.lambda.max_event_age_secs = num(v)?;
             Ok(())
         },
     ),
@@ -955,6 +1015,20 @@ impl Config {
                 "must be at least lambda.min_concurrency",
             ));
         }
+        if !(60..=21600).contains(&self.lambda.max_event_age_secs) {
+            return Err(invalid(
+                "lambda.max_event_age_secs",
+                "must be 60 to 21600 (Lambda's limits on an event's age)",
+            ));
+        }
+        let outcomes = self.outcomes_queue();
+        check_queue("lambda.outcomes_queue", &outcomes)?;
+        if outcomes == self.queue.jobs || outcomes == self.queue.dead_letter {
+            return Err(invalid(
+                "lambda.outcomes_queue",
+                "must differ from queue.jobs and queue.dead_letter",
+            ));
+        }
         if !(1..=900).contains(&self.lambda.function_timeout_secs) {
             return Err(invalid(
                 "lambda.function_timeout_secs",
@@ -1127,6 +1201,14 @@ impl Config {
             .unwrap_or(self.worker.concurrency)
             .max(self.lambda.min_concurrency);
         (self.lambda.min_concurrency, max)
+    }
+
+    /// The outcomes queue (`lambda.outcomes_queue`, default the jobs queue with `-outcomes`).
+    pub fn outcomes_queue(&self) -> String {
+        self.lambda
+            .outcomes_queue
+            .clone()
+            .unwrap_or_else(|| format!("{}-outcomes", self.queue.jobs))
     }
 
     /// The Lambda function for a job type, if any is configured.
@@ -1380,6 +1462,9 @@ mod tests {
                 "FLEET_MAX_ATTEMPTS" => "9",
                 "FLEET_LAMBDA_READ_TIMEOUT_SECS" | "FLEET_LAMBDA_MAX_CONCURRENCY" => "13",
                 "FLEET_ECS_LAUNCHER" => "process",
+                "FLEET_LAMBDA_INVOCATION" => "sync",
+                "FLEET_OUTCOMES_QUEUE" => "outcomes-other",
+                "FLEET_LAMBDA_MAX_EVENT_AGE_SECS" => "120",
                 "FLEET_ECS_COMMAND"
                 | "FLEET_ECS_CLUSTER"
                 | "FLEET_ECS_TASK_DEFINITION"

@@ -10,6 +10,7 @@ pub mod config;
 pub mod dead_letter;
 pub mod error;
 pub mod ids;
+pub mod invocation_record;
 pub mod ledger;
 pub mod message;
 pub mod metrics;

@@ -257,6 +257,9 @@ pub fn parse_message(body: &str, max_bytes: usize) -> Result<(JobMessage, JobId)
     Ok((message, job))
 }
 
+/// Exit code of a job container stopped by SIGTERM before the job finished (128 + 15).
+pub const EXIT_INTERRUPTED: u8 = 143;
+
 /// What the job code receives: the same document for the Lambda runtime, the container
 /// entrypoint (base64 in `FLEET_EVENT`) and the local Invoke-API server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -270,6 +273,51 @@ pub struct JobEvent {
     /// (job id, fence) are never applied twice by two owners.
     pub fence: u64,
     pub payload: Value,
+    /// Set when the attempt's result travels in an invocation record (asynchronous Lambda
+    /// dispatch): a result over `inline_max_bytes` is kept in S3 by the job runtime, which
+    /// returns its reference instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub large_results: Option<LargeResults>,
+    /// Why the attempt runs where it does (the routing decision), set for an asynchronous
+    /// invocation so that its record brings it back to the ledger's history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    /// The lease an attempt handed to Lambda runs under, echoed back by its invocation
+    /// record so that whichever replica receives it records the outcome without reading the
+    /// job first (the ledger's conditions on owner and fence still decide).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<HandedLease>,
+}
+
+/// What an invocation record needs of its attempt's lease (see [`JobEvent::lease`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandedLease {
+    pub owner: String,
+    /// The job item's key.
+    pub pk: String,
+    pub sk: String,
+    pub started_ms: u64,
+    pub until_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Target>,
+    /// The attempt follows a retry (how the counters move).
+    #[serde(default)]
+    pub after_retry: bool,
+    /// The job item's size after the claim (whether a result fits inline).
+    #[serde(default)]
+    pub item_bytes: usize,
+}
+
+/// Where the job runtime keeps a result too large to return inline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LargeResults {
+    pub inline_max_bytes: usize,
+    /// The claim-check prefix (`s3://bucket/prefix/`); without one a larger result fails
+    /// the job with `ResponseSizeTooLarge`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
 }
 
 impl JobEvent {
@@ -305,6 +353,9 @@ mod tests {
             attempt: 2,
             fence: 3,
             payload: json!({"x": "é\n"}),
+            large_results: None,
+            route: None,
+            lease: None,
         };
         assert_eq!(JobEvent::from_base64(&ev.to_base64()).unwrap(), ev);
         assert!(

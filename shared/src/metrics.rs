@@ -65,6 +65,8 @@ pub const DEAD_LETTERED: &str = "fleet_dead_lettered_total";
 pub const THROTTLES: &str = "fleet_throttles_total";
 pub const JOBS_RELEASED: &str = "fleet_jobs_released_total";
 pub const IN_FLIGHT: &str = "fleet_in_flight";
+pub const HANDED_TO_LAMBDA: &str = "fleet_handed_to_lambda";
+pub const INVOCATION_RECORDS: &str = "fleet_invocation_records_total";
 pub const CONCURRENCY_LIMIT: &str = "fleet_concurrency_limit";
 pub const JOB_DURATION: &str = "fleet_job_duration_seconds";
 pub const DISPATCH_LATENCY: &str = "fleet_dispatch_latency_seconds";
@@ -212,6 +214,20 @@ pub const CATALOG: &[Metric] = &[
         Gauge,
         &["target"],
         "Attempts running now, per target.",
+        W,
+    ),
+    metric(
+        HANDED_TO_LAMBDA,
+        Gauge,
+        &[],
+        "Attempts this replica handed to Lambda asynchronously that still hold a permit of its Lambda limit.",
+        W,
+    ),
+    metric(
+        INVOCATION_RECORDS,
+        Counter,
+        &["result"],
+        "Invocation records read from the outcomes queue: recorded, stale (a duplicate, or the job was claimed again) or malformed.",
         W,
     ),
     metric(

@@ -29,7 +29,7 @@ use fleet_shared::queue::memory::MemoryQueue;
 use fleet_shared::queue::{DeadLetterQueue, JobQueue, QueueError, Received};
 use fleet_shared::state::JobState;
 use fleet_shared::time::Clock;
-use fleet_worker::dispatch::{Dispatcher, NoTasks, Outcome};
+use fleet_worker::dispatch::{Dispatcher, NoTasks, Outcome, TaskEnd};
 use fleet_worker::engine::{Engine, Parts};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -173,6 +173,21 @@ impl<T: Ledger> Ledger for Slow<T> {
     async fn record_task(&self, lease: &Lease, task: &str) -> Result<(), LedgerError> {
         self.call(self.latency.ledger).await;
         self.inner.record_task(lease, task).await
+    }
+
+    async fn take_tokens(
+        &self,
+        bucket: &fleet_shared::ledger::Bucket,
+        want: u32,
+        now_ms: u64,
+    ) -> Result<fleet_shared::ledger::Taken, LedgerError> {
+        self.call(self.latency.ledger).await;
+        self.inner.take_tokens(bucket, want, now_ms).await
+    }
+
+    async fn running_at(&self, attempts: &[(ItemKey, u64)]) -> Result<Vec<bool>, LedgerError> {
+        self.call(self.latency.ledger).await;
+        self.inner.running_at(attempts).await
     }
 
     async fn commit(
@@ -388,7 +403,7 @@ impl Dispatcher for SimJob {
         "lambda"
     }
 
-    async fn dispatch(&self, event: &JobEvent) -> Outcome {
+    async fn dispatch(&self, event: &JobEvent) -> TaskEnd {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let start = self.began.elapsed().as_secs_f64();
         let ms = event.payload["ms"].as_u64().unwrap_or(0);
@@ -405,9 +420,9 @@ impl Dispatcher for SimJob {
             .unwrap_or_else(|p| p.into_inner())
             .push(Run { index, start, end });
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        Outcome::Succeeded {
+        TaskEnd::of(Outcome::Succeeded {
             result: b"{}".to_vec(),
-        }
+        })
     }
 }
 

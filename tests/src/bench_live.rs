@@ -16,7 +16,7 @@ use fleet_shared::message::{JobEvent, JobMessage, MESSAGE_VERSION, RoutingHint, 
 use fleet_shared::queue::memory::MemoryQueue;
 use fleet_shared::time::Clock;
 use fleet_worker::dispatch::lambda::LambdaDispatcher;
-use fleet_worker::dispatch::{Dispatcher, NoTasks, Outcome};
+use fleet_worker::dispatch::{Dispatcher, NoTasks, Outcome, TaskEnd};
 use fleet_worker::engine::{Engine, Parts};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -38,11 +38,11 @@ impl<X: Dispatcher> Dispatcher for Counting<X> {
         self.inner.target()
     }
 
-    async fn dispatch(&self, event: &JobEvent) -> Outcome {
+    async fn dispatch(&self, event: &JobEvent) -> TaskEnd {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let out = self.inner.dispatch(event).await;
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        match &out {
+        match &out.outcome {
             Outcome::Succeeded { .. } => {
                 self.succeeded.fetch_add(1, Ordering::Relaxed);
             }
@@ -54,14 +54,41 @@ impl<X: Dispatcher> Dispatcher for Counting<X> {
         }
         out
     }
+
+    fn hands_off(&self) -> bool {
+        self.inner.hands_off()
+    }
+
+    /// An accepted hand-off counts in `in_flight` (and stays there).
+    async fn hand_off(&self, event: &JobEvent) -> Result<String, TaskEnd> {
+        let out = self.inner.hand_off(event).await;
+        match &out {
+            Ok(_) => {
+                self.in_flight.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(end) => {
+                if let Outcome::Failed { message, .. } = &end.outcome {
+                    self.failed
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(message.clone());
+                }
+            }
+        }
+        out
+    }
 }
 
 /// `fleet-testjob serve` on a free loopback port; its address.
-async fn start_testjob(extra: &[&str]) -> anyhow::Result<(tokio::process::Child, String)> {
+async fn start_testjob(
+    extra: &[&str],
+    env: &[(String, String)],
+) -> anyhow::Result<(tokio::process::Child, String)> {
     use tokio::io::AsyncBufReadExt;
     let mut child = tokio::process::Command::new(bin("fleet-testjob"))
         .args(["serve", "--listen", "127.0.0.1:0"])
         .args(extra)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
@@ -117,7 +144,7 @@ pub(crate) fn job_body(
 
 /// `footprint`: `n` jobs of `sleep_ms` in flight at once on one replica.
 pub async fn footprint(n: usize, sleep_ms: u64) -> anyhow::Result<Value> {
-    let (_server, addr) = start_testjob(&["--function", "bench"]).await?;
+    let (_server, addr) = start_testjob(&["--function", "bench"], &[]).await?;
     let sdk = local_sdk(&format!("http://{addr}")).await;
     let mut config = crate::bench::engine_config(n);
     config.worker.lease_secs = (sleep_ms / 1000 + 60).max(60);
@@ -201,6 +228,7 @@ pub async fn footprint(n: usize, sleep_ms: u64) -> anyhow::Result<Value> {
     );
     Ok(json!({
         "scenario": "footprint",
+        "invocation": "sync",
         "jobs": n,
         "sleep_ms": sleep_ms,
         "in_flight": held_in_flight,
@@ -209,6 +237,127 @@ pub async fn footprint(n: usize, sleep_ms: u64) -> anyhow::Result<Value> {
         "rss_before_mb": round(rss_before, 1),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "succeeded": succeeded,
+    }))
+}
+
+/// `footprint --invocation event`: `n` jobs of `sleep_ms` handed to Lambda asynchronously
+/// by one replica, the jobs queue and the outcomes queue on the local endpoint, the local
+/// Invoke API delivering the records. In flight: jobs handed off whose outcome is not
+/// recorded yet; the replica holds a permit and a table entry for each, no connection.
+pub async fn footprint_event(n: usize, sleep_ms: u64) -> anyhow::Result<Value> {
+    let stack = Stack::start().await;
+    let mut config = crate::bench::engine_config(n);
+    config.lambda.invocation = fleet_shared::config::Invocation::Event;
+    config.queue.jobs = "footprint-jobs".into();
+    config.queue.dead_letter = "footprint-dlq".into();
+    config.worker.lease_secs = 60;
+    config.validate()?;
+    let config = Arc::new(config);
+    fleet_worker::init::init(&stack.sdk, &config).await?;
+    let mut env = stack.env();
+    env.push(("FLEET_OUTCOMES_QUEUE".into(), config.outcomes_queue()));
+    let (_server, addr) = start_testjob(&["--function", "bench"], &env).await?;
+    let lambda_sdk = local_sdk(&format!("http://{addr}")).await;
+    let lambda = fleet_shared::aws::lambda_for_invoke(&lambda_sdk, config.lambda.read_timeout());
+    let jobs = Arc::new(
+        fleet_shared::queue::sqs::SqsQueue::resolve(stack.sqs(), &config.queue.jobs).await?,
+    );
+    let outcomes = Arc::new(
+        fleet_shared::queue::sqs::SqsQueue::resolve(stack.sqs(), &config.outcomes_queue()).await?,
+    );
+    let bodies: Vec<String> = (0..n)
+        .map(|i| job_body("footprint", i, json!({"sleep_ms": sleep_ms}), None))
+        .collect();
+    jobs.send_batched(&bodies).await?;
+    drop(bodies);
+    let rss_before = rss_mb();
+    let dispatcher = Arc::new(Counting {
+        inner: LambdaDispatcher::new(lambda, config.clone()),
+        in_flight: AtomicUsize::new(0),
+        succeeded: AtomicUsize::new(0),
+        failed: Mutex::new(Vec::new()),
+    });
+    let ledger = Arc::new(MemoryLedger::new());
+    let engine = Arc::new(
+        Engine::new(
+            Parts {
+                queue: jobs,
+                dead_letters: Arc::new(MemoryQueue::new()),
+                ledger: ledger.clone(),
+                dispatcher: dispatcher.clone(),
+                tasks: Arc::new(NoTasks),
+            },
+            config,
+            "bench".into(),
+        )
+        .with_clock(Clock::System)
+        .with_outcomes(outcomes),
+    );
+    let shutdown = CancellationToken::new();
+    let hard = CancellationToken::new();
+    let began = Instant::now();
+    let run = tokio::spawn(engine.clone().run(shutdown.clone(), hard.clone()));
+    let finished = || async {
+        fleet_shared::ledger::RequestLedger::counts(ledger.as_ref(), "footprint", 0)
+            .await
+            .map(|c| c.finished() as usize)
+            .unwrap_or(0)
+    };
+    // Handed off: `in_flight` counts accepted hand-offs.
+    let deadline = began + Duration::from_millis(sleep_ms);
+    let mut reached = None;
+    while Instant::now() < deadline {
+        if dispatcher.in_flight.load(Ordering::Relaxed) >= n {
+            reached = Some(began.elapsed().as_secs_f64());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let hold = Duration::from_millis(sleep_ms / 3).min(Duration::from_secs(10));
+    let cpu0 = cpu_seconds();
+    let t0 = Instant::now();
+    tokio::time::sleep(hold).await;
+    let held_in_flight = dispatcher
+        .in_flight
+        .load(Ordering::Relaxed)
+        .saturating_sub(finished().await);
+    let cpu_hold = (cpu_seconds() - cpu0) / t0.elapsed().as_secs_f64();
+    // The local endpoint takes its time with the records: a minute plus 2 ms a job.
+    let finish_by = Instant::now()
+        + Duration::from_millis(sleep_ms)
+        + Duration::from_secs(60)
+        + Duration::from_millis(2 * n as u64);
+    while finished().await < n && Instant::now() < finish_by {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    shutdown.cancel();
+    hard.cancel();
+    let _ = run.await;
+    let counts =
+        fleet_shared::ledger::RequestLedger::counts(ledger.as_ref(), "footprint", 0).await?;
+    let failed = dispatcher
+        .failed
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    anyhow::ensure!(
+        counts.succeeded as usize == n && failed.is_empty(),
+        "bookkeeping: {} of {n} succeeded; failures: {:?}",
+        counts.succeeded,
+        failed.iter().take(3).collect::<Vec<_>>()
+    );
+    Ok(json!({
+        "scenario": "footprint",
+        "invocation": "event",
+        "jobs": n,
+        "sleep_ms": sleep_ms,
+        "in_flight": held_in_flight,
+        "seconds_to_all_in_flight": reached.map(|s| round(s, 2)),
+        "cpu_cores_while_holding": round(cpu_hold, 3),
+        "rss_before_mb": round(rss_before, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "succeeded": counts.succeeded,
+        "seconds": round(began.elapsed().as_secs_f64(), 1),
     }))
 }
 
@@ -345,14 +494,27 @@ fn summarise(calls: &BTreeMap<(String, String), u64>, n: usize, secs: f64) -> Va
     })
 }
 
-/// `api-economy`: AWS calls per completed job, Lambda-routed and ECS-routed, no faults.
-pub async fn api_economy(lambda_jobs: usize, ecs_jobs: usize) -> anyhow::Result<Value> {
+/// `api-economy`: AWS calls per completed job, Lambda-routed and ECS-routed, no faults, with
+/// Lambda invoked as `invocation` says (asynchronously, the outcome-queue receives and
+/// deletes and the ledger's reads of the records count per job).
+pub async fn api_economy(
+    lambda_jobs: usize,
+    ecs_jobs: usize,
+    invocation: fleet_shared::config::Invocation,
+) -> anyhow::Result<Value> {
     let stack = Stack::start().await;
     let ecs = stack.ecs_setup().await;
     // Tasks stop (exit 0) a second after they start.
     stack.moto_transition("ecs::task", json!({"progression": "time", "seconds": 1}));
-    let (_server, addr) = start_testjob(&["--function", "bench"]).await?;
+    // The local Invoke API delivers invocation records to the Lambda run's outcomes queue.
+    let mut env = stack.env();
+    env.push((
+        "FLEET_OUTCOMES_QUEUE".into(),
+        "economy-lambda-jobs-outcomes".into(),
+    ));
+    let (_server, addr) = start_testjob(&["--function", "bench"], &env).await?;
     let mut config = Config::default();
+    config.lambda.invocation = invocation;
     config.lambda.function = Some("bench".into());
     config.worker.concurrency = 100;
     ecs.configure(&mut config);
@@ -387,6 +549,10 @@ pub async fn api_economy(lambda_jobs: usize, ecs_jobs: usize) -> anyhow::Result<
     let ecs_total: u64 = ecs_calls.values().sum();
     Ok(json!({
         "scenario": "api-economy",
+        "invocation": match invocation {
+            fleet_shared::config::Invocation::Event => "event",
+            fleet_shared::config::Invocation::Sync => "sync",
+        },
         "lambda_jobs": lambda_jobs,
         "ecs_jobs": ecs_jobs,
         "calls_per_lambda_job": lambda["per_job_without_background"],

@@ -19,7 +19,7 @@ use fleet_shared::message::JobEvent;
 use fleet_shared::queue::memory::{MemoryQueue, SQS_IN_FLIGHT_LIMIT};
 use fleet_shared::time::Clock;
 use fleet_worker::classify::ErrorClass;
-use fleet_worker::dispatch::{Dispatcher, NoTasks, Outcome};
+use fleet_worker::dispatch::{Dispatcher, NoTasks, Outcome, TaskEnd};
 use fleet_worker::engine::{Engine, Parts};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -91,7 +91,7 @@ impl Dispatcher for ScaleJob {
         "lambda"
     }
 
-    async fn dispatch(&self, event: &JobEvent) -> Outcome {
+    async fn dispatch(&self, event: &JobEvent) -> TaskEnd {
         self.invocations.fetch_add(1, Ordering::Relaxed);
         let index: usize = event
             .job_id
@@ -101,19 +101,19 @@ impl Dispatcher for ScaleJob {
         let ms = self.durations.get(index).copied().unwrap_or(0);
         tokio::time::sleep(self.overhead + Duration::from_millis(ms)).await;
         if event.attempt == 1 && self.fail_every.is_some_and(|k| index.is_multiple_of(k)) {
-            return Outcome::Failed {
+            return TaskEnd::of(Outcome::Failed {
                 class: ErrorClass::JobFailure,
                 message: "fails its first attempt (benchmark)".into(),
-            };
+            });
         }
         self.succeeded.fetch_add(1, Ordering::Relaxed);
         self.ends
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(self.began.elapsed().as_secs_f64());
-        Outcome::Succeeded {
+        TaskEnd::of(Outcome::Succeeded {
             result: b"{\"ok\":true}".to_vec(),
-        }
+        })
     }
 }
 

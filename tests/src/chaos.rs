@@ -38,6 +38,8 @@ pub struct Options {
     pub seed: u64,
     /// Copy the run's files (history, execution log, replica and endpoint logs) here.
     pub keep: Option<std::path::PathBuf>,
+    /// `lambda.invocation` of the replicas: `event` or `sync`.
+    pub invocation: String,
 }
 
 impl Default for Options {
@@ -55,6 +57,7 @@ impl Default for Options {
             concurrency: 16,
             seed: 1,
             keep: None,
+            invocation: "event".into(),
         }
     }
 }
@@ -142,6 +145,7 @@ pub async fn run(opts: &Options) -> Outcome {
         ("FLEET_RECOVER_SECS", "8".into()),
         ("FLEET_DRAIN_SECS", "3".into()),
         ("FLEET_CONCURRENCY", opts.concurrency.to_string()),
+        ("FLEET_LAMBDA_INVOCATION", opts.invocation.clone()),
         ("RUST_LOG", "info".into()),
     ]
     .into_iter()

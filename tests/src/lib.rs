@@ -13,6 +13,7 @@ pub mod chaos;
 pub mod checker;
 pub mod fault_proxy;
 pub mod ledger_contract;
+pub mod netns;
 pub mod runtime_api;
 
 use std::io::{BufRead, BufReader, Read};
@@ -137,6 +138,16 @@ pub struct Names {
     pub table: String,
 }
 
+/// Where a stack's processes run when it is spread over network namespaces
+/// ([`netns::NatLab`]): the binaries a test runs (worker, producer) in `client`, the local
+/// endpoint and the test job's Invoke API in `server`, reached at `server_addr`.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    pub client: String,
+    pub server: String,
+    pub server_addr: String,
+}
+
 /// One test's local AWS stack and working directory.
 pub struct Stack {
     pub endpoint: String,
@@ -144,12 +155,43 @@ pub struct Stack {
     pub names: Names,
     pub sdk: SdkConfig,
     logs: std::sync::Mutex<Vec<PathBuf>>,
+    placement: Option<Placement>,
     _moto: Proc,
+}
+
+/// `program` run in network namespace `ns` (`ip netns exec`), or here when `None`.
+fn command_in(ns: Option<&str>, program: &Path) -> Command {
+    match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
 }
 
 impl Stack {
     /// Starts moto on a free port and waits until it answers.
     pub async fn start() -> Stack {
+        Stack::start_at(None).await
+    }
+
+    /// A stack spread over a NAT lab: moto and the test job in its server namespace, the
+    /// binaries in its client namespace (every call they make crosses the NAT).
+    pub async fn start_in(lab: &netns::NatLab) -> Stack {
+        Stack::start_at(Some(Placement {
+            client: lab.client.clone(),
+            server: lab.server.clone(),
+            server_addr: lab.server_addr.clone(),
+        }))
+        .await
+    }
+
+    async fn start_at(placement: Option<Placement>) -> Stack {
+        let host = placement
+            .as_ref()
+            .map_or("127.0.0.1".to_owned(), |p| p.server_addr.clone());
         let dir = tempfile::Builder::new()
             .prefix("fleet-test-")
             .tempdir()
@@ -158,9 +200,9 @@ impl Stack {
             let port = free_port();
             let log = dir.path().join("moto.log");
             let launcher = repo_root().join("deploy/local/moto_server.py");
-            let child = Command::new(python())
+            let child = command_in(placement.as_ref().map(|p| p.server.as_str()), &python())
                 .arg(launcher)
-                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .args(["-H", &host, "-p", &port.to_string()])
                 .stdout(std::fs::File::create(&log).expect("moto log"))
                 .stderr(
                     std::fs::File::options()
@@ -176,7 +218,7 @@ impl Stack {
                 log: log.clone(),
                 status: None,
             };
-            let endpoint = format!("http://127.0.0.1:{port}");
+            let endpoint = format!("http://{host}:{port}");
             if wait_http(&endpoint, &mut moto, Duration::from_secs(30)).await {
                 let sdk = aws_config::defaults(BehaviorVersion::latest())
                     .endpoint_url(&endpoint)
@@ -194,6 +236,7 @@ impl Stack {
                     },
                     sdk,
                     logs: std::sync::Mutex::new(vec![log]),
+                    placement,
                     _moto: moto,
                 };
             }
@@ -230,7 +273,18 @@ impl Stack {
     }
 
     fn command(&self, program: &Path, args: &[&str], extra: &[(&str, &str)]) -> Command {
-        let mut c = Command::new(program);
+        let ns = self.placement.as_ref().map(|p| p.client.as_str());
+        self.command_at(ns, program, args, extra)
+    }
+
+    fn command_at(
+        &self,
+        ns: Option<&str>,
+        program: &Path,
+        args: &[&str],
+        extra: &[(&str, &str)],
+    ) -> Command {
+        let mut c = command_in(ns, program);
         c.args(args).current_dir(self.dir.path()).env_clear();
         for key in ["PATH", "HOME", "TMPDIR"] {
             if let Some(v) = std::env::var_os(key) {
@@ -288,10 +342,15 @@ impl Stack {
     /// Starts the test job's local Invoke-API server; its executions go to `log`.
     pub async fn testjob(&self, extra_args: &[&str]) -> TestJob {
         let log = self.dir.path().join("executions.jsonl");
-        let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+        let listen = match &self.placement {
+            Some(p) => format!("{}:0", p.server_addr),
+            None => "127.0.0.1:0".to_owned(),
+        };
+        let mut args = vec!["serve", "--listen", &listen];
         args.extend_from_slice(extra_args);
         let mut child = self
-            .command(
+            .command_at(
+                self.placement.as_ref().map(|p| p.server.as_str()),
                 &bin("fleet-testjob"),
                 &args,
                 &[("FLEET_TESTJOB_LOG", log.to_str().expect("utf-8 path"))],

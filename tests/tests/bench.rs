@@ -80,15 +80,40 @@ fn footprint_holds_every_job_in_flight_over_real_http() {
         "200",
         "--sleep-ms",
         "3000",
+        "--invocation",
+        "sync",
     ]);
     assert_eq!(v["in_flight"], 200, "{v}");
     assert_eq!(v["succeeded"], 200, "{v}");
     assert!(f(&v, "peak_rss_mb") >= f(&v, "rss_before_mb"), "{v}");
 }
 
+/// Asynchronously every job is handed off at once and recorded from its invocation record.
+#[test]
+fn footprint_in_event_mode_hands_every_job_off_and_records_it() {
+    let v = bench(&[
+        "--scenario",
+        "footprint",
+        "--jobs",
+        "300",
+        "--sleep-ms",
+        "4000",
+    ]);
+    assert_eq!(v["invocation"], "event", "{v}");
+    assert_eq!(v["in_flight"], 300, "{v}");
+    assert_eq!(v["succeeded"], 300, "{v}");
+}
+
 #[test]
 fn api_economy_counts_one_invoke_and_one_run_task_per_job() {
-    let v = bench(&["--scenario", "api-economy", "--jobs", "40"]);
+    let v = bench(&[
+        "--scenario",
+        "api-economy",
+        "--jobs",
+        "40",
+        "--invocation",
+        "sync",
+    ]);
     let lambda = &v["lambda"]["per_job_by_operation"];
     let ecs = &v["ecs"]["per_job_by_operation"];
     assert_eq!(lambda["Lambda.Invoke"], 1.0, "{v}");
@@ -151,4 +176,24 @@ fn scale_runs_under_the_model_of_aws_limits() {
         storm["peak_queue_in_flight"].as_u64().unwrap() < 2_000 * 12 / 10,
         "{storm}"
     );
+}
+
+/// Asynchronously, a Lambda job also costs its hand-off write and a share of a receive and
+/// of a delete on the outcomes queue; its record brings its lease, so the job is not read.
+#[test]
+fn api_economy_in_event_mode_counts_the_records() {
+    let v = bench(&["--scenario", "api-economy", "--jobs", "40"]);
+    assert_eq!(v["invocation"], "event", "{v}");
+    let lambda = &v["lambda"]["per_job_by_operation"];
+    assert_eq!(lambda["Lambda.Invoke"], 1.0, "{v}");
+    // The claim (the conditional put of a job sent straight to SQS), then the lease
+    // extended for the hand-off.
+    assert!(f(lambda, "DynamoDB.PutItem") >= 1.0, "{v}");
+    assert!(f(lambda, "DynamoDB.UpdateItem") >= 1.0, "{v}");
+    assert!(
+        f(lambda, "DynamoDB.GetItem") < 0.5,
+        "no read per record: {v}"
+    );
+    assert!(f(lambda, "SQS.ReceiveMessage") > 0.0, "{v}");
+    assert!(f(&v, "calls_per_lambda_job") > 3.0, "{v}");
 }

@@ -41,7 +41,9 @@ fn as_list(v: &Value) -> Vec<Value> {
 /// What the worker calls, as IAM actions (batch calls and transactions are authorised by
 /// their single actions): receive, delete and change visibility of jobs; re-send a lost
 /// job's message and read the backlog (the sweeper); dead-letter; the ledger's reads,
-/// conditional writes, the sweeper's index query and the layout check; invoke the job;
+/// conditional writes, the sweeper's index query and the layout check, the check of jobs
+/// handed to Lambda; read invocation records; invoke the job and read its reserved
+/// concurrency;
 /// start, follow and stop job tasks and pass their roles; put an oversized event, result or
 /// payload in S3.
 const WORKER_ACTIONS: &[&str] = &[
@@ -51,11 +53,13 @@ const WORKER_ACTIONS: &[&str] = &[
     "sqs:SendMessage",
     "sqs:GetQueueAttributes",
     "dynamodb:GetItem",
+    "dynamodb:BatchGetItem",
     "dynamodb:PutItem",
     "dynamodb:UpdateItem",
     "dynamodb:Query",
     "dynamodb:DescribeTable",
     "lambda:InvokeFunction",
+    "lambda:GetFunctionConcurrency",
     "ecs:RunTask",
     "ecs:DescribeTasks",
     "ecs:StopTask",
@@ -173,6 +177,7 @@ print(json.dumps({{"status": s["StackStatus"], "reason": s.get("StackStatusReaso
     for needed in [
         "JobsQueue",
         "DeadLetterQueue",
+        "OutcomesQueue",
         "Ledger",
         "PayloadBucket",
         "JobFunction",
@@ -221,6 +226,7 @@ print(json.dumps({{"status": s["StackStatus"], "reason": s.get("StackStatusReaso
     let env = [
         ("FLEET_QUEUE", out("JobsQueueUrl")),
         ("FLEET_DLQ", out("DeadLetterQueueUrl")),
+        ("FLEET_OUTCOMES_QUEUE", out("OutcomesQueueUrl")),
         ("FLEET_TABLE", out("LedgerTable")),
         ("FLEET_LEDGER_TTL_DAYS", out("LedgerTtlDays")),
         ("FLEET_CLAIM_CHECK_PREFIX", out("ClaimCheckPrefix")),

@@ -52,6 +52,9 @@ async fn run_task_on_moto_is_idempotent_and_followed_to_its_exit() {
         attempt: 1,
         fence: 1,
         payload: json!({"k": "v"}),
+        large_results: None,
+        route: None,
+        lease: None,
     };
 
     let task = launcher.start(&event).await.unwrap();
@@ -359,6 +362,9 @@ async fn an_event_too_large_for_an_override_passes_its_payload_through_s3() {
         attempt: 1,
         fence: 1,
         payload: payload.clone(),
+        large_results: None,
+        route: None,
+        lease: None,
     };
 
     // Without a claim-check prefix the event cannot be passed, and the error says why.

@@ -166,10 +166,85 @@ async fn sigterm_drains_a_replica_and_every_job_still_succeeds() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn jobs_still_running_at_the_drain_deadline_are_released_and_run_elsewhere() {
+async fn a_killed_replica_leaves_its_lambda_jobs_running_and_none_runs_twice() {
+    // Asynchronous invocation (the default): once Lambda has a job, the replica holds
+    // nothing for it; any replica records its outcome from the invocation record.
     let stack = Stack::with_init().await;
     let job = stack.testjob(&[]).await;
-    let mut first = stack.worker("first", &job, &[("FLEET_DRAIN_SECS", "1")]);
+    // A short lease: a message whose batched delete the kill cut off comes back soon, finds
+    // its job finished and is deleted.
+    let timings = [("FLEET_LEASE_SECS", "6"), ("FLEET_HEARTBEAT_SECS", "2")];
+    let mut first = stack.worker(
+        "first",
+        &job,
+        &[timings[0], timings[1], ("FLEET_CONCURRENCY", "40")],
+    );
+    let request = json!({
+        "request_id": "handed", "job_type": "test",
+        "jobs": jobs(30, |_| json!({"sleep_ms": 5000})),
+    });
+    assert!(stack.submit(&request).status.success());
+    wait_for("thirty executions", Duration::from_secs(30), || async {
+        (job.executions().len() == 30).then_some(())
+    })
+    .await;
+    first.signal(Signal::SIGKILL);
+    first
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("killed");
+    let _second = stack.worker("second", &job, &timings);
+    let done = stack.wait_done("handed", Duration::from_secs(60)).await;
+    assert_eq!(done.count("SUCCEEDED"), 30, "{done:?}");
+    assert_eq!(done.attempts, 30, "no attempt was lost: {done:?}");
+    let per_job = executions_per_job(&job.executions());
+    assert!(per_job.values().all(|n| *n == 1), "{per_job:?}");
+    stack.wait_queues_empty(Duration::from_secs(30)).await;
+    assert_eq!(
+        stack
+            .queue_depth(&format!("{}-outcomes", stack.names.queue))
+            .await,
+        0,
+        "every invocation record was consumed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_hands_lambda_no_more_jobs_than_its_reserved_concurrency() {
+    let stack = Stack::with_init().await;
+    let job = stack.testjob(&["--reserved-concurrency", "3"]).await;
+    let worker = stack.worker("w", &job, &[("FLEET_CONCURRENCY", "20")]);
+    let request = json!({
+        "request_id": "reserved", "job_type": "test",
+        "jobs": jobs(18, |_| json!({"sleep_ms": 1000})),
+    });
+    assert!(stack.submit(&request).status.success());
+    let done = stack.wait_done("reserved", Duration::from_secs(60)).await;
+    assert_eq!(done.count("SUCCEEDED"), 18, "{done:?}");
+    // A job runs for a second from its start; at no start were more than three running.
+    let starts: Vec<u64> = job.executions().iter().map(|e| e.started_ms).collect();
+    let most = starts
+        .iter()
+        .map(|s| starts.iter().filter(|t| *t <= s && s - *t < 1000).count())
+        .max()
+        .unwrap();
+    assert!(most <= 3, "{most} jobs ran at once: {starts:?}");
+    assert!(
+        worker
+            .log_text()
+            .contains("Lambda limit capped at the function's reserved concurrency"),
+        "{}",
+        worker.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_still_running_at_the_drain_deadline_are_released_and_run_elsewhere() {
+    // Synchronous invocation: the replica holds its Lambda jobs until they end.
+    let stack = Stack::with_init().await;
+    let job = stack.testjob(&[]).await;
+    let sync = ("FLEET_LAMBDA_INVOCATION", "sync");
+    let mut first = stack.worker("first", &job, &[("FLEET_DRAIN_SECS", "1"), sync]);
     let request = json!({"request_id": "release", "job_type": "test", "jobs": jobs(3, |_| json!({"sleep_ms": 30000}))});
     assert!(stack.submit(&request).status.success());
     wait_for("three executions", Duration::from_secs(30), || async {
@@ -188,7 +263,7 @@ async fn jobs_still_running_at_the_drain_deadline_are_released_and_run_elsewhere
     assert_eq!(s.count("RETRYING"), 3, "{s:?}");
     assert_eq!(s.attempts, 0);
 
-    let _second = stack.worker("second", &job, &[]);
+    let _second = stack.worker("second", &job, &[sync]);
     wait_for(
         "the released jobs to be claimed again",
         Duration::from_secs(30),

@@ -162,6 +162,9 @@ fn run_job(stack: &Stack, n: usize, attempt: u32, payload: Value) -> Output {
         attempt,
         fence: u64::from(attempt),
         payload,
+        large_results: None,
+        route: None,
+        lease: None,
     };
     stack.run(
         bin("fleet-csv-to-parquet"),

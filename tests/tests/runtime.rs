@@ -17,6 +17,9 @@ fn event(job_id: &str, attempt: u32, payload: Value) -> JobEvent {
         attempt,
         fence: 7,
         payload,
+        large_results: None,
+        route: None,
+        lease: None,
     }
 }
 
@@ -281,4 +284,139 @@ async fn invalid_configuration_stops_start_up_and_names_the_key() {
         "{}",
         out.stderr
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_container_entrypoint_stops_on_sigterm_as_interrupted() {
+    let stack = Stack::start().await;
+    let log = stack.dir.path().join("executions.jsonl");
+    let ev = event("r:1", 1, json!({"sleep_ms": 60_000})).to_base64();
+    let mut job = stack.spawn(
+        "container",
+        bin("fleet-testjob"),
+        &["run"],
+        &[
+            ("FLEET_EVENT", &ev),
+            ("FLEET_TESTJOB_LOG", log.to_str().unwrap()),
+        ],
+    );
+    wait_for("the job to start", Duration::from_secs(30), || async {
+        (!fleet_tests::read_executions(&log).is_empty()).then_some(())
+    })
+    .await;
+    job.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = job.wait_exit(Duration::from_secs(10)).await.expect("exits");
+    assert_eq!(
+        status.code(),
+        Some(i32::from(fleet_shared::message::EXIT_INTERRUPTED)),
+        "{}",
+        job.log_text()
+    );
+}
+
+/// `X-Amz-Invocation-Type: Event`: 202 at once, then the invocation record on the outcomes
+/// queue in the format Lambda documents; a result too large for a record goes to S3.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_local_invoke_api_delivers_invocation_records() {
+    let stack = Stack::with_init().await;
+    stack.create_bucket("results").await;
+    let job = stack.testjob(&["--timeout", "2"]).await;
+    let client = lambda(&job.endpoint);
+    let large = fleet_shared::message::LargeResults {
+        inline_max_bytes: 1000,
+        prefix: Some("s3://results/claims/".into()),
+    };
+    let cases = [
+        event("r:1", 1, json!({"echo": "hi"})),
+        event("r:2", 1, json!({"fail": true})),
+        event("r:3", 1, json!({"sleep_ms": 5000})),
+        JobEvent {
+            large_results: Some(large.clone()),
+            ..event("r:4", 1, json!({"result_bytes": 5000}))
+        },
+        JobEvent {
+            large_results: Some(fleet_shared::message::LargeResults {
+                prefix: None,
+                ..large
+            }),
+            ..event("r:5", 1, json!({"result_bytes": 5000}))
+        },
+    ];
+    for ev in &cases {
+        let out = client
+            .invoke()
+            .function_name("job")
+            .invocation_type(aws_sdk_lambda::types::InvocationType::Event)
+            .payload(Blob::new(serde_json::to_vec(ev).unwrap()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(out.status_code(), 202);
+    }
+    let outcomes = format!("{}-outcomes", stack.names.queue);
+    // Each record is received once (drain_queue hides what it read).
+    let got = std::sync::Mutex::new(Vec::new());
+    wait_for("five records", Duration::from_secs(30), || async {
+        let more = stack.drain_queue(&outcomes).await;
+        let mut got = got.lock().unwrap();
+        got.extend(more);
+        (got.len() >= 5).then_some(())
+    })
+    .await;
+    let mut records: Vec<fleet_shared::invocation_record::InvocationRecord> = got
+        .into_inner()
+        .unwrap()
+        .iter()
+        .map(|m| serde_json::from_str(m.body().unwrap()).unwrap())
+        .collect();
+    assert_eq!(records.len(), 5, "one record per invocation");
+    records.sort_by_key(|r| r.request_payload["job_id"].as_str().unwrap().to_owned());
+    for (r, ev) in records.iter().zip(&cases) {
+        assert_eq!(r.version, "1.0");
+        assert_eq!(r.request_payload, serde_json::to_value(ev).unwrap());
+        assert!(
+            r.request_context
+                .function_arn
+                .ends_with(":function:job:$LATEST")
+        );
+        assert_eq!(r.response_context.as_ref().unwrap().status_code, 200);
+    }
+    let condition = |i: usize| r_condition(&records[i]);
+    assert_eq!(condition(0), ("Success", None));
+    assert_eq!(records[0].response_payload.as_ref().unwrap()["echo"], "hi");
+    assert_eq!(condition(1), ("RetriesExhausted", Some("Unhandled")));
+    assert_eq!(
+        records[1].response_payload.as_ref().unwrap()["errorType"],
+        "RequestedFailure"
+    );
+    assert_eq!(condition(2), ("RetriesExhausted", Some("Unhandled")));
+    assert_eq!(
+        records[2].response_payload.as_ref().unwrap()["errorType"],
+        "Sandbox.Timedout"
+    );
+    // The large result is in S3; the record carries its reference.
+    assert_eq!(condition(3), ("Success", None));
+    let reference = records[3].response_payload.clone().unwrap();
+    let r = fleet_shared::claim_check::result_reference_in(&reference)
+        .expect("a result reference")
+        .unwrap();
+    let body = fleet_shared::claim_check::fetch(&stack.s3(), &r)
+        .await
+        .unwrap();
+    assert!(body.len() > 1000, "{}", body.len());
+    // Without a claim-check prefix the job fails, saying why, rather than lose the record.
+    assert_eq!(condition(4), ("RetriesExhausted", Some("Unhandled")));
+    assert_eq!(
+        records[4].response_payload.as_ref().unwrap()["errorType"],
+        "ResponseSizeTooLarge"
+    );
+}
+
+fn r_condition(r: &fleet_shared::invocation_record::InvocationRecord) -> (&str, Option<&str>) {
+    (
+        r.request_context.condition.as_str(),
+        r.response_context
+            .as_ref()
+            .and_then(|c| c.function_error.as_deref()),
+    )
 }

@@ -31,10 +31,14 @@ pub fn ecs_run_failure(reason: &str) -> ErrorClass {
     }
 }
 
-/// A function error, by Lambda's `errorType`.
+/// A function error, by Lambda's `errorType`. A response over Lambda's limit
+/// (`Function.ResponseSizeTooLarge`) would be as large again: permanent, not a job failure
+/// to retry.
 pub fn function_error(error_type: &str) -> ErrorClass {
     if error_type == "Sandbox.Timedout" || error_type.ends_with("Timeout") {
         ErrorClass::Timeout
+    } else if error_type.ends_with("ResponseSizeTooLarge") {
+        ErrorClass::Permanent
     } else {
         ErrorClass::JobFailure
     }
@@ -63,5 +67,9 @@ mod tests {
     fn function_errors() {
         assert_eq!(function_error("Sandbox.Timedout"), ErrorClass::Timeout);
         assert_eq!(function_error("RequestedFailure"), ErrorClass::JobFailure);
+        assert_eq!(
+            function_error("Function.ResponseSizeTooLarge"),
+            ErrorClass::Permanent
+        );
     }
 }

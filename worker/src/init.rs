@@ -1,5 +1,7 @@
-//! `fleet-worker init`: creates the dead-letter queue, the jobs queue (with its redrive
-//! policy to the dead-letter queue) and the ledger table (with its indexes and layout item).
+//! `fleet-worker init`: creates the dead-letter queue, the jobs queue and the outcomes queue
+//! (each with its redrive policy to the dead-letter queue) and the ledger table (with its
+//! indexes and layout item). The functions' event-invoke configuration (no retries, the
+//! maximum event age, the outcomes queue as both destinations) is the template's part.
 //! Idempotent: existing resources are kept and their attributes brought to the configured
 //! values; a ledger table of another layout is refused.
 
@@ -21,6 +23,7 @@ pub const DLQ_RETENTION_SECS: u32 = 14 * 24 * 3600;
 pub struct InitReport {
     pub jobs_queue_url: String,
     pub dead_letter_queue_url: String,
+    pub outcomes_queue_url: String,
     pub table: String,
     pub table_created: bool,
 }
@@ -99,6 +102,25 @@ pub async fn init(sdk: &SdkConfig, config: &Config) -> anyhow::Result<InitReport
         ]),
     )
     .await?;
+    let outcomes = config.outcomes_queue();
+    let outcomes_name = queue_name(&outcomes);
+    let outcomes_url = ensure_queue(
+        &sqs,
+        outcomes_name,
+        HashMap::from([
+            (
+                QueueAttributeName::VisibilityTimeout,
+                config.worker.lease_secs.to_string(),
+            ),
+            (
+                QueueAttributeName::MessageRetentionPeriod,
+                JOBS_RETENTION_SECS.to_string(),
+            ),
+            (QueueAttributeName::RedrivePolicy, redrive.to_string()),
+            (QueueAttributeName::SqsManagedSseEnabled, "true".into()),
+        ]),
+    )
+    .await?;
     let mut ledger = DynamoLedger::new(fleet_shared::aws::dynamodb(sdk), &config.ledger.table);
     let table_created = ledger.create_table(config.ledger.index_shards).await?;
     if config.ledger.ttl_days.is_some() {
@@ -107,6 +129,7 @@ pub async fn init(sdk: &SdkConfig, config: &Config) -> anyhow::Result<InitReport
     Ok(InitReport {
         jobs_queue_url: jobs_url,
         dead_letter_queue_url: dlq_url,
+        outcomes_queue_url: outcomes_url,
         table: config.ledger.table.clone(),
         table_created,
     })

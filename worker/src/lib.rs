@@ -4,6 +4,7 @@
 
 pub mod acks;
 pub mod classify;
+pub mod decide;
 pub mod dispatch;
 pub mod engine;
 pub mod history;
@@ -18,6 +19,7 @@ use std::time::Duration;
 
 use aws_config::SdkConfig;
 use fleet_shared::config::Config;
+use fleet_shared::config::Invocation;
 use fleet_shared::ledger::dynamo::DynamoLedger;
 use fleet_shared::metrics::Health;
 use fleet_shared::queue::sqs::SqsQueue;
@@ -96,6 +98,44 @@ pub fn launcher_with(clients: &Clients, config: &Arc<Config>) -> anyhow::Result<
     })
 }
 
+/// The configuration with the Lambda limit at most the function's reserved concurrency
+/// (`lambda.function`'s, when it has one): a replica never hands the function more jobs
+/// than it may run at once. Unchanged when none is reserved or it cannot be read.
+pub async fn capped_by_reserved_concurrency(
+    lambda: &aws_sdk_lambda::Client,
+    config: Arc<Config>,
+) -> Arc<Config> {
+    let Some(function) = config.lambda.function.clone() else {
+        return config;
+    };
+    let reserved = match lambda
+        .get_function_concurrency()
+        .function_name(&function)
+        .send()
+        .await
+    {
+        Ok(out) => out.reserved_concurrent_executions,
+        Err(e) => {
+            tracing::debug!(error = %aws_sdk_lambda::error::DisplayErrorContext(&e), "could not read the function's reserved concurrency");
+            None
+        }
+    };
+    let Some(reserved) = reserved.and_then(|r| usize::try_from(r).ok()) else {
+        return config;
+    };
+    if reserved == 0 {
+        tracing::warn!(%function, "the function's reserved concurrency is 0: Lambda runs none of its jobs");
+    }
+    let (min, max) = config.lambda_concurrency();
+    if reserved >= max {
+        return config;
+    }
+    tracing::info!(%function, reserved, limit = reserved.max(min), "Lambda limit capped at the function's reserved concurrency");
+    let mut capped = (*config).clone();
+    capped.lambda.max_concurrency = Some(reserved.max(min));
+    Arc::new(capped)
+}
+
 /// Runs one replica against AWS until `shutdown`, then drains (see [`Engine::run`]).
 pub async fn run(
     sdk: &SdkConfig,
@@ -138,20 +178,29 @@ pub async fn run_with(
     .with_ttl(config.ledger.ttl())
     .with_history_keep(config.ledger.history_keep);
     let lambda = clients.lambda.clone();
-    let engine = Arc::new(
-        Engine::new(
-            Parts {
-                queue: Arc::new(queue),
-                dead_letters: Arc::new(dlq),
-                ledger: Arc::new(ledger),
-                dispatcher: Arc::new(LambdaDispatcher::new(lambda, config.clone())),
-                tasks: Arc::new(launcher_with(&clients, &config)?),
-            },
-            config.clone(),
-            replica_id(&config),
-        )
-        .with_health(health)
-        .with_s3(clients.s3.clone()),
-    );
+    let config = capped_by_reserved_concurrency(&lambda, config).await;
+    let outcomes = match config.lambda.invocation {
+        Invocation::Event => Some(Arc::new(
+            SqsQueue::resolve(clients.sqs.clone(), &config.outcomes_queue()).await?,
+        )),
+        Invocation::Sync => None,
+    };
+    let engine = Engine::new(
+        Parts {
+            queue: Arc::new(queue),
+            dead_letters: Arc::new(dlq),
+            ledger: Arc::new(ledger),
+            dispatcher: Arc::new(LambdaDispatcher::new(lambda, config.clone())),
+            tasks: Arc::new(launcher_with(&clients, &config)?),
+        },
+        config.clone(),
+        replica_id(&config),
+    )
+    .with_health(health)
+    .with_s3(clients.s3.clone());
+    let engine = Arc::new(match outcomes {
+        Some(q) => engine.with_outcomes(q),
+        None => engine,
+    });
     Ok(engine.run(shutdown, hard_stop).await)
 }

@@ -1,10 +1,13 @@
 //! Concurrency and rate limits of one replica.
 //!
-//! - [`AdaptiveLimit`]: an in-flight limit that adapts to throttling (additive increase,
-//!   multiplicative decrease): halved when a call is throttled, grown by one after a window of
-//!   as many successes as the limit, between configured bounds. A burst of throttles from
-//!   calls started under the same limit halves it once, not once per call.
-//! - [`RateLimiter`]: a token bucket for calls with a per-second quota (ECS RunTask).
+//! - [`AdaptiveLimit`]: an in-flight limit that adapts to throttling: halved when a call is
+//!   throttled; after each window of as many successes as the limit, doubled back up to the
+//!   last good value (the highest limit that held for a window, below the one throttled),
+//!   then grown by one per window above it, between configured bounds. A burst of throttles
+//!   from calls started under the same limit halves it once, not once per call.
+//! - [`RateLimiter`]: a token bucket for calls with a per-second quota, in one replica.
+//! - [`SharedRate`]: a token bucket shared by every replica, kept in the ledger and taken a
+//!   block at a time (ECS RunTask: the account's budget, not each replica's).
 //!
 //! A target's gauges (`fleet_in_flight`, `fleet_concurrency_limit`) come from its
 //! [`AdaptiveLimit`], so in-flight falls back to 0 whenever every permit is gone.
@@ -21,6 +24,9 @@ struct State {
     limit: usize,
     in_flight: usize,
     successes: usize,
+    /// The last good value: the highest limit that held for a window of successes, kept
+    /// below a limit that was throttled. Recovery doubles up to it, then probes by one.
+    good: usize,
     /// Grows with every decrease: a throttled permit from before it does not decrease again.
     generation: u64,
 }
@@ -47,6 +53,7 @@ impl AdaptiveLimit {
                 limit: max,
                 in_flight: 0,
                 successes: 0,
+                good: max,
                 generation: 0,
             }),
             changed: Notify::new(),
@@ -132,8 +139,16 @@ impl AdaptiveLimit {
         match signal {
             Signal::Success => {
                 s.successes += 1;
+                if s.successes >= s.limit {
+                    s.good = s.good.max(s.limit);
+                }
                 if s.successes >= s.limit && s.limit < self.max {
-                    s.limit += 1;
+                    s.limit = if s.limit < s.good {
+                        (s.limit * 2).min(s.good)
+                    } else {
+                        s.limit + 1
+                    }
+                    .min(self.max);
                     s.successes = 0;
                     if s.limit == self.max {
                         info!(
@@ -152,6 +167,7 @@ impl AdaptiveLimit {
             }
             Signal::Throttled if generation == s.generation => {
                 let before = s.limit;
+                s.good = s.good.min(before.saturating_sub(1)).max(self.min);
                 s.limit = (s.limit / 2).max(self.min);
                 s.successes = 0;
                 s.generation += 1;
@@ -239,6 +255,60 @@ impl RateLimiter {
     }
 }
 
+/// A per-second budget shared by every replica (a token bucket in the ledger): a replica
+/// takes a block of tokens at a time (a read and a conditional write) and spends it locally.
+#[derive(Debug)]
+pub struct SharedRate {
+    bucket: fleet_shared::ledger::Bucket,
+    block: u32,
+    held: tokio::sync::Mutex<u32>,
+}
+
+impl SharedRate {
+    /// `per_sec` for the whole fleet, bursts of up to a second's worth.
+    pub fn new(name: &str, per_sec: f64) -> Self {
+        Self {
+            bucket: fleet_shared::ledger::Bucket {
+                name: name.to_owned(),
+                rate: per_sec,
+                burst: per_sec.max(1.0),
+            },
+            block: ((per_sec / 4.0).ceil() as u32).clamp(1, 10),
+            held: tokio::sync::Mutex::new(0),
+        }
+    }
+
+    /// Waits for a token. A ledger that fails is tried again a second later (a token is
+    /// never assumed).
+    pub async fn acquire<L: fleet_shared::ledger::Ledger>(
+        &self,
+        ledger: &L,
+        clock: fleet_shared::time::Clock,
+    ) {
+        let mut held = self.held.lock().await;
+        loop {
+            if *held > 0 {
+                *held -= 1;
+                return;
+            }
+            match ledger
+                .take_tokens(&self.bucket, self.block, clock.now_ms())
+                .await
+            {
+                Ok(t) if t.granted > 0 => {
+                    *held = t.granted - 1;
+                    return;
+                }
+                Ok(t) => tokio::time::sleep(Duration::from_millis(t.wait_ms)).await,
+                Err(e) => {
+                    warn!(bucket = %self.bucket.name, error = %e, "could not take from the shared rate; trying again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,7 +329,8 @@ mod tests {
         limit.acquire().await.throttled();
         limit.acquire().await.throttled();
         assert_eq!(limit.limit(), 2);
-        // Growth: one step per window of `limit` successes.
+        // Recovery: doubled per window of `limit` successes, up to the last good value
+        // (below 4, the lowest limit throttled: 3), then one step per window.
         for _ in 0..2 {
             limit.acquire().await.success();
         }
@@ -268,9 +339,41 @@ mod tests {
             limit.acquire().await.success();
         }
         assert_eq!(limit.limit(), 4);
+        for _ in 0..4 {
+            limit.acquire().await.success();
+        }
+        assert_eq!(limit.limit(), 5);
         // A dropped permit frees its room and changes nothing else.
         drop(limit.acquire().await);
-        assert_eq!((limit.limit(), limit.in_flight()), (4, 0));
+        assert_eq!((limit.limit(), limit.in_flight()), (5, 0));
+    }
+
+    #[tokio::test]
+    async fn recovers_by_doubling_to_the_last_good_value() {
+        let limit = AdaptiveLimit::new("lambda", 1, 1000);
+        // It ran at 1000 without trouble for a window, then 1000 in flight were throttled.
+        for _ in 0..1000 {
+            limit.acquire().await.success();
+        }
+        let permits: Vec<_> = futures::future::join_all((0..1000).map(|_| limit.acquire())).await;
+        for p in permits {
+            p.throttled();
+        }
+        assert_eq!(limit.limit(), 500);
+        // Throttled again at 500: the last good value is now 499.
+        limit.acquire().await.throttled();
+        assert_eq!(limit.limit(), 250);
+        let mut windows = Vec::new();
+        for _ in 0..4 {
+            let n = limit.limit();
+            let permits: Vec<_> = futures::future::join_all((0..n).map(|_| limit.acquire())).await;
+            for p in permits {
+                p.success();
+            }
+            windows.push(limit.limit());
+        }
+        // 250 → 499 in one window (not 249 windows of +1), then probing by one.
+        assert_eq!(windows, vec![499, 500, 501, 502]);
     }
 
     #[tokio::test(start_paused = true)]

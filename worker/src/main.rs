@@ -59,6 +59,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                 .context("init")?;
             println!("jobs queue:        {}", r.jobs_queue_url);
             println!("dead-letter queue: {}", r.dead_letter_queue_url);
+            println!("outcomes queue:    {}", r.outcomes_queue_url);
             println!(
                 "ledger table:      {} ({})",
                 r.table,

@@ -3,8 +3,10 @@
 //!
 //! 1. `request`: the request (or message) names a target;
 //! 2. `promoted_after_timeout` / `promoted_after_oom`: the previous attempt timed out or ran
-//!    out of memory in Lambda, so this one runs in a container;
-//! 3. `payload_size`: the event is over Lambda's payload limit;
+//!    out of memory in Lambda, so this one runs in a container; `kept_after_promotion`: an
+//!    earlier one was promoted, so this one stays in a container;
+//! 3. `payload_size`: the event is over Lambda's payload limit (for an asynchronous
+//!    invocation, 128 KiB: its invocation record must fit in an SQS message);
 //! 4. `input_size`: the job was split from an S3 prefix and its objects (the payload's
 //!    `source.bytes`) add up to more than `routing.lambda_max_input_bytes`;
 //! 5. `estimated_duration`: the message's or the job type's estimate is over
@@ -16,7 +18,7 @@
 //! A route to a target that is not configured falls back to the other one, with the reason
 //! `<reason>_but_<target>_unavailable`; when neither is configured the job cannot run.
 
-use fleet_shared::config::Config;
+use fleet_shared::config::{Config, Invocation};
 use fleet_shared::ledger::AttemptRecord;
 use fleet_shared::message::{JobMessage, Target};
 
@@ -53,6 +55,14 @@ fn preferred(config: &Config, input: &RouteInput<'_>) -> (Target, &'static str) 
     if let Some(t) = chosen(hint.and_then(|h| h.target)).or(chosen(input.ledger_target)) {
         return (t, "request");
     }
+    // A job promoted to ECS stays there: sending its next attempt back to Lambda would time
+    // out (or run out of memory) again.
+    if let Some(prev) = input.previous
+        && prev.target == Target::Ecs.as_str()
+        && (prev.reason.starts_with("promoted_after_") || prev.reason == "kept_after_promotion")
+    {
+        return (Target::Ecs, "kept_after_promotion");
+    }
     if let Some(prev) = input.previous
         && prev.target == Target::Lambda.as_str()
     {
@@ -63,7 +73,14 @@ fn preferred(config: &Config, input: &RouteInput<'_>) -> (Target, &'static str) 
             return (Target::Ecs, "promoted_after_oom");
         }
     }
-    if input.event_bytes > config.routing.lambda_max_payload_bytes {
+    let max_payload = match config.lambda.invocation {
+        Invocation::Event => config
+            .routing
+            .lambda_max_payload_bytes
+            .min(fleet_shared::invocation_record::EVENT_MAX_BYTES),
+        Invocation::Sync => config.routing.lambda_max_payload_bytes,
+    };
+    if input.event_bytes > max_payload {
         return (Target::Ecs, "payload_size");
     }
     if let Some(max) = config.routing.lambda_max_input_bytes
@@ -291,6 +308,35 @@ mod tests {
         assert_eq!(
             decide(&c, &plain, Some(&ecs_timeout), None, 10),
             (Target::Ecs, "job_type".into())
+        );
+        // Once promoted, a job stays on ECS whatever its later attempts do.
+        let mut promoted = prev("ecs", "job_failure", None);
+        promoted.reason = "promoted_after_timeout".into();
+        let mut kept = prev("ecs", "transient", None);
+        kept.reason = "kept_after_promotion".into();
+        let mut no_ecs_type = c.clone();
+        no_ecs_type.job_types.clear();
+        for p in [&promoted, &kept] {
+            assert_eq!(
+                decide(&no_ecs_type, &plain, Some(p), None, 10),
+                (Target::Ecs, "kept_after_promotion".into())
+            );
+        }
+        assert_eq!(
+            decide(&no_ecs_type, &plain, Some(&ecs_timeout), None, 10),
+            (Target::Lambda, "default".into()),
+            "an ECS attempt that was not a promotion does not pin the job"
+        );
+        // An asynchronous invocation's record carries the event: a large event goes to ECS.
+        let big = fleet_shared::invocation_record::EVENT_MAX_BYTES + 1;
+        assert_eq!(
+            decide(&no_ecs_type, &plain, None, None, big),
+            (Target::Ecs, "payload_size".into())
+        );
+        no_ecs_type.lambda.invocation = fleet_shared::config::Invocation::Sync;
+        assert_eq!(
+            decide(&no_ecs_type, &plain, None, None, big),
+            (Target::Lambda, "default".into())
         );
         c.job_types.clear();
         assert_eq!(

@@ -36,6 +36,9 @@ fn event() -> JobEvent {
         attempt: 1,
         fence: 1,
         payload: serde_json::json!({"k": 1}),
+        large_results: None,
+        route: None,
+        lease: None,
     }
 }
 

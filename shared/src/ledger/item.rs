@@ -393,6 +393,11 @@ pub fn lease_of(
     }
 }
 
+/// The item of a token bucket shared by the replicas.
+pub fn bucket_key(name: &str) -> ItemKey {
+    ItemKey::new(LAYOUT_PK, format!("BUCKET#{name}"))
+}
+
 /// Whether a result fits on the lean item of an attempt whose claimed item had
 /// `item_bytes`: the terminal write drops the lease's attributes and adds the finish time,
 /// the duration, the last attempt and the result, all within [`LEAN_MAX_BYTES`].

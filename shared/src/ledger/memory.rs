@@ -39,6 +39,8 @@ struct Store {
     requests: HashMap<String, RequestRecord>,
     counters: BTreeMap<ItemKey, CounterItem>,
     durations: HashMap<String, Vec<u64>>,
+    /// Token buckets: tokens and when they were counted.
+    buckets: HashMap<String, (f64, u64)>,
     /// (partition, due time, key) of every job in the due index.
     due: BTreeSet<(String, u64, ItemKey)>,
     /// (partition, index, key) of every job in the failed index.
@@ -588,6 +590,47 @@ impl Ledger for MemoryLedger {
 
     async fn record_task(&self, lease: &Lease, task: &str) -> Result<(), LedgerError> {
         self.owned_update("UpdateItem", lease, |j| j.task = Some(task.to_owned()))
+    }
+
+    async fn take_tokens(
+        &self,
+        bucket: &super::Bucket,
+        want: u32,
+        now_ms: u64,
+    ) -> Result<super::Taken, LedgerError> {
+        let key = item::bucket_key(&bucket.name);
+        self.read("GetItem", &[Charge::table(&key.pk, read_units(100, true))])?;
+        let mut st = self.lock();
+        let stored = st.buckets.get(&bucket.name).copied();
+        let available = bucket.refilled(stored, now_ms);
+        let taken = bucket.take(available, want);
+        if taken.granted > 0 {
+            self.write("UpdateItem", &[Charge::table(&key.pk, 1.0)])?;
+            let at = stored.map_or(now_ms, |(_, at)| at.max(now_ms));
+            st.buckets.insert(
+                bucket.name.clone(),
+                (available - f64::from(taken.granted), at),
+            );
+        }
+        Ok(taken)
+    }
+
+    async fn running_at(&self, attempts: &[(ItemKey, u64)]) -> Result<Vec<bool>, LedgerError> {
+        let st = self.lock();
+        let mut charges = Vec::new();
+        let out = attempts
+            .iter()
+            .map(|(k, fence)| {
+                let j = st.jobs.get(k);
+                charges.push(Charge::table(
+                    &k.pk,
+                    read_units(j.map_or(0, |j| item_size(&encode_job(j))), true),
+                ));
+                j.is_some_and(|j| j.state == JobState::Running && j.fence == *fence)
+            })
+            .collect();
+        self.read("BatchGetItem", &charges)?;
+        Ok(out)
     }
 
     async fn commit(

@@ -449,6 +449,52 @@ impl Counts {
 /// Reports older than this are not counted as running.
 pub const LIVE_REPORT_MAX_AGE_MS: u64 = 60_000;
 
+/// A token bucket kept in the ledger (item `FLEET` / `BUCKET#<name>`), shared by the
+/// replicas: fleet-wide rates such as the account's RunTask budget.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bucket {
+    pub name: String,
+    /// Tokens a second.
+    pub rate: f64,
+    /// Most tokens saved up.
+    pub burst: f64,
+}
+
+impl Bucket {
+    /// The tokens a bucket holds at `now_ms`, from what it held (`tokens` at `at_ms`; a
+    /// bucket never written is full).
+    pub fn refilled(&self, stored: Option<(f64, u64)>, now_ms: u64) -> f64 {
+        match stored {
+            None => self.burst,
+            Some((tokens, at_ms)) => {
+                let secs = now_ms.saturating_sub(at_ms) as f64 / 1000.0;
+                (tokens + secs * self.rate).min(self.burst).max(0.0)
+            }
+        }
+    }
+
+    /// What a take of `want` from `available` tokens gives.
+    pub fn take(&self, available: f64, want: u32) -> Taken {
+        let granted = (available.floor() as u32).min(want);
+        let wait_ms = if granted == 0 {
+            (((1.0 - available) / self.rate.max(1e-6)) * 1000.0)
+                .ceil()
+                .max(1.0) as u64
+        } else {
+            0
+        };
+        Taken { granted, wait_ms }
+    }
+}
+
+/// The answer to [`Ledger::take_tokens`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Taken {
+    pub granted: u32,
+    /// With none granted: when the next token is due.
+    pub wait_ms: u64,
+}
+
 /// A job the due index lists: a RUNNING job whose lease ended, or a PENDING or RETRYING job
 /// claimable since `at_ms` and not claimed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -560,6 +606,23 @@ pub trait Ledger: Send + Sync + 'static {
         lease: &Lease,
         task: &str,
     ) -> impl Future<Output = Result<(), LedgerError>> + Send;
+
+    /// Takes up to `want` tokens from a token bucket kept in the ledger and shared by every
+    /// replica (`bucket.rate` tokens a second, at most `bucket.burst` saved): a read and a
+    /// conditional write, tried again when another replica wrote between them.
+    fn take_tokens(
+        &self,
+        bucket: &Bucket,
+        want: u32,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Taken, LedgerError>> + Send;
+
+    /// For each `(key, fence)`, whether the job is still RUNNING at that fence (one read of
+    /// up to 100 items per call: how a replica learns that jobs it handed off have ended).
+    fn running_at(
+        &self,
+        attempts: &[(ItemKey, u64)],
+    ) -> impl Future<Output = Result<Vec<bool>, LedgerError>> + Send;
 
     /// Commits changes (at most 99 jobs) with the counters they move, in one transaction,
     /// under counter slot `slot`, with the replica's live reports. `Err` when the whole call
@@ -896,6 +959,41 @@ mod tests {
             now_ms: 0,
         };
         assert_eq!(redrive.delta(), d(0, -1, 0, 0, 0));
+    }
+
+    #[test]
+    fn buckets_refill_at_their_rate_up_to_their_burst() {
+        let b = Bucket {
+            name: "b".into(),
+            rate: 20.0,
+            burst: 20.0,
+        };
+        assert_eq!(b.refilled(None, 5), 20.0);
+        assert_eq!(b.refilled(Some((0.0, 1000)), 1500), 10.0);
+        assert_eq!(b.refilled(Some((15.0, 1000)), 9000), 20.0);
+        // Another replica's clock ahead of ours adds nothing.
+        assert_eq!(b.refilled(Some((3.0, 2000)), 1000), 3.0);
+        assert_eq!(
+            b.take(7.9, 5),
+            Taken {
+                granted: 5,
+                wait_ms: 0
+            }
+        );
+        assert_eq!(
+            b.take(2.5, 5),
+            Taken {
+                granted: 2,
+                wait_ms: 0
+            }
+        );
+        assert_eq!(
+            b.take(0.5, 5),
+            Taken {
+                granted: 0,
+                wait_ms: 25
+            }
+        );
     }
 
     #[test]

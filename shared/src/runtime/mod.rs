@@ -96,10 +96,7 @@ async fn resolve_payload(payload: Value) -> Result<Value, JobError> {
     if reference_in(&payload).is_none() {
         return Ok(payload);
     }
-    let s3 = S3
-        .get_or_init(|| async { crate::aws::s3(&crate::aws::sdk_config_from_env().await) })
-        .await;
-    resolve(s3, payload).await.map_err(|e| {
+    resolve(s3().await, payload).await.map_err(|e| {
         let kind = match e {
             ClaimCheckError::Unavailable { .. } => "PayloadUnavailable",
             ClaimCheckError::Malformed(_) | ClaimCheckError::Corrupt { .. } => "PayloadCorrupt",
@@ -108,10 +105,54 @@ async fn resolve_payload(payload: Value) -> Result<Value, JobError> {
     })
 }
 
+async fn s3() -> &'static aws_sdk_s3::Client {
+    S3.get_or_init(|| async { crate::aws::s3(&crate::aws::sdk_config_from_env().await) })
+        .await
+}
+
 async fn run_event<H: JobHandler>(handler: &H, event: JobEvent) -> Result<Value, JobError> {
+    let large = event.large_results.clone();
     let (ctx, payload) = JobContext::split(event);
     let payload = resolve_payload(payload).await?;
-    handler.handle(ctx, payload).await
+    let (request_id, job_id, fence) = (ctx.request_id.clone(), ctx.job_id.clone(), ctx.fence);
+    let result = handler.handle(ctx, payload).await?;
+    match large {
+        Some(large) => keep_large_result(&large, &request_id, &job_id, fence, result).await,
+        None => Ok(result),
+    }
+}
+
+/// A result as it can travel in an invocation record: itself when it is at most
+/// `inline_max_bytes`, else stored under the claim-check prefix and its reference.
+async fn keep_large_result(
+    large: &crate::message::LargeResults,
+    request_id: &str,
+    job_id: &str,
+    fence: u64,
+    result: Value,
+) -> Result<Value, JobError> {
+    let body = serde_json::to_vec(&result).unwrap_or_default();
+    if body.len() <= large.inline_max_bytes {
+        return Ok(result);
+    }
+    let too_large = |why: String| JobError::new("ResponseSizeTooLarge", why);
+    let Some(prefix) = &large.prefix else {
+        return Err(too_large(format!(
+            "the result is {} bytes, over the {} an invocation record carries, and no claim_check.prefix is configured to keep it in S3",
+            body.len(),
+            large.inline_max_bytes
+        )));
+    };
+    let prefix = crate::s3::S3Uri::parse(prefix).map_err(|e| too_large(e.to_string()))?;
+    let index = crate::ids::JobId::parse(job_id)
+        .map_err(|e| too_large(e.to_string()))?
+        .index();
+    let uri = crate::claim_check::result_uri(&prefix, request_id, index, fence);
+    let reference = crate::claim_check::result_reference(&uri, &body);
+    crate::claim_check::put(s3().await, &uri, body)
+        .await
+        .map_err(|e| JobError::new("ResultNotStored", e))?;
+    Ok(reference)
 }
 
 #[derive(Debug, Parser)]

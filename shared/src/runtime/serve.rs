@@ -5,6 +5,13 @@
 //! function timeout, `--timeout`); 404 `ResourceNotFoundException` for a function it does not
 //! serve (with `--function`); 413 `RequestTooLargeException` over Lambda's 6 MB payload limit.
 //! Invocations run concurrently, each in its own task.
+//!
+//! `X-Amz-Invocation-Type: Event` is answered 202 at once; the job then runs, and its
+//! invocation record (Lambda's documented format, [`crate::invocation_record`]) goes to the
+//! outcomes queue on the configured endpoint: `lambda.outcomes_queue` (env
+//! `FLEET_OUTCOMES_QUEUE`), by default the jobs queue's name (`FLEET_QUEUE`) with `-outcomes`
+//! appended, as the worker reads it. It plays the part of the function's event-invoke
+//! configuration on AWS: no retries, both destinations the outcomes queue.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,6 +27,9 @@ use axum::routing::post;
 use serde_json::{Value, json};
 
 use super::{JobEvent, JobHandler, run_event};
+use crate::invocation_record::InvocationRecord;
+use crate::queue::JobQueue;
+use crate::queue::sqs::SqsQueue;
 
 /// Lambda's limit on a synchronous Invoke payload.
 pub const MAX_INVOKE_BYTES: usize = 6 * 1024 * 1024;
@@ -36,12 +46,18 @@ pub struct ServeOptions {
     /// Serve only this function name; others get ResourceNotFoundException.
     #[arg(long)]
     pub function: Option<String>,
+    /// The reserved concurrency GetFunctionConcurrency reports (none when unset).
+    #[arg(long)]
+    pub reserved_concurrency: Option<u32>,
 }
 
 struct App<H> {
     handler: Arc<H>,
     timeout: Duration,
     function: Option<String>,
+    reserved_concurrency: Option<u32>,
+    /// Where invocation records go (`lambda.outcomes_queue`), found at the first one.
+    outcomes: tokio::sync::OnceCell<SqsQueue>,
 }
 
 /// Serves until SIGINT or SIGTERM.
@@ -55,11 +71,17 @@ pub async fn serve<H: JobHandler>(handler: Arc<H>, opts: ServeOptions) -> std::i
         handler,
         timeout: Duration::from_secs_f64(opts.timeout),
         function: opts.function,
+        reserved_concurrency: opts.reserved_concurrency,
+        outcomes: tokio::sync::OnceCell::new(),
     });
     let router = Router::new()
         .route(
             "/2015-03-31/functions/{name}/invocations",
             post(invoke::<H>),
+        )
+        .route(
+            "/2019-09-30/functions/{name}/concurrency",
+            axum::routing::get(concurrency::<H>),
         )
         .layer(DefaultBodyLimit::max(MAX_INVOKE_BYTES))
         .with_state(app);
@@ -139,6 +161,27 @@ fn service_error(
     resp
 }
 
+/// GetFunctionConcurrency: the reserved concurrency `--reserved-concurrency` gives.
+async fn concurrency<H: JobHandler>(
+    State(app): State<Arc<App<H>>>,
+    Path(name): Path<String>,
+) -> Response {
+    let request_id = uuid::Uuid::now_v7().to_string();
+    if !serves(&app.function, &name) {
+        return service_error(
+            &request_id,
+            StatusCode::NOT_FOUND,
+            "ResourceNotFoundException",
+            format!("Function not found: {name}"),
+        );
+    }
+    let body = match app.reserved_concurrency {
+        Some(n) => json!({"ReservedConcurrentExecutions": n}),
+        None => json!({}),
+    };
+    lambda_response(&request_id, StatusCode::OK, false, body)
+}
+
 async fn invoke<H: JobHandler>(
     State(app): State<Arc<App<H>>>,
     Path(name): Path<String>,
@@ -182,47 +225,101 @@ async fn invoke<H: JobHandler>(
         .get("x-amz-invocation-type")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("RequestResponse");
-    let handler = app.handler.clone();
-    let task = tokio::spawn(async move { run_event(handler.as_ref(), event).await });
     match invocation_type {
-        "Event" => return lambda_response(&request_id, StatusCode::ACCEPTED, false, Value::Null),
-        "DryRun" => {
-            task.abort();
-            return lambda_response(&request_id, StatusCode::NO_CONTENT, false, Value::Null);
+        "DryRun" => lambda_response(&request_id, StatusCode::NO_CONTENT, false, Value::Null),
+        "Event" => {
+            // Lambda's part: accept, run, then deliver the invocation record to the
+            // destination (the outcomes queue), as the event-invoke configuration would.
+            let request_payload: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let (app, id) = (app.clone(), request_id.clone());
+            tokio::spawn(async move {
+                let result = app.run(event, &id).await;
+                app.deliver(&id, &name, request_payload, result).await;
+            });
+            lambda_response(&request_id, StatusCode::ACCEPTED, false, Value::Null)
         }
-        _ => {}
+        _ => match app.run(event, &request_id).await {
+            Ok(result) => lambda_response(&request_id, StatusCode::OK, false, result),
+            Err(error) => lambda_response(&request_id, StatusCode::OK, true, error),
+        },
     }
-    let abort = task.abort_handle();
-    match tokio::time::timeout(app.timeout, task).await {
-        Ok(Ok(Ok(result))) => lambda_response(&request_id, StatusCode::OK, false, result),
-        Ok(Ok(Err(e))) => lambda_response(&request_id, StatusCode::OK, true, e.to_lambda_body()),
-        Ok(Err(join)) => {
-            let message = match join.try_into_panic() {
-                Ok(p) => p
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| p.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "panic".into()),
-                Err(e) => e.to_string(),
-            };
-            lambda_response(
-                &request_id,
-                StatusCode::OK,
-                true,
-                json!({"errorType": "Runtime.ExitError", "errorMessage": format!("the handler panicked: {message}")}),
-            )
-        }
-        Err(_) => {
-            abort.abort();
-            lambda_response(
-                &request_id,
-                StatusCode::OK,
-                true,
-                json!({
+}
+
+impl<H: JobHandler> App<H> {
+    /// Runs one invocation under the emulated function timeout: the result, or the error
+    /// document Lambda would return (a job error, a panic, a timeout).
+    async fn run(&self, event: JobEvent, request_id: &str) -> Result<Value, Value> {
+        let handler = self.handler.clone();
+        let task = tokio::spawn(async move { run_event(handler.as_ref(), event).await });
+        let abort = task.abort_handle();
+        match tokio::time::timeout(self.timeout, task).await {
+            Ok(Ok(Ok(result))) => Ok(result),
+            Ok(Ok(Err(e))) => Err(e.to_lambda_body()),
+            Ok(Err(join)) => {
+                let message = match join.try_into_panic() {
+                    Ok(p) => p
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| p.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "panic".into()),
+                    Err(e) => e.to_string(),
+                };
+                Err(
+                    json!({"errorType": "Runtime.ExitError", "errorMessage": format!("the handler panicked: {message}")}),
+                )
+            }
+            Err(_) => {
+                abort.abort();
+                Err(json!({
                     "errorType": "Sandbox.Timedout",
-                    "errorMessage": format!("RequestId: {request_id} Error: Task timed out after {:.2} seconds", app.timeout.as_secs_f64()),
-                }),
-            )
+                    "errorMessage": format!("RequestId: {request_id} Error: Task timed out after {:.2} seconds", self.timeout.as_secs_f64()),
+                }))
+            }
+        }
+    }
+
+    /// Sends an asynchronous invocation's record to the outcomes queue. A record that cannot
+    /// be sent is lost, as Lambda loses one it cannot deliver: the worker's sweeper runs the
+    /// job again when its lease ends.
+    async fn deliver(
+        &self,
+        request_id: &str,
+        function: &str,
+        request_payload: Value,
+        result: Result<Value, Value>,
+    ) {
+        let arn = format!("arn:aws:lambda:us-east-1:000000000000:function:{function}:$LATEST");
+        let timestamp =
+            aws_sdk_sqs::primitives::DateTime::from_millis(crate::time::now_ms() as i64)
+                .fmt(aws_sdk_sqs::primitives::DateTimeFormat::DateTime)
+                .unwrap_or_default();
+        let record = InvocationRecord::ran(request_id, &arn, request_payload, result, timestamp);
+        let body = match serde_json::to_string(&record) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("invocation record of {request_id}: {e}");
+                return;
+            }
+        };
+        let queue = self
+            .outcomes
+            .get_or_try_init(|| async {
+                let config = crate::config::Config::load(None).map_err(|e| e.to_string())?;
+                let sdk = crate::aws::sdk_config_from_env().await;
+                SqsQueue::resolve(crate::aws::sqs(&sdk), &config.outcomes_queue())
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+            .await;
+        let sent = match queue {
+            Ok(q) => q
+                .send(&body, Duration::ZERO)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(format!("no outcomes queue: {e}")),
+        };
+        if let Err(e) = sent {
+            eprintln!("could not deliver the invocation record of {request_id}: {e}");
         }
     }
 }

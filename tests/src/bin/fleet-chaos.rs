@@ -46,6 +46,10 @@ struct Cli {
     /// Keep the run's files (history, execution log, logs) in this directory.
     #[arg(long)]
     keep: Option<std::path::PathBuf>,
+    /// How the replicas invoke Lambda: `event` (asynchronous, the default) or `sync`. A
+    /// pause meets a heartbeat of a job's lease only under `sync`.
+    #[arg(long, default_value = "event")]
+    invocation: String,
 }
 
 fn main() -> ExitCode {
@@ -54,7 +58,12 @@ fn main() -> ExitCode {
         eprintln!("fleet-chaos: --jobs, --replicas and --kill-every must be positive");
         return ExitCode::from(2);
     }
+    if !matches!(cli.invocation.as_str(), "event" | "sync") {
+        eprintln!("fleet-chaos: --invocation is event or sync");
+        return ExitCode::from(2);
+    }
     let opts = Options {
+        invocation: cli.invocation,
         jobs: cli.jobs,
         replicas: cli.replicas,
         kill_every: Duration::from_secs_f64(cli.kill_every),

@@ -246,6 +246,7 @@ impl TaskLauncher for EcsLauncher {
             },
             exit_code: None,
             stopped_reason: None,
+            retry_after: None,
         })
     }
 
@@ -315,6 +316,7 @@ async fn poll(inner: Arc<Inner>, period: Duration) {
                             },
                             exit_code: None,
                             stopped_reason: f.reason().map(str::to_owned),
+                            retry_after: None,
                         },
                     ));
                 }
@@ -344,17 +346,33 @@ pub fn task_end(task: &Task, container: &str) -> TaskEnd {
     why.extend(c.and_then(|c| c.reason()));
     let stopped_reason = (!why.is_empty()).then(|| why.join(": "));
     let detail = stopped_reason.clone().unwrap_or_default();
+    // The stop code first: a task stopped from outside (a Spot interruption, a StopTask, a
+    // scale-in) exits with whatever its container did on SIGTERM, which is not the job's
+    // failure.
     let outcome = match (exit_code, stop_code) {
         (Some(0), _) => Outcome::Succeeded { result: Vec::new() },
+        (
+            _,
+            Some(
+                "TaskFailedToStart"
+                | "SpotInterruption"
+                | "TerminationNotice"
+                | "UserInitiated"
+                | "ServiceSchedulerInitiated",
+            ),
+        ) => Outcome::Failed {
+            class: ErrorClass::Transient,
+            message: format!("the task did not run to its end: {detail}"),
+        },
+        (Some(code), _) if code == i32::from(fleet_shared::message::EXIT_INTERRUPTED) => {
+            Outcome::Failed {
+                class: ErrorClass::Transient,
+                message: format!("the job container was stopped by SIGTERM: {detail}"),
+            }
+        }
         (Some(code), _) => Outcome::Failed {
             class: ErrorClass::JobFailure,
             message: format!("the job container exited with code {code}: {detail}"),
-        },
-        (None, Some("TaskFailedToStart"))
-        | (None, Some("SpotInterruption"))
-        | (None, Some("TerminationNotice")) => Outcome::Failed {
-            class: ErrorClass::Transient,
-            message: format!("the task did not run to its end: {detail}"),
         },
         (None, _) => Outcome::Failed {
             class: ErrorClass::JobFailure,
@@ -365,12 +383,68 @@ pub fn task_end(task: &Task, container: &str) -> TaskEnd {
         outcome,
         exit_code,
         stopped_reason,
+        retry_after: None,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stopped(stop: TaskStopCode, exit: Option<i32>) -> TaskEnd {
+        let mut c = aws_sdk_ecs::types::Container::builder().name("job");
+        if let Some(code) = exit {
+            c = c.exit_code(code);
+        }
+        let task = Task::builder()
+            .stop_code(stop)
+            .stopped_reason("stopped")
+            .containers(c.build())
+            .build();
+        task_end(&task, "job")
+    }
+
+    fn class(end: &TaskEnd) -> Option<ErrorClass> {
+        match &end.outcome {
+            Outcome::Failed { class, .. } => Some(*class),
+            Outcome::Succeeded { .. } => None,
+        }
+    }
+
+    #[test]
+    fn the_stop_code_is_read_before_the_exit_code() {
+        // Stopped from outside: whatever the container exited with, not the job's failure.
+        for stop in [
+            TaskStopCode::SpotInterruption,
+            TaskStopCode::TerminationNotice,
+            TaskStopCode::UserInitiated,
+            TaskStopCode::ServiceSchedulerInitiated,
+        ] {
+            for exit in [Some(1), Some(143), Some(137), None] {
+                assert_eq!(
+                    class(&stopped(stop.clone(), exit)),
+                    Some(ErrorClass::Transient),
+                    "{stop:?} {exit:?}"
+                );
+            }
+        }
+        let exited = TaskStopCode::EssentialContainerExited;
+        assert_eq!(class(&stopped(exited.clone(), Some(0))), None);
+        assert_eq!(
+            class(&stopped(exited.clone(), Some(1))),
+            Some(ErrorClass::JobFailure)
+        );
+        assert_eq!(
+            class(&stopped(exited, Some(143))),
+            Some(ErrorClass::Transient),
+            "a job that stopped on SIGTERM was interrupted"
+        );
+        // A job that finished before the stop succeeded.
+        assert_eq!(
+            class(&stopped(TaskStopCode::SpotInterruption, Some(0))),
+            None
+        );
+    }
 
     #[test]
     fn client_tokens_are_per_attempt_and_within_ecs_limits() {

@@ -5,6 +5,7 @@
 pub mod ecs;
 pub mod lambda;
 pub mod process;
+pub mod record;
 
 use std::future::Future;
 
@@ -26,16 +27,49 @@ pub trait Dispatcher: Send + Sync + 'static {
     fn target(&self) -> &'static str;
 
     /// Runs the attempt described by `event` and waits for its end.
-    fn dispatch(&self, event: &JobEvent) -> impl Future<Output = Outcome> + Send;
+    fn dispatch(&self, event: &JobEvent) -> impl Future<Output = TaskEnd> + Send;
+
+    /// Whether attempts are handed off ([`Dispatcher::hand_off`]) rather than waited for.
+    fn hands_off(&self) -> bool {
+        false
+    }
+
+    /// Hands the attempt to the target, which runs it and reports its end as an invocation
+    /// record on the outcomes queue ([`record`]); the invocation's id once accepted.
+    /// `Err` is how the attempt ended when the target did not accept it.
+    fn hand_off(&self, _event: &JobEvent) -> impl Future<Output = Result<String, TaskEnd>> + Send {
+        async {
+            Err(TaskEnd::of(Outcome::Failed {
+                class: ErrorClass::Permanent,
+                message: "this dispatcher does not hand attempts off".to_owned(),
+            }))
+        }
+    }
 }
 
-/// How a task (a container, or a process standing in for one) ended.
+/// How an attempt ended in its target: a task (a container, or a process standing in for
+/// one), or a Lambda invocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskEnd {
     pub outcome: Outcome,
     pub exit_code: Option<i32>,
-    /// Stop code and reason, as ECS reports them (out-of-memory shows here).
+    /// Stop code and reason, as ECS reports them, or a Lambda function error's `errorType`
+    /// (out-of-memory shows here).
     pub stopped_reason: Option<String>,
+    /// When the target said to call again (Lambda's `retryAfterSeconds` on a throttle).
+    pub retry_after: Option<std::time::Duration>,
+}
+
+impl TaskEnd {
+    /// An end with nothing but its outcome.
+    pub fn of(outcome: Outcome) -> Self {
+        TaskEnd {
+            outcome,
+            exit_code: None,
+            stopped_reason: None,
+            retry_after: None,
+        }
+    }
 }
 
 /// Starts jobs as tasks and follows them to their end: the ECS dispatcher
@@ -90,6 +124,7 @@ impl TaskLauncher for NoTasks {
             },
             exit_code: None,
             stopped_reason: None,
+            retry_after: None,
         }
     }
 

@@ -95,6 +95,7 @@ impl TaskLauncher for ProcessLauncher {
                     outcome: Outcome::Succeeded { result: output },
                     exit_code: Some(0),
                     stopped_reason: None,
+                    retry_after: None,
                 },
                 Ok(s) => {
                     let code = s.code();
@@ -103,13 +104,21 @@ impl TaskLauncher for ProcessLauncher {
                         None if killed => "the job was stopped".to_owned(),
                         None => format!("the job was killed by a signal ({s})"),
                     };
+                    // A job that stopped on SIGTERM (143) was interrupted, not failed.
+                    let class = if code == Some(i32::from(fleet_shared::message::EXIT_INTERRUPTED))
+                    {
+                        ErrorClass::Transient
+                    } else {
+                        ErrorClass::JobFailure
+                    };
                     TaskEnd {
                         outcome: Outcome::Failed {
-                            class: ErrorClass::JobFailure,
+                            class,
                             message: why.clone(),
                         },
                         exit_code: code,
                         stopped_reason: Some(why),
+                        retry_after: None,
                     }
                 }
                 Err(e) => TaskEnd {
@@ -119,6 +128,7 @@ impl TaskLauncher for ProcessLauncher {
                     },
                     exit_code: None,
                     stopped_reason: None,
+                    retry_after: None,
                 },
             };
             let _ = end_tx.send(end);
@@ -147,6 +157,7 @@ impl TaskLauncher for ProcessLauncher {
             },
             exit_code: None,
             stopped_reason: None,
+            retry_after: None,
         })
     }
 

@@ -11,19 +11,21 @@ use fleet_shared::ids::JobId;
 use fleet_shared::ledger::{
     Change, Claim, ClaimRequest, Finish, Lease, Ledger, LedgerError, RequestView,
 };
-use fleet_shared::message::{JobEvent, JobMessage, Target, parse_message};
+use fleet_shared::message::{
+    HandedLease, JobEvent, JobMessage, LargeResults, Target, parse_message,
+};
 use fleet_shared::metrics as fm;
 use fleet_shared::queue::{DeadLetterQueue, JobQueue, Received};
 use fleet_shared::state::JobState;
-use serde_json::json;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use fleet_shared::ledger::recorder::Live;
 
+use super::events::Noted;
 use super::views::VIEW_TTL;
-use super::{Engine, Stats, visibility_secs};
+use super::{Engine, visibility_secs};
 use crate::acks::Acker;
 use crate::classify::ErrorClass;
 use crate::dispatch::{Dispatcher, Outcome, TaskEnd, TaskLauncher};
@@ -40,6 +42,9 @@ pub(super) enum AttemptEnd {
     /// The job's request was cancelled with `--stop-running` while the job ran in a task.
     Cancelled,
     Stopped,
+    /// Lambda accepted the attempt (asynchronous invocation) and its message is deleted:
+    /// whoever receives its invocation record records the outcome.
+    HandedToLambda,
 }
 
 /// Why the heartbeat stopped.
@@ -53,6 +58,8 @@ pub(super) enum Beat {
 pub(super) struct TaskInfo {
     pub exit_code: Option<i32>,
     pub stopped_reason: Option<String>,
+    /// When the target said to call again (a throttle's `retryAfterSeconds`).
+    pub retry_after: Option<Duration>,
 }
 
 impl From<&TaskEnd> for TaskInfo {
@@ -60,6 +67,7 @@ impl From<&TaskEnd> for TaskInfo {
         TaskInfo {
             exit_code: e.exit_code,
             stopped_reason: e.stopped_reason.clone(),
+            retry_after: e.retry_after,
         }
     }
 }
@@ -79,6 +87,9 @@ pub(super) struct Attempt<'a> {
     pub until_ms: AtomicU64,
     /// Counted in the replica's live report (from start until its outcome is committed).
     pub live: AtomicBool,
+    /// Set while the attempt is handed to Lambda: heartbeats stop (one landing after the
+    /// hand-off would shorten the lease it extended).
+    pub handing: tokio::sync::Mutex<bool>,
 }
 
 impl Attempt<'_> {
@@ -124,7 +135,7 @@ where
         let (msg, job) = match parse_message(&m.body, self.config.limits.max_message_bytes) {
             Ok(parsed) => parsed,
             Err(e) => {
-                Stats::bump(&self.stats.malformed);
+                self.note(Noted::Malformed);
                 warn!(message_id = %m.message_id, error = %e, "malformed message; dead-lettering it");
                 self.refuse(&m, None, &e.to_string(), acker).await;
                 return;
@@ -133,13 +144,17 @@ where
         let span = info_span!("job", request_id = %msg.request_id, job_id = %msg.job_id);
         async {
             if !self.config.knows_job_type(&msg.job_type) {
-                Stats::bump(&self.stats.malformed);
+                self.note(Noted::Malformed);
                 let reason = format!("unknown job type {:?} (not in job_types)", msg.job_type);
                 warn!(%reason, "dead-lettering the message");
                 self.refuse(&m, Some(&msg), &reason, acker).await;
                 return;
             }
-            let view = match self.views.get(self.ledger.as_ref(), &msg.request_id, VIEW_TTL).await {
+            let view = match self
+                .views
+                .get(self.ledger.as_ref(), &msg.request_id, VIEW_TTL)
+                .await
+            {
                 Ok(v) => v,
                 Err(e) => return self.ledger_failed(&m, Some(&msg), e, acker).await,
             };
@@ -155,7 +170,11 @@ where
             self.health.dynamodb_ok();
             match claim {
                 Claim::Claimed(lease) => {
-                    self.count(&self.stats.claimed, fm::JOBS_CLAIMED);
+                    self.note(Noted::Claimed {
+                        job: &msg.job_id,
+                        fence: lease.fence,
+                        attempt: lease.attempt,
+                    });
                     if let Some(due) = lease.due_ms {
                         self.frontier.claimed(due);
                     }
@@ -163,7 +182,6 @@ where
                         metrics::histogram!(fm::QUEUE_WAIT)
                             .record(now.saturating_sub(msg.enqueued_at_ms) as f64 / 1000.0);
                     }
-                    self.history.record(now, "claim", &msg.job_id, lease.fence, json!({"attempt": lease.attempt}));
                     let a = Attempt {
                         msg: &msg,
                         body: m.body.clone(),
@@ -173,20 +191,32 @@ where
                         handed_off: AtomicBool::new(false),
                         task: std::sync::Mutex::new(None),
                         live: AtomicBool::new(false),
+                        handing: tokio::sync::Mutex::new(false),
                     };
                     a.start_live(&self.live);
                     self.run_attempt(&a, acker, hard_stop).await;
                     a.end_live(&self.live);
                 }
                 Claim::NotYet { state, until_ms } => {
-                    Stats::bump(&self.stats.deferred);
-                    metrics::counter!(fm::CLAIM_CONFLICTS, "state" => state.as_str()).increment(1);
-                    debug!(%state, wait_ms = until_ms.saturating_sub(now), "not claimable yet; deferring the message");
-                    self.defer(&m, until_ms.saturating_sub(now), acker).await;
+                    self.note(Noted::Deferred { state });
+                    // A copy of a running job's message comes back within a lease period, as
+                    // under a renewed lease, also when the job was handed to Lambda with a
+                    // lease of its event age: it then finds the job finished and is deleted.
+                    let mut wait_ms = until_ms.saturating_sub(now);
+                    if state == JobState::Running {
+                        let w = &self.config.worker;
+                        wait_ms = wait_ms.min(w.lease_ms() + w.skew_ms());
+                    }
+                    debug!(%state, wait_ms, "not claimable yet; deferring the message");
+                    self.defer(&m, wait_ms, acker).await;
                 }
-                Claim::Finished { key, state, last_error, error_class } => {
-                    Stats::bump(&self.stats.obsolete);
-                    metrics::counter!(fm::CLAIM_CONFLICTS, "state" => state.as_str()).increment(1);
+                Claim::Finished {
+                    key,
+                    state,
+                    last_error,
+                    error_class,
+                } => {
+                    self.note(Noted::Obsolete { state });
                     debug!(%state, "job already finished; deleting the message");
                     // A FAILED job's dead-letter record may have been lost to a crash between
                     // the ledger write and the send: send it again (readers de-duplicate by
@@ -218,7 +248,7 @@ where
         e: LedgerError,
         acker: &Acker,
     ) {
-        self.count(&self.stats.ledger_errors, fm::LEDGER_ERRORS);
+        self.note(Noted::LedgerError);
         if e.class() == ErrorClass::Permanent {
             warn!(error = %e, "the ledger refused the job; dead-lettering the message");
             self.refuse(m, msg, &format!("the ledger refused the job: {e}"), acker)
@@ -243,14 +273,9 @@ where
             };
             match self.recorder().commit(change).await {
                 Ok(()) => {
-                    Stats::bump(&self.stats.cancelled);
-                    self.history.record(
-                        self.clock.now_ms(),
-                        "terminal",
-                        &job.to_string(),
-                        0,
-                        json!({"state": JobState::Cancelled}),
-                    );
+                    self.note(Noted::CancelledWaiting {
+                        job: &job.to_string(),
+                    });
                     info!(%from, "request cancelled; job cancelled before it started");
                     return true;
                 }
@@ -333,6 +358,9 @@ where
             attempt: a.lease.attempt,
             fence: a.lease.fence,
             payload: a.msg.payload.clone(),
+            large_results: None,
+            route: None,
+            lease: None,
         }
     }
 
@@ -445,15 +473,13 @@ where
         event: &JobEvent,
         acker: &Acker,
     ) -> AttemptEnd {
-        self.history.record(
-            self.clock.now_ms(),
-            "dispatch",
-            &a.msg.job_id,
-            a.lease.fence,
-            json!({"attempt": a.lease.attempt, "target": route.target.as_str()}),
-        );
         let target = route.target.as_str();
-        metrics::counter!(fm::JOBS_DISPATCHED, "target" => target).increment(1);
+        self.note(Noted::Dispatched {
+            job: &a.msg.job_id,
+            fence: a.lease.fence,
+            attempt: a.lease.attempt,
+            target,
+        });
         let dispatched = || {
             let waited = self.clock.now_ms().saturating_sub(a.lease.started_ms);
             metrics::histogram!(fm::DISPATCH_LATENCY, "target" => target)
@@ -465,8 +491,11 @@ where
                 return AttemptEnd::Cancelled;
             }
             dispatched();
-            let outcome = self.dispatcher.dispatch(event).await;
-            match &outcome {
+            if self.hands_off() {
+                return self.hand_to_lambda(a, route, event, permit, acker).await;
+            }
+            let end = self.dispatcher.dispatch(event).await;
+            match &end.outcome {
                 Outcome::Succeeded { .. } => permit.success(),
                 Outcome::Failed {
                     class: ErrorClass::Throttled,
@@ -474,9 +503,12 @@ where
                 } => permit.throttled(),
                 Outcome::Failed { .. } => drop(permit),
             }
-            return AttemptEnd::Done(outcome, TaskInfo::default());
+            return AttemptEnd::Done(end.outcome.clone(), TaskInfo::from(&end));
         }
         let permit = self.ecs_limit.acquire().await;
+        self.run_tasks
+            .acquire(self.ledger.as_ref(), self.clock)
+            .await;
         self.tasks.pace().await;
         if self.cancelled(a).await {
             return AttemptEnd::Cancelled;
@@ -495,7 +527,12 @@ where
         match self.ledger.record_task(&a.lease, &task).await {
             Ok(()) => {}
             Err(LedgerError::Stale { .. }) => {
-                self.stale(&a.msg.job_id, a.lease.fence, json!({"op": "record_task"}));
+                self.note(Noted::Stale {
+                    job: &a.msg.job_id,
+                    fence: a.lease.fence,
+                    op: "record_task",
+                    state: None,
+                });
                 return AttemptEnd::LeaseLost { expired: false };
             }
             Err(e) => {
@@ -509,7 +546,7 @@ where
             // job, and the message would only run into SQS's 12-hour visibility limit.
             a.handed_off.store(true, Ordering::Relaxed);
             acker.delete(m.receipt.clone());
-            Stats::bump(&self.stats.handed_off);
+            self.note(Noted::TaskHandedOff);
             info!(%task, "task running; handed off");
         }
         let end = self.tasks.wait(&task).await;
@@ -518,6 +555,116 @@ where
             _ => drop(permit),
         }
         AttemptEnd::Done(end.outcome.clone(), TaskInfo::from(&end))
+    }
+
+    /// Invokes Lambda asynchronously; once the event is accepted, extends the lease to cover
+    /// the event's maximum age and the function timeout, deletes the message and keeps only
+    /// the permit (see [`super::handed`]).
+    async fn hand_to_lambda(
+        &self,
+        a: &Attempt<'_>,
+        route: &Route,
+        event: &JobEvent,
+        permit: crate::limits::LimitPermit,
+        acker: &Acker,
+    ) -> AttemptEnd {
+        let mut handing = a.handing.lock().await;
+        *handing = true;
+        let until = self.clock.now_ms() + self.config.lambda.hand_off_lease().as_millis() as u64;
+        // The result comes back in an invocation record, which has room for so much.
+        let event = JobEvent {
+            large_results: Some(LargeResults {
+                inline_max_bytes: fleet_shared::invocation_record::RESULT_MAX_BYTES,
+                prefix: self.config.claim_check.prefix.clone(),
+            }),
+            route: Some(route.reason.clone()),
+            lease: Some(HandedLease {
+                owner: a.lease.owner.clone(),
+                pk: a.lease.key.pk.clone(),
+                sk: a.lease.key.sk.clone(),
+                started_ms: a.lease.started_ms,
+                until_ms: until,
+                max_attempts: a.lease.max_attempts,
+                target: a.lease.target,
+                after_retry: a.lease.after_retry,
+                item_bytes: a.lease.item_bytes,
+            }),
+            ..event.clone()
+        };
+        let invocation = match self.dispatcher.hand_off(&event).await {
+            Ok(id) => id,
+            Err(end) => {
+                *handing = false;
+                if matches!(
+                    end.outcome,
+                    Outcome::Failed {
+                        class: ErrorClass::Throttled,
+                        ..
+                    }
+                ) {
+                    permit.throttled();
+                }
+                return AttemptEnd::Done(end.outcome.clone(), TaskInfo::from(&end));
+            }
+        };
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.ledger.heartbeat(&a.lease, until).await {
+                Ok(()) => break,
+                Err(LedgerError::Stale { .. }) => {
+                    // The record came first and was recorded (a short job), or the lease was
+                    // lost. Either way the message is obsolete: deleting it with this receipt
+                    // does nothing if another replica has received it since.
+                    self.note(Noted::Stale {
+                        job: &a.msg.job_id,
+                        fence: a.lease.fence,
+                        op: "hand_off",
+                        state: None,
+                    });
+                    debug!(%invocation, "the job moved on before its hand-off was written");
+                    if let Some((m, _)) = a.message {
+                        acker.delete(m.receipt.clone());
+                    }
+                    a.handed_off.store(true, Ordering::Relaxed);
+                    return AttemptEnd::HandedToLambda;
+                }
+                Err(e) => {
+                    self.note(Noted::LedgerError);
+                    if self.clock.now_ms() + pause.as_millis() as u64
+                        >= a.until_ms.load(Ordering::Relaxed)
+                    {
+                        // The job runs in Lambda, but its lease could not be extended: it will
+                        // run again; the record of this run then finds a newer fence.
+                        warn!(error = %e, %invocation, "could not extend the lease of a job handed to Lambda");
+                        return AttemptEnd::LeaseLost { expired: true };
+                    }
+                    warn!(error = %e, "extending the lease of a job handed to Lambda failed; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        a.until_ms.store(until, Ordering::Relaxed);
+        a.handed_off.store(true, Ordering::Relaxed);
+        if let Some((m, _)) = a.message {
+            acker.delete(m.receipt.clone());
+        }
+        // The job stays in this replica's live report until its permit is given back.
+        let live = a.live.swap(false, Ordering::Relaxed);
+        self.handed.add(super::handed::HandedJob::new(
+            a,
+            permit,
+            live,
+            self.clock.now_ms(),
+            until,
+        ));
+        self.note(Noted::HandedToLambda {
+            job: &a.msg.job_id,
+            fence: a.lease.fence,
+            invocation: &invocation,
+        });
+        debug!(%invocation, "handed to Lambda");
+        AttemptEnd::HandedToLambda
     }
 
     /// Whether the job's request was cancelled, checked right before the job starts (after
@@ -539,7 +686,10 @@ where
         acker: &Acker,
     ) {
         match end {
-            AttemptEnd::Done(outcome, info) => self.record(a, route, outcome, info, acker).await,
+            AttemptEnd::HandedToLambda => {}
+            AttemptEnd::Done(outcome, info) => {
+                self.record(a, route, outcome, info, acker).await;
+            }
             AttemptEnd::Cancelled => {
                 if let Some(task) = a.task() {
                     self.tasks.stop(&task, "request cancelled").await;
@@ -555,7 +705,7 @@ where
                 .await;
             }
             AttemptEnd::LeaseLost { expired } => {
-                self.count(&self.stats.leases_lost, fm::LEASES_LOST);
+                self.note(Noted::LeaseLost);
                 warn!(
                     fence = a.lease.fence,
                     expired,
@@ -602,21 +752,22 @@ where
         };
         match self.recorder().commit(change).await {
             Ok(()) => {
-                self.count(&self.stats.released, fm::JOBS_RELEASED);
-                self.history.record(
-                    self.clock.now_ms(),
-                    "release",
-                    &a.msg.job_id,
-                    a.lease.fence,
-                    json!({}),
-                );
+                self.note(Noted::Released {
+                    job: &a.msg.job_id,
+                    fence: a.lease.fence,
+                });
                 info!(attempt = a.lease.attempt, "released unfinished job");
                 if let Some(m) = a.held() {
                     self.set_visibility(&m.receipt, Duration::ZERO).await;
                 }
             }
             Err(LedgerError::Stale { .. }) => {
-                self.stale(&a.msg.job_id, a.lease.fence, json!({"op": "release"}));
+                self.note(Noted::Stale {
+                    job: &a.msg.job_id,
+                    fence: a.lease.fence,
+                    op: "release",
+                    state: None,
+                });
                 info!(fence = a.lease.fence, "the job has a new owner already");
             }
             Err(e) => warn!(error = %e, "release failed; the lease will expire instead"),
@@ -632,22 +783,30 @@ where
         let mut until = a.lease.until_ms;
         loop {
             tokio::time::sleep(w.heartbeat()).await;
+            let handing = a.handing.lock().await;
+            if *handing {
+                drop(handing);
+                return std::future::pending().await;
+            }
             let next = self.clock.now_ms() + w.lease_ms();
-            match self.ledger.heartbeat(&a.lease, next).await {
+            let beat = self.ledger.heartbeat(&a.lease, next).await;
+            drop(handing);
+            match beat {
                 Ok(()) => {
                     until = next;
                     a.until_ms.store(next, Ordering::Relaxed);
                 }
                 Err(LedgerError::Stale { .. }) => {
-                    self.stale(
-                        &a.lease.job.to_string(),
-                        a.lease.fence,
-                        json!({"op": "heartbeat"}),
-                    );
+                    self.note(Noted::Stale {
+                        job: &a.lease.job.to_string(),
+                        fence: a.lease.fence,
+                        op: "heartbeat",
+                        state: None,
+                    });
                     return Beat::LeaseLost { expired: false };
                 }
                 Err(e) => {
-                    self.count(&self.stats.ledger_errors, fm::LEDGER_ERRORS);
+                    self.note(Noted::LedgerError);
                     warn!(error = %e, "heartbeat failed; will try again");
                 }
             }
@@ -657,13 +816,10 @@ where
                 warn!(error = %e, "could not extend the message's visibility");
             }
             if self.clock.now_ms() >= until {
-                self.history.record(
-                    self.clock.now_ms(),
-                    "lease_expired",
-                    &a.msg.job_id,
-                    a.lease.fence,
-                    json!({}),
-                );
+                self.note(Noted::LeaseExpired {
+                    job: &a.msg.job_id,
+                    fence: a.lease.fence,
+                });
                 return Beat::LeaseLost { expired: true };
             }
             if a.task().is_some()
@@ -712,7 +868,7 @@ where
         let delay = wait.min(fleet_shared::queue::MAX_DELAY);
         match self.queue.send(&m.body, delay).await {
             Ok(()) => {
-                Stats::bump(&self.stats.resent_delayed);
+                self.note(Noted::ResentDelayed);
                 acker.delete(m.receipt.clone());
             }
             Err(e) => {

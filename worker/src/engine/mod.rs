@@ -19,6 +19,8 @@
 //! frontier).
 
 mod attempt;
+mod events;
+mod handed;
 mod outcome;
 mod receive;
 mod sweep;
@@ -44,7 +46,7 @@ use crate::acks::Acker;
 use crate::dispatch::{Dispatcher, TaskLauncher};
 use crate::history::HistoryLog;
 use crate::learn::Learner;
-use crate::limits::AdaptiveLimit;
+use crate::limits::{AdaptiveLimit, SharedRate};
 use crate::retry::RetryPolicy;
 use crate::routing::Route;
 use views::{Frontier, Views};
@@ -186,6 +188,8 @@ pub struct Engine<Q, D, L, X, T> {
     lambda_limit: Arc<AdaptiveLimit>,
     /// The ECS in-flight limit (tasks started and followed), adapted to throttling.
     ecs_limit: Arc<AdaptiveLimit>,
+    /// RunTask starts a second across the fleet (`ecs.run_task_per_sec`, the account's).
+    run_tasks: SharedRate,
     learner: Learner,
     history: HistoryLog,
     health: Arc<Health>,
@@ -198,6 +202,10 @@ pub struct Engine<Q, D, L, X, T> {
     live: Arc<Live>,
     /// Batches this replica's state changes; started by `run`.
     recorder: OnceLock<Recorder>,
+    /// The outcomes queue (invocation records of attempts handed to Lambda).
+    outcomes: Option<Arc<Q>>,
+    /// Attempts this replica handed to Lambda.
+    handed: handed::Handed,
 }
 
 /// Seconds for a visibility timeout: rounded up, at least 1, at most SQS's limit.
@@ -220,6 +228,7 @@ where
 {
     pub fn new(parts: Parts<Q, D, L, X, T>, config: Arc<Config>, replica: String) -> Self {
         let (min, max) = config.lambda_concurrency();
+        let live: Arc<Live> = Arc::default();
         Self {
             queue: parts.queue,
             dead_letters: parts.dead_letters,
@@ -231,14 +240,17 @@ where
             stats: Stats::default(),
             lambda_limit: AdaptiveLimit::new("lambda", min, max),
             ecs_limit: AdaptiveLimit::new("ecs", 1, config.ecs.max_concurrency),
+            run_tasks: SharedRate::new("ecs-run-task", config.ecs.run_task_per_sec),
             learner: Learner::new(),
             history: HistoryLog::open(config.worker.history_log.as_deref(), &replica),
             health: Health::new(Duration::from_secs(config.metrics.ready_window_secs)),
             s3: None,
             views: Views::default(),
             frontier: Frontier::new(Duration::from_secs(config.worker.recover_secs)),
-            live: Arc::default(),
+            handed: handed::Handed::new(live.clone()),
+            live,
             recorder: OnceLock::new(),
+            outcomes: None,
             replica,
             config,
         }
@@ -256,6 +268,14 @@ where
         self
     }
 
+    /// The outcomes queue: with it, and a dispatcher that hands attempts off
+    /// (`lambda.invocation = "event"`), Lambda attempts are handed off and their invocation
+    /// records read from this queue.
+    pub fn with_outcomes(mut self, outcomes: Arc<Q>) -> Self {
+        self.outcomes = Some(outcomes);
+        self
+    }
+
     /// S3 for the claim-check of large results and direct payloads.
     pub fn with_s3(mut self, s3: aws_sdk_s3::Client) -> Self {
         self.s3 = Some(s3);
@@ -264,19 +284,6 @@ where
 
     pub fn replica(&self) -> &str {
         &self.replica
-    }
-
-    /// Bumps a report counter and its Prometheus counter.
-    fn count(&self, c: &AtomicU64, metric: &'static str) {
-        Stats::bump(c);
-        metrics::counter!(metric).increment(1);
-    }
-
-    /// A write the ledger refused for a stale owner or fence: history and metrics.
-    fn stale(&self, job: &str, fence: u64, extra: serde_json::Value) {
-        metrics::counter!(fm::STALE_WRITES_REJECTED).increment(1);
-        self.history
-            .record(self.clock.now_ms(), "stale", job, fence, extra);
     }
 
     pub fn stats(&self) -> Report {
@@ -346,6 +353,14 @@ where
             hard_stop.clone(),
         ));
         loops.spawn(self.clone().learn_loop(shutdown.clone()));
+        if self.hands_off() {
+            loops.spawn(self.clone().outcome_loop(
+                tracker.clone(),
+                acker.clone(),
+                shutdown.clone(),
+            ));
+            loops.spawn(self.clone().handed_loop(shutdown.clone()));
+        }
         while loops.join_next().await.is_some() {}
         tracker.close();
         info!(
@@ -370,6 +385,7 @@ where
             t.finish().await;
         }
         self.learner.sync(self.ledger.as_ref(), &self.config).await;
+        handed::log_handed(self.handed.len());
         let report = self.stats();
         info!(?report, routes = ?self.stats.routes(), "worker stopped");
         report

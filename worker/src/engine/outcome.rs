@@ -22,13 +22,15 @@ use fleet_shared::ledger::{AttemptRecord, Change, Finish, History, Ledger, Ledge
 use fleet_shared::message::JobMessage;
 use fleet_shared::metrics as fm;
 use fleet_shared::queue::{DeadLetterQueue, JobQueue, MAX_DELAY};
-use serde_json::json;
+use fleet_shared::state::JobState;
 use tracing::{debug, info, warn};
 
 use super::attempt::{Attempt, TaskInfo};
-use super::{Engine, Stats, clip};
+use super::events::Noted;
+use super::{Engine, clip};
 use crate::acks::Acker;
 use crate::classify::ErrorClass;
+use crate::decide::{Decision, Facts, decide};
 use crate::dispatch::{Dispatcher, Outcome, TaskLauncher};
 use crate::routing::Route;
 
@@ -40,7 +42,8 @@ where
     X: Dispatcher,
     T: TaskLauncher,
 {
-    /// Decides what an attempt's outcome means for the job, and records it.
+    /// Decides what an attempt's outcome means for the job, and records it; whether the
+    /// ledger took it (false: the lease was lost, or the write failed).
     pub(super) async fn record(
         &self,
         a: &Attempt<'_>,
@@ -48,24 +51,21 @@ where
         outcome: Outcome,
         info: TaskInfo,
         acker: &Acker,
-    ) {
+    ) -> bool {
         // A lease that could not be renewed in time is not ours any more, even if nobody has
         // taken it yet: the result is not written (the job will run again).
         if self.clock.now_ms() >= a.until_ms.load(Ordering::Relaxed) {
-            self.count(&self.stats.leases_lost, fm::LEASES_LOST);
-            self.history.record(
-                self.clock.now_ms(),
-                "lease_expired",
-                &a.msg.job_id,
-                a.lease.fence,
-                json!({}),
-            );
+            self.note(Noted::LeaseLost);
+            self.note(Noted::LeaseExpired {
+                job: &a.msg.job_id,
+                fence: a.lease.fence,
+            });
             warn!(
                 fence = a.lease.fence,
                 "the lease expired before the attempt ended; not recording its outcome"
             );
             self.give_back(a).await;
-            return;
+            return false;
         }
         let took = self.clock.now_ms().saturating_sub(a.lease.started_ms);
         metrics::histogram!(fm::JOB_DURATION, "target" => route.target.as_str(), "job_type" => a.msg.job_type.clone())
@@ -73,16 +73,16 @@ where
         let (class, message) = match outcome {
             Outcome::Succeeded { result } => match self.keep_result(a, result).await {
                 Ok(result) => {
-                    self.record_finish(
-                        a,
-                        route,
-                        Finish::Succeeded { result },
-                        "succeeded",
-                        info,
-                        acker,
-                    )
-                    .await;
-                    return;
+                    return self
+                        .record_finish(
+                            a,
+                            route,
+                            Finish::Succeeded { result },
+                            "succeeded",
+                            info,
+                            acker,
+                        )
+                        .await;
                 }
                 Err(message) => (ErrorClass::Permanent, message),
             },
@@ -94,33 +94,32 @@ where
         let max_attempts = self
             .config
             .max_attempts_for(&a.msg.job_type, a.lease.max_attempts.or(a.msg.max_attempts));
-        let receive_count = a.message.map_or(1, |(m, _)| m.receive_count);
-        let retry = match class {
-            ErrorClass::Throttled => {
-                Stats::bump(&self.stats.throttled);
-                metrics::counter!(fm::THROTTLES, "target" => route.target.as_str()).increment(1);
-                Some((self.retry.delay(receive_count, &mut rand::rng()), true))
-            }
-            ErrorClass::Permanent => None,
-            _ if a.lease.attempt < max_attempts => {
-                Some((self.retry.delay(a.lease.attempt, &mut rand::rng()), false))
-            }
-            _ => None,
+        let facts = Facts {
+            class,
+            attempt: a.lease.attempt,
+            max_attempts,
+            receive_count: a.message.map_or(1, |(m, _)| m.receive_count),
+            retry_after: info.retry_after,
         };
-        let finish = match retry {
-            Some((delay, refund)) => Finish::Retry {
+        if class == ErrorClass::Throttled {
+            self.note(Noted::Throttled {
+                target: route.target.as_str(),
+            });
+        }
+        let finish = match decide(&facts, &self.retry, &mut rand::rng()) {
+            Decision::Retry { delay, refund } => Finish::Retry {
                 class,
                 error: message,
                 retry_at_ms: self.clock.now_ms() + delay.as_millis() as u64,
                 refund,
             },
-            None => Finish::Failed {
+            Decision::Fail => Finish::Failed {
                 class,
                 error: message,
             },
         };
         self.record_finish(a, route, finish, class.as_str(), info, acker)
-            .await;
+            .await
     }
 
     /// A result as the ledger keeps it: itself when it is at most `limits.max_result_bytes`,
@@ -158,7 +157,7 @@ where
     }
 
     /// Commits `finish` (falling back to FAILED when the ledger refuses it as invalid), then
-    /// does what follows for the job's message.
+    /// does what follows for the job's message; whether the ledger took it.
     pub(super) async fn record_finish(
         &self,
         a: &Attempt<'_>,
@@ -167,7 +166,7 @@ where
         outcome: &str,
         info: TaskInfo,
         acker: &Acker,
-    ) {
+    ) -> bool {
         let rec = AttemptRecord {
             attempt: a.lease.attempt,
             fence: a.lease.fence,
@@ -184,15 +183,16 @@ where
             stopped_reason: info.stopped_reason,
         };
         let Some(finish) = self.commit(a, finish, rec).await else {
-            return;
+            return false;
         };
         let target = route.target.as_str();
         let took = self.clock.now_ms().saturating_sub(a.lease.started_ms);
         match finish {
             Finish::Succeeded { .. } => {
-                Stats::bump(&self.stats.succeeded);
-                metrics::counter!(fm::JOBS_COMPLETED, "target" => target, "outcome" => "succeeded")
-                    .increment(1);
+                self.note(Noted::Completed {
+                    target,
+                    state: JobState::Succeeded,
+                });
                 self.learner.observe(&a.msg.job_type, took);
                 debug!(duration_ms = took, "succeeded");
                 if let Some(m) = a.held() {
@@ -200,9 +200,10 @@ where
                 }
             }
             Finish::Cancelled => {
-                Stats::bump(&self.stats.cancelled);
-                metrics::counter!(fm::JOBS_COMPLETED, "target" => target, "outcome" => "cancelled")
-                    .increment(1);
+                self.note(Noted::Completed {
+                    target,
+                    state: JobState::Cancelled,
+                });
                 info!("request cancelled; job cancelled");
                 if let Some(m) = a.held() {
                     acker.delete(m.receipt.clone());
@@ -214,17 +215,19 @@ where
                 retry_at_ms,
                 refund,
             } => {
-                Stats::bump(&self.stats.retried);
-                metrics::counter!(fm::RETRIES, "target" => target, "error_class" => class.as_str())
-                    .increment(1);
+                self.note(Noted::Retried {
+                    target,
+                    class: class.as_str(),
+                });
                 let delay = Duration::from_millis(retry_at_ms.saturating_sub(self.clock.now_ms()));
                 info!(attempt = a.lease.attempt, %class, %error, refund, retry_in_ms = delay.as_millis() as u64, "attempt failed; will retry");
                 self.retry_message(a, delay, acker).await;
             }
             Finish::Failed { class, error } => {
-                Stats::bump(&self.stats.failed);
-                metrics::counter!(fm::JOBS_COMPLETED, "target" => target, "outcome" => "failed")
-                    .increment(1);
+                self.note(Noted::Completed {
+                    target,
+                    state: JobState::Failed,
+                });
                 warn!(attempt = a.lease.attempt, %class, %error, "job failed");
                 // Ledger first: if the dead-letter send is lost to a crash, the message comes
                 // back, the claim finds the job FAILED and sends it then.
@@ -237,6 +240,7 @@ where
                 }
             }
         }
+        true
     }
 
     /// Brings a retried job's message back at its retry time: hidden when that is soon,
@@ -273,28 +277,21 @@ where
             };
             match self.recorder().commit(change).await {
                 Ok(()) => {
-                    let state = finish.state();
-                    let event = if state.is_terminal() {
-                        "terminal"
-                    } else {
-                        "retry"
-                    };
-                    self.history.record(
-                        self.clock.now_ms(),
-                        event,
-                        &a.msg.job_id,
-                        a.lease.fence,
-                        json!({"state": state}),
-                    );
+                    self.note(Noted::Written {
+                        job: &a.msg.job_id,
+                        fence: a.lease.fence,
+                        state: finish.state(),
+                    });
                     return Some(finish);
                 }
                 Err(LedgerError::Stale { .. }) => {
-                    self.stale(
-                        &a.msg.job_id,
-                        a.lease.fence,
-                        json!({"op": "finish", "state": finish.state()}),
-                    );
-                    self.count(&self.stats.leases_lost, fm::LEASES_LOST);
+                    self.note(Noted::Stale {
+                        job: &a.msg.job_id,
+                        fence: a.lease.fence,
+                        op: "finish",
+                        state: Some(finish.state()),
+                    });
+                    self.note(Noted::LeaseLost);
                     warn!(fence = a.lease.fence, state = %finish.state(), "ledger refused the outcome: the lease was lost");
                     return None;
                 }
@@ -302,7 +299,7 @@ where
                     if e.class() == ErrorClass::Permanent
                         && !matches!(finish, Finish::Failed { .. }) =>
                 {
-                    self.count(&self.stats.ledger_errors, fm::LEDGER_ERRORS);
+                    self.note(Noted::LedgerError);
                     warn!(error = %e, "the ledger refused the outcome; recording the job FAILED instead");
                     finish = Finish::Failed {
                         class: ErrorClass::Permanent,
@@ -312,7 +309,7 @@ where
                     rec.retry_at_ms = None;
                 }
                 Err(e) => {
-                    self.count(&self.stats.ledger_errors, fm::LEDGER_ERRORS);
+                    self.note(Noted::LedgerError);
                     warn!(error = %e, "outcome not written; leaving the message to come back");
                     return None;
                 }
@@ -362,9 +359,9 @@ where
             .await
         {
             Ok(()) => {
-                Stats::bump(&self.stats.dead_lettered);
-                metrics::counter!(fm::DEAD_LETTERED, "error_class" => record.error_class.clone())
-                    .increment(1);
+                self.note(Noted::DeadLettered {
+                    class: &record.error_class,
+                });
                 true
             }
             Err(e) => {

@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 use tracing::warn;
 
 use super::Engine;
+use super::events::Noted;
 use crate::acks::Acker;
 use crate::dispatch::{Dispatcher, TaskLauncher};
 
@@ -110,7 +111,7 @@ where
                     }
                     for m in messages {
                         let Some(permit) = permits.pop() else { break };
-                        self.count(&self.stats.received, fm::MESSAGES_RECEIVED);
+                        self.note(Noted::Received);
                         let me = self.clone();
                         let acker = acker.clone();
                         let hard_stop = hard_stop.clone();

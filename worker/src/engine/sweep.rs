@@ -12,7 +12,6 @@
 //! never delays the adoption of a task whose replica died.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Duration;
 
 use fleet_shared::ledger::{Adopted, DueEntry, DueKind, Ledger};
@@ -20,13 +19,13 @@ use fleet_shared::message::{JobMessage, Target};
 use fleet_shared::metrics as fm;
 use fleet_shared::queue::{DeadLetterQueue, JobQueue};
 use rand::RngExt;
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::Engine;
 use super::attempt::{Attempt, AttemptEnd, TaskInfo};
+use super::events::Noted;
 use crate::acks::Acker;
 use crate::dispatch::{Dispatcher, TaskLauncher};
 use crate::routing::Route;
@@ -161,14 +160,11 @@ where
             .await
         {
             Ok(Some(adopted)) => {
-                self.count(&self.stats.adopted, fm::SWEEPER_ADOPTED);
-                self.history.record(
-                    self.clock.now_ms(),
-                    "adopt",
-                    &e.job.to_string(),
-                    adopted.lease.fence,
-                    json!({"attempt": adopted.lease.attempt}),
-                );
+                self.note(Noted::Adopted {
+                    job: &e.job.to_string(),
+                    fence: adopted.lease.fence,
+                    attempt: adopted.lease.attempt,
+                });
                 info!(job_id = %e.job, task = ?e.task, previous_owner = ?e.owner, fence = adopted.lease.fence, "adopted a handed-off task");
                 let me = self.clone();
                 let acker = acker.clone();
@@ -209,14 +205,11 @@ where
         };
         match self.queue.send(&message.to_body(), Duration::ZERO).await {
             Ok(()) => {
-                self.count(&self.stats.requeued, fm::SWEEPER_REQUEUED);
-                self.history.record(
-                    now,
-                    "requeue",
-                    &message.job_id,
-                    e.fence,
-                    json!({"state": r.state}),
-                );
+                self.note(Noted::Requeued {
+                    job: &message.job_id,
+                    fence: e.fence,
+                    state: r.state,
+                });
                 info!(job_id = %message.job_id, state = %r.state, overdue_ms = now.saturating_sub(e.at_ms), "message looked lost; sent the job again");
             }
             Err(err) => {
@@ -248,16 +241,8 @@ where
             target: Target::Ecs,
             reason: "adopted".to_owned(),
         };
-        let a = Attempt {
-            body: msg.to_body(),
-            msg: &msg,
-            lease: adopted.lease.clone(),
-            message: None,
-            handed_off: AtomicBool::new(true),
-            task: std::sync::Mutex::new(Some(adopted.task.clone())),
-            until_ms: AtomicU64::new(adopted.lease.until_ms),
-            live: AtomicBool::new(false),
-        };
+        let a = Attempt::adopted(&msg, adopted.lease.clone());
+        *a.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(adopted.task.clone());
         a.start_live(&self.live);
         let work = async {
             let end = self.tasks.wait(&adopted.task).await;

@@ -21,9 +21,24 @@ use crate::dispatch::{Dispatcher, Outcome, TaskEnd, TaskLauncher};
 use fleet_shared::dead_letter::{FailureRecord, attr as dead_letter_attr};
 
 /// Runs the test job's behaviours (`sleep_ms`, `fail_times`, `fail`) and records every call.
+/// With an outcomes queue it hands attempts off, as Lambda's asynchronous invocation does:
+/// accepted at once, run, and their invocation records sent to that queue (`records`
+/// says how faithfully).
 struct FakeJob {
     clock: Clock,
     calls: Mutex<Vec<(String, u32, u64, u64)>>,
+    outcomes: Option<Arc<MemoryQueue>>,
+    records: Records,
+}
+
+/// How a handing-off [`FakeJob`] delivers invocation records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Records {
+    Once,
+    /// Every record twice (SQS and Lambda deliver at least once).
+    Twice,
+    /// The first attempt's record is lost.
+    LoseFirst,
 }
 
 impl FakeJob {
@@ -51,16 +66,102 @@ impl Dispatcher for FakeJob {
         "lambda"
     }
 
-    async fn dispatch(&self, event: &JobEvent) -> Outcome {
+    async fn dispatch(&self, event: &JobEvent) -> TaskEnd {
+        TaskEnd::of(self.run(event).await)
+    }
+
+    fn hands_off(&self) -> bool {
+        self.outcomes.is_some()
+    }
+
+    async fn hand_off(&self, event: &JobEvent) -> Result<String, TaskEnd> {
+        let Some(outcomes) = self.outcomes.clone() else {
+            return Err(TaskEnd::of(Outcome::Failed {
+                class: ErrorClass::Permanent,
+                message: "not handing off".into(),
+            }));
+        };
+        let p = &event.payload;
+        let calls_so_far = self.calls_for(&event.job_id).len() as u64;
+        if calls_so_far < p["throttle_calls"].as_u64().unwrap_or(0) {
+            self.calls.lock().unwrap().push((
+                event.job_id.clone(),
+                event.attempt,
+                event.fence,
+                self.clock.now_ms(),
+            ));
+            return Err(TaskEnd {
+                retry_after: p["retry_after_secs"].as_u64().map(Duration::from_secs),
+                ..TaskEnd::of(Outcome::Failed {
+                    class: ErrorClass::Throttled,
+                    message: "Rate Exceeded.".into(),
+                })
+            });
+        }
+        let me = FakeJob {
+            clock: self.clock,
+            calls: Mutex::new(Vec::new()),
+            outcomes: None,
+            records: self.records,
+        };
+        let invocation = format!("invocation-{}-{}", event.job_id, event.fence);
+        let event = event.clone();
+        let records = self.records;
+        let calls = self.calls_for(&event.job_id).len();
+        // The run is recorded here, synchronously, so `calls` counts it at once.
         self.calls.lock().unwrap().push((
             event.job_id.clone(),
             event.attempt,
             event.fence,
             self.clock.now_ms(),
         ));
-        let p = &event.payload;
+        tokio::spawn(async move {
+            let outcome = me.behave(&event, calls as u64 + 1).await;
+            let result = match outcome {
+                Outcome::Succeeded { result } => Ok(serde_json::from_slice(&result)
+                    .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&result).into()))),
+                Outcome::Failed { class, message } => Err(json!({
+                    "errorType": if class == ErrorClass::Timeout { "Sandbox.Timedout" } else { "RequestedFailure" },
+                    "errorMessage": message,
+                })),
+            };
+            let record = fleet_shared::invocation_record::InvocationRecord::ran(
+                "req",
+                "arn:aws:lambda:us-east-1:0:function:job",
+                serde_json::to_value(&event).unwrap(),
+                result,
+                "t".into(),
+            );
+            let body = serde_json::to_string(&record).unwrap();
+            match records {
+                Records::LoseFirst if event.attempt == 1 => {}
+                Records::Twice => {
+                    outcomes.push(body.clone());
+                    outcomes.push(body);
+                }
+                _ => outcomes.push(body),
+            }
+        });
+        Ok(invocation)
+    }
+}
+
+impl FakeJob {
+    async fn run(&self, event: &JobEvent) -> Outcome {
+        self.calls.lock().unwrap().push((
+            event.job_id.clone(),
+            event.attempt,
+            event.fence,
+            self.clock.now_ms(),
+        ));
         let calls_so_far = self.calls_for(&event.job_id).len() as u64;
-        if calls_so_far <= p["throttle_calls"].as_u64().unwrap_or(0) {
+        self.behave(event, calls_so_far).await
+    }
+
+    /// What the job does on its `calls`-th call.
+    async fn behave(&self, event: &JobEvent, calls: u64) -> Outcome {
+        let p = &event.payload;
+        if calls <= p["throttle_calls"].as_u64().unwrap_or(0) {
             return Outcome::Failed {
                 class: ErrorClass::Throttled,
                 message: "Rate Exceeded.".into(),
@@ -103,6 +204,7 @@ impl Dispatcher for FakeJob {
 /// (payload keys); every start and stop is recorded. Adoptable, like ECS tasks.
 struct FakeTasks {
     starts: Mutex<Vec<(String, u32)>>,
+    started_at: Mutex<Vec<tokio::time::Instant>>,
     stops: Mutex<Vec<String>>,
     tasks: Mutex<std::collections::HashMap<String, (tokio::time::Instant, u64, i32)>>,
 }
@@ -111,6 +213,7 @@ impl FakeTasks {
     fn new() -> Self {
         Self {
             starts: Mutex::new(Vec::new()),
+            started_at: Mutex::new(Vec::new()),
             stops: Mutex::new(Vec::new()),
             tasks: Mutex::new(Default::default()),
         }
@@ -127,6 +230,10 @@ impl TaskLauncher for FakeTasks {
             .lock()
             .unwrap()
             .push((event.job_id.clone(), event.attempt));
+        self.started_at
+            .lock()
+            .unwrap()
+            .push(tokio::time::Instant::now());
         let task = format!("task/{}/{}", event.job_id, event.attempt);
         let ms = event.payload["task_ms"].as_u64().unwrap_or(0);
         let failing = event.payload["fail_task_attempts"].as_u64().unwrap_or(0) as u32;
@@ -154,6 +261,7 @@ impl TaskLauncher for FakeTasks {
             outcome,
             exit_code: Some(code),
             stopped_reason: None,
+            retry_after: None,
         }
     }
 
@@ -171,6 +279,7 @@ struct Rig {
     dead: Arc<MemoryQueue>,
     ledger: Arc<MemoryLedger>,
     job: Arc<FakeJob>,
+    outcomes: Option<Arc<MemoryQueue>>,
     shutdown: CancellationToken,
     hard_stop: CancellationToken,
     run: tokio::task::JoinHandle<Report>,
@@ -198,14 +307,28 @@ fn start(config: Config) -> Rig {
 
 /// A replica; `shared` gives it another rig's queue, ledger and tasks (a second replica).
 fn start_with(config: Config, shared: Option<&Rig>) -> Rig {
+    start_full(config, shared, None)
+}
+
+/// A replica that hands its Lambda attempts off, with records delivered as `records` says.
+fn start_handing(config: Config, shared: Option<&Rig>, records: Records) -> Rig {
+    start_full(config, shared, Some(records))
+}
+
+fn start_full(config: Config, shared: Option<&Rig>, records: Option<Records>) -> Rig {
     let clock = shared.map_or_else(Clock::tokio, |r| r.clock);
     let queue = shared.map_or_else(|| Arc::new(MemoryQueue::new()), |r| r.queue.clone());
     let dead = shared.map_or_else(|| Arc::new(MemoryQueue::new()), |r| r.dead.clone());
     let ledger = shared.map_or_else(|| Arc::new(MemoryLedger::new()), |r| r.ledger.clone());
     let tasks = shared.map_or_else(|| Arc::new(FakeTasks::new()), |r| r.tasks.clone());
+    let outcomes = shared
+        .and_then(|r| r.outcomes.clone())
+        .or_else(|| records.map(|_| Arc::new(MemoryQueue::new())));
     let job = Arc::new(FakeJob {
         clock,
         calls: Mutex::new(Vec::new()),
+        outcomes: records.and(outcomes.clone()),
+        records: records.unwrap_or(Records::Once),
     });
     let replica = if shared.is_some() {
         "second-replica"
@@ -226,6 +349,14 @@ fn start_with(config: Config, shared: Option<&Rig>) -> Rig {
         )
         .with_clock(clock),
     );
+    let engine = match (&outcomes, records) {
+        (Some(q), Some(_)) => Arc::new(
+            Arc::into_inner(engine)
+                .expect("one owner")
+                .with_outcomes(q.clone()),
+        ),
+        _ => engine,
+    };
     let shutdown = CancellationToken::new();
     let hard_stop = CancellationToken::new();
     let run = tokio::spawn(engine.clone().run(shutdown.clone(), hard_stop.clone()));
@@ -236,6 +367,7 @@ fn start_with(config: Config, shared: Option<&Rig>) -> Rig {
         dead,
         ledger,
         job,
+        outcomes,
         shutdown,
         hard_stop,
         run,
@@ -1003,4 +1135,227 @@ async fn a_replica_reports_the_jobs_it_runs_with_its_counters() {
     let counts = rig.ledger.counts("live", rig.clock.now_ms()).await.unwrap();
     assert_eq!((counts.running, counts.succeeded), (0, 3), "{counts:?}");
     rig.stop().await;
+}
+
+fn handing_config() -> Config {
+    let mut c = sweeping_config();
+    c.lambda.function_timeout_secs = 5;
+    c.lambda.max_event_age_secs = 60;
+    c.validate().unwrap();
+    c
+}
+
+#[tokio::test(start_paused = true)]
+async fn lambda_attempts_are_handed_off_and_recorded_from_their_records() {
+    let mut c = handing_config();
+    c.worker.max_attempts = 3;
+    let rig = start_handing(c, None, Records::Once);
+    for i in 0..30 {
+        let payload = match i % 3 {
+            0 => json!({"sleep_ms": 4000}),
+            1 => json!({"fail_times": 1}),
+            _ => json!({"fail": true}),
+        };
+        rig.queue.push(body("r", i, payload));
+    }
+    until("all finished", || {
+        (0..30).all(|i| {
+            rig.state(&format!("r:{i}"))
+                .is_some_and(|s| s == JobState::Succeeded || s == JobState::Failed)
+        })
+    })
+    .await;
+    until("queue empty", || rig.queue.is_empty()).await;
+    until("records consumed", || {
+        rig.outcomes.as_ref().unwrap().is_empty()
+    })
+    .await;
+    for i in 0..30 {
+        let job = format!("r:{i}");
+        let (state, runs) = match i % 3 {
+            0 => (JobState::Succeeded, 1),
+            1 => (JobState::Succeeded, 2),
+            _ => (JobState::Failed, 3),
+        };
+        assert_eq!(rig.state(&job), Some(state), "{job}");
+        assert_eq!(rig.job.calls_for(&job).len(), runs, "{job}");
+        let h = rig.history(&job).await;
+        assert_eq!(h.len(), runs, "{job}: one history entry per run");
+        assert!(h.iter().all(|a| a.target == "lambda"));
+    }
+    // Every permit came back: the limit holds nothing for finished jobs.
+    until("permits back", || rig.engine.handed.len() == 0).await;
+    assert_eq!(rig.engine.lambda_limit.in_flight(), 0);
+    let report = rig.stop().await;
+    assert_eq!(report.handed_off, 10 + 20 + 30);
+    assert_eq!(report.dead_lettered, 10);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_duplicate_record_changes_nothing() {
+    let rig = start_handing(handing_config(), None, Records::Twice);
+    for i in 0..10 {
+        rig.queue.push(body("r", i, json!({"fail_times": i % 2})));
+    }
+    until("all succeeded", || {
+        (0..10).all(|i| rig.state(&format!("r:{i}")) == Some(JobState::Succeeded))
+    })
+    .await;
+    until("records consumed", || {
+        rig.outcomes.as_ref().unwrap().is_empty()
+    })
+    .await;
+    for i in 0..10 {
+        let job = format!("r:{i}");
+        let runs = 1 + (i % 2) as usize;
+        assert_eq!(rig.job.calls_for(&job).len(), runs, "{job}");
+        assert_eq!(rig.history(&job).await.len(), runs, "{job}");
+    }
+    let report = rig.stop().await;
+    assert_eq!(report.succeeded, 10);
+    assert_eq!(report.retried, 5, "each retry was recorded once");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_record_is_an_attempt_lost_that_the_sweeper_retries() {
+    let rig = start_handing(handing_config(), None, Records::LoseFirst);
+    rig.queue.push(body("r", 0, json!({})));
+    until("succeeded", || {
+        rig.state("r:0") == Some(JobState::Succeeded)
+    })
+    .await;
+    let calls = rig.job.calls_for("r:0");
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    // The second run began only after the first one's lease (event age + timeout) ended.
+    let lease_ms = (60 + 5) * 1000;
+    assert!(calls[1].2 >= calls[0].2 + lease_ms, "{calls:?}");
+    assert!(calls[1].1 > calls[0].1, "a new fence");
+    until("permits back", || rig.engine.handed.len() == 0).await;
+    let report = rig.stop().await;
+    assert_eq!(report.requeued, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stopped_replica_leaves_its_lambda_jobs_running_and_another_records_them() {
+    // Room for every job under the Lambda limit (a cap on jobs handed off), so all are
+    // running in Lambda when the replica stops.
+    let mut c = handing_config();
+    c.lambda.max_concurrency = Some(50);
+    let first = start_handing(c, None, Records::Once);
+    for i in 0..20 {
+        first.queue.push(body("r", i, json!({"sleep_ms": 3000})));
+    }
+    until("all handed off", || {
+        (0..20).all(|i| first.job.calls_for(&format!("r:{i}")).len() == 1)
+    })
+    .await;
+    // The replica stops at once (a deploy, a scale-in): its jobs keep running in Lambda.
+    first.hard_stop.cancel();
+    first.shutdown.cancel();
+    let second = start_handing(handing_config(), Some(&first), Records::Once);
+    until("all succeeded", || {
+        (0..20).all(|i| second.state(&format!("r:{i}")) == Some(JobState::Succeeded))
+    })
+    .await;
+    for i in 0..20 {
+        let job = format!("r:{i}");
+        assert_eq!(first.job.calls_for(&job).len(), 1, "{job} ran once");
+        assert!(second.job.calls_for(&job).is_empty(), "{job} ran once");
+    }
+    let report = second.stop().await;
+    assert_eq!(report.succeeded, 20);
+    assert_eq!(report.claimed, 0, "the second replica claimed nothing");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timeout_record_promotes_the_next_attempt_to_ecs_where_it_stays() {
+    let mut c = handing_config();
+    c.ecs.launcher = fleet_shared::config::Launcher::Process;
+    c.ecs.command = Some("fake".into());
+    let rig = start_handing(c, None, Records::Once);
+    rig.queue.push(body(
+        "r",
+        0,
+        json!({"lambda_timeout": true, "fail_task_attempts": 2}),
+    ));
+    until("succeeded", || {
+        rig.state("r:0") == Some(JobState::Succeeded)
+    })
+    .await;
+    let h = rig.history("r:0").await;
+    let got: Vec<(&str, &str, &str)> = h
+        .iter()
+        .map(|h| (h.target.as_str(), h.reason.as_str(), h.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("lambda", "default", "timeout"),
+            ("ecs", "promoted_after_timeout", "job_failure"),
+            ("ecs", "kept_after_promotion", "succeeded"),
+        ]
+    );
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_throttled_hand_off_spends_no_attempt() {
+    let rig = start_handing(handing_config(), None, Records::Once);
+    rig.queue.push(body("r", 0, json!({"throttle_calls": 2})));
+    until("succeeded", || {
+        rig.state("r:0") == Some(JobState::Succeeded)
+    })
+    .await;
+    let calls = rig.job.calls_for("r:0");
+    assert_eq!(calls.len(), 3);
+    assert!(
+        calls.iter().all(|c| c.0 == 1),
+        "every call is attempt 1: {calls:?}"
+    );
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn lambdas_retry_after_is_the_least_wait_after_a_throttle() {
+    let rig = start_handing(handing_config(), None, Records::Once);
+    rig.queue.push(body(
+        "r",
+        0,
+        json!({"throttle_calls": 1, "retry_after_secs": 40}),
+    ));
+    until("succeeded", || {
+        rig.state("r:0") == Some(JobState::Succeeded)
+    })
+    .await;
+    let calls = rig.job.calls_for("r:0");
+    assert_eq!(calls.len(), 2);
+    assert!(calls[1].2 >= calls[0].2 + 40_000, "{calls:?}");
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn run_task_starts_share_one_budget_across_replicas() {
+    let mut c = ecs_config();
+    c.ecs.run_task_per_sec = 2.0;
+    let first = start(c.clone());
+    let second = start_with(c, Some(&first));
+    for i in 0..12 {
+        first.queue.push(body("r", i, json!({})));
+    }
+    until("all succeeded", || {
+        (0..12).all(|i| first.state(&format!("r:{i}")) == Some(JobState::Succeeded))
+    })
+    .await;
+    let mut at = first.tasks.started_at.lock().unwrap().clone();
+    at.sort();
+    assert_eq!(at.len(), 12);
+    // Two a second for both replicas together, after a burst of two: at least 5 s for
+    // twelve starts (each replica alone at two a second would need half that).
+    let span = at[11] - at[0];
+    assert!(span >= Duration::from_millis(4900), "{span:?}");
+    // Both replicas started tasks.
+    let (a, b) = (first.engine.stats().claimed, second.engine.stats().claimed);
+    assert!(a > 0 && b > 0, "{a} / {b}");
+    second.stop().await;
+    first.stop().await;
 }

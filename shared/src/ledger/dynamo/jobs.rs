@@ -16,6 +16,10 @@ use crate::ledger::{
 };
 use crate::state::JobState;
 
+/// A token bucket's tokens (a number with decimals) and when they were counted (ms).
+const BUCKET_TOKENS: &str = "tokens";
+const BUCKET_AT: &str = "at";
+
 /// Job shards of a request without a request item (its jobs were sent straight to SQS).
 pub use crate::ledger::memory::DIRECT_JOB_SHARDS;
 
@@ -292,6 +296,95 @@ impl Ledger for DynamoLedger {
         let mut u = Update::default();
         u.set(attr::TASK, item::s(task));
         self.owned_write(lease, u).await
+    }
+
+    async fn take_tokens(
+        &self,
+        bucket: &crate::ledger::Bucket,
+        want: u32,
+        now_ms: u64,
+    ) -> Result<crate::ledger::Taken, LedgerError> {
+        let key = item::bucket_key(&bucket.name);
+        // A write that lost the race to another replica's is tried again on what it left.
+        for _ in 0..8 {
+            let found = self.get(&key).await?;
+            let stored = match &found {
+                Some(it) => {
+                    let r = item::Reader::new(it, &key);
+                    let tokens = it
+                        .get(BUCKET_TOKENS)
+                        .and_then(|v| v.as_n().ok())
+                        .and_then(|n| n.parse::<f64>().ok())
+                        .unwrap_or(0.0);
+                    Some((tokens, r.n(BUCKET_AT)?))
+                }
+                None => None,
+            };
+            let available = bucket.refilled(stored, now_ms);
+            let taken = bucket.take(available, want);
+            if taken.granted == 0 {
+                return Ok(taken);
+            }
+            let at = stored.map_or(now_ms, |(_, at)| at.max(now_ms));
+            let mut u = Update::default();
+            let at_name = u.name(BUCKET_AT);
+            u.set(
+                BUCKET_TOKENS,
+                item::n(format!("{:.3}", available - f64::from(taken.granted))),
+            )
+            .set(BUCKET_AT, item::n(at));
+            match stored {
+                Some((_, old_at)) => {
+                    let old = u.value(item::n(old_at));
+                    u.condition(format!("{at_name} = {old}"));
+                }
+                None => {
+                    u.condition(format!("attribute_not_exists({at_name})"));
+                }
+            }
+            if self
+                .conditional(&key, &u, ReturnValue::None)
+                .await?
+                .is_some()
+            {
+                return Ok(taken);
+            }
+        }
+        // Eight lost races in a row: the bucket is busy; the caller waits a little.
+        Ok(crate::ledger::Taken {
+            granted: 0,
+            wait_ms: 50,
+        })
+    }
+
+    async fn running_at(&self, attempts: &[(ItemKey, u64)]) -> Result<Vec<bool>, LedgerError> {
+        let mut found = std::collections::HashMap::new();
+        for chunk in attempts.chunks(100) {
+            let keys: Vec<ItemKey> = chunk.iter().map(|(k, _)| k.clone()).collect();
+            found.extend(
+                self.batch_get(
+                    &keys,
+                    Some("#pk, #sk, #st, #fe"),
+                    &[
+                        ("#pk", attr::PK),
+                        ("#sk", attr::SK),
+                        ("#st", attr::STATE),
+                        ("#fe", attr::FENCE),
+                    ],
+                )
+                .await?,
+            );
+        }
+        attempts
+            .iter()
+            .map(|(k, fence)| {
+                let Some(it) = found.get(k) else {
+                    return Ok(false);
+                };
+                let r = item::Reader::new(it, k);
+                Ok(r.state()? == JobState::Running && r.opt_n(attr::FENCE)? == Some(*fence))
+            })
+            .collect()
     }
 
     async fn commit(

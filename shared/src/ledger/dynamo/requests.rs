@@ -79,7 +79,7 @@ impl DynamoLedger {
     }
 
     /// BatchGetItem of `keys` (at most 100), consistent, retrying unprocessed keys.
-    async fn batch_get(
+    pub(super) async fn batch_get(
         &self,
         keys: &[ItemKey],
         projection: Option<&str>,
