@@ -142,6 +142,31 @@ pub(crate) fn job_body(
     .to_body()
 }
 
+/// Waits until `n` jobs are in flight (at most `sleep_ms` after `began`), then holds them a
+/// while: when they all were (seconds from `began`), and the CPU cores used while holding.
+async fn hold_in_flight(
+    in_flight: &AtomicUsize,
+    n: usize,
+    began: Instant,
+    sleep_ms: u64,
+) -> (Option<f64>, f64) {
+    let deadline = began + Duration::from_millis(sleep_ms);
+    let mut reached = None;
+    while Instant::now() < deadline {
+        if in_flight.load(Ordering::Relaxed) >= n {
+            reached = Some(began.elapsed().as_secs_f64());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // CPU while holding them: a window inside the jobs' sleep.
+    let hold = Duration::from_millis(sleep_ms / 3).min(Duration::from_secs(10));
+    let cpu0 = cpu_seconds();
+    let t0 = Instant::now();
+    tokio::time::sleep(hold).await;
+    (reached, (cpu_seconds() - cpu0) / t0.elapsed().as_secs_f64())
+}
+
 /// `footprint`: `n` jobs of `sleep_ms` in flight at once on one replica.
 pub async fn footprint(n: usize, sleep_ms: u64) -> anyhow::Result<Value> {
     let (_server, addr) = start_testjob(&["--function", "bench"], &[]).await?;
@@ -184,22 +209,8 @@ pub async fn footprint(n: usize, sleep_ms: u64) -> anyhow::Result<Value> {
     let hard = CancellationToken::new();
     let began = Instant::now();
     let run = tokio::spawn(engine.clone().run(shutdown.clone(), hard.clone()));
-    let deadline = began + Duration::from_millis(sleep_ms);
-    let mut reached = None;
-    while Instant::now() < deadline {
-        if dispatcher.in_flight.load(Ordering::Relaxed) >= n {
-            reached = Some(began.elapsed().as_secs_f64());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    // CPU while holding them: a window inside the jobs' sleep.
-    let hold = Duration::from_millis(sleep_ms / 3).min(Duration::from_secs(10));
-    let cpu0 = cpu_seconds();
-    let t0 = Instant::now();
-    tokio::time::sleep(hold).await;
+    let (reached, cpu_hold) = hold_in_flight(&dispatcher.in_flight, n, began, sleep_ms).await;
     let held_in_flight = dispatcher.in_flight.load(Ordering::Relaxed);
-    let cpu_hold = (cpu_seconds() - cpu0) / t0.elapsed().as_secs_f64();
     let finish_by = Instant::now() + Duration::from_millis(sleep_ms) + Duration::from_secs(60);
     while dispatcher.succeeded.load(Ordering::Relaxed)
         + dispatcher
@@ -248,6 +259,9 @@ pub async fn footprint_event(n: usize, sleep_ms: u64) -> anyhow::Result<Value> {
     let stack = Stack::start().await;
     let mut config = crate::bench::engine_config(n);
     config.lambda.invocation = fleet_shared::config::Invocation::Event;
+    // A slot is held only until the hand-off: a thousand keep the replica receiving while
+    // the Lambda limit (every job) caps what it hands off.
+    config.worker.concurrency = n.min(1000);
     config.queue.jobs = "footprint-jobs".into();
     config.queue.dead_letter = "footprint-dlq".into();
     config.worker.lease_secs = 60;
@@ -304,24 +318,11 @@ pub async fn footprint_event(n: usize, sleep_ms: u64) -> anyhow::Result<Value> {
             .unwrap_or(0)
     };
     // Handed off: `in_flight` counts accepted hand-offs.
-    let deadline = began + Duration::from_millis(sleep_ms);
-    let mut reached = None;
-    while Instant::now() < deadline {
-        if dispatcher.in_flight.load(Ordering::Relaxed) >= n {
-            reached = Some(began.elapsed().as_secs_f64());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let hold = Duration::from_millis(sleep_ms / 3).min(Duration::from_secs(10));
-    let cpu0 = cpu_seconds();
-    let t0 = Instant::now();
-    tokio::time::sleep(hold).await;
+    let (reached, cpu_hold) = hold_in_flight(&dispatcher.in_flight, n, began, sleep_ms).await;
     let held_in_flight = dispatcher
         .in_flight
         .load(Ordering::Relaxed)
         .saturating_sub(finished().await);
-    let cpu_hold = (cpu_seconds() - cpu0) / t0.elapsed().as_secs_f64();
     // The local endpoint takes its time with the records: a minute plus 2 ms a job.
     let finish_by = Instant::now()
         + Duration::from_millis(sleep_ms)

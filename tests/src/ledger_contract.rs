@@ -343,6 +343,47 @@ pub async fn check<L: Ledger + RequestLedger>(l: &L, request: &str) {
     );
 }
 
+/// Jobs handed to Lambda and the shared token bucket: `running_at` says whether each job is
+/// RUNNING at the fence asked for (one item asked at two fences included), and a bucket
+/// gives no more than its burst, then refills at its rate.
+pub async fn check_handed_and_buckets<L: Ledger>(l: &L, request: &str) {
+    let t0 = 1_900_000_000_000u64;
+    let job = JobId::new(request, 3).expect("id");
+    let other = JobId::new(request, 4).expect("id");
+    let a = claimed(l, &job, "a", t0).await;
+    let b = claimed(l, &other, "a", t0).await;
+    commit(
+        l,
+        finish(&b, Finish::Succeeded { result: None }, "succeeded"),
+    )
+    .await
+    .expect("finish");
+    let missing = fleet_shared::ledger::item::job_key(&JobId::new(request, 5).expect("id"), 1);
+    let asked = vec![
+        (a.key.clone(), a.fence),
+        (a.key.clone(), a.fence + 1),
+        (b.key.clone(), b.fence),
+        (missing, 1),
+    ];
+    assert_eq!(
+        l.running_at(&asked).await.expect("running_at"),
+        vec![true, false, false, false]
+    );
+    let bucket = fleet_shared::ledger::Bucket {
+        name: format!("{request}-bucket"),
+        rate: 10.0,
+        burst: 10.0,
+    };
+    let first = l.take_tokens(&bucket, 6, t0).await.expect("take");
+    let second = l.take_tokens(&bucket, 6, t0).await.expect("take");
+    let third = l.take_tokens(&bucket, 6, t0).await.expect("take");
+    assert_eq!((first.granted, second.granted, third.granted), (6, 4, 0));
+    assert!(third.wait_ms > 0 && third.wait_ms <= 100, "{third:?}");
+    // Half a second later: five more.
+    let later = l.take_tokens(&bucket, 6, t0 + 500).await.expect("take");
+    assert_eq!(later.granted, 5);
+}
+
 /// Hand-off and adoption, the due index, and shared durations.
 pub async fn check_handoff<L: Ledger>(l: &L, request: &str) {
     let t0 = 1_900_000_000_000u64;

@@ -198,26 +198,10 @@ impl NatLab {
             run(&["ip", "-n", r, "addr", "add", &raddr, "dev", router_end])?;
             run(&["ip", "-n", r, "link", "set", router_end, "up"])?;
         }
-        run(&[
-            "ip",
-            "-n",
-            c,
-            "route",
-            "add",
-            "default",
-            "via",
-            &self.net(1, 1),
-        ])?;
-        run(&[
-            "ip",
-            "-n",
-            s,
-            "route",
-            "add",
-            "default",
-            "via",
-            &self.net(2, 1),
-        ])?;
+        for (ns, subnet) in [(c, 1), (s, 2)] {
+            let gateway = self.net(subnet, 1);
+            run(&["ip", "-n", ns, "route", "add", "default", "via", &gateway])?;
+        }
         run(&[
             "ip",
             "route",

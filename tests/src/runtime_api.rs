@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::sync::Notify;
 
@@ -50,20 +49,9 @@ impl RuntimeApi {
         let addr: SocketAddr = listener.local_addr().expect("its address");
         let shared = Arc::new(Shared::default());
         let s = shared.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let s = s.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| handle(s.clone(), req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+        let task = tokio::spawn(crate::serve_http1(listener, move |req| {
+            handle(s.clone(), req)
+        }));
         RuntimeApi {
             address: addr.to_string(),
             shared,

@@ -55,10 +55,12 @@ async fn both_ledgers_keep_the_contract_and_leave_the_same_items() {
     );
     ledger_contract::check(&dynamo, "contract").await;
     ledger_contract::check_handoff(&dynamo, "handoff").await;
+    ledger_contract::check_handed_and_buckets(&dynamo, "handed").await;
 
     let memory = MemoryLedger::new().with_index_shards(16);
     ledger_contract::check(&memory, "contract").await;
     ledger_contract::check_handoff(&memory, "handoff").await;
+    ledger_contract::check_handed_and_buckets(&memory, "handed").await;
 
     let mut scanned = Vec::new();
     let mut start = None;

@@ -84,43 +84,22 @@ pub async fn init(sdk: &SdkConfig, config: &Config) -> anyhow::Result<InitReport
         "deadLetterTargetArn": dlq_arn,
         "maxReceiveCount": config.queue.max_receive_count,
     });
-    let jobs_name = queue_name(&config.queue.jobs);
-    let jobs_url = ensure_queue(
-        &sqs,
-        jobs_name,
-        HashMap::from([
-            (
-                QueueAttributeName::VisibilityTimeout,
-                config.worker.lease_secs.to_string(),
-            ),
-            (
-                QueueAttributeName::MessageRetentionPeriod,
-                JOBS_RETENTION_SECS.to_string(),
-            ),
-            (QueueAttributeName::RedrivePolicy, redrive.to_string()),
-            (QueueAttributeName::SqsManagedSseEnabled, "true".into()),
-        ]),
-    )
-    .await?;
+    // The jobs queue and the outcomes queue: hidden a lease, kept four days, redriven.
+    let worked = HashMap::from([
+        (
+            QueueAttributeName::VisibilityTimeout,
+            config.worker.lease_secs.to_string(),
+        ),
+        (
+            QueueAttributeName::MessageRetentionPeriod,
+            JOBS_RETENTION_SECS.to_string(),
+        ),
+        (QueueAttributeName::RedrivePolicy, redrive.to_string()),
+        (QueueAttributeName::SqsManagedSseEnabled, "true".into()),
+    ]);
+    let jobs_url = ensure_queue(&sqs, queue_name(&config.queue.jobs), worked.clone()).await?;
     let outcomes = config.outcomes_queue();
-    let outcomes_name = queue_name(&outcomes);
-    let outcomes_url = ensure_queue(
-        &sqs,
-        outcomes_name,
-        HashMap::from([
-            (
-                QueueAttributeName::VisibilityTimeout,
-                config.worker.lease_secs.to_string(),
-            ),
-            (
-                QueueAttributeName::MessageRetentionPeriod,
-                JOBS_RETENTION_SECS.to_string(),
-            ),
-            (QueueAttributeName::RedrivePolicy, redrive.to_string()),
-            (QueueAttributeName::SqsManagedSseEnabled, "true".into()),
-        ]),
-    )
-    .await?;
+    let outcomes_url = ensure_queue(&sqs, queue_name(&outcomes), worked).await?;
     let mut ledger = DynamoLedger::new(fleet_shared::aws::dynamodb(sdk), &config.ledger.table);
     let table_created = ledger.create_table(config.ledger.index_shards).await?;
     if config.ledger.ttl_days.is_some() {

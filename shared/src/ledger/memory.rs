@@ -616,6 +616,17 @@ impl Ledger for MemoryLedger {
     }
 
     async fn running_at(&self, attempts: &[(ItemKey, u64)]) -> Result<Vec<bool>, LedgerError> {
+        // As DynamoDB: a BatchGetItem of at most 100 keys, none twice.
+        let mut keys: Vec<&ItemKey> = attempts.iter().map(|(k, _)| k).collect();
+        keys.sort();
+        keys.dedup();
+        if keys.len() > 100 {
+            return Err(LedgerError::Aws {
+                op: "BatchGetItem",
+                class: ErrorClass::Permanent,
+                message: "Too many items requested for the BatchGetItem call".into(),
+            });
+        }
         let st = self.lock();
         let mut charges = Vec::new();
         let out = attempts

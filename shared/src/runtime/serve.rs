@@ -161,19 +161,26 @@ fn service_error(
     resp
 }
 
+/// `ResourceNotFoundException` for a function this server does not serve.
+fn not_served(function: &Option<String>, name: &str, request_id: &str) -> Option<Response> {
+    (!serves(function, name)).then(|| {
+        service_error(
+            request_id,
+            StatusCode::NOT_FOUND,
+            "ResourceNotFoundException",
+            format!("Function not found: {name}"),
+        )
+    })
+}
+
 /// GetFunctionConcurrency: the reserved concurrency `--reserved-concurrency` gives.
 async fn concurrency<H: JobHandler>(
     State(app): State<Arc<App<H>>>,
     Path(name): Path<String>,
 ) -> Response {
     let request_id = uuid::Uuid::now_v7().to_string();
-    if !serves(&app.function, &name) {
-        return service_error(
-            &request_id,
-            StatusCode::NOT_FOUND,
-            "ResourceNotFoundException",
-            format!("Function not found: {name}"),
-        );
+    if let Some(refused) = not_served(&app.function, &name, &request_id) {
+        return refused;
     }
     let body = match app.reserved_concurrency {
         Some(n) => json!({"ReservedConcurrentExecutions": n}),
@@ -189,13 +196,8 @@ async fn invoke<H: JobHandler>(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let request_id = uuid::Uuid::now_v7().to_string();
-    if !serves(&app.function, &name) {
-        return service_error(
-            &request_id,
-            StatusCode::NOT_FOUND,
-            "ResourceNotFoundException",
-            format!("Function not found: {name}"),
-        );
+    if let Some(refused) = not_served(&app.function, &name, &request_id) {
+        return refused;
     }
     let body = match body {
         Ok(b) => b,

@@ -390,6 +390,12 @@ fn body(request: &str, index: u32, payload: Value) -> String {
     .to_body()
 }
 
+fn strs(v: &[(String, String, String)]) -> Vec<(&str, &str, &str)> {
+    v.iter()
+        .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
+        .collect()
+}
+
 async fn until(what: &str, mut f: impl FnMut() -> bool) {
     for _ in 0..36_000 {
         if f() {
@@ -415,6 +421,20 @@ impl Rig {
             .attempts
             .into_iter()
             .map(|e| e.record)
+            .collect()
+    }
+
+    /// Runs job `r:0` with `payload` to success; its attempts' (target, reason, outcome).
+    async fn one_job(&self, payload: Value) -> Vec<(String, String, String)> {
+        self.queue.push(body("r", 0, payload));
+        until("succeeded", || {
+            self.state("r:0") == Some(JobState::Succeeded)
+        })
+        .await;
+        self.history("r:0")
+            .await
+            .into_iter()
+            .map(|h| (h.target, h.reason, h.outcome))
             .collect()
     }
 
@@ -914,19 +934,9 @@ async fn a_lambda_timeout_promotes_the_next_attempt_to_ecs() {
     c.ecs.launcher = fleet_shared::config::Launcher::Process;
     c.ecs.command = Some("fake".into());
     let rig = start(c);
-    rig.queue
-        .push(body("r", 0, json!({"lambda_timeout": true})));
-    until("succeeded", || {
-        rig.state("r:0") == Some(JobState::Succeeded)
-    })
-    .await;
-    let h = rig.history("r:0").await;
-    let got: Vec<(&str, &str, &str)> = h
-        .iter()
-        .map(|h| (h.target.as_str(), h.reason.as_str(), h.outcome.as_str()))
-        .collect();
+    let got = rig.one_job(json!({"lambda_timeout": true})).await;
     assert_eq!(
-        got,
+        strs(&got),
         vec![
             ("lambda", "default", "timeout"),
             ("ecs", "promoted_after_timeout", "succeeded")
@@ -1273,22 +1283,11 @@ async fn a_timeout_record_promotes_the_next_attempt_to_ecs_where_it_stays() {
     c.ecs.launcher = fleet_shared::config::Launcher::Process;
     c.ecs.command = Some("fake".into());
     let rig = start_handing(c, None, Records::Once);
-    rig.queue.push(body(
-        "r",
-        0,
-        json!({"lambda_timeout": true, "fail_task_attempts": 2}),
-    ));
-    until("succeeded", || {
-        rig.state("r:0") == Some(JobState::Succeeded)
-    })
-    .await;
-    let h = rig.history("r:0").await;
-    let got: Vec<(&str, &str, &str)> = h
-        .iter()
-        .map(|h| (h.target.as_str(), h.reason.as_str(), h.outcome.as_str()))
-        .collect();
+    let got = rig
+        .one_job(json!({"lambda_timeout": true, "fail_task_attempts": 2}))
+        .await;
     assert_eq!(
-        got,
+        strs(&got),
         vec![
             ("lambda", "default", "timeout"),
             ("ecs", "promoted_after_timeout", "job_failure"),

@@ -359,8 +359,13 @@ impl Ledger for DynamoLedger {
 
     async fn running_at(&self, attempts: &[(ItemKey, u64)]) -> Result<Vec<bool>, LedgerError> {
         let mut found = std::collections::HashMap::new();
-        for chunk in attempts.chunks(100) {
-            let keys: Vec<ItemKey> = chunk.iter().map(|(k, _)| k.clone()).collect();
+        // One item may be asked for at two fences (a job handed off again after a retry);
+        // BatchGetItem refuses a list with a key twice.
+        let mut unique: Vec<ItemKey> = attempts.iter().map(|(k, _)| k.clone()).collect();
+        unique.sort();
+        unique.dedup();
+        for keys in unique.chunks(100) {
+            let keys = keys.to_vec();
             found.extend(
                 self.batch_get(
                     &keys,
