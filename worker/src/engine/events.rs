@@ -43,7 +43,7 @@ pub(super) enum Noted<'a> {
         job: &'a str,
         fence: u64,
         attempt: u32,
-        target: &'a str,
+        target: &'static str,
     },
     /// A running ECS task handed off (its message deleted).
     TaskHandedOff,
@@ -99,20 +99,25 @@ pub(super) enum Noted<'a> {
     ResentDelayed,
     /// An attempt the target throttled.
     Throttled {
-        target: &'a str,
+        target: &'static str,
     },
     /// A terminal outcome recorded (SUCCEEDED, CANCELLED or FAILED).
     Completed {
-        target: &'a str,
+        target: &'static str,
         state: JobState,
     },
     /// A failed attempt recorded for a retry.
     Retried {
-        target: &'a str,
+        target: &'static str,
         class: &'static str,
     },
     DeadLettered {
         class: &'a str,
+    },
+    /// An invocation record read: `recorded`, `stale` (a duplicate, or the job was claimed
+    /// again) or `malformed`.
+    Record {
+        result: &'static str,
     },
 }
 
@@ -169,7 +174,7 @@ where
                 attempt,
                 target,
             } => {
-                metrics::counter!(fm::JOBS_DISPATCHED, "target" => target.to_owned()).increment(1);
+                metrics::counter!(fm::JOBS_DISPATCHED, "target" => target).increment(1);
                 history(
                     "dispatch",
                     job,
@@ -238,7 +243,7 @@ where
             Noted::ResentDelayed => Stats::bump(&s.resent_delayed),
             Noted::Throttled { target } => {
                 Stats::bump(&s.throttled);
-                metrics::counter!(fm::THROTTLES, "target" => target.to_owned()).increment(1);
+                metrics::counter!(fm::THROTTLES, "target" => target).increment(1);
             }
             Noted::Completed { target, state } => {
                 let (counter, outcome) = match state {
@@ -247,13 +252,16 @@ where
                     _ => (&s.failed, "failed"),
                 };
                 Stats::bump(counter);
-                metrics::counter!(fm::JOBS_COMPLETED, "target" => target.to_owned(), "outcome" => outcome)
+                metrics::counter!(fm::JOBS_COMPLETED, "target" => target, "outcome" => outcome)
                     .increment(1);
             }
             Noted::Retried { target, class } => {
                 Stats::bump(&s.retried);
-                metrics::counter!(fm::RETRIES, "target" => target.to_owned(), "error_class" => class)
+                metrics::counter!(fm::RETRIES, "target" => target, "error_class" => class)
                     .increment(1);
+            }
+            Noted::Record { result } => {
+                metrics::counter!(fm::INVOCATION_RECORDS, "result" => result).increment(1);
             }
             Noted::DeadLettered { class } => {
                 Stats::bump(&s.dead_lettered);

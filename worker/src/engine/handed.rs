@@ -263,7 +263,7 @@ where
             };
             let attempt = (lease.key.clone(), e.fence);
             if !self.handed.start_recording(&attempt) {
-                metrics::counter!(fm::INVOCATION_RECORDS, "result" => "stale").increment(1);
+                self.note(Noted::Record { result: "stale" });
                 debug!(fence = e.fence, "a duplicate of a record being recorded");
                 deleter.delete(m.receipt.clone());
                 return;
@@ -278,7 +278,9 @@ where
 
     /// A record that is not one of Fleet's: dead-lettered with the reason, then deleted.
     async fn refuse_record(&self, m: &Received, reason: &str, deleter: &Acker) {
-        metrics::counter!(fm::INVOCATION_RECORDS, "result" => "malformed").increment(1);
+        self.note(Noted::Record {
+            result: "malformed",
+        });
         warn!(message_id = %m.message_id, %reason, "malformed invocation record; dead-lettering it");
         let failure = self.failure_record(
             None,
@@ -336,8 +338,9 @@ where
         let recorded = self
             .record(&a, &route, outcome.clone(), TaskInfo::from(&rec.end), acker)
             .await;
-        metrics::counter!(fm::INVOCATION_RECORDS, "result" => if recorded { "recorded" } else { "stale" })
-            .increment(1);
+        self.note(Noted::Record {
+            result: if recorded { "recorded" } else { "stale" },
+        });
         if let Some(p) = permit {
             match outcome {
                 Outcome::Succeeded { .. } => p.success(),

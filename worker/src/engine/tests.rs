@@ -1358,3 +1358,37 @@ async fn run_task_starts_share_one_budget_across_replicas() {
     second.stop().await;
     first.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_malformed_invocation_record_is_dead_lettered_with_its_reason() {
+    let rig = start_handing(handing_config(), None, Records::Once);
+    let outcomes = rig.outcomes.clone().unwrap();
+    outcomes.push("not a record".to_owned());
+    // A record of someone else's function: its event is not a job event.
+    outcomes.push(
+        json!({"requestContext": {"condition": "Success"}, "requestPayload": {"order": 1}})
+            .to_string(),
+    );
+    until("both dead-lettered", || rig.dead.dead_letters().len() == 2).await;
+    until("records consumed", || outcomes.is_empty()).await;
+    let mut reasons: Vec<String> = rig
+        .dead
+        .dead_letters()
+        .iter()
+        .map(|(body, attrs)| {
+            let attrs: BTreeMap<_, _> = attrs.iter().cloned().collect();
+            let record = FailureRecord::from_attribute(&attrs[dead_letter_attr::FAILURE]).unwrap();
+            assert_eq!(record.error_class, "permanent", "{body}");
+            record.error
+        })
+        .collect();
+    reasons.sort();
+    assert!(
+        reasons[0].contains("not an invocation record"),
+        "{reasons:?}"
+    );
+    assert!(reasons[1].contains("not a job event"), "{reasons:?}");
+    // Nothing was written to the ledger.
+    assert!(rig.ledger.get("r:0").is_none());
+    rig.stop().await;
+}
