@@ -263,6 +263,10 @@ pub struct LambdaConfig {
     /// keeps an accepted event it could not run yet before it gives up with an
     /// `EventAgeExceeded` record. 60 to 21600. Env `FLEET_LAMBDA_MAX_EVENT_AGE_SECS`.
     pub max_event_age_secs: u64,
+    /// Asynchronous Invoke calls in progress at once on a replica (each holds a connection
+    /// for the call, not for the job): a burst of hand-offs opens no more connections than
+    /// this. 1 to 10000. Env `FLEET_LAMBDA_INVOKE_CALLS`.
+    pub invoke_calls: usize,
 }
 
 /// How the worker invokes Lambda.
@@ -299,6 +303,7 @@ impl Default for LambdaConfig {
             invocation: Invocation::Event,
             outcomes_queue: None,
             max_event_age_secs: 3600,
+            invoke_calls: 64,
         }
     }
 }
@@ -663,6 +668,14 @@ const ENV_OVERRIDES: &[(&str, &str, Setter)] = &[
             Ok(())
         },
     ),
+    (
+        "FLEET_LAMBDA_INVOKE_CALLS",
+        "lambda.invoke_calls",
+        |c, v| {
+            c.lambda.invoke_calls = num(v)?;
+            Ok(())
+        },
+    ),
     ("FLEET_ECS_LAUNCHER", "ecs.launcher", |c, v| {
         c.ecs.launcher = match v.trim() {
             "aws" => Launcher::Aws,
@@ -1020,6 +1033,9 @@ impl Config {
                 "lambda.max_event_age_secs",
                 "must be 60 to 21600 (Lambda's limits on an event's age)",
             ));
+        }
+        if !(1..=10_000).contains(&self.lambda.invoke_calls) {
+            return Err(invalid("lambda.invoke_calls", "must be 1 to 10000"));
         }
         let outcomes = self.outcomes_queue();
         check_queue("lambda.outcomes_queue", &outcomes)?;

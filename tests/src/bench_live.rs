@@ -84,29 +84,13 @@ async fn start_testjob(
     extra: &[&str],
     env: &[(String, String)],
 ) -> anyhow::Result<(tokio::process::Child, String)> {
-    use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new(bin("fleet-testjob"))
+    let mut command = tokio::process::Command::new(bin("fleet-testjob"));
+    command
         .args(["serve", "--listen", "127.0.0.1:0"])
         .args(extra)
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let first = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
-        .await??
-        .unwrap_or_default();
-    let addr = first
-        .strip_prefix("listening on ")
-        .ok_or_else(|| anyhow::anyhow!("fleet-testjob printed {first:?}"))?
-        .to_owned();
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Ok((child, addr))
+        .stderr(std::process::Stdio::null());
+    crate::spawn_listening(command).await
 }
 
 async fn local_sdk(endpoint: &str) -> aws_config::SdkConfig {
@@ -143,13 +127,14 @@ pub(crate) fn job_body(
 }
 
 /// Waits until `n` jobs are in flight (at most `sleep_ms` after `began`), then holds them a
-/// while: when they all were (seconds from `began`), and the CPU cores used while holding.
+/// while: when they all were (seconds from `began`), the CPU cores used while holding, and
+/// the resident memory at the end of the hold (MB).
 async fn hold_in_flight(
     in_flight: &AtomicUsize,
     n: usize,
     began: Instant,
     sleep_ms: u64,
-) -> (Option<f64>, f64) {
+) -> (Option<f64>, f64, f64) {
     let deadline = began + Duration::from_millis(sleep_ms);
     let mut reached = None;
     while Instant::now() < deadline {
@@ -164,7 +149,11 @@ async fn hold_in_flight(
     let cpu0 = cpu_seconds();
     let t0 = Instant::now();
     tokio::time::sleep(hold).await;
-    (reached, (cpu_seconds() - cpu0) / t0.elapsed().as_secs_f64())
+    (
+        reached,
+        (cpu_seconds() - cpu0) / t0.elapsed().as_secs_f64(),
+        rss_mb(),
+    )
 }
 
 /// `footprint`: `n` jobs of `sleep_ms` in flight at once on one replica.
@@ -209,7 +198,8 @@ pub async fn footprint(n: usize, sleep_ms: u64) -> anyhow::Result<Value> {
     let hard = CancellationToken::new();
     let began = Instant::now();
     let run = tokio::spawn(engine.clone().run(shutdown.clone(), hard.clone()));
-    let (reached, cpu_hold) = hold_in_flight(&dispatcher.in_flight, n, began, sleep_ms).await;
+    let (reached, cpu_hold, rss_holding) =
+        hold_in_flight(&dispatcher.in_flight, n, began, sleep_ms).await;
     let held_in_flight = dispatcher.in_flight.load(Ordering::Relaxed);
     let finish_by = Instant::now() + Duration::from_millis(sleep_ms) + Duration::from_secs(60);
     while dispatcher.succeeded.load(Ordering::Relaxed)
@@ -246,39 +236,85 @@ pub async fn footprint(n: usize, sleep_ms: u64) -> anyhow::Result<Value> {
         "seconds_to_all_in_flight": reached.map(|s| round(s, 2)),
         "cpu_cores_while_holding": round(cpu_hold, 3),
         "rss_before_mb": round(rss_before, 1),
+        "rss_holding_mb": round(rss_holding, 1),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "succeeded": succeeded,
     }))
 }
 
+/// The resident memory (MB) that `n` claimed job items take in a fresh in-memory ledger:
+/// the share of a footprint run that DynamoDB holds on AWS. Measured after the run in the
+/// same process, where memory the run freed is reused first, so it errs low (the replica's
+/// own share it leaves errs high).
+async fn ledger_share_mb(n: usize, payload: &Value) -> anyhow::Result<f64> {
+    use fleet_shared::ledger::{ClaimRequest, Ledger};
+    let ledger = MemoryLedger::new();
+    let payload = payload.to_string();
+    let now = fleet_shared::time::now_ms();
+    let before = rss_mb();
+    for i in 0..n {
+        let job = fleet_shared::ids::JobId::parse(&format!("calibration:{i}"))?;
+        ledger
+            .claim(&ClaimRequest {
+                job: &job,
+                shards: fleet_shared::ledger::memory::DIRECT_JOB_SHARDS,
+                job_type: "bench",
+                payload_json: &payload,
+                max_attempts: None,
+                owner: "bench",
+                now_ms: now,
+                lease_ms: 60_000,
+                skew_ms: 1_000,
+                enqueued_at_ms: now,
+                direct: true,
+            })
+            .await?;
+    }
+    Ok(rss_mb() - before)
+}
+
 /// `footprint --invocation event`: `n` jobs of `sleep_ms` handed to Lambda asynchronously
-/// by one replica, the jobs queue and the outcomes queue on the local endpoint, the local
-/// Invoke API delivering the records. In flight: jobs handed off whose outcome is not
-/// recorded yet; the replica holds a permit and a table entry for each, no connection.
+/// by one replica, every call through the SDK over real HTTP: Invoke to the local Invoke
+/// API (`fleet-testjob serve`, its own process), which runs each job and sends its
+/// invocation record to the outcomes queue; the jobs and outcomes queues in the SQS
+/// stand-in (its own process; the local endpoint takes minutes for what 100,000 jobs need);
+/// the ledger in memory, its share of the memory measured and reported apart. In flight:
+/// jobs handed off whose outcome is not recorded yet; the replica holds a permit and a table
+/// entry for each, no connection and no task.
 pub async fn footprint_event(n: usize, sleep_ms: u64) -> anyhow::Result<Value> {
-    let stack = Stack::start().await;
     let mut config = crate::bench::engine_config(n);
     config.lambda.invocation = fleet_shared::config::Invocation::Event;
     // A slot is held only until the hand-off: a thousand keep the replica receiving while
     // the Lambda limit (every job) caps what it hands off.
     config.worker.concurrency = n.min(1000);
-    config.queue.jobs = "footprint-jobs".into();
-    config.queue.dead_letter = "footprint-dlq".into();
     config.worker.lease_secs = 60;
     config.validate()?;
     let config = Arc::new(config);
-    fleet_worker::init::init(&stack.sdk, &config).await?;
-    let mut env = stack.env();
-    env.push(("FLEET_OUTCOMES_QUEUE".into(), config.outcomes_queue()));
+    let (_sqs, sqs_endpoint) = crate::sqs_stand_in::start().await?;
+    let records_to = format!("{sqs_endpoint}/000000000000/footprint-outcomes");
+    let sqs = aws_sdk_sqs::Client::new(&local_sdk(&sqs_endpoint).await);
+    let jobs = Arc::new(fleet_shared::queue::sqs::SqsQueue::new(
+        sqs.clone(),
+        format!("{sqs_endpoint}/000000000000/footprint-jobs"),
+    ));
+    let outcomes = Arc::new(fleet_shared::queue::sqs::SqsQueue::new(
+        sqs,
+        records_to.clone(),
+    ));
+    let env: Vec<(String, String)> = [
+        ("AWS_ENDPOINT_URL_SQS", sqs_endpoint.as_str()),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "local"),
+        ("AWS_SECRET_ACCESS_KEY", "local"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("FLEET_OUTCOMES_QUEUE", records_to.as_str()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
     let (_server, addr) = start_testjob(&["--function", "bench"], &env).await?;
     let lambda_sdk = local_sdk(&format!("http://{addr}")).await;
     let lambda = fleet_shared::aws::lambda_for_invoke(&lambda_sdk, config.lambda.read_timeout());
-    let jobs = Arc::new(
-        fleet_shared::queue::sqs::SqsQueue::resolve(stack.sqs(), &config.queue.jobs).await?,
-    );
-    let outcomes = Arc::new(
-        fleet_shared::queue::sqs::SqsQueue::resolve(stack.sqs(), &config.outcomes_queue()).await?,
-    );
     let bodies: Vec<String> = (0..n)
         .map(|i| job_body("footprint", i, json!({"sleep_ms": sleep_ms}), None))
         .collect();
@@ -318,16 +354,13 @@ pub async fn footprint_event(n: usize, sleep_ms: u64) -> anyhow::Result<Value> {
             .unwrap_or(0)
     };
     // Handed off: `in_flight` counts accepted hand-offs.
-    let (reached, cpu_hold) = hold_in_flight(&dispatcher.in_flight, n, began, sleep_ms).await;
+    let (reached, cpu_hold, rss_holding) =
+        hold_in_flight(&dispatcher.in_flight, n, began, sleep_ms).await;
     let held_in_flight = dispatcher
         .in_flight
         .load(Ordering::Relaxed)
         .saturating_sub(finished().await);
-    // The local endpoint takes its time with the records: a minute plus 2 ms a job.
-    let finish_by = Instant::now()
-        + Duration::from_millis(sleep_ms)
-        + Duration::from_secs(60)
-        + Duration::from_millis(2 * n as u64);
+    let finish_by = Instant::now() + Duration::from_millis(sleep_ms) + Duration::from_secs(120);
     while finished().await < n && Instant::now() < finish_by {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -343,19 +376,25 @@ pub async fn footprint_event(n: usize, sleep_ms: u64) -> anyhow::Result<Value> {
         .clone();
     anyhow::ensure!(
         counts.succeeded as usize == n && failed.is_empty(),
-        "bookkeeping: {} of {n} succeeded; failures: {:?}",
+        "bookkeeping: {} of {n} succeeded ({counts:?}); handed off {} (all {reached:?} s \
+         after the start); failures: {:?}",
         counts.succeeded,
+        dispatcher.in_flight.load(Ordering::Relaxed),
         failed.iter().take(3).collect::<Vec<_>>()
     );
+    let ledger_mb = ledger_share_mb(n, &json!({"sleep_ms": sleep_ms})).await?;
     Ok(json!({
         "scenario": "footprint",
         "invocation": "event",
+        "ledger_items_mb": round(ledger_mb, 1),
+        "replica_holding_mb": round(rss_holding - ledger_mb, 1),
         "jobs": n,
         "sleep_ms": sleep_ms,
         "in_flight": held_in_flight,
         "seconds_to_all_in_flight": reached.map(|s| round(s, 2)),
         "cpu_cores_while_holding": round(cpu_hold, 3),
         "rss_before_mb": round(rss_before, 1),
+        "rss_holding_mb": round(rss_holding, 1),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "succeeded": counts.succeeded,
         "seconds": round(began.elapsed().as_secs_f64(), 1),

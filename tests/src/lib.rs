@@ -15,6 +15,7 @@ pub mod fault_proxy;
 pub mod ledger_contract;
 pub mod netns;
 pub mod runtime_api;
+pub mod sqs_stand_in;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
@@ -752,6 +753,32 @@ pub async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     let status = response.status().as_u16();
     let body = response.into_body().collect().await.ok()?.to_bytes();
     Some((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// Spawns `command` (killed when dropped), which prints `listening on ADDR` first; it and
+/// ADDR. Its later output is read and dropped.
+pub async fn spawn_listening(
+    mut command: tokio::process::Command,
+) -> anyhow::Result<(tokio::process::Child, String)> {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let first = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await??
+        .unwrap_or_default();
+    let addr = first
+        .strip_prefix("listening on ")
+        .ok_or_else(|| anyhow::anyhow!("{command:?} printed {first:?}"))?
+        .to_owned();
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((child, addr))
 }
 
 /// Serves HTTP/1.1 on `listener` with `handle` for every request, each connection in its

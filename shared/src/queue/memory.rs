@@ -45,6 +45,9 @@ struct State {
     /// Receives answered empty because of the in-flight limit.
     over_limit: u64,
     sent: u64,
+    /// Receives that returned messages, and the messages they returned.
+    filled_receives: u64,
+    received: u64,
 }
 
 impl State {
@@ -81,6 +84,9 @@ pub struct QueueStats {
     pub peak_in_flight: usize,
     pub over_limit_receives: u64,
     pub sent: u64,
+    /// Receives that returned messages, and how many they returned in all.
+    pub filled_receives: u64,
+    pub received: u64,
 }
 
 #[derive(Debug, Default)]
@@ -157,6 +163,8 @@ impl MemoryQueue {
             peak_in_flight: st.peak_in_flight,
             over_limit_receives: st.over_limit,
             sent: st.sent,
+            filled_receives: st.filled_receives,
+            received: st.received,
         }
     }
 
@@ -213,6 +221,10 @@ impl JobQueue for MemoryQueue {
                     st.receipts.insert(receipt, seq);
                 }
                 st.peak_in_flight = st.peak_in_flight.max(st.in_flight);
+                if !out.is_empty() {
+                    st.filled_receives += 1;
+                    st.received += out.len() as u64;
+                }
                 if !out.is_empty() || now >= deadline {
                     return Ok(out);
                 }

@@ -58,7 +58,13 @@ struct App<H> {
     reserved_concurrency: Option<u32>,
     /// Where invocation records go (`lambda.outcomes_queue`), found at the first one.
     outcomes: tokio::sync::OnceCell<SqsQueue>,
+    /// Records being sent at once: jobs that end together do not open a connection each
+    /// (thousands at once run out of file descriptors and ports).
+    delivering: tokio::sync::Semaphore,
 }
+
+/// Invocation records the local Invoke API sends at once.
+const DELIVERIES_AT_ONCE: usize = 256;
 
 /// Serves until SIGINT or SIGTERM.
 pub async fn serve<H: JobHandler>(handler: Arc<H>, opts: ServeOptions) -> std::io::Result<()> {
@@ -73,6 +79,7 @@ pub async fn serve<H: JobHandler>(handler: Arc<H>, opts: ServeOptions) -> std::i
         function: opts.function,
         reserved_concurrency: opts.reserved_concurrency,
         outcomes: tokio::sync::OnceCell::new(),
+        delivering: tokio::sync::Semaphore::new(DELIVERIES_AT_ONCE),
     });
     let router = Router::new()
         .route(
@@ -313,6 +320,8 @@ impl<H: JobHandler> App<H> {
                     .map_err(|e| e.to_string())
             })
             .await;
+        // Never closed: the semaphore lives as long as the server.
+        let _sending = self.delivering.acquire().await.ok();
         let sent = match queue {
             Ok(q) => q
                 .send(&body, Duration::ZERO)

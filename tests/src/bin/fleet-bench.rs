@@ -83,11 +83,24 @@ struct Cli {
     /// Exit 1 when a target is missed.
     #[arg(long)]
     check: bool,
+    /// Serve the in-memory SQS stand-in on a free loopback port instead (the asynchronous
+    /// footprint starts it as a process of its own).
+    #[arg(long, hide = true)]
+    sqs_stand_in: bool,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     fleet_shared::cli::init_logging("warn", fleet_shared::cli::LogFormat::from_env());
+    if cli.sqs_stand_in {
+        return match serve_sqs_stand_in() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("SQS stand-in: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let scenarios = match cli.scenario {
         Scenario::All => vec![
             Scenario::Makespan,
@@ -134,6 +147,15 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
+}
+
+fn serve_sqs_stand_in() -> anyhow::Result<()> {
+    tokio::runtime::Runtime::new()?.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        println!("listening on {}", listener.local_addr()?);
+        fleet_tests::sqs_stand_in::serve(listener).await;
+        Ok(())
+    })
 }
 
 fn run(s: Scenario, cli: &Cli) -> anyhow::Result<Value> {

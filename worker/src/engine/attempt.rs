@@ -24,6 +24,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use fleet_shared::ledger::recorder::Live;
 
 use super::events::Noted;
+use super::receive::Unstarted;
 use super::views::VIEW_TTL;
 use super::{Engine, visibility_secs};
 use crate::acks::Acker;
@@ -90,9 +91,21 @@ pub(super) struct Attempt<'a> {
     /// Set while the attempt is handed to Lambda: heartbeats stop (one landing after the
     /// hand-off would shorten the lease it extended).
     pub handing: tokio::sync::Mutex<bool>,
+    /// Counted against the room for receives until the attempt holds its target permit.
+    pub unstarted: std::sync::Mutex<Option<Unstarted>>,
 }
 
 impl Attempt<'_> {
+    /// The attempt holds its target permit: no longer counted against the receives' room.
+    fn started(&self) {
+        drop(
+            self.unstarted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
+    }
+
     /// Counts the attempt as running on this replica.
     pub fn start_live(&self, live: &Live) {
         if !self.live.swap(true, Ordering::Relaxed) {
@@ -130,7 +143,13 @@ where
     T: TaskLauncher,
 {
     /// Everything that happens to one received message.
-    pub(super) async fn handle(&self, m: Received, acker: &Acker, hard_stop: &CancellationToken) {
+    pub(super) async fn handle(
+        &self,
+        m: Received,
+        unstarted: Unstarted,
+        acker: &Acker,
+        hard_stop: &CancellationToken,
+    ) {
         let received_at = Instant::now();
         let (msg, job) = match parse_message(&m.body, self.config.limits.max_message_bytes) {
             Ok(parsed) => parsed,
@@ -192,6 +211,7 @@ where
                         task: std::sync::Mutex::new(None),
                         live: AtomicBool::new(false),
                         handing: tokio::sync::Mutex::new(false),
+                        unstarted: std::sync::Mutex::new(Some(unstarted)),
                     };
                     a.start_live(&self.live);
                     self.run_attempt(&a, acker, hard_stop).await;
@@ -487,6 +507,7 @@ where
         };
         if route.target != Target::Ecs {
             let permit = self.lambda_limit.acquire().await;
+            a.started();
             if self.cancelled(a).await {
                 return AttemptEnd::Cancelled;
             }
@@ -506,6 +527,7 @@ where
             return AttemptEnd::Done(end.outcome.clone(), TaskInfo::from(&end));
         }
         let permit = self.ecs_limit.acquire().await;
+        a.started();
         self.run_tasks
             .acquire(self.ledger.as_ref(), self.clock)
             .await;
@@ -557,9 +579,13 @@ where
         AttemptEnd::Done(end.outcome.clone(), TaskInfo::from(&end))
     }
 
-    /// Invokes Lambda asynchronously; once the event is accepted, extends the lease to cover
-    /// the event's maximum age and the function timeout, deletes the message and keeps only
-    /// the permit (see [`super::handed`]).
+    /// Extends the lease to cover the event's maximum age and the function timeout, then
+    /// invokes Lambda asynchronously; once the event is accepted, deletes the message and
+    /// keeps only the permit (see [`super::handed`]). The lease is extended first so that a
+    /// replica that dies after the Invoke re-runs nothing: its job is recorded from the
+    /// record under the extended lease. One that dies between the two leaves the job to wait
+    /// out that lease before the sweeper sends it again: a window of one ledger write and one
+    /// Invoke call, as the call's slot (`lambda.invoke_calls`) is taken before the write.
     async fn hand_to_lambda(
         &self,
         a: &Attempt<'_>,
@@ -568,6 +594,8 @@ where
         permit: crate::limits::LimitPermit,
         acker: &Acker,
     ) -> AttemptEnd {
+        // Closed never: the semaphore lives as long as the engine.
+        let _call = self.invoke_calls.acquire().await.ok();
         let mut handing = a.handing.lock().await;
         *handing = true;
         let until = self.clock.now_ms() + self.config.lambda.hand_off_lease().as_millis() as u64;
@@ -591,9 +619,41 @@ where
             }),
             ..event.clone()
         };
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.ledger.heartbeat(&a.lease, until).await {
+                Ok(()) => break,
+                Err(LedgerError::Stale { .. }) => {
+                    // Another replica took the job over (this one was paused past its
+                    // lease): nothing was invoked.
+                    self.note(Noted::Stale {
+                        job: &a.msg.job_id,
+                        fence: a.lease.fence,
+                        op: "hand_off",
+                        state: None,
+                    });
+                    return AttemptEnd::LeaseLost { expired: false };
+                }
+                Err(e) => {
+                    self.note(Noted::LedgerError);
+                    if self.clock.now_ms() + pause.as_millis() as u64
+                        >= a.until_ms.load(Ordering::Relaxed)
+                    {
+                        warn!(error = %e, "could not extend the lease to hand the job to Lambda");
+                        return AttemptEnd::LeaseLost { expired: true };
+                    }
+                    warn!(error = %e, "extending the lease to hand the job to Lambda failed; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        a.until_ms.store(until, Ordering::Relaxed);
         let invocation = match self.dispatcher.hand_off(&event).await {
             Ok(id) => id,
             Err(end) => {
+                // Not accepted: the heartbeats take the lease back to a short one while the
+                // failure is recorded.
                 *handing = false;
                 if matches!(
                     end.outcome,
@@ -607,44 +667,6 @@ where
                 return AttemptEnd::Done(end.outcome.clone(), TaskInfo::from(&end));
             }
         };
-        let mut pause = Duration::from_millis(100);
-        loop {
-            match self.ledger.heartbeat(&a.lease, until).await {
-                Ok(()) => break,
-                Err(LedgerError::Stale { .. }) => {
-                    // The record came first and was recorded (a short job), or the lease was
-                    // lost. Either way the message is obsolete: deleting it with this receipt
-                    // does nothing if another replica has received it since.
-                    self.note(Noted::Stale {
-                        job: &a.msg.job_id,
-                        fence: a.lease.fence,
-                        op: "hand_off",
-                        state: None,
-                    });
-                    debug!(%invocation, "the job moved on before its hand-off was written");
-                    if let Some((m, _)) = a.message {
-                        acker.delete(m.receipt.clone());
-                    }
-                    a.handed_off.store(true, Ordering::Relaxed);
-                    return AttemptEnd::HandedToLambda;
-                }
-                Err(e) => {
-                    self.note(Noted::LedgerError);
-                    if self.clock.now_ms() + pause.as_millis() as u64
-                        >= a.until_ms.load(Ordering::Relaxed)
-                    {
-                        // The job runs in Lambda, but its lease could not be extended: it will
-                        // run again; the record of this run then finds a newer fence.
-                        warn!(error = %e, %invocation, "could not extend the lease of a job handed to Lambda");
-                        return AttemptEnd::LeaseLost { expired: true };
-                    }
-                    warn!(error = %e, "extending the lease of a job handed to Lambda failed; trying again");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
-        a.until_ms.store(until, Ordering::Relaxed);
         a.handed_off.store(true, Ordering::Relaxed);
         if let Some((m, _)) = a.message {
             acker.delete(m.receipt.clone());

@@ -176,7 +176,8 @@ where
         self.outcomes.is_some() && self.dispatcher.hands_off()
     }
 
-    /// Receives invocation records until shutdown; each is recorded in its own task.
+    /// Receives invocation records until shutdown; each is recorded in its own task, as many
+    /// at once as the replica has slots (a burst of records waits in the queue, not here).
     pub(super) async fn outcome_loop(
         self: Arc<Self>,
         tracker: TaskTracker,
@@ -188,8 +189,18 @@ where
         };
         let (deleter, deletes) = Acker::spawn(outcomes.clone());
         let wait = Duration::from_secs(self.config.worker.wait_time_secs);
+        let in_progress = Arc::new(tokio::sync::Semaphore::new(
+            self.config.worker.concurrency.max(MAX_BATCH),
+        ));
         let mut errors = 0u32;
         loop {
+            let mut room = tokio::select! {
+                p = in_progress.clone().acquire_many_owned(MAX_BATCH as u32) => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+                _ = shutdown.cancelled() => break,
+            };
             let received = tokio::select! {
                 r = outcomes.receive(MAX_BATCH, wait, self.config.worker.lease()) => r,
                 _ = shutdown.cancelled() => break,
@@ -203,8 +214,13 @@ where
                     for m in records {
                         let me = self.clone();
                         let (acker, deleter) = (acker.clone(), deleter.clone());
-                        tracker.spawn(async move { me.handle_record(m, &acker, &deleter).await });
+                        let one = room.split(1);
+                        tracker.spawn(async move {
+                            me.handle_record(m, &acker, &deleter).await;
+                            drop(one);
+                        });
                     }
+                    drop(room);
                     if linger {
                         tokio::select! {
                             _ = tokio::time::sleep(RECORDS_LINGER) => {}
@@ -401,6 +417,7 @@ impl<'a> Attempt<'a> {
             task: std::sync::Mutex::new(None),
             live: AtomicBool::new(false),
             handing: tokio::sync::Mutex::new(false),
+            unstarted: std::sync::Mutex::new(None),
         }
     }
 }

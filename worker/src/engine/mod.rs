@@ -206,6 +206,14 @@ pub struct Engine<Q, D, L, X, T> {
     outcomes: Option<Arc<Q>>,
     /// Attempts this replica handed to Lambda.
     handed: handed::Handed,
+    /// Messages received (or being received) that hold no target permit yet: the room a
+    /// receive may ask for leaves them out, so the receive loops do not ask twice for it.
+    unstarted: Arc<std::sync::atomic::AtomicUsize>,
+    /// Held by the receive loop that waits for room, until it has reserved its share (one
+    /// waits at a time, so the loops do not all wake together to split a batch's room).
+    receive_gate: tokio::sync::Mutex<()>,
+    /// Asynchronous Invoke calls in progress (`lambda.invoke_calls`): each holds a connection.
+    invoke_calls: tokio::sync::Semaphore,
 }
 
 /// Seconds for a visibility timeout: rounded up, at least 1, at most SQS's limit.
@@ -251,6 +259,9 @@ where
             live,
             recorder: OnceLock::new(),
             outcomes: None,
+            unstarted: Arc::default(),
+            receive_gate: tokio::sync::Mutex::new(()),
+            invoke_calls: tokio::sync::Semaphore::new(config.lambda.invoke_calls),
             replica,
             config,
         }

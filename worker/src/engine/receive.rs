@@ -2,6 +2,7 @@
 //! to start now, and hands each to [`super::attempt`]. And the learner's loop.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use fleet_shared::ledger::Ledger;
@@ -20,6 +21,23 @@ use crate::dispatch::{Dispatcher, TaskLauncher};
 /// Longest a receive waits for a batch of free slots (see `receive_loop`).
 const RECEIVE_LINGER: Duration = Duration::from_millis(250);
 
+/// A message asked for or received that holds no target permit yet (see `Engine::room`);
+/// dropped when its attempt holds one, or ends before.
+pub(super) struct Unstarted(Arc<AtomicUsize>);
+
+impl Unstarted {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count.clone())
+    }
+}
+
+impl Drop for Unstarted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl<Q, D, L, X, T> Engine<Q, D, L, X, T>
 where
     Q: JobQueue,
@@ -28,14 +46,20 @@ where
     X: Dispatcher,
     T: TaskLauncher,
 {
-    /// Free room under the target limits (a message's target is known only after its claim).
+    /// Room for messages to receive: free room under the target limits (a message's target
+    /// is known only after its claim) and the slots configured beyond the Lambda limit (so
+    /// that receiving and claiming overlap executions), less the messages received that do
+    /// not hold their permit yet.
     fn room(&self) -> usize {
         let ecs = if self.config.ecs.enabled() {
             self.ecs_limit.available()
         } else {
             0
         };
-        self.lambda_limit.available() + ecs
+        let ahead =
+            (self.config.worker.concurrency).saturating_sub(self.config.lambda_concurrency().1);
+        (self.lambda_limit.available() + ecs + ahead)
+            .saturating_sub(self.unstarted.load(Ordering::Relaxed))
     }
 
     pub(super) async fn receive_loop(
@@ -54,11 +78,18 @@ where
                 p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
                 _ = shutdown.cancelled() => return,
             };
-            // Only what can start now: free slots, and room under the target limits.
+            let gate = tokio::select! {
+                g = self.receive_gate.lock() => g,
+                _ = shutdown.cancelled() => return,
+            };
+            // Only what can start now: free slots, and room under the target limits that
+            // messages already received do not take (they claim theirs within a call or so).
             while self.room() == 0 {
+                let unstarted = self.unstarted.load(Ordering::Relaxed) > 0;
                 tokio::select! {
-                    () = self.lambda_limit.wait_available() => {}
-                    () = self.ecs_limit.wait_available(), if self.config.ecs.enabled() => {}
+                    () = self.lambda_limit.wait_available(), if !unstarted => {}
+                    () = self.ecs_limit.wait_available(), if !unstarted && self.config.ecs.enabled() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(5)), if unstarted => {}
                     _ = shutdown.cancelled() => return,
                 }
             }
@@ -77,13 +108,16 @@ where
                 }
             }
             let room = self.room().clamp(1, MAX_BATCH);
-            let mut permits: Vec<OwnedSemaphorePermit> = vec![first];
+            let mut permits: Vec<(OwnedSemaphorePermit, Unstarted)> =
+                vec![(first, Unstarted::new(&self.unstarted))];
             while permits.len() < room {
                 match slots.clone().try_acquire_owned() {
-                    Ok(p) => permits.push(p),
+                    Ok(p) => permits.push((p, Unstarted::new(&self.unstarted))),
                     Err(_) => break,
                 }
             }
+            // The room is reserved: the next loop may wait for more while this one receives.
+            drop(gate);
             // A receive in progress is not abandoned on shutdown: SQS may already have handed
             // it messages, which would then stay hidden for a whole lease. It ends within the
             // long-poll wait, and what it brought is handed straight back.
@@ -110,13 +144,15 @@ where
                         self.frontier.busy();
                     }
                     for m in messages {
-                        let Some(permit) = permits.pop() else { break };
+                        let Some((permit, unstarted)) = permits.pop() else {
+                            break;
+                        };
                         self.note(Noted::Received);
                         let me = self.clone();
                         let acker = acker.clone();
                         let hard_stop = hard_stop.clone();
                         tracker.spawn(async move {
-                            me.handle(m, &acker, &hard_stop).await;
+                            me.handle(m, unstarted, &acker, &hard_stop).await;
                             drop(permit);
                         });
                     }

@@ -29,7 +29,13 @@ struct FakeJob {
     calls: Mutex<Vec<(String, u32, u64, u64)>>,
     outcomes: Option<Arc<MemoryQueue>>,
     records: Records,
+    /// The ledger, to note each job's lease as it stands when its event is accepted.
+    ledger: Option<Arc<MemoryLedger>>,
+    leases_at_invoke: Mutex<Vec<LeaseAtInvoke>>,
 }
+
+/// At an Invoke: the job, the ledger's lease expiry, the expiry the event carries.
+type LeaseAtInvoke = (String, Option<u64>, Option<u64>);
 
 /// How a handing-off [`FakeJob`] delivers invocation records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,11 +104,21 @@ impl Dispatcher for FakeJob {
                 })
             });
         }
+        if let Some(ledger) = &self.ledger {
+            let lease = ledger.get(&event.job_id).and_then(|j| j.lease_until_ms);
+            self.leases_at_invoke.lock().unwrap().push((
+                event.job_id.clone(),
+                lease,
+                event.lease.as_ref().map(|l| l.until_ms),
+            ));
+        }
         let me = FakeJob {
             clock: self.clock,
             calls: Mutex::new(Vec::new()),
             outcomes: None,
             records: self.records,
+            ledger: None,
+            leases_at_invoke: Mutex::new(Vec::new()),
         };
         let invocation = format!("invocation-{}-{}", event.job_id, event.fence);
         let event = event.clone();
@@ -329,6 +345,8 @@ fn start_full(config: Config, shared: Option<&Rig>, records: Option<Records>) ->
         calls: Mutex::new(Vec::new()),
         outcomes: records.and(outcomes.clone()),
         records: records.unwrap_or(Records::Once),
+        ledger: Some(ledger.clone()),
+        leases_at_invoke: Mutex::new(Vec::new()),
     });
     let replica = if shared.is_some() {
         "second-replica"
@@ -677,6 +695,37 @@ async fn receives_never_ask_for_more_than_free_slots() {
         .len();
     assert_eq!(visible, 10, "the rest are still visible in the queue");
     rig.hard_stop.cancel();
+    rig.stop().await;
+}
+
+/// Jobs of different lengths free their slots one at a time; the receive loops wait for a
+/// batch's worth in turn instead of all waking to split it (one or two messages a call).
+#[tokio::test(start_paused = true)]
+async fn receive_loops_take_full_batches_when_slots_free_one_by_one() {
+    let mut c = config();
+    // A batch is a tenth of the slots, at most ten.
+    c.worker.concurrency = 100;
+    c.worker.receive_loops = 4;
+    c.worker.lease_secs = 60;
+    let rig = start(c);
+    let n = 600;
+    for i in 0..n {
+        let sleep_ms = 300 + (i * 7_919) % 500;
+        rig.queue.push(body("r", i, json!({"sleep_ms": sleep_ms})));
+    }
+    until("all succeeded", || {
+        (0..n).all(|i| rig.state(&format!("r:{i}")) == Some(JobState::Succeeded))
+    })
+    .await;
+    let s = rig.queue.stats();
+    assert_eq!(s.received, u64::from(n), "each message received once");
+    // A batch is ten; at most a fifth more calls than full batches would take.
+    assert!(
+        s.filled_receives * 10 <= s.received * 12 / 10,
+        "{} receives for {} messages",
+        s.filled_receives,
+        s.received
+    );
     rig.stop().await;
 }
 
@@ -1199,6 +1248,30 @@ async fn lambda_attempts_are_handed_off_and_recorded_from_their_records() {
     let report = rig.stop().await;
     assert_eq!(report.handed_off, 10 + 20 + 30);
     assert_eq!(report.dead_lettered, 10);
+}
+
+/// The lease covers the event's age before Lambda is asked: a replica that dies after
+/// the Invoke leaves a job that its record completes, not one that runs again.
+#[tokio::test(start_paused = true)]
+async fn the_lease_is_extended_before_the_event_is_sent() {
+    let rig = start_handing(handing_config(), None, Records::Once);
+    for i in 0..5 {
+        rig.queue.push(body("r", i, json!({"sleep_ms": 1000})));
+    }
+    until("all succeeded", || {
+        (0..5).all(|i| rig.state(&format!("r:{i}")) == Some(JobState::Succeeded))
+    })
+    .await;
+    let seen = rig.job.leases_at_invoke.lock().unwrap().clone();
+    assert_eq!(seen.len(), 5);
+    for (job, in_ledger, in_event) in seen {
+        assert!(in_event.is_some(), "{job}: the event carries its lease");
+        assert_eq!(
+            in_ledger, in_event,
+            "{job}: the ledger's lease at the Invoke"
+        );
+    }
+    rig.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
