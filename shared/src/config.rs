@@ -1437,6 +1437,11 @@ mod tests {
                 &[],
                 "queue.max_receive_count",
             ),
+            (
+                None,
+                &[("FLEET_LAMBDA_INVOKE_CALLS", "0")],
+                "lambda.invoke_calls (env FLEET_LAMBDA_INVOKE_CALLS): must be 1 to 10000",
+            ),
         ];
         for (text, env, want) in cases {
             let err = load(*text, env).unwrap_err().to_string();

@@ -150,9 +150,11 @@ pub async fn run(opts: &Options) -> Outcome {
         ("FLEET_CONCURRENCY", opts.concurrency.to_string()),
         ("FLEET_LAMBDA_INVOCATION", opts.invocation.clone()),
         // A job handed off is leased for the event's age plus the function timeout: short
-        // here, so that one whose record never comes is retried within the recovery bound.
+        // here (the longest job runs 75 s), so that one whose record never comes, or whose
+        // replica was killed between the extension and the Invoke, is retried within the
+        // recovery bound.
         ("FLEET_LAMBDA_MAX_EVENT_AGE_SECS", "60".into()),
-        ("FLEET_LAMBDA_TIMEOUT_SECS", "120".into()),
+        ("FLEET_LAMBDA_TIMEOUT_SECS", "80".into()),
         ("RUST_LOG", "info".into()),
     ]
     .into_iter()
