@@ -96,7 +96,7 @@ async fn answer(queues: &Queues, op: &str, input: &Value) -> Result<Value, Strin
             let mut ok = Vec::new();
             for e in &entries {
                 q.push_delayed(str_of(e, "MessageBody")?, secs(e, "DelaySeconds", 0));
-                ok.push(json!({"Id": e["Id"], "MessageId": "m", "MD5OfMessageBody": ""}));
+                ok.push(json!({"Id": e["Id"], "MessageId": "m"}));
             }
             Ok(json!({"Successful": ok, "Failed": []}))
         }
