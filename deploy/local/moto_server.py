@@ -16,9 +16,12 @@ with a `clientToken` seen before gets the first call's answer again (as AWS does
 WaitTimeSeconds) must not hold the lock while it waits, so the launcher polls moto without
 waiting, under the lock, and between polls sleeps until a message may have become receivable
 (a send, or a visibility set to 0) or a second passes (a message whose visibility timeout
-ends is seen within that second). moto's SQS reads the clock through datetimes for every
+ends is seen within that second). moto's SQS builds a queue's whole attribute map, counting
+every queued message, for each message sent and each received; the launcher has those build
+only the attribute they read. moto's SQS reads the clock through datetimes for every
 queued message on every receive; the launcher gives it a cheaper clock with the same values.
-moto's TransactWriteItems keeps a deep copy of every table it touches to roll back a
+moto's DynamoDB Query sorts the whole table on every call; the launcher
+has it sort only the partition asked for. moto's TransactWriteItems keeps a deep copy of every table it touches to roll back a
 cancelled transaction, which costs as much as the table on every call; the launcher has it
 copy only the items the transaction writes (its rollback is the same: an untouched item is
 the same object before and after).
@@ -165,6 +168,119 @@ def fast_sqs_clock():
     sqs_models.unix_time_millis = now_ms
 
 
+def cheap_queue_attributes():
+    """moto's SQS builds a queue's whole attribute map to read one attribute of it: on every
+    message sent (ContentBasedDeduplication) and on every message received (the retention
+    period, read three times). Three of the map's counts scan every queued message, so
+    sending or receiving n messages cost n squared (20,000 jobs took minutes to enqueue and
+    to drain). While a send or that retention check runs, the map holds only the attribute
+    read, built as the full map builds it (same groups, booleans as "true"/"false");
+    GetQueueAttributes and everything else still get the full map. Requests are served one
+    at a time (`Serialise`); the wanted names are per thread all the same."""
+    import moto.sqs.models as sqs_models
+
+    queue_class = sqs_models.Queue
+    state = threading.local()
+    full = queue_class.attributes.fget
+
+    def attributes(queue):
+        wanted = getattr(state, "wanted", None)
+        if wanted is None:
+            return full(queue)
+        groups = [queue.BASE_ATTRIBUTES]
+        if queue.fifo_queue:
+            groups.append(queue.FIFO_ATTRIBUTES)
+        if queue.kms_master_key_id:
+            groups.append(queue.KMS_ATTRIBUTES)
+        result = {}
+        for group in groups:
+            for name in group:
+                if name in wanted:
+                    value = getattr(queue, sqs_models.camelcase_to_underscores(name))
+                    result[name] = str(value).lower() if isinstance(value, bool) else value
+        return result
+
+    def reading(names, method):
+        def wrapped(*args, **kwargs):
+            outer = getattr(state, "wanted", None)
+            state.wanted = names
+            try:
+                return method(*args, **kwargs)
+            finally:
+                state.wanted = outer
+
+        return wrapped
+
+    queue_class.attributes = property(attributes)
+    backend = sqs_models.SQSBackend
+    dedup = frozenset(["ContentBasedDeduplication"])
+    backend.send_message = reading(dedup, backend.send_message)
+    backend.send_message_batch = reading(dedup, backend.send_message_batch)
+    backend.is_message_valid_based_on_retention_period = reading(
+        frozenset(["MessageRetentionPeriod"]),
+        backend.is_message_valid_based_on_retention_period,
+    )
+
+
+def cheap_queries():
+    """moto's DynamoDB Query lists and sorts every item of the table, then keeps those of
+    the partition asked for: each query of a table of 20,000 jobs sorted 20,000 items (the
+    sweeper's index queries and a request's paged listings dominated the endpoint's time).
+    During a Query the item list holds only the items its own partition test would keep,
+    in the same order (the same sort, of fewer items); the test itself still runs after."""
+    import inspect
+
+    from moto.dynamodb.models.table import Item, Table
+
+    state = threading.local()
+    original_items = Table.all_items
+    original_query = Table.query
+    signature = inspect.signature(original_query)
+
+    def all_items(table):
+        keep = getattr(state, "keep", None)
+        if keep is None:
+            return original_items(table)
+        items = []
+        for hash_set in table.items.values():
+            for item in hash_set.values() if table.range_key_attr else [hash_set]:
+                if isinstance(item, Item) and keep(item):
+                    items.append(item)
+        return sorted(
+            items,
+            key=lambda x: (x.hash_key, x.range_key) if x.range_key else x.hash_key,
+        )
+
+    def partition_test(args):
+        if args.get("index_name"):
+            conditions = args.get("hash_key_conditions") or []
+            if not conditions:
+                return None
+
+            def keep(item):
+                for name, expected in conditions:
+                    value = item.attrs.get(name)
+                    if not value or value != expected:
+                        return False
+                return True
+
+            return keep
+        hash_key = args.get("hash_key")
+        return lambda item: item.hash_key == hash_key
+
+    def query(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs).arguments
+        outer = getattr(state, "keep", None)
+        state.keep = partition_test(bound)
+        try:
+            return original_query(*args, **kwargs)
+        finally:
+            state.keep = outer
+
+    Table.all_items = all_items
+    Table.query = query
+
+
 def cheap_transaction_rollback():
     """See the module's description. The copy moto keeps of a table (to put back if the
     transaction is cancelled) becomes a shallow copy whose item maps are new dictionaries and
@@ -245,6 +361,8 @@ def main():
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     fast_sqs_clock()
+    cheap_queue_attributes()
+    cheap_queries()
     cheap_transaction_rollback()
     app = DomainDispatcherApplication(create_backend_app)
     run_simple(
