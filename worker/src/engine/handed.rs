@@ -40,7 +40,7 @@ use crate::routing::Route;
 const CHECK_FIRST: Duration = Duration::from_secs(1);
 const CHECK_MAX: Duration = Duration::from_secs(30);
 /// After a receive of fewer records than a batch, the next waits this long.
-const RECORDS_LINGER: Duration = Duration::from_millis(250);
+const RECORDS_LINGER: Duration = Duration::from_millis(500);
 
 /// One attempt handed to Lambda by this replica.
 pub(super) struct HandedJob {
@@ -209,7 +209,7 @@ where
                 Ok(records) => {
                     errors = 0;
                     // A partial batch: let more records gather before the next call (a
-                    // record waits a quarter of a second more; a receive carries more).
+                    // record waits half a second more; a receive carries more).
                     let linger = !records.is_empty() && records.len() < MAX_BATCH;
                     for m in records {
                         let me = self.clone();

@@ -19,7 +19,7 @@ use crate::acks::Acker;
 use crate::dispatch::{Dispatcher, TaskLauncher};
 
 /// Longest a receive waits for a batch of free slots (see `receive_loop`).
-const RECEIVE_LINGER: Duration = Duration::from_millis(250);
+const RECEIVE_LINGER: Duration = Duration::from_millis(500);
 
 /// A message asked for or received that holds no target permit yet (see `Engine::room`);
 /// dropped when its attempt holds one, or ends before.
