@@ -20,11 +20,11 @@ ends is seen within that second). moto's SQS builds a queue's whole attribute ma
 every queued message, for each message sent and each received; the launcher has those build
 only the attribute they read. moto's SQS reads the clock through datetimes for every
 queued message on every receive; the launcher gives it a cheaper clock with the same values.
-moto's DynamoDB Query sorts the whole table on every call; the launcher
-has it sort only the partition asked for. moto's TransactWriteItems keeps a deep copy of every table it touches to roll back a
-cancelled transaction, which costs as much as the table on every call; the launcher has it
-copy only the items the transaction writes (its rollback is the same: an untouched item is
-the same object before and after).
+moto's DynamoDB Query sorts the whole table on every call; the launcher has it sort only
+the partition asked for. moto's TransactWriteItems keeps a deep copy of every table it
+touches to roll back a cancelled transaction, which costs as much as the table on every
+call; the launcher has it copy only the items the transaction writes (its rollback is the
+same: an untouched item is the same object before and after).
 
     python deploy/local/moto_server.py -H 127.0.0.1 -p PORT
 """
