@@ -6,15 +6,16 @@
 #     --target lambda --output type=local,dest=dist .      # dist/bootstrap, zip it for Lambda
 #
 # The container runs one job from FLEET_EVENT and exits (`run`): it serves nothing, and ECS
-# judges it by its exit code (0 success, 1 job failure, 2 bad event), so it declares no
-# health check.
+# judges it by its exit code (0 success, 1 job failure, 2 bad event, 3 permanent failure, 75
+# throttled), so it declares no health check. Built without default features: the local
+# Invoke API's record delivery (SQS) stays out of what runs on AWS.
 
 FROM rust:1.95-bookworm AS build
 ARG JOB_PACKAGE=fleet-csv-to-parquet
 ARG JOB_BIN=fleet-csv-to-parquet
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p "${JOB_PACKAGE}" --bin "${JOB_BIN}" \
+RUN cargo build --release --locked --no-default-features -p "${JOB_PACKAGE}" --bin "${JOB_BIN}" \
  && cp "target/release/${JOB_BIN}" /job
 
 # `bootstrap` for the provided.al2023 runtime.

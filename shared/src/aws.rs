@@ -80,15 +80,7 @@ pub fn lambda_for_invoke(sdk: &SdkConfig, read_timeout: Duration) -> aws_sdk_lam
     aws_sdk_lambda::Client::from_conf(config)
 }
 
-/// An S3 client. With a custom endpoint (`AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL`, as the
-/// local stack sets), requests use path-style addresses (`http://host/bucket/key`), since a
-/// local endpoint has no per-bucket host names.
+/// An S3 client (path-style addresses with a custom endpoint): [`fleet_job::s3::client`].
 pub fn s3(sdk: &SdkConfig) -> aws_sdk_s3::Client {
-    let custom_endpoint = sdk.endpoint_url().is_some()
-        || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some()
-        || std::env::var_os("AWS_ENDPOINT_URL").is_some();
-    let config = aws_sdk_s3::config::Builder::from(sdk)
-        .force_path_style(custom_endpoint)
-        .build();
-    aws_sdk_s3::Client::from_conf(config)
+    fleet_job::s3::client(sdk)
 }

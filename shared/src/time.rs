@@ -2,15 +2,7 @@
 //! compares these numbers, so they are wall-clock, not monotonic; leases are judged with a
 //! margin for clock skew (`worker.clock_skew_secs`).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// Now, in milliseconds since the Unix epoch, from the system clock.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_millis() as u64
-}
+pub use fleet_job::time::now_ms;
 
 /// Where the engine reads the time. `System` in production; `Tokio` follows tokio's clock
 /// from a starting wall time, so tests that pause and advance tokio's time move the

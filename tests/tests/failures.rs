@@ -408,3 +408,69 @@ async fn cancel_stops_a_request_midway_and_the_counts_add_up() {
     assert_eq!(again.json()["cancelled_at_ms"], cancelled_at);
     stack.wait_queues_empty(Duration::from_secs(60)).await;
 }
+
+/// What a job's error says decides its retries, under Lambda (the kind in `errorType`) and in
+/// a container (the kind in the exit code): a permanent failure runs once and fails however
+/// many attempts remain; a throttled job runs again after its retry-after without spending
+/// an attempt, so a job allowed one attempt succeeds after two throttled runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_jobs_error_kind_decides_its_retries_in_lambda_and_in_a_container() {
+    let stack = Stack::with_init().await;
+    let job = stack.testjob(&[]).await;
+    let command = format!("{} run", bin("fleet-testjob").display());
+    let env = [
+        ("FLEET_ECS_LAUNCHER", "process"),
+        ("FLEET_ECS_COMMAND", command.as_str()),
+    ];
+    let _w = stack.worker("w0", &job, &env);
+    let permanent = json!({"fail_permanent": true});
+    let throttled = json!({"throttle_fences": 2, "retry_after_ms": 300});
+    for target in ["lambda", "ecs"] {
+        let kinds = |id: &str, payload: &Value, attempts: u32| json!({"request_id": format!("{id}-{target}"), "job_type": "test", "jobs": [payload], "options": {"target": target, "max_attempts": attempts}});
+        assert!(
+            stack
+                .submit(&kinds("permanent", &permanent, 3))
+                .status
+                .success()
+        );
+        assert!(
+            stack
+                .submit(&kinds("throttled", &throttled, 1))
+                .status
+                .success()
+        );
+    }
+    for target in ["lambda", "ecs"] {
+        let failed = stack
+            .wait_done(&format!("permanent-{target}"), Duration::from_secs(120))
+            .await;
+        assert_eq!(failed.count("FAILED"), 1, "{target}: {failed:?}");
+        let id = JobId::new(&format!("permanent-{target}"), 0).unwrap();
+        let outcomes: Vec<String> = stack
+            .history(&id)
+            .await
+            .into_iter()
+            .map(|h| h.outcome)
+            .collect();
+        assert_eq!(outcomes, ["permanent"], "{target}: one run, failed at once");
+
+        let done = stack
+            .wait_done(&format!("throttled-{target}"), Duration::from_secs(120))
+            .await;
+        assert_eq!(done.count("SUCCEEDED"), 1, "{target}: {done:?}");
+        let id = JobId::new(&format!("throttled-{target}"), 0).unwrap();
+        let history = stack.history(&id).await;
+        let outcomes: Vec<(&str, u32)> = history
+            .iter()
+            .map(|h| (h.outcome.as_str(), h.attempt))
+            .collect();
+        assert_eq!(
+            outcomes,
+            [("throttled", 1), ("throttled", 1), ("succeeded", 1)],
+            "{target}: the throttled runs spent no attempt"
+        );
+    }
+    let per_job = executions_per_job(&job.executions());
+    assert_eq!(per_job.get("permanent-lambda:0"), Some(&1), "{per_job:?}");
+    assert_eq!(per_job.get("throttled-lambda:0"), Some(&3), "{per_job:?}");
+}

@@ -96,6 +96,26 @@ async fn the_local_invoke_api_answers_as_lambda_does() {
         None
     );
 
+    // A job's error kind travels in the error type, as the worker reads it.
+    let (err, body) = invoke(
+        &client,
+        "job",
+        &event("r:6", 1, json!({"fail_permanent": true})),
+    )
+    .await;
+    assert_eq!(err.as_deref(), Some("Unhandled"));
+    assert_eq!(
+        body["errorType"],
+        "Fleet.Permanent.RequestedPermanentFailure"
+    );
+    let throttled = json!({"throttle_fences": 7, "retry_after_ms": 1500});
+    let (err, body) = invoke(&client, "job", &event("r:7", 1, throttled)).await;
+    assert_eq!(err.as_deref(), Some("Unhandled"));
+    assert_eq!(
+        body["errorType"],
+        "Fleet.Throttled[retry_after_ms=1500].RequestedThrottling"
+    );
+
     let missing = client
         .invoke()
         .function_name("other")
@@ -120,7 +140,9 @@ async fn the_local_invoke_api_answers_as_lambda_does() {
             ("r:2".into(), 2, 7),
             ("r:3".into(), 1, 7),
             ("r:4".into(), 1, 7),
-            ("r:5".into(), 1, 7)
+            ("r:5".into(), 1, 7),
+            ("r:6".into(), 1, 7),
+            ("r:7".into(), 1, 7)
         ]
     );
 }
@@ -173,6 +195,19 @@ async fn the_container_entrypoint_reports_through_its_exit_code() {
         "{}",
         failed.stderr
     );
+
+    // The error's kind in the exit code, as the worker reads it back.
+    let permanent = run(&event("r:1", 1, json!({"fail_permanent": true})).to_base64());
+    assert_eq!(permanent.status.code(), Some(3), "{}", permanent.stderr);
+    assert!(
+        permanent
+            .stderr
+            .contains("Fleet.Permanent.RequestedPermanentFailure")
+    );
+    let throttled = run(&event("r:1", 1, json!({"throttle_fences": 7})).to_base64());
+    assert_eq!(throttled.status.code(), Some(75), "{}", throttled.stderr);
+    let past = run(&event("r:1", 1, json!({"throttle_fences": 6})).to_base64());
+    assert_eq!(past.status.code(), Some(0), "{}", past.stderr);
 
     let bad = run("not base64 at all!");
     assert_eq!(bad.status.code(), Some(2));
@@ -408,7 +443,7 @@ async fn the_local_invoke_api_delivers_invocation_records() {
     assert_eq!(condition(4), ("RetriesExhausted", Some("Unhandled")));
     assert_eq!(
         records[4].response_payload.as_ref().unwrap()["errorType"],
-        "ResponseSizeTooLarge"
+        "Fleet.Permanent.ResponseSizeTooLarge"
     );
 }
 

@@ -5,6 +5,10 @@
 use aws_sdk_lambda::error::SdkError;
 use aws_sdk_lambda::operation::invoke::InvokeError;
 
+use std::time::Duration;
+
+use fleet_job::ErrorKind;
+use fleet_job::exit::ExitKind;
 pub use fleet_shared::error::{ErrorClass, by_code_and_status, sdk_error};
 
 /// A failed Invoke call (not a function error: those come back as a response). A connection
@@ -31,16 +35,45 @@ pub fn ecs_run_failure(reason: &str) -> ErrorClass {
     }
 }
 
-/// A function error, by Lambda's `errorType`. A response over Lambda's limit
-/// (`Function.ResponseSizeTooLarge`) would be as large again: permanent, not a job failure
-/// to retry.
-pub fn function_error(error_type: &str) -> ErrorClass {
-    if error_type == "Sandbox.Timedout" || error_type.ends_with("Timeout") {
-        ErrorClass::Timeout
-    } else if error_type.ends_with("ResponseSizeTooLarge") {
-        ErrorClass::Permanent
-    } else {
-        ErrorClass::JobFailure
+/// A failure the job reported, by its kind ([`fleet_job::ErrorKind`]), and the delay it
+/// asked for.
+pub fn job_error(kind: ErrorKind) -> (ErrorClass, Option<Duration>) {
+    match kind {
+        ErrorKind::Failed => (ErrorClass::JobFailure, None),
+        ErrorKind::Permanent => (ErrorClass::Permanent, None),
+        ErrorKind::Throttled { retry_after } => (ErrorClass::Throttled, retry_after),
+    }
+}
+
+/// Whether a function error is Lambda's own "response over the limit": a response as large
+/// again next time, so permanent.
+pub fn is_response_too_large(error_type: &str) -> bool {
+    error_type.ends_with("ResponseSizeTooLarge")
+}
+
+/// A function error, by Lambda's `errorType`: the kind a Fleet job gave it, else Lambda's
+/// timeouts, else a job failure.
+pub fn function_error(error_type: &str) -> (ErrorClass, Option<Duration>) {
+    match ErrorKind::of_error_type(error_type) {
+        (ErrorKind::Failed, _)
+            if error_type == "Sandbox.Timedout" || error_type.ends_with("Timeout") =>
+        {
+            (ErrorClass::Timeout, None)
+        }
+        (ErrorKind::Failed, _) if is_response_too_large(error_type) => {
+            (ErrorClass::Permanent, None)
+        }
+        (kind, _) => job_error(kind),
+    }
+}
+
+/// A job container's exit code: `None` for success. A job stopped by SIGTERM (143) was
+/// interrupted, not failed: transient.
+pub fn exit_code(code: i32) -> Option<ErrorClass> {
+    match ExitKind::of_code(code) {
+        ExitKind::Succeeded => None,
+        ExitKind::Interrupted => Some(ErrorClass::Transient),
+        ExitKind::Failed(kind) => Some(job_error(kind).0),
     }
 }
 
@@ -65,11 +98,30 @@ mod tests {
 
     #[test]
     fn function_errors() {
-        assert_eq!(function_error("Sandbox.Timedout"), ErrorClass::Timeout);
-        assert_eq!(function_error("RequestedFailure"), ErrorClass::JobFailure);
+        let class = |t: &str| function_error(t).0;
+        assert_eq!(class("Sandbox.Timedout"), ErrorClass::Timeout);
+        assert_eq!(class("RequestedFailure"), ErrorClass::JobFailure);
         assert_eq!(
-            function_error("Function.ResponseSizeTooLarge"),
+            class("Function.ResponseSizeTooLarge"),
             ErrorClass::Permanent
         );
+        let e = fleet_job::JobError::permanent("InvalidPayload", "m");
+        assert_eq!(class(&e.wire_error_type()), ErrorClass::Permanent);
+        let e = fleet_job::JobError::throttled("ApiTimeout", "m", Some(Duration::from_secs(2)));
+        assert_eq!(
+            function_error(&e.wire_error_type()),
+            (ErrorClass::Throttled, Some(Duration::from_secs(2)))
+        );
+    }
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(exit_code(0), None);
+        assert_eq!(exit_code(1), Some(ErrorClass::JobFailure));
+        assert_eq!(exit_code(2), Some(ErrorClass::Permanent));
+        assert_eq!(exit_code(3), Some(ErrorClass::Permanent));
+        assert_eq!(exit_code(75), Some(ErrorClass::Throttled));
+        assert_eq!(exit_code(101), Some(ErrorClass::JobFailure));
+        assert_eq!(exit_code(143), Some(ErrorClass::Transient));
     }
 }

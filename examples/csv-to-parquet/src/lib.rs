@@ -38,8 +38,8 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
-use fleet_shared::runtime::{JobContext, JobError, JobHandler};
-use fleet_shared::s3::S3Uri;
+use fleet_job::s3::S3Uri;
+use fleet_job::{JobContext, JobError, JobHandler};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
@@ -395,11 +395,7 @@ impl CsvToParquet {
     }
 
     async fn client(&self) -> &aws_sdk_s3::Client {
-        self.s3
-            .get_or_init(|| async {
-                fleet_shared::aws::s3(&fleet_shared::aws::sdk_config_from_env().await)
-            })
-            .await
+        self.s3.get_or_init(fleet_job::s3::client_from_env).await
     }
 
     /// Runs one payload.

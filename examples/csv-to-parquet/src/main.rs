@@ -5,5 +5,5 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    fleet_shared::runtime::main(fleet_csv_to_parquet::CsvToParquet::new())
+    fleet_job::main(fleet_csv_to_parquet::CsvToParquet::new())
 }

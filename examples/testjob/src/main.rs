@@ -4,6 +4,10 @@
 //! - `sleep_ms`: sleep this long before answering;
 //! - `fail_times`: fail while the attempt is at most this number;
 //! - `fail`: always fail;
+//! - `fail_permanent`: fail permanently (no retry can help);
+//! - `throttle_fences`: answer "throttled" while the claim's fence is at most this number (a
+//!   throttled attempt is not counted, so the attempt stays the same), with `retry_after_ms`
+//!   when given;
 //! - `panic`: panic (the Lambda emulation reports it as a function error; a container exits
 //!   with code 101);
 //! - `echo`: returned in the result;
@@ -18,7 +22,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use fleet_shared::runtime::{JobContext, JobError, JobHandler};
+use fleet_job::{JobContext, JobError, JobHandler};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -31,6 +35,9 @@ struct Payload {
     sleep_ms: u64,
     fail_times: u32,
     fail: bool,
+    fail_permanent: bool,
+    throttle_fences: u64,
+    retry_after_ms: Option<u64>,
     panic: bool,
     echo: Option<Value>,
     result_bytes: usize,
@@ -47,9 +54,9 @@ impl TestJob {
         };
         let mut line = json!({
             "job_id": ctx.job_id, "attempt": ctx.attempt, "fence": ctx.fence, "pid": std::process::id(),
-            "started_ms": fleet_shared::time::now_ms(),
+            "started_ms": fleet_job::time::now_ms(),
             "payload_bytes": payload.to_string().len(),
-            "payload_sha256": fleet_shared::claim_check::sha256_hex(payload.to_string().as_bytes()),
+            "payload_sha256": fleet_job::claim_check::sha256_hex(payload.to_string().as_bytes()),
         })
         .to_string();
         line.push('\n');
@@ -90,6 +97,19 @@ impl JobHandler for TestJob {
                 format!("{} fails on every attempt", ctx.job_id),
             ));
         }
+        if p.fail_permanent {
+            return Err(JobError::permanent(
+                "RequestedPermanentFailure",
+                format!("{} can never succeed", ctx.job_id),
+            ));
+        }
+        if ctx.fence <= p.throttle_fences {
+            return Err(JobError::throttled(
+                "RequestedThrottling",
+                format!("{} is throttled at fence {}", ctx.job_id, ctx.fence),
+                p.retry_after_ms.map(Duration::from_millis),
+            ));
+        }
         if ctx.attempt <= p.fail_times {
             return Err(JobError::new(
                 "RequestedFailure",
@@ -114,7 +134,7 @@ impl JobHandler for TestJob {
 }
 
 fn main() -> ExitCode {
-    fleet_shared::runtime::main(TestJob {
+    fleet_job::main(TestJob {
         log: std::env::var_os(LOG_ENV).map(Into::into),
     })
 }

@@ -364,15 +364,16 @@ pub fn task_end(task: &Task, container: &str) -> TaskEnd {
             class: ErrorClass::Transient,
             message: format!("the task did not run to its end: {detail}"),
         },
-        (Some(code), _) if code == i32::from(fleet_shared::message::EXIT_INTERRUPTED) => {
-            Outcome::Failed {
+        (Some(code), _) => match classify::exit_code(code) {
+            None => Outcome::Succeeded { result: Vec::new() },
+            Some(ErrorClass::Transient) => Outcome::Failed {
                 class: ErrorClass::Transient,
                 message: format!("the job container was stopped by SIGTERM: {detail}"),
-            }
-        }
-        (Some(code), _) => Outcome::Failed {
-            class: ErrorClass::JobFailure,
-            message: format!("the job container exited with code {code}: {detail}"),
+            },
+            Some(class) => Outcome::Failed {
+                class,
+                message: format!("the job container exited with code {code}: {detail}"),
+            },
         },
         (None, _) => Outcome::Failed {
             class: ErrorClass::JobFailure,

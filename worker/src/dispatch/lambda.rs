@@ -143,8 +143,8 @@ pub fn function_error(v: &serde_json::Value, raw: &[u8]) -> TaskEnd {
     let error_type = field("errorType").unwrap_or_else(|| "Unhandled".into());
     let message = field("errorMessage")
         .unwrap_or_else(|| String::from_utf8_lossy(raw).chars().take(1000).collect());
-    let class = classify::function_error(&error_type);
-    let message = if class == ErrorClass::Permanent {
+    let (class, retry_after) = classify::function_error(&error_type);
+    let message = if classify::is_response_too_large(&error_type) {
         format!(
             "{error_type}: {message} (the job's result is over Lambda's response limit: keep it in S3 with the claim-check, claim_check.prefix on the function)"
         )
@@ -155,7 +155,7 @@ pub fn function_error(v: &serde_json::Value, raw: &[u8]) -> TaskEnd {
         outcome: Outcome::Failed { class, message },
         exit_code: None,
         stopped_reason: Some(error_type),
-        retry_after: None,
+        retry_after,
     }
 }
 

@@ -104,13 +104,11 @@ impl TaskLauncher for ProcessLauncher {
                         None if killed => "the job was stopped".to_owned(),
                         None => format!("the job was killed by a signal ({s})"),
                     };
-                    // A job that stopped on SIGTERM (143) was interrupted, not failed.
-                    let class = if code == Some(i32::from(fleet_shared::message::EXIT_INTERRUPTED))
-                    {
-                        ErrorClass::Transient
-                    } else {
-                        ErrorClass::JobFailure
-                    };
+                    // The exit code's class (SIGTERM's 143: interrupted, not failed); a
+                    // process killed by a signal failed.
+                    let class = code
+                        .and_then(crate::classify::exit_code)
+                        .unwrap_or(ErrorClass::JobFailure);
                     TaskEnd {
                         outcome: Outcome::Failed {
                             class,

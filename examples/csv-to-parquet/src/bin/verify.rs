@@ -6,7 +6,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use fleet_shared::s3::S3Uri;
+use fleet_job::s3::S3Uri;
 
 #[derive(Debug, Parser)]
 #[command(about = "Checks the Parquet outputs of fleet-csv-to-parquet against their CSV inputs")]
@@ -45,7 +45,7 @@ fn main() -> ExitCode {
         }
     };
     let report = rt.block_on(async {
-        let s3 = fleet_shared::aws::s3(&fleet_shared::aws::sdk_config_from_env().await);
+        let s3 = fleet_job::s3::client_from_env().await;
         fleet_csv_to_parquet::verify_with(
             &s3,
             &cli.input,

@@ -1,5 +1,5 @@
 //! S3 addresses (`s3://bucket/key-or-prefix`), used by request sources, the claim-check of
-//! large payloads and the demo job.
+//! large payloads and the demo job, and the S3 client as Fleet makes it.
 
 use std::fmt;
 
@@ -50,6 +50,28 @@ impl fmt::Display for S3Uri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "s3://{}/{}", self.bucket, self.key)
     }
+}
+
+/// An S3 client. With a custom endpoint (`AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL`, as the
+/// local stack sets), requests use path-style addresses (`http://host/bucket/key`), since a
+/// local endpoint has no per-bucket host names.
+pub fn client(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    let custom_endpoint = sdk.endpoint_url().is_some()
+        || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some()
+        || std::env::var_os("AWS_ENDPOINT_URL").is_some();
+    let config = aws_sdk_s3::config::Builder::from(sdk)
+        .force_path_style(custom_endpoint)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+/// An S3 client from the default AWS chain (region, credentials, `AWS_ENDPOINT_URL*`).
+pub async fn client_from_env() -> aws_sdk_s3::Client {
+    client(
+        &aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .load()
+            .await,
+    )
 }
 
 #[cfg(test)]

@@ -8,10 +8,12 @@
 //!
 //! `X-Amz-Invocation-Type: Event` is answered 202 at once; the job then runs, and its
 //! invocation record (Lambda's documented format, [`crate::invocation_record`]) goes to the
-//! outcomes queue on the configured endpoint: `lambda.outcomes_queue` (env
-//! `FLEET_OUTCOMES_QUEUE`), by default the jobs queue's name (`FLEET_QUEUE`) with `-outcomes`
+//! outcomes queue on the configured endpoint: `--outcomes-queue` (env `FLEET_OUTCOMES_QUEUE`),
+//! by default the jobs queue's name (`FLEET_QUEUE`, else `fleet-jobs`) with `-outcomes`
 //! appended, as the worker reads it. It plays the part of the function's event-invoke
-//! configuration on AWS: no retries, both destinations the outcomes queue.
+//! configuration on AWS: no retries, both destinations the outcomes queue. That delivery needs
+//! SQS, so it is built only with the feature `local-async`; without it an asynchronous
+//! invocation is refused (`InvalidParameterValueException`, HTTP 400) and nothing runs.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,10 +28,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
 
-use super::{JobEvent, JobHandler, run_event};
-use crate::invocation_record::InvocationRecord;
-use crate::queue::JobQueue;
-use crate::queue::sqs::SqsQueue;
+#[cfg(feature = "local-async")]
+use super::records;
+use super::{JobHandler, run_event};
+use crate::event::JobEvent;
 
 /// Lambda's limit on a synchronous Invoke payload.
 pub const MAX_INVOKE_BYTES: usize = 6 * 1024 * 1024;
@@ -49,6 +51,20 @@ pub struct ServeOptions {
     /// The reserved concurrency GetFunctionConcurrency reports (none when unset).
     #[arg(long)]
     pub reserved_concurrency: Option<u32>,
+    /// The queue that receives asynchronous invocations' records (default: the jobs queue,
+    /// `FLEET_QUEUE` or `fleet-jobs`, with `-outcomes` appended).
+    #[arg(long, env = "FLEET_OUTCOMES_QUEUE")]
+    pub outcomes_queue: Option<String>,
+}
+
+impl ServeOptions {
+    /// The outcomes queue's name.
+    pub fn outcomes_queue(&self) -> String {
+        self.outcomes_queue.clone().unwrap_or_else(|| {
+            let jobs = std::env::var("FLEET_QUEUE").unwrap_or_else(|_| "fleet-jobs".into());
+            format!("{jobs}-outcomes")
+        })
+    }
 }
 
 struct App<H> {
@@ -56,15 +72,9 @@ struct App<H> {
     timeout: Duration,
     function: Option<String>,
     reserved_concurrency: Option<u32>,
-    /// Where invocation records go (`lambda.outcomes_queue`), found at the first one.
-    outcomes: tokio::sync::OnceCell<SqsQueue>,
-    /// Records being sent at once: jobs that end together do not open a connection each
-    /// (thousands at once run out of file descriptors and ports).
-    delivering: tokio::sync::Semaphore,
+    #[cfg(feature = "local-async")]
+    records: records::Delivery,
 }
-
-/// Invocation records the local Invoke API sends at once.
-const DELIVERIES_AT_ONCE: usize = 256;
 
 /// Serves until SIGINT or SIGTERM.
 pub async fn serve<H: JobHandler>(handler: Arc<H>, opts: ServeOptions) -> std::io::Result<()> {
@@ -73,13 +83,15 @@ pub async fn serve<H: JobHandler>(handler: Arc<H>, opts: ServeOptions) -> std::i
             "--timeout must be a positive number of seconds",
         ));
     }
+    #[cfg(feature = "local-async")]
+    let outcomes_queue = opts.outcomes_queue();
     let app = Arc::new(App {
         handler,
         timeout: Duration::from_secs_f64(opts.timeout),
         function: opts.function,
         reserved_concurrency: opts.reserved_concurrency,
-        outcomes: tokio::sync::OnceCell::new(),
-        delivering: tokio::sync::Semaphore::new(DELIVERIES_AT_ONCE),
+        #[cfg(feature = "local-async")]
+        records: records::Delivery::new(outcomes_queue),
     });
     let router = Router::new()
         .route(
@@ -236,6 +248,7 @@ async fn invoke<H: JobHandler>(
         .unwrap_or("RequestResponse");
     match invocation_type {
         "DryRun" => lambda_response(&request_id, StatusCode::NO_CONTENT, false, Value::Null),
+        #[cfg(feature = "local-async")]
         "Event" => {
             // Lambda's part: accept, run, then deliver the invocation record to the
             // destination (the outcomes queue), as the event-invoke configuration would.
@@ -243,10 +256,17 @@ async fn invoke<H: JobHandler>(
             let (app, id) = (app.clone(), request_id.clone());
             tokio::spawn(async move {
                 let result = app.run(event, &id).await;
-                app.deliver(&id, &name, request_payload, result).await;
+                app.records.deliver(&id, &name, request_payload, result).await;
             });
             lambda_response(&request_id, StatusCode::ACCEPTED, false, Value::Null)
         }
+        #[cfg(not(feature = "local-async"))]
+        "Event" => service_error(
+            &request_id,
+            StatusCode::BAD_REQUEST,
+            "InvalidParameterValueException",
+            "this job's local Invoke API was built without the feature local-async: it cannot deliver an asynchronous invocation's record".into(),
+        ),
         _ => match app.run(event, &request_id).await {
             Ok(result) => lambda_response(&request_id, StatusCode::OK, false, result),
             Err(error) => lambda_response(&request_id, StatusCode::OK, true, error),
@@ -284,53 +304,6 @@ impl<H: JobHandler> App<H> {
                     "errorMessage": format!("RequestId: {request_id} Error: Task timed out after {:.2} seconds", self.timeout.as_secs_f64()),
                 }))
             }
-        }
-    }
-
-    /// Sends an asynchronous invocation's record to the outcomes queue. A record that cannot
-    /// be sent is lost, as Lambda loses one it cannot deliver: the worker's sweeper runs the
-    /// job again when its lease ends.
-    async fn deliver(
-        &self,
-        request_id: &str,
-        function: &str,
-        request_payload: Value,
-        result: Result<Value, Value>,
-    ) {
-        let arn = format!("arn:aws:lambda:us-east-1:000000000000:function:{function}:$LATEST");
-        let timestamp =
-            aws_sdk_sqs::primitives::DateTime::from_millis(crate::time::now_ms() as i64)
-                .fmt(aws_sdk_sqs::primitives::DateTimeFormat::DateTime)
-                .unwrap_or_default();
-        let record = InvocationRecord::ran(request_id, &arn, request_payload, result, timestamp);
-        let body = match serde_json::to_string(&record) {
-            Ok(b) => b,
-            Err(e) => {
-                eprintln!("invocation record of {request_id}: {e}");
-                return;
-            }
-        };
-        let queue = self
-            .outcomes
-            .get_or_try_init(|| async {
-                let config = crate::config::Config::load(None).map_err(|e| e.to_string())?;
-                let sdk = crate::aws::sdk_config_from_env().await;
-                SqsQueue::resolve(crate::aws::sqs(&sdk), &config.outcomes_queue())
-                    .await
-                    .map_err(|e| e.to_string())
-            })
-            .await;
-        // Never closed: the semaphore lives as long as the server.
-        let _sending = self.delivering.acquire().await.ok();
-        let sent = match queue {
-            Ok(q) => q
-                .send(&body, Duration::ZERO)
-                .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(format!("no outcomes queue: {e}")),
-        };
-        if let Err(e) = sent {
-            eprintln!("could not deliver the invocation record of {request_id}: {e}");
         }
     }
 }

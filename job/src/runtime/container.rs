@@ -1,18 +1,12 @@
-//! The container entrypoint: one job from `FLEET_EVENT`, outcome in the exit code.
+//! The container entrypoint: one job from `FLEET_EVENT`, outcome in the exit code
+//! ([`crate::exit`]).
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use super::{EVENT_ENV, JobEvent, JobHandler, run_event};
-
-/// Exit code of a job that failed.
-pub const EXIT_JOB_FAILED: u8 = 1;
-/// Exit code when the event itself is missing or malformed (a permanent error).
-pub const EXIT_BAD_EVENT: u8 = 2;
-/// Exit code of a job stopped by SIGTERM before it finished (a Fargate Spot interruption,
-/// a StopTask, a scale-in): 128 + 15, as a shell reports it. The worker takes it for a
-/// transient failure, not the job's.
-pub const EXIT_INTERRUPTED: u8 = crate::message::EXIT_INTERRUPTED;
+use super::{JobHandler, run_event};
+use crate::event::{EVENT_ENV, JobEvent};
+use crate::exit::{EXIT_BAD_EVENT, EXIT_INTERRUPTED, ExitKind};
 
 pub(super) async fn run<H: JobHandler>(handler: Arc<H>) -> ExitCode {
     let event = match std::env::var(EVENT_ENV) {
@@ -48,7 +42,7 @@ pub(super) async fn run<H: JobHandler>(handler: Arc<H>) -> ExitCode {
         }
         Err(e) => {
             eprintln!("{}", e.to_lambda_body());
-            ExitCode::from(EXIT_JOB_FAILED)
+            ExitCode::from(ExitKind::code_of(e.kind))
         }
     }
 }

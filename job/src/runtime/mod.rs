@@ -5,13 +5,16 @@
 //!   handler runs under `lambda_runtime`; the event is a [`JobEvent`].
 //! - **Container** (`run`, or no arguments with `FLEET_EVENT` set): the event arrives
 //!   base64-encoded in the `FLEET_EVENT` environment variable; the result is printed on
-//!   stdout and the exit code tells the outcome (0 success, 1 job failure, 2 bad event).
+//!   stdout and the exit code tells the outcome ([`crate::exit`]: 0 success, 1 failure, 2 bad
+//!   event, 3 permanent failure, 75 throttled, 143 stopped by SIGTERM).
 //!   This is what an ECS task runs.
 //! - **Local Invoke API** (`serve --listen ADDR`): an HTTP server that answers Lambda's
 //!   Invoke API like Lambda does, so the unchanged SDK client of the worker can call the job
 //!   on one machine.
 
 mod container;
+#[cfg(feature = "local-async")]
+mod records;
 mod serve;
 
 use std::future::Future;
@@ -21,10 +24,9 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 
-pub use crate::message::JobEvent;
+use crate::error::JobError;
+use crate::event::{EVENT_ENV, JobEvent, LargeResults};
 pub use serve::{ServeOptions, serve};
-
-pub use crate::message::EVENT_ENV;
 
 /// What the job code knows about the attempt it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,28 +56,6 @@ impl JobContext {
     }
 }
 
-/// A job's failure, as Lambda reports it: a type and a message.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{error_type}: {message}")]
-pub struct JobError {
-    pub error_type: String,
-    pub message: String,
-}
-
-impl JobError {
-    pub fn new(error_type: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            error_type: error_type.into(),
-            message: message.into(),
-        }
-    }
-
-    /// The body Lambda returns for a function error.
-    pub fn to_lambda_body(&self) -> Value {
-        serde_json::json!({"errorType": self.error_type, "errorMessage": self.message})
-    }
-}
-
 /// The job code.
 pub trait JobHandler: Send + Sync + 'static {
     fn handle(
@@ -97,17 +77,18 @@ async fn resolve_payload(payload: Value) -> Result<Value, JobError> {
         return Ok(payload);
     }
     resolve(s3().await, payload).await.map_err(|e| {
-        let kind = match e {
-            ClaimCheckError::Unavailable { .. } => "PayloadUnavailable",
-            ClaimCheckError::Malformed(_) | ClaimCheckError::Corrupt { .. } => "PayloadCorrupt",
-        };
-        JobError::new(kind, e.to_string())
+        let message = e.to_string();
+        match e {
+            ClaimCheckError::Unavailable { .. } => JobError::new("PayloadUnavailable", message),
+            ClaimCheckError::Malformed(_) | ClaimCheckError::Corrupt { .. } => {
+                JobError::permanent("PayloadCorrupt", message)
+            }
+        }
     })
 }
 
 async fn s3() -> &'static aws_sdk_s3::Client {
-    S3.get_or_init(|| async { crate::aws::s3(&crate::aws::sdk_config_from_env().await) })
-        .await
+    S3.get_or_init(crate::s3::client_from_env).await
 }
 
 async fn run_event<H: JobHandler>(handler: &H, event: JobEvent) -> Result<Value, JobError> {
@@ -125,7 +106,7 @@ async fn run_event<H: JobHandler>(handler: &H, event: JobEvent) -> Result<Value,
 /// A result as it can travel in an invocation record: itself when it is at most
 /// `inline_max_bytes`, else stored under the claim-check prefix and its reference.
 async fn keep_large_result(
-    large: &crate::message::LargeResults,
+    large: &LargeResults,
     request_id: &str,
     job_id: &str,
     fence: u64,
@@ -135,7 +116,7 @@ async fn keep_large_result(
     if body.len() <= large.inline_max_bytes {
         return Ok(result);
     }
-    let too_large = |why: String| JobError::new("ResponseSizeTooLarge", why);
+    let too_large = |why: String| JobError::permanent("ResponseSizeTooLarge", why);
     let Some(prefix) = &large.prefix else {
         return Err(too_large(format!(
             "the result is {} bytes, over the {} an invocation record carries, and no claim_check.prefix is configured to keep it in S3",
@@ -180,7 +161,7 @@ pub fn main<H: JobHandler>(handler: H) -> ExitCode {
     } else {
         Cli::parse()
     };
-    crate::cli::init_logging("info", crate::cli::LogFormat::from_env());
+    crate::log::init_logging("info", crate::log::LogFormat::from_env());
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -221,7 +202,7 @@ async fn run_lambda<H: JobHandler>(handler: Arc<H>) -> ExitCode {
             run_event(handler.as_ref(), ev.payload)
                 .await
                 .map_err(|e| lambda_runtime::Diagnostic {
-                    error_type: e.error_type,
+                    error_type: e.wire_error_type(),
                     error_message: e.message,
                 })
         }
