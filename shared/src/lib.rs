@@ -18,6 +18,7 @@ pub mod queue;
 #[cfg(feature = "runtime")]
 pub mod runtime;
 pub mod s3;
+pub mod s3_list;
 pub mod state;
 pub mod time;
 
