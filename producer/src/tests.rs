@@ -17,9 +17,14 @@ use serde_json::json;
 
 use super::*;
 
-fn request(id: &str, n: usize) -> RequestFile {
+fn request(id: &str, n: usize) -> CheckedRequest {
     let jobs: Vec<serde_json::Value> = (0..n).map(|i| json!({"i": i})).collect();
-    request::parse(&json!({"request_id": id, "job_type": "t", "jobs": jobs}).to_string())
+    checked(json!({"request_id": id, "job_type": "t", "jobs": jobs}))
+}
+
+fn checked(body: serde_json::Value) -> CheckedRequest {
+    request::parse(&body.to_string())
+        .and_then(request::check)
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
@@ -303,4 +308,39 @@ async fn status_reads_the_same_whatever_the_request_size() {
         ));
     }
     assert_eq!(reads[0], reads[1], "{reads:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn submit_request_refuses_before_writing_and_says_so() {
+    let p = producer();
+    let report = p.submit_request(request("r6", 3)).await.unwrap();
+    assert_eq!((report.created, report.written, report.sent), (true, 3, 3));
+    // Other content under the same id: refused by the ledger, a write error.
+    let err = p.submit_request(request("r6", 4)).await.unwrap_err();
+    assert!(
+        matches!(err, SubmitError::Write(ProducerError::Conflict { .. })),
+        "{err}"
+    );
+    let before = p.ledger.usage().unwrap();
+    // A message over the limit, and a source prefix with no S3 client: refused while
+    // prepared, with nothing written or read.
+    let big = json!({"request_id": "r7", "job_type": "t", "jobs": ["x".repeat(300_000)]});
+    let err = p.submit_request(checked(big)).await.unwrap_err();
+    assert!(
+        matches!(err, SubmitError::Refused(ProducerError::Invalid(_))),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("jobs[0]: the job's message is"),
+        "{err}"
+    );
+    let source =
+        json!({"request_id": "r8", "job_type": "t", "source": {"s3_prefix": "s3://bkt/in/"}});
+    let err = p.submit_request(checked(source)).await.unwrap_err();
+    assert!(
+        matches!(err, SubmitError::Refused(ProducerError::Storage(_))),
+        "{err}"
+    );
+    assert_eq!(p.ledger.usage().unwrap(), before);
+    assert_eq!(p.ledger.all_jobs().len(), 3);
 }

@@ -15,6 +15,7 @@ pub mod ledger;
 pub mod message;
 pub mod metrics;
 pub mod queue;
+pub mod s3_list;
 pub mod state;
 pub mod time;
 

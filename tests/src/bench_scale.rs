@@ -149,7 +149,7 @@ async fn producer_units(opts: &ScaleOpts) -> anyhow::Result<Value> {
 }
 
 /// The request: a range of `n` jobs whose payloads are `bytes` long.
-fn request_file(id: &str, n: usize, bytes: usize) -> fleet_producer::RequestFile {
+fn request_file(id: &str, n: usize, bytes: usize) -> fleet_producer::CheckedRequest {
     // A range job's payload is {"range": {...}, "params": ...}: the padding makes it `bytes`.
     let pad = bytes.saturating_sub(60);
     let body = json!({
@@ -158,7 +158,9 @@ fn request_file(id: &str, n: usize, bytes: usize) -> fleet_producer::RequestFile
         "range": {"start": 0, "end": n, "chunk": 1},
         "params": {"pad": "x".repeat(pad)},
     });
-    fleet_producer::request::parse(&body.to_string()).unwrap_or_else(|e| panic!("{e}"))
+    fleet_producer::request::parse(&body.to_string())
+        .and_then(fleet_producer::request::check)
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Runs the scenario on a paused current-thread runtime.

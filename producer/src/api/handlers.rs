@@ -1,0 +1,136 @@
+//! The handlers of the API's routes: each reads its input, makes one producer call (noting
+//! which services answered, for `/readyz`) and answers JSON.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::Response;
+use serde_json::{Value, json};
+
+use fleet_producer::{ProducerError, request};
+
+use super::input::{
+    apply_idempotency_key, is_json, page_params, parse_body, request_id, stop_running,
+};
+use super::{Api, ApiError, call, json_response};
+
+pub(super) async fn submit(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    if !is_json(&headers) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "the body must be JSON, sent with Content-Type: application/json",
+        ));
+    }
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!(
+                    "the body is over the limit of {} bytes (--max-body-bytes); generate large requests from source or range",
+                    api.max_body_bytes
+                ),
+            )
+        } else {
+            ApiError::invalid(format!("cannot read the body: {}", e.body_text()), None)
+        }
+    })?;
+    let mut file = parse_body(&body)?;
+    apply_idempotency_key(&mut file, &headers)?;
+    let req = request::check(file).map_err(ProducerError::from)?;
+    let submitted = async {
+        api.producer
+            .submit_request(req)
+            .await
+            .map_err(ProducerError::from)
+    };
+    let report = call(&api, submitted).await?;
+    let mut response = if report.created {
+        json_response(StatusCode::CREATED, &report)
+    } else {
+        json_response(StatusCode::OK, &report)
+    };
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/requests/{}", report.request_id)) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+pub(super) async fn status(
+    State(api): State<Arc<Api>>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = request_id(path)?;
+    let r = api.producer.status(&id).await;
+    api.mark_reached(&r);
+    Ok(json_response(StatusCode::OK, r?))
+}
+
+pub(super) async fn cancel(
+    State(api): State<Arc<Api>>,
+    path: Result<Path<String>, PathRejection>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let id = request_id(path)?;
+    let stop = stop_running(uri.query())?;
+    let report = call(&api, api.producer.cancel(&id, stop)).await?;
+    Ok(json_response(StatusCode::OK, report))
+}
+
+/// The failures document: a page of the request's FAILED jobs with their errors and
+/// histories, and the cursor of the next page.
+pub fn failures_json(
+    request_id: &str,
+    page: &fleet_shared::ledger::Page<fleet_producer::JobView>,
+) -> Value {
+    let failures: Vec<Value> = page
+        .items
+        .iter()
+        .map(|j| {
+            let error = j
+                .history
+                .iter()
+                .rev()
+                .find_map(|h| h.error.clone())
+                .or_else(|| j.last_error.clone());
+            json!({
+                "job_id": j.job_id,
+                "attempts": j.attempts,
+                "error_class": j.error_class,
+                "error": error,
+                "history": j.history,
+                "older_attempts": j.older_attempts,
+            })
+        })
+        .collect();
+    json!({"request_id": request_id, "failures": failures, "next": page.next})
+}
+
+pub(super) async fn failures(
+    State(api): State<Arc<Api>>,
+    path: Result<Path<String>, PathRejection>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let id = request_id(path)?;
+    let (cursor, limit) = page_params(uri.query())?;
+    let r = api
+        .producer
+        .jobs_page(
+            &id,
+            Some(fleet_shared::state::JobState::Failed),
+            cursor.as_deref(),
+            limit,
+            true,
+        )
+        .await;
+    api.mark_reached(&r);
+    Ok(json_response(StatusCode::OK, failures_json(&id, &r?)))
+}

@@ -1,0 +1,271 @@
+//! A request's jobs and their messages, built and measured against the limits (message
+//! size, ledger item size, jobs per request) before anything is written; large payloads
+//! replaced by claim-check references.
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use fleet_shared::claim_check;
+use fleet_shared::ids::{self, JobId, MAX_JOBS_PER_REQUEST};
+use fleet_shared::ledger::{NewJob, RequestRecord};
+use fleet_shared::message::{JobMessage, MAX_ATTEMPTS_LIMIT, MESSAGE_VERSION, RoutingHint, Target};
+use fleet_shared::s3::S3Uri;
+
+use super::{JobsPlan, RequestError, RequestFile, RequestOptions, check, field, new_request_id};
+
+/// DynamoDB's item limit is 400 KB; a job item holds the payload plus some 300 bytes of
+/// attributes.
+pub const MAX_LEDGER_PAYLOAD_BYTES: usize = 390 * 1000;
+
+/// A request that passed every check, with its jobs' messages built.
+#[derive(Debug, Clone)]
+pub struct ValidRequest {
+    pub record: RequestRecord,
+    pub jobs: Vec<NewJob>,
+    /// Message bodies, by job index.
+    pub bodies: Vec<String>,
+    /// Payloads to write to S3 before the jobs are recorded (the claim-check): job index,
+    /// where, and the bytes.
+    pub uploads: Vec<(u32, S3Uri, Vec<u8>)>,
+}
+
+/// Where large payloads go, for [`validate`].
+#[derive(Debug, Clone)]
+pub struct ClaimCheck {
+    pub prefix: S3Uri,
+    /// Payloads whose JSON is larger go to S3.
+    pub inline_max_bytes: usize,
+}
+
+/// JSON with object keys sorted at every level and no spaces: the same content always gives
+/// the same bytes, whatever order the file wrote its keys in.
+pub fn canonical_json(v: &Value) -> String {
+    fn write(v: &Value, out: &mut String) {
+        match v {
+            Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::String(k.clone()).to_string());
+                    out.push(':');
+                    write(&map[k], out);
+                }
+                out.push('}');
+            }
+            Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(item, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut out = String::new();
+    write(v, &mut out);
+    out
+}
+
+/// SHA-256 of the request's content (job type, jobs, options), hex. For `source` and
+/// `range` requests the jobs are the generated ones, so a prefix whose objects changed is
+/// other content.
+pub fn content_hash(job_type: &str, jobs: &[Value], options: &RequestOptions) -> String {
+    let doc = serde_json::json!({
+        "job_type": job_type,
+        "jobs": jobs,
+        "options": {
+            "max_attempts": options.max_attempts,
+            "target": options.target.map(Target::as_str),
+        },
+    });
+    let digest = Sha256::digest(canonical_json(&doc).as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Checks everything and builds the jobs and their messages, for a request whose jobs need no
+/// listing (`jobs` or `range`; a `source` needs [`super::group_objects`] first, then
+/// [`build`]).
+pub fn validate(
+    file: RequestFile,
+    max_message_bytes: usize,
+    now_ms: u64,
+) -> Result<ValidRequest, RequestError> {
+    match check(file)?.into_parts() {
+        (file, JobsPlan::Ready(jobs)) => {
+            build(file, jobs, &Limits::new(max_message_bytes), None, now_ms)
+        }
+        (_, JobsPlan::List(..)) => Err(field(
+            "source",
+            "the prefix must be listed first (Producer::prepare)",
+        )),
+    }
+}
+
+/// The limits a request is built within.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest message body (`limits.max_message_bytes`).
+    pub max_message_bytes: usize,
+    /// Most partitions the request's job items are spread over (`ledger.max_job_shards`).
+    pub max_job_shards: u32,
+}
+
+impl Limits {
+    pub fn new(max_message_bytes: usize) -> Self {
+        Self {
+            max_message_bytes,
+            max_job_shards: fleet_shared::config::LedgerConfig::default().max_job_shards,
+        }
+    }
+
+    pub fn from_config(c: &fleet_shared::config::Config) -> Self {
+        Self {
+            max_message_bytes: c.limits.max_message_bytes,
+            max_job_shards: c.ledger.max_job_shards,
+        }
+    }
+}
+
+/// Checks everything and builds the jobs and their messages from the request's (given or
+/// generated) job payloads. Payloads over the claim-check's inline limit are replaced by
+/// references and listed in `uploads`.
+pub fn build(
+    file: RequestFile,
+    payloads: Vec<Value>,
+    limits: &Limits,
+    claim_check: Option<&ClaimCheck>,
+    now_ms: u64,
+) -> Result<ValidRequest, RequestError> {
+    let max_message_bytes = limits.max_message_bytes;
+    let request_id = match &file.request_id {
+        Some(id) => {
+            ids::validate_request_id(id).map_err(|e| field("request_id", e))?;
+            id.clone()
+        }
+        None => new_request_id(),
+    };
+    ids::validate_job_type(&file.job_type).map_err(|e| field("job_type", e))?;
+    let jobs_field = if file.source.is_some() {
+        "source"
+    } else {
+        "jobs"
+    };
+    if payloads.is_empty() {
+        return Err(field(
+            jobs_field,
+            match &file.source {
+                Some(s) => format!("no objects under {}", s.s3_prefix),
+                None => "a request needs at least one job".into(),
+            },
+        ));
+    }
+    if payloads.len() > MAX_JOBS_PER_REQUEST as usize {
+        return Err(field(
+            jobs_field,
+            format!(
+                "{} jobs is over the limit of {MAX_JOBS_PER_REQUEST} per request",
+                payloads.len()
+            ),
+        ));
+    }
+    if let Some(n) = file.options.max_attempts
+        && !(1..=MAX_ATTEMPTS_LIMIT).contains(&n)
+    {
+        return Err(field(
+            "options.max_attempts",
+            format!("must be 1 to {MAX_ATTEMPTS_LIMIT}, got {n}"),
+        ));
+    }
+    let hash = content_hash(&file.job_type, &payloads, &file.options);
+    let routing = file.options.target.map(|t| RoutingHint {
+        target: Some(t),
+        estimated_secs: None,
+    });
+    let job_shards = fleet_shared::config::LedgerConfig {
+        max_job_shards: limits.max_job_shards,
+        ..Default::default()
+    }
+    .job_shards(payloads.len() as u32);
+    let mut jobs = Vec::with_capacity(payloads.len());
+    let mut bodies = Vec::with_capacity(payloads.len());
+    let mut uploads = Vec::new();
+    for (i, payload) in payloads.into_iter().enumerate() {
+        let job = JobId::new(&request_id, i as u32).map_err(|e| field(format!("jobs[{i}]"), e))?;
+        let mut payload_json = payload.to_string();
+        let mut payload = payload;
+        if let Some(cc) = claim_check
+            && payload_json.len() > cc.inline_max_bytes
+        {
+            let uri = claim_check::object_uri(&cc.prefix, &request_id, i as u32);
+            payload = claim_check::reference(&uri, payload_json.as_bytes());
+            let body = std::mem::replace(&mut payload_json, payload.to_string());
+            uploads.push((i as u32, uri, body.into_bytes()));
+        }
+        if payload_json.len() > MAX_LEDGER_PAYLOAD_BYTES {
+            return Err(field(
+                format!("{jobs_field}[{i}]"),
+                format!(
+                    "payload is {} bytes, over the ledger's limit of {MAX_LEDGER_PAYLOAD_BYTES} (configure claim_check.prefix to keep large payloads in S3)",
+                    payload_json.len()
+                ),
+            ));
+        }
+        let message = JobMessage {
+            version: MESSAGE_VERSION,
+            request_id: request_id.clone(),
+            job_id: job.to_string(),
+            job_type: file.job_type.clone(),
+            attempt: 1,
+            payload,
+            routing: routing.clone(),
+            enqueued_at_ms: now_ms,
+            max_attempts: file.options.max_attempts,
+        };
+        let body = message.to_body();
+        if body.len() > max_message_bytes {
+            return Err(field(
+                format!("{jobs_field}[{i}]"),
+                format!(
+                    "the job's message is {} bytes, over the limit of {max_message_bytes} (limits.max_message_bytes)",
+                    body.len()
+                ),
+            ));
+        }
+        jobs.push(NewJob {
+            key: fleet_shared::ledger::item::job_key(&job, job_shards),
+            job,
+            job_type: file.job_type.clone(),
+            payload_json,
+            max_attempts: file.options.max_attempts,
+            target: file.options.target,
+            created_at_ms: now_ms,
+        });
+        bodies.push(body);
+    }
+    Ok(ValidRequest {
+        record: RequestRecord {
+            request_id,
+            job_type: file.job_type,
+            total: jobs.len() as u32,
+            content_hash: hash,
+            max_attempts: file.options.max_attempts,
+            target: file.options.target,
+            created_at_ms: now_ms,
+            job_shards,
+            written: 0,
+            cancelled_at_ms: None,
+            stop_running: false,
+        },
+        jobs,
+        bodies,
+        uploads,
+    })
+}

@@ -1,0 +1,114 @@
+//! The request file: `{"request_id"?, "job_type", "jobs": [payload, ...], "options"?:
+//! {"max_attempts"?, "target"?}}`, where `jobs` may instead be generated from
+//! `"source": {"s3_prefix", "group_bytes"?, "max_objects_per_job"?}` (one job per object or
+//! group of objects) or `"range": {"start", "end", "chunk"}` (one job per chunk), with
+//! `"params"` handed to every generated job. It is validated completely, every job's message
+//! built and measured, before anything is written anywhere.
+//!
+//! A submission goes through three steps, each once: [`parse`] (the text), [`check`] (every
+//! check that needs no AWS call, and the jobs of `jobs` and `range` requests: the request's
+//! [`JobsPlan`]), then [`build`] (the jobs and their messages, once a `source` prefix is
+//! listed). [`crate::Producer::submit_request`] takes a [`CheckedRequest`] and does the rest.
+
+mod build;
+mod plan;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use fleet_shared::message::Target;
+
+pub use build::{
+    ClaimCheck, Limits, MAX_LEDGER_PAYLOAD_BYTES, ValidRequest, build, canonical_json,
+    content_hash, validate,
+};
+pub use plan::{CheckedRequest, JobsPlan, MAX_OBJECTS_PER_JOB, check, group_objects};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestFile {
+    /// Makes submission idempotent; generated when absent.
+    #[serde(default)]
+    pub request_id: Option<String>,
+    pub job_type: String,
+    /// One payload per job; job `i` gets id `<request_id>:<i>`. Exactly one of `jobs`,
+    /// `source` and `range` is given.
+    #[serde(default)]
+    pub jobs: Option<Vec<Value>>,
+    /// Jobs from the objects under an S3 prefix.
+    #[serde(default)]
+    pub source: Option<SourceSpec>,
+    /// Jobs from an integer range.
+    #[serde(default)]
+    pub range: Option<RangeSpec>,
+    /// A JSON object given to every job generated from `source` or `range`, as the payload's
+    /// `params`.
+    #[serde(default)]
+    pub params: Option<Value>,
+    #[serde(default)]
+    pub options: RequestOptions,
+}
+
+/// `{"s3_prefix": "s3://bucket/prefix/", "group_bytes"?: N, "max_objects_per_job"?: N}`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    pub s3_prefix: String,
+    /// Consecutive objects (in key order) are grouped into one job up to this many bytes; an
+    /// object larger than this is a job of its own. Without it, one job per object.
+    #[serde(default)]
+    pub group_bytes: Option<u64>,
+    /// At most this many objects per job.
+    #[serde(default)]
+    pub max_objects_per_job: Option<u32>,
+}
+
+/// `{"start": a, "end": b, "chunk": n}`: jobs for `[a, a+n)`, `[a+n, a+2n)`, ... up to `b`
+/// (exclusive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RangeSpec {
+    pub start: i64,
+    pub end: i64,
+    pub chunk: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestOptions {
+    /// Attempts per job; default from the worker's configuration.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// Where the jobs run; default `auto`.
+    #[serde(default)]
+    pub target: Option<Target>,
+}
+
+/// Why a request was refused. Nothing has been written when this is returned.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RequestError {
+    #[error("not a valid request: {0}")]
+    Syntax(String),
+    #[error("{field}: {reason}")]
+    Field { field: String, reason: String },
+}
+
+fn field(field: impl Into<String>, reason: impl ToString) -> RequestError {
+    RequestError::Field {
+        field: field.into(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Parses a request file's text.
+pub fn parse(text: &str) -> Result<RequestFile, RequestError> {
+    serde_json::from_str(text).map_err(|e| RequestError::Syntax(e.to_string()))
+}
+
+/// A fresh request id: time-ordered and unique.
+pub fn new_request_id() -> String {
+    format!("req-{}", uuid::Uuid::now_v7().simple())
+}
+
+#[cfg(test)]
+mod tests;

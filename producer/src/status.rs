@@ -1,0 +1,125 @@
+//! A request's progress, read from its request item and counters: a bounded number of reads
+//! whatever its size; and the recount that repairs the counters from the job items.
+
+use std::collections::BTreeMap;
+
+use fleet_shared::ledger::memory::DIRECT_JOB_SHARDS;
+use fleet_shared::ledger::{Counts, RequestLedger};
+use fleet_shared::queue::JobQueue;
+use fleet_shared::state::JobState;
+use serde::Serialize;
+
+use crate::{Producer, ProducerError};
+
+/// A request's progress, from its counters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Status {
+    pub request_id: String,
+    pub total: u32,
+    /// Jobs per state; every state is listed. SUCCEEDED, FAILED and CANCELLED are exact;
+    /// RUNNING comes from the replicas' reports (up to 10 seconds old); RETRYING counts the
+    /// jobs waiting for their next attempt; PENDING is the rest (not started yet).
+    pub states: BTreeMap<String, u32>,
+    /// Every job is in a terminal state.
+    pub done: bool,
+    /// Attempts recorded over all jobs.
+    pub attempts: u64,
+    /// When the request was cancelled, if it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancelled_at_ms: Option<u64>,
+}
+
+impl Status {
+    pub fn count(&self, state: JobState) -> u32 {
+        self.states.get(state.as_str()).copied().unwrap_or(0)
+    }
+
+    /// Jobs in a terminal state.
+    pub fn finished(&self) -> u32 {
+        JobState::ALL
+            .into_iter()
+            .filter(|s| s.is_terminal())
+            .map(|s| self.count(s))
+            .sum()
+    }
+
+    /// The status of a request with `total` jobs (`None`: no request item, its jobs were
+    /// sent straight to SQS and its total is the jobs seen) from its counts.
+    pub fn from_counts(
+        request_id: &str,
+        total: Option<u32>,
+        c: &Counts,
+        cancelled_at_ms: Option<u64>,
+    ) -> Self {
+        let n = |v: i64| v.max(0) as u32;
+        let finished = n(c.succeeded) + n(c.failed) + n(c.cancelled);
+        let running = n(c.running);
+        // Jobs after a retry that run now are in the running count.
+        let retrying = n(c.retrying - c.running_after_retry);
+        let total = total.unwrap_or(finished + running + retrying);
+        let pending = total.saturating_sub(finished + running + retrying);
+        let mut states = BTreeMap::new();
+        for (s, v) in [
+            (JobState::Pending, pending),
+            (JobState::Running, running),
+            (JobState::Retrying, retrying),
+            (JobState::Succeeded, n(c.succeeded)),
+            (JobState::Failed, n(c.failed)),
+            (JobState::Cancelled, n(c.cancelled)),
+        ] {
+            states.insert(s.as_str().to_owned(), v);
+        }
+        Status {
+            request_id: request_id.to_owned(),
+            total,
+            states,
+            done: total > 0 && finished >= total,
+            attempts: c.attempts.max(0) as u64,
+            cancelled_at_ms,
+        }
+    }
+}
+
+impl<L: RequestLedger, Q: JobQueue> Producer<L, Q> {
+    /// A request's progress: its request item and counter items, a bounded number of reads
+    /// whatever the number of jobs.
+    pub async fn status(&self, request_id: &str) -> Result<Status, ProducerError> {
+        let request = self.ledger.get_request(request_id).await?;
+        let counts = self
+            .ledger
+            .counts(request_id, fleet_shared::time::now_ms())
+            .await?;
+        if request.is_none() && counts == Counts::default() && !self.has_jobs(request_id).await? {
+            return Err(ProducerError::NotFound(request_id.to_owned()));
+        }
+        Ok(Status::from_counts(
+            request_id,
+            request.as_ref().map(|r| r.total),
+            &counts,
+            request.as_ref().and_then(|r| r.cancelled_at_ms),
+        ))
+    }
+
+    /// Whether a request without a request item has job items (its jobs were sent straight
+    /// to SQS and claimed, but none has an outcome yet): a page of one item per partition.
+    async fn has_jobs(&self, request_id: &str) -> Result<bool, ProducerError> {
+        let page = self
+            .ledger
+            .jobs_page(request_id, DIRECT_JOB_SHARDS, None, 1)
+            .await?;
+        Ok(!page.items.is_empty())
+    }
+
+    /// Counts the request's jobs from their items (reads every item: a repair, not a
+    /// progress display), corrects its counters by the difference, and returns the status.
+    /// Exact once the request has no job in flight; while jobs finish during the recount,
+    /// those may be counted twice or not at all (run it again once the request is done).
+    pub async fn recount(&self, request_id: &str) -> Result<Status, ProducerError> {
+        let (shards, exists) = self.job_shards(request_id).await?;
+        let counted = self.ledger.recount(request_id, shards).await?;
+        if !exists && counted == Counts::default() {
+            return Err(ProducerError::NotFound(request_id.to_owned()));
+        }
+        self.status(request_id).await
+    }
+}

@@ -1,0 +1,206 @@
+//! Submitting a request: the one path the CLI and the HTTP API share. A checked request (see
+//! [`crate::request`]) is prepared (its source listed, its jobs and messages built: nothing
+//! written yet), then recorded and sent a chunk at a time.
+
+use fleet_shared::ledger::{PutRequestOutcome, RequestLedger};
+use fleet_shared::queue::JobQueue;
+use fleet_shared::s3::S3Uri;
+use fleet_shared::s3_list::{self, ListError, S3Object};
+use fleet_shared::state::JobState;
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+
+use crate::request::{self, CheckedRequest, JobsPlan, RequestError, ValidRequest};
+use crate::{Producer, ProducerError};
+
+/// Jobs written (items, then messages) per step of a submission.
+pub const SUBMIT_CHUNK: usize = 1000;
+
+/// Most objects one source prefix may hold.
+pub const MAX_SOURCE_OBJECTS: usize = 2_000_000;
+
+/// What `submit` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SubmitReport {
+    pub request_id: String,
+    pub jobs: u32,
+    /// False when the request already existed (a re-submission).
+    pub created: bool,
+    /// Job items written to the ledger.
+    pub written: u32,
+    /// Messages sent.
+    pub sent: u32,
+}
+
+/// Why [`Producer::submit_request`] failed, and whether anything was written.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// Refused while it was prepared (invalid, or its source could not be listed): nothing
+    /// was written.
+    #[error(transparent)]
+    Refused(ProducerError),
+    /// Recording or sending it failed, or its id holds other content. A submission cut short
+    /// is finished by submitting the same request again.
+    #[error(transparent)]
+    Write(ProducerError),
+}
+
+impl From<SubmitError> for ProducerError {
+    fn from(e: SubmitError) -> Self {
+        match e {
+            SubmitError::Refused(e) | SubmitError::Write(e) => e,
+        }
+    }
+}
+
+impl<L: RequestLedger, Q: JobQueue> Producer<L, Q> {
+    /// [`Producer::prepare`], then [`Producer::submit`]: what the CLI's `submit` and the HTTP
+    /// API's `POST /v1/requests` do.
+    pub async fn submit_request(&self, req: CheckedRequest) -> Result<SubmitReport, SubmitError> {
+        let valid = self.prepare(req).await.map_err(SubmitError::Refused)?;
+        self.submit(&valid).await.map_err(SubmitError::Write)
+    }
+
+    /// Finishes checking a request (listing its S3 prefix into jobs, if it has one) and
+    /// builds its jobs and their messages, without writing anything.
+    pub async fn prepare(&self, req: CheckedRequest) -> Result<ValidRequest, ProducerError> {
+        let (file, plan) = req.into_parts();
+        let payloads = match plan {
+            JobsPlan::Ready(payloads) => payloads,
+            JobsPlan::List(prefix, spec) => {
+                let objects = self.list_source(&prefix).await?;
+                request::group_objects(&prefix, &spec, file.params.as_ref(), &objects)
+            }
+        };
+        let claim_check = self
+            .config
+            .claim_check
+            .location()
+            .map(|prefix| request::ClaimCheck {
+                prefix,
+                inline_max_bytes: self.config.claim_check.inline_max_bytes,
+            });
+        Ok(request::build(
+            file,
+            payloads,
+            &request::Limits::from_config(&self.config),
+            claim_check.as_ref(),
+            fleet_shared::time::now_ms(),
+        )?)
+    }
+
+    /// The objects under a source prefix, in key order (folder markers left out).
+    async fn list_source(&self, prefix: &S3Uri) -> Result<Vec<S3Object>, ProducerError> {
+        s3_list::list_objects(self.s3()?, prefix, MAX_SOURCE_OBJECTS)
+            .await
+            .map_err(|e| match e {
+                ListError::NoSuchBucket(_) | ListError::TooMany { .. } => {
+                    ProducerError::Invalid(RequestError::Field {
+                        field: "source.s3_prefix".into(),
+                        reason: e.to_string(),
+                    })
+                }
+                ListError::Failed { .. } => ProducerError::Storage(e.to_string()),
+            })
+    }
+
+    /// Records and sends a validated request, [`SUBMIT_CHUNK`] jobs at a time: the request
+    /// item first (conditionally: the same id with other content is refused before anything
+    /// else is written), then per chunk the claim-check payloads, the job items, the
+    /// messages, and the request's watermark. A submission cut short is finished by
+    /// submitting again: it resumes at the watermark, writes the chunk's missing items and
+    /// sends the messages of its jobs still PENDING (a duplicate message is harmless: the
+    /// claim runs a job once). Below the watermark everything was written and sent; a message
+    /// lost after that is the sweeper's to repair.
+    pub async fn submit(&self, req: &ValidRequest) -> Result<SubmitReport, ProducerError> {
+        let id = &req.record.request_id;
+        let total = req.jobs.len();
+        let (created, from) = match self.ledger.put_request(&req.record).await? {
+            PutRequestOutcome::Created => (true, 0),
+            PutRequestOutcome::Exists(existing) => {
+                if existing.content_hash != req.record.content_hash {
+                    return Err(ProducerError::Conflict {
+                        request_id: id.clone(),
+                    });
+                }
+                (false, existing.written as usize)
+            }
+        };
+        let (mut written, mut sent) = (0u32, 0u32);
+        let mut start = from.min(total);
+        while start < total {
+            let end = (start + SUBMIT_CHUNK).min(total);
+            let (missing, resend): (Vec<usize>, Vec<usize>) = if created {
+                ((start..end).collect(), Vec::new())
+            } else {
+                let keys: Vec<_> = req.jobs[start..end].iter().map(|j| j.key.clone()).collect();
+                let states = self.ledger.job_states(&keys).await?;
+                let mut missing = Vec::new();
+                let mut resend = Vec::new();
+                for (i, s) in (start..end).zip(states) {
+                    match s {
+                        None => missing.push(i),
+                        Some(JobState::Pending) => resend.push(i),
+                        Some(_) => {}
+                    }
+                }
+                (missing, resend)
+            };
+            self.upload_payloads(req, &missing).await?;
+            let new_jobs: Vec<_> = missing.iter().map(|&i| req.jobs[i].clone()).collect();
+            self.ledger.put_jobs(&new_jobs).await?;
+            let mut to_send: Vec<usize> = missing.iter().chain(&resend).copied().collect();
+            to_send.sort_unstable();
+            let bodies: Vec<String> = to_send.iter().map(|&i| req.bodies[i].clone()).collect();
+            if let Err(e) = self.queue.send_all(&bodies).await {
+                metrics::counter!(fleet_shared::metrics::ENQUEUE_FAILURES)
+                    .increment(bodies.len() as u64);
+                return Err(e.into());
+            }
+            self.ledger.set_written(id, end as u32).await?;
+            metrics::counter!(
+                fleet_shared::metrics::JOBS_SUBMITTED,
+                "job_type" => req.record.job_type.clone()
+            )
+            .increment(bodies.len() as u64);
+            written += new_jobs.len() as u32;
+            sent += bodies.len() as u32;
+            start = end;
+        }
+        Ok(SubmitReport {
+            request_id: id.clone(),
+            jobs: req.record.total,
+            created,
+            written,
+            sent,
+        })
+    }
+
+    /// Payloads kept in S3 go before their job items: a job item never points at a missing
+    /// object. The keys are the jobs', so writing them again puts the same bytes back.
+    async fn upload_payloads(
+        &self,
+        req: &ValidRequest,
+        jobs: &[usize],
+    ) -> Result<(), ProducerError> {
+        let uploads: Vec<_> = req
+            .uploads
+            .iter()
+            .filter(|(i, _, _)| jobs.binary_search(&(*i as usize)).is_ok())
+            .collect();
+        if uploads.is_empty() {
+            return Ok(());
+        }
+        let s3 = self.s3()?;
+        let puts: Vec<_> = uploads
+            .into_iter()
+            .map(|(_, uri, body)| fleet_shared::claim_check::put(s3, uri, body.clone()))
+            .collect();
+        futures::stream::iter(puts)
+            .buffer_unordered(16)
+            .try_collect::<Vec<()>>()
+            .await
+            .map_err(ProducerError::Storage)?;
+        Ok(())
+    }
+}
