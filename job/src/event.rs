@@ -9,7 +9,7 @@ use serde_json::Value;
 pub const EVENT_ENV: &str = "FLEET_EVENT";
 
 /// Where a job should run. `auto` leaves the choice to the worker's routing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Target {
     Lambda,
@@ -24,6 +24,162 @@ impl Target {
             Target::Ecs => "ecs",
             Target::Auto => "auto",
         }
+    }
+}
+
+impl std::str::FromStr for Target {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        [Target::Lambda, Target::Ecs, Target::Auto]
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| format!("unknown target {s:?} (lambda, ecs or auto)"))
+    }
+}
+
+/// The rule that chose an attempt's target (the worker's routing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteRule {
+    /// The request or the message forced the target.
+    Request,
+    /// A job promoted to ECS stays there.
+    KeptAfterPromotion,
+    /// The previous attempt timed out in Lambda.
+    PromotedAfterTimeout,
+    /// The previous attempt ran out of memory in Lambda.
+    PromotedAfterOom,
+    /// The event is over Lambda's payload limit.
+    PayloadSize,
+    /// The job's input is over `routing.lambda_max_input_bytes`.
+    InputSize,
+    /// The job's estimated duration is over `routing.lambda_max_secs`.
+    EstimatedDuration,
+    /// The job type's configured target.
+    JobType,
+    /// The job type's learned durations.
+    Learned,
+    Default,
+    /// An invocation record that did not bring its attempt's route back.
+    InvocationRecord,
+    /// A handed-off task taken over by another replica.
+    Adopted,
+    /// No attempt ran: the job had none left.
+    AttemptsExhausted,
+    /// No attempt ran: neither Lambda nor ECS is configured for the job.
+    NoTarget,
+}
+
+impl RouteRule {
+    pub const ALL: [RouteRule; 14] = [
+        RouteRule::Request,
+        RouteRule::KeptAfterPromotion,
+        RouteRule::PromotedAfterTimeout,
+        RouteRule::PromotedAfterOom,
+        RouteRule::PayloadSize,
+        RouteRule::InputSize,
+        RouteRule::EstimatedDuration,
+        RouteRule::JobType,
+        RouteRule::Learned,
+        RouteRule::Default,
+        RouteRule::InvocationRecord,
+        RouteRule::Adopted,
+        RouteRule::AttemptsExhausted,
+        RouteRule::NoTarget,
+    ];
+
+    /// The rule's name, as serde writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteRule::Request => "request",
+            RouteRule::KeptAfterPromotion => "kept_after_promotion",
+            RouteRule::PromotedAfterTimeout => "promoted_after_timeout",
+            RouteRule::PromotedAfterOom => "promoted_after_oom",
+            RouteRule::PayloadSize => "payload_size",
+            RouteRule::InputSize => "input_size",
+            RouteRule::EstimatedDuration => "estimated_duration",
+            RouteRule::JobType => "job_type",
+            RouteRule::Learned => "learned",
+            RouteRule::Default => "default",
+            RouteRule::InvocationRecord => "invocation_record",
+            RouteRule::Adopted => "adopted",
+            RouteRule::AttemptsExhausted => "attempts_exhausted",
+            RouteRule::NoTarget => "no_target",
+        }
+    }
+
+    /// Whether the job was moved to ECS by a Lambda attempt's end.
+    pub fn is_promotion(self) -> bool {
+        matches!(
+            self,
+            RouteRule::PromotedAfterTimeout
+                | RouteRule::PromotedAfterOom
+                | RouteRule::KeptAfterPromotion
+        )
+    }
+}
+
+/// Why an attempt runs where it does: the rule, and the target the rule preferred when that
+/// one was not configured. Written as one string, `payload_size` or
+/// `default_but_lambda_unavailable`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct RouteReason {
+    pub rule: RouteRule,
+    /// The preferred target, when it was unavailable and the other one runs the job.
+    pub unavailable: Option<Target>,
+}
+
+impl RouteReason {
+    pub fn of(rule: RouteRule) -> Self {
+        Self {
+            rule,
+            unavailable: None,
+        }
+    }
+}
+
+impl std::fmt::Display for RouteReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.unavailable {
+            None => f.write_str(self.rule.as_str()),
+            Some(t) => write!(f, "{}_but_{}_unavailable", self.rule.as_str(), t.as_str()),
+        }
+    }
+}
+
+impl From<RouteReason> for String {
+    fn from(r: RouteReason) -> String {
+        r.to_string()
+    }
+}
+
+impl TryFrom<String> for RouteReason {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl std::str::FromStr for RouteReason {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (rule, unavailable) = match s
+            .strip_suffix("_unavailable")
+            .and_then(|r| r.rsplit_once("_but_"))
+        {
+            Some((rule, "lambda")) => (rule, Some(Target::Lambda)),
+            Some((rule, "ecs")) => (rule, Some(Target::Ecs)),
+            _ => (s, None),
+        };
+        RouteRule::ALL
+            .into_iter()
+            .find(|r| r.as_str() == rule)
+            .map(|rule| RouteReason { rule, unavailable })
+            .ok_or_else(|| format!("unknown route reason {s:?}"))
     }
 }
 
@@ -48,7 +204,7 @@ pub struct JobEvent {
     /// Why the attempt runs where it does (the routing decision), set for an asynchronous
     /// invocation so that its record brings it back to the ledger's history.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub route: Option<String>,
+    pub route: Option<RouteReason>,
     /// The lease an attempt handed to Lambda runs under, echoed back by its invocation
     /// record so that whichever replica receives it records the outcome without reading the
     /// job first (the ledger's conditions on owner and fence still decide).
@@ -110,6 +266,33 @@ impl JobEvent {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn route_reasons_are_one_string_each_way() {
+        for rule in RouteRule::ALL {
+            assert_eq!(serde_json::to_value(rule).unwrap(), json!(rule.as_str()));
+            for unavailable in [None, Some(Target::Lambda), Some(Target::Ecs)] {
+                let r = RouteReason { rule, unavailable };
+                let v = serde_json::to_value(r).unwrap();
+                assert_eq!(v, json!(r.to_string()));
+                assert_eq!(serde_json::from_value::<RouteReason>(v).unwrap(), r);
+            }
+        }
+        assert_eq!(
+            RouteReason {
+                rule: RouteRule::Default,
+                unavailable: Some(Target::Lambda)
+            }
+            .to_string(),
+            "default_but_lambda_unavailable"
+        );
+        assert!("no_such_rule".parse::<RouteReason>().is_err());
+        assert!(
+            "default_but_auto_unavailable"
+                .parse::<RouteReason>()
+                .is_err()
+        );
+    }
 
     #[test]
     fn event_round_trips_through_base64() {

@@ -31,7 +31,7 @@ pub struct Listed {
     pub error_class: String,
     pub error: String,
     pub attempts: u32,
-    pub targets: Vec<String>,
+    pub targets: Vec<fleet_shared::message::Target>,
     pub first_attempt_ms: Option<u64>,
     pub last_attempt_ms: Option<u64>,
     /// From the dead-letter queue: the message and how many copies it holds of the job.
@@ -43,12 +43,7 @@ pub struct Listed {
 
 impl Listed {
     fn from_view(request_id: &str, v: &JobView) -> Self {
-        let mut targets: Vec<String> = Vec::new();
-        for h in &v.history {
-            if !targets.contains(&h.record.target) {
-                targets.push(h.record.target.clone());
-            }
-        }
+        let targets = fleet_shared::ledger::targets_of(&v.history);
         let started = v.history.iter().map(|h| h.record.started_ms);
         // The whole error of the last failed attempt, if the history has it.
         let error = v
@@ -78,7 +73,7 @@ impl Listed {
             request_id: r.as_ref().and_then(|r| r.request_id.clone()),
             error_class: r
                 .as_ref()
-                .map_or_else(|| "unknown".into(), |r| r.error_class.clone()),
+                .map_or_else(|| "unknown".into(), |r| r.error_class.as_str().to_owned()),
             error: r.as_ref().map_or_else(
                 || "no failure record (moved by SQS's redrive policy?)".into(),
                 |r| r.error.clone(),

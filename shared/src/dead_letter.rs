@@ -4,6 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::ErrorClass;
+use crate::message::Target;
+
 /// Message attribute names.
 pub mod attr {
     /// The [`FailureRecord`](super::FailureRecord) as JSON.
@@ -21,12 +24,12 @@ pub struct FailureRecord {
     pub job_id: Option<String>,
     pub request_id: Option<String>,
     /// `throttled`, `transient`, `job_failure`, `timeout` or `permanent`.
-    pub error_class: String,
+    pub error_class: ErrorClass,
     pub error: String,
     /// Attempts made (0 for a message refused before any attempt).
     pub attempts: u32,
     /// Where the attempts ran, in order, without repeats.
-    pub targets: Vec<String>,
+    pub targets: Vec<Target>,
     pub first_attempt_ms: Option<u64>,
     pub last_attempt_ms: Option<u64>,
     /// The replica that dead-lettered it.
@@ -42,7 +45,7 @@ impl FailureRecord {
                 attr::FAILURE,
                 serde_json::to_string(self).unwrap_or_default(),
             ),
-            (attr::ERROR_CLASS, self.error_class.clone()),
+            (attr::ERROR_CLASS, self.error_class.as_str().to_owned()),
         ];
         if let Some(j) = &self.job_id {
             a.push((attr::JOB_ID, j.clone()));

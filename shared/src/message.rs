@@ -11,7 +11,9 @@ use serde_json::Value;
 
 use crate::ids::{self, JobId};
 
-pub use fleet_job::event::{EVENT_ENV, HandedLease, JobEvent, LargeResults, Target};
+pub use fleet_job::event::{
+    EVENT_ENV, HandedLease, JobEvent, LargeResults, RouteReason, RouteRule, Target,
+};
 pub use fleet_job::exit::EXIT_INTERRUPTED;
 
 /// The only message version this build understands.

@@ -120,10 +120,79 @@ pub fn sources(to: JobState) -> Vec<JobState> {
         .collect()
 }
 
+/// How one attempt ended, as the job's history keeps it: `succeeded`, `cancelled`, or the
+/// class of its failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum AttemptOutcome {
+    Succeeded,
+    Cancelled,
+    Failed(crate::error::ErrorClass),
+}
+
+impl AttemptOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Succeeded => "succeeded",
+            AttemptOutcome::Cancelled => "cancelled",
+            AttemptOutcome::Failed(class) => class.as_str(),
+        }
+    }
+}
+
+impl fmt::Display for AttemptOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<AttemptOutcome> for String {
+    fn from(o: AttemptOutcome) -> String {
+        o.as_str().to_owned()
+    }
+}
+
+impl TryFrom<String> for AttemptOutcome {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl FromStr for AttemptOutcome {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "succeeded" => Ok(AttemptOutcome::Succeeded),
+            "cancelled" => Ok(AttemptOutcome::Cancelled),
+            other => other
+                .parse()
+                .map(AttemptOutcome::Failed)
+                .map_err(|_| format!("unknown attempt outcome {other:?}")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::JobState::*;
     use super::*;
+
+    #[test]
+    fn attempt_outcomes_are_their_names() {
+        use crate::error::ErrorClass;
+        let all = [AttemptOutcome::Succeeded, AttemptOutcome::Cancelled]
+            .into_iter()
+            .chain(ErrorClass::ALL.map(AttemptOutcome::Failed));
+        for o in all {
+            let v = serde_json::to_value(o).unwrap();
+            assert_eq!(v, serde_json::json!(o.as_str()));
+            assert_eq!(serde_json::from_value::<AttemptOutcome>(v).unwrap(), o);
+        }
+        assert!("lost".parse::<AttemptOutcome>().is_err());
+    }
 
     /// Every pair, written out: rows are `from`, columns are `to` in the order of `ALL`
     /// (PENDING, RUNNING, RETRYING, SUCCEEDED, FAILED, CANCELLED).

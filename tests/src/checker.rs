@@ -15,23 +15,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+
+use fleet_worker::history::{HistoryEvent, HistoryLine};
 
 use crate::Execution;
 
-/// One line of a replica's history.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Event {
-    pub t: u64,
-    pub replica: String,
-    pub event: String,
-    pub job_id: String,
-    pub fence: u64,
-    #[serde(default)]
-    pub state: Option<String>,
-    #[serde(default)]
-    pub op: Option<String>,
-}
+/// One line of a replica's history, as the worker writes it.
+pub type Event = HistoryLine<'static>;
 
 /// Every event of every `*.jsonl` file in `dir`.
 pub fn read_history(dir: &Path) -> Vec<Event> {
@@ -124,9 +115,12 @@ pub fn check(
 ) -> Figures {
     let terminal = ["SUCCEEDED", "FAILED", "CANCELLED"];
     let mut terminal_writes: BTreeMap<&str, Vec<&Event>> = BTreeMap::new();
-    for e in history.iter().filter(|e| e.event == "terminal") {
+    for e in history
+        .iter()
+        .filter(|e| matches!(e.event, HistoryEvent::Terminal { .. }))
+    {
         terminal_writes
-            .entry(e.job_id.as_str())
+            .entry(e.job_id.as_ref())
             .or_default()
             .push(e);
     }
@@ -141,10 +135,13 @@ pub fn check(
     let mut f = Figures {
         submitted: submitted.len(),
         executions: executions.len(),
-        stale_rejected: history.iter().filter(|e| e.event == "stale").count(),
+        stale_rejected: history
+            .iter()
+            .filter(|e| matches!(e.event, HistoryEvent::Stale { .. }))
+            .count(),
         leases_expired: history
             .iter()
-            .filter(|e| e.event == "lease_expired")
+            .filter(|e| e.event == HistoryEvent::LeaseExpired)
             .count(),
         ..Figures::default()
     };
@@ -178,16 +175,24 @@ pub fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fleet_shared::state::JobState;
 
     fn ev(event: &str, job: &str, fence: u64) -> Event {
+        let state = JobState::Succeeded;
+        let event = match event {
+            "terminal" => HistoryEvent::Terminal { state },
+            "stale" => HistoryEvent::Stale {
+                op: "finish".into(),
+                state: Some(state),
+            },
+            _ => HistoryEvent::LeaseExpired,
+        };
         Event {
             t: 0,
             replica: "r".into(),
-            event: event.into(),
-            job_id: job.into(),
+            event,
+            job_id: job.to_owned().into(),
             fence,
-            state: None,
-            op: None,
         }
     }
 

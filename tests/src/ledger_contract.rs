@@ -539,10 +539,10 @@ fn rec(lease: &Lease, outcome: &str) -> AttemptRecord {
         fence: lease.fence,
         started_ms: lease.started_ms,
         ended_ms: lease.started_ms + 7,
-        target: "lambda".into(),
-        outcome: outcome.into(),
+        target: fleet_shared::message::Target::Lambda,
+        outcome: outcome.parse().expect("an attempt outcome"),
         retry_at_ms: (outcome != "succeeded").then_some(lease.started_ms + 1_000),
-        reason: "default".into(),
+        reason: fleet_shared::message::RouteReason::of(fleet_shared::message::RouteRule::Default),
         exit_code: Some(0),
         stopped_reason: None,
     }

@@ -132,7 +132,10 @@ async fn throttling_and_5xx_through_a_fault_proxy() {
         let attempts = history.iter().map(|h| h.attempt).max().unwrap();
         let errors = proxy.count_for(&id.to_string(), FaultKind::ServerError) as u32;
         assert_eq!(attempts, 1 + errors, "{id}: {history:?}");
-        let throttled = history.iter().filter(|h| h.outcome == "throttled").count();
+        let throttled = history
+            .iter()
+            .filter(|h| h.outcome.as_str() == "throttled")
+            .count();
         assert_eq!(
             throttled,
             proxy.count_for(&id.to_string(), FaultKind::Throttle),
@@ -172,7 +175,7 @@ async fn read_timeouts_and_dropped_connections_are_failed_attempts() {
     for i in 0..40u32 {
         let id = JobId::new("net", i).unwrap();
         let history = stack.history(&id).await;
-        let outcomes = |o: &str| history.iter().filter(|h| h.outcome == o).count();
+        let outcomes = |o: &str| history.iter().filter(|h| h.outcome.as_str() == o).count();
         assert_eq!(
             outcomes("timeout"),
             proxy.count_for(&id.to_string(), FaultKind::Delay),
@@ -446,11 +449,11 @@ async fn a_jobs_error_kind_decides_its_retries_in_lambda_and_in_a_container() {
             .await;
         assert_eq!(failed.count("FAILED"), 1, "{target}: {failed:?}");
         let id = JobId::new(&format!("permanent-{target}"), 0).unwrap();
-        let outcomes: Vec<String> = stack
+        let outcomes: Vec<&str> = stack
             .history(&id)
             .await
             .into_iter()
-            .map(|h| h.outcome)
+            .map(|h| h.outcome.as_str())
             .collect();
         assert_eq!(outcomes, ["permanent"], "{target}: one run, failed at once");
 

@@ -355,7 +355,7 @@ async fn a_malformed_message_is_dead_lettered_and_good_jobs_still_run() {
     let got = stack.wait_dead_letter(Duration::from_secs(30)).await;
     assert_eq!(got.body(), Some("this is not json"));
     let record = fleet_tests::failure_record(&got);
-    assert_eq!(record.error_class, "permanent");
+    assert_eq!(record.error_class.as_str(), "permanent");
     assert!(record.error.contains("not valid JSON"), "{record:?}");
     assert_eq!((record.job_id, record.attempts), (None, 0));
 }
@@ -396,8 +396,8 @@ async fn a_requests_max_attempts_bounds_retries_and_failures_are_dead_lettered()
     assert_eq!(record.job_id.as_deref(), Some("bounded:0"));
     assert_eq!(record.request_id.as_deref(), Some("bounded"));
     assert_eq!(record.attempts, 2);
-    assert_eq!(record.error_class, "job_failure");
-    assert_eq!(record.targets, vec!["lambda".to_string()]);
+    assert_eq!(record.error_class.as_str(), "job_failure");
+    assert_eq!(record.targets, vec![fleet_shared::message::Target::Lambda]);
     assert!(record.first_attempt_ms < record.last_attempt_ms);
 }
 

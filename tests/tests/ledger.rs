@@ -613,10 +613,15 @@ async fn no_item_passes_400_kb_at_the_largest_settings_the_config_accepts() {
             fence: lease.fence,
             started_ms: now,
             ended_ms: now + 500,
-            target: "ecs".into(),
-            outcome: if last { "succeeded" } else { "job_failure" }.into(),
+            target: fleet_shared::message::Target::Ecs,
+            outcome: if last { "succeeded" } else { "job_failure" }
+                .parse()
+                .unwrap(),
             retry_at_ms: (!last).then_some(now + 1),
-            reason: long.clone(),
+            reason: fleet_shared::message::RouteReason {
+                rule: fleet_shared::message::RouteRule::PromotedAfterTimeout,
+                unavailable: Some(fleet_shared::message::Target::Lambda),
+            },
             exit_code: Some(i32::MIN),
             stopped_reason: Some(long.clone()),
         };

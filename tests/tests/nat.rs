@@ -64,7 +64,7 @@ async fn a_long_lambda_job_behind_a_nat_needs_keepalive_or_asynchronous_dispatch
         .history(&fleet_shared::ids::JobId::parse("lost:0").unwrap())
         .await;
     assert_eq!(history.len(), 1);
-    assert_eq!(history[0].outcome, "timeout", "{history:?}");
+    assert_eq!(history[0].outcome.as_str(), "timeout", "{history:?}");
 
     // Asynchronous dispatch holds no connection while the job runs: keepalive off, it
     // succeeds from its invocation record.

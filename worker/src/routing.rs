@@ -20,14 +20,17 @@
 
 use fleet_shared::config::{Config, Invocation};
 use fleet_shared::ledger::AttemptRecord;
-use fleet_shared::message::{JobMessage, Target};
+use fleet_shared::message::{JobMessage, RouteReason, RouteRule, Target};
+use fleet_shared::state::AttemptOutcome;
+
+use crate::classify::ErrorClass;
 
 /// A routing decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     /// `Lambda` or `Ecs`, never `Auto`.
     pub target: Target,
-    pub reason: String,
+    pub reason: RouteReason,
 }
 
 /// What the decision looks at besides the configuration.
@@ -49,28 +52,28 @@ fn chosen(t: Option<Target>) -> Option<Target> {
 }
 
 /// The rule that applies, before availability is considered.
-fn preferred(config: &Config, input: &RouteInput<'_>) -> (Target, &'static str) {
+fn preferred(config: &Config, input: &RouteInput<'_>) -> (Target, RouteRule) {
     let msg = input.message;
     let hint = msg.routing.as_ref();
     if let Some(t) = chosen(hint.and_then(|h| h.target)).or(chosen(input.ledger_target)) {
-        return (t, "request");
+        return (t, RouteRule::Request);
     }
     // A job promoted to ECS stays there: sending its next attempt back to Lambda would time
     // out (or run out of memory) again.
     if let Some(prev) = input.previous
-        && prev.target == Target::Ecs.as_str()
-        && (prev.reason.starts_with("promoted_after_") || prev.reason == "kept_after_promotion")
+        && prev.target == Target::Ecs
+        && prev.reason.rule.is_promotion()
     {
-        return (Target::Ecs, "kept_after_promotion");
+        return (Target::Ecs, RouteRule::KeptAfterPromotion);
     }
     if let Some(prev) = input.previous
-        && prev.target == Target::Lambda.as_str()
+        && prev.target == Target::Lambda
     {
-        if prev.outcome == "timeout" {
-            return (Target::Ecs, "promoted_after_timeout");
+        if prev.outcome == AttemptOutcome::Failed(ErrorClass::Timeout) {
+            return (Target::Ecs, RouteRule::PromotedAfterTimeout);
         }
         if prev.stopped_reason.as_deref().is_some_and(is_out_of_memory) {
-            return (Target::Ecs, "promoted_after_oom");
+            return (Target::Ecs, RouteRule::PromotedAfterOom);
         }
     }
     let max_payload = match config.lambda.invocation {
@@ -81,29 +84,29 @@ fn preferred(config: &Config, input: &RouteInput<'_>) -> (Target, &'static str) 
         Invocation::Sync => config.routing.lambda_max_payload_bytes,
     };
     if input.event_bytes > max_payload {
-        return (Target::Ecs, "payload_size");
+        return (Target::Ecs, RouteRule::PayloadSize);
     }
     if let Some(max) = config.routing.lambda_max_input_bytes
         && input_bytes(&msg.payload).is_some_and(|b| b > max)
     {
-        return (Target::Ecs, "input_size");
+        return (Target::Ecs, RouteRule::InputSize);
     }
     let job_type = config.job_types.get(&msg.job_type);
     let estimate = hint
         .and_then(|h| h.estimated_secs)
         .or(job_type.and_then(|t| t.estimated_secs));
     if estimate.is_some_and(|s| s > config.routing.lambda_max_secs) {
-        return (Target::Ecs, "estimated_duration");
+        return (Target::Ecs, RouteRule::EstimatedDuration);
     }
     if let Some(t) = chosen(job_type.and_then(|t| t.target)) {
-        return (t, "job_type");
+        return (t, RouteRule::JobType);
     }
     if config.routing.learned
         && let Some(t) = input.learned
     {
-        return (t, "learned");
+        return (t, RouteRule::Learned);
     }
-    (Target::Lambda, "default")
+    (Target::Lambda, RouteRule::Default)
 }
 
 /// The bytes of input a job split from an S3 prefix reads (its payload's `source.bytes`).
@@ -122,7 +125,7 @@ pub fn is_out_of_memory(text: &str) -> bool {
 
 /// The route of one attempt. `None` when neither target is configured.
 pub fn route(config: &Config, input: &RouteInput<'_>) -> Option<Route> {
-    let (target, reason) = preferred(config, input);
+    let (target, rule) = preferred(config, input);
     let lambda = config.function_for(&input.message.job_type).is_some();
     let ecs = config.ecs.enabled();
     let available = |t: Target| match t {
@@ -132,7 +135,7 @@ pub fn route(config: &Config, input: &RouteInput<'_>) -> Option<Route> {
     if available(target) {
         return Some(Route {
             target,
-            reason: reason.to_owned(),
+            reason: RouteReason::of(rule),
         });
     }
     let other = if target == Target::Ecs {
@@ -140,9 +143,12 @@ pub fn route(config: &Config, input: &RouteInput<'_>) -> Option<Route> {
     } else {
         Target::Ecs
     };
-    available(other).then(|| Route {
+    available(other).then_some(Route {
         target: other,
-        reason: format!("{reason}_but_{}_unavailable", target.as_str()),
+        reason: RouteReason {
+            rule,
+            unavailable: Some(target),
+        },
     })
 }
 
@@ -213,10 +219,10 @@ mod tests {
             fence: 1,
             started_ms: 0,
             ended_ms: 1,
-            target: target.into(),
-            outcome: outcome.into(),
+            target: target.parse().unwrap(),
+            outcome: outcome.parse().unwrap(),
             retry_at_ms: None,
-            reason: "default".into(),
+            reason: RouteReason::of(RouteRule::Default),
             exit_code: None,
             stopped_reason: stopped.map(str::to_owned),
         }
@@ -240,7 +246,7 @@ mod tests {
             },
         )
         .unwrap();
-        (r.target, r.reason)
+        (r.target, r.reason.to_string())
     }
 
     #[test]
@@ -311,9 +317,9 @@ mod tests {
         );
         // Once promoted, a job stays on ECS whatever its later attempts do.
         let mut promoted = prev("ecs", "job_failure", None);
-        promoted.reason = "promoted_after_timeout".into();
+        promoted.reason = RouteReason::of(RouteRule::PromotedAfterTimeout);
         let mut kept = prev("ecs", "transient", None);
-        kept.reason = "kept_after_promotion".into();
+        kept.reason = RouteReason::of(RouteRule::KeptAfterPromotion);
         let mut no_ecs_type = c.clone();
         no_ecs_type.job_types.clear();
         for p in [&promoted, &kept] {

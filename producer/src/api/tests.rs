@@ -277,16 +277,19 @@ fn page_parameters_are_checked() {
 
 #[test]
 fn a_failure_carries_its_whole_error_and_the_next_cursor() {
+    use fleet_shared::error::ErrorClass;
+    use fleet_shared::message::{RouteReason, RouteRule, Target};
+    use fleet_shared::state::AttemptOutcome;
     let entry = |fence, error: Option<&str>| fleet_shared::ledger::HistoryEntry {
         record: fleet_shared::ledger::AttemptRecord {
             attempt: fence as u32,
             fence,
             started_ms: 1,
             ended_ms: 2,
-            target: "lambda".into(),
-            outcome: "job_failure".into(),
+            target: Target::Lambda,
+            outcome: AttemptOutcome::Failed(ErrorClass::JobFailure),
             retry_at_ms: None,
-            reason: "default".into(),
+            reason: RouteReason::of(RouteRule::Default),
             exit_code: None,
             stopped_reason: None,
         },
@@ -297,8 +300,8 @@ fn a_failure_carries_its_whole_error_and_the_next_cursor() {
             job_id: "r:1".into(),
             state: fleet_shared::state::JobState::Failed,
             attempts: 2,
-            target: Some("lambda".into()),
-            reason: Some("default".into()),
+            target: Some(Target::Lambda),
+            reason: Some(RouteReason::of(RouteRule::Default)),
             error_class: Some("job_failure".into()),
             last_error: Some("boo…".into()),
             task: None,

@@ -35,8 +35,8 @@ pub async fn cmd_jobs(
                     j.job_id,
                     j.state,
                     j.attempts,
-                    j.target.as_deref().unwrap_or("-"),
-                    j.reason.as_deref().unwrap_or("-"),
+                    j.target.map_or("-", |t| t.as_str()),
+                    j.reason.map_or_else(|| "-".into(), |r| r.to_string()),
                     j.last_error.as_deref().unwrap_or("")
                 );
             }

@@ -431,14 +431,12 @@ pub fn record_value(r: &AttemptRecord, error: Option<&str>) -> AttributeValue {
         ("f".to_owned(), n(r.fence)),
         ("s".to_owned(), n(r.started_ms)),
         ("e".to_owned(), n(r.ended_ms)),
-        ("t".to_owned(), s(&r.target)),
-        ("o".to_owned(), s(&r.outcome)),
+        ("t".to_owned(), s(r.target.as_str())),
+        ("o".to_owned(), s(r.outcome.as_str())),
+        ("w".to_owned(), s(r.reason.to_string())),
     ]);
     if let Some(at) = r.retry_at_ms {
         m.insert("r".to_owned(), n(at));
-    }
-    if !r.reason.is_empty() {
-        m.insert("w".to_owned(), s(clip_bytes(&r.reason, 128)));
     }
     if let Some(code) = r.exit_code {
         m.insert("x".to_owned(), n(code));
@@ -468,10 +466,10 @@ pub fn record_from(
             fence: r.n("f")?,
             started_ms: r.n("s")?,
             ended_ms: r.n("e")?,
-            target: r.s("t")?.to_owned(),
-            outcome: r.s("o")?.to_owned(),
+            target: r.parsed("t")?,
+            outcome: r.parsed("o")?,
             retry_at_ms: r.opt_n("r")?,
-            reason: r.opt_s("w").unwrap_or_default().to_owned(),
+            reason: r.parsed("w")?,
             exit_code: r.opt_n("x")?,
             stopped_reason: r.opt_s("p").map(str::to_owned),
         },
@@ -549,11 +547,23 @@ impl<'a> Reader<'a> {
 
     pub fn target(&self, name: &str) -> Result<Option<Target>, LedgerError> {
         self.opt_s(name)
-            .map(|t| {
-                serde_json::from_value(serde_json::Value::String(t.to_owned()))
-                    .map_err(|_| self.bad(format!("unknown target {t:?}")))
-            })
+            .map(|t| self.of_string(name, t))
             .transpose()
+    }
+
+    /// A string attribute read as the serde type it was written from (a target, an outcome,
+    /// a route reason).
+    pub fn parsed<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<T, LedgerError> {
+        self.of_string(name, self.s(name)?)
+    }
+
+    fn of_string<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+        v: &str,
+    ) -> Result<T, LedgerError> {
+        serde_json::from_value(serde_json::Value::String(v.to_owned()))
+            .map_err(|e| self.bad(format!("{name} = {v:?}: {e}")))
     }
 }
 
@@ -1087,10 +1097,10 @@ mod tests {
             fence: 3,
             started_ms: 5,
             ended_ms: 9,
-            target: "lambda".into(),
-            outcome: "job_failure".into(),
+            target: crate::message::Target::Lambda,
+            outcome: crate::state::AttemptOutcome::Failed(ErrorClass::JobFailure),
             retry_at_ms: Some(10),
-            reason: "default".into(),
+            reason: crate::message::RouteReason::of(crate::message::RouteRule::Default),
             exit_code: Some(1),
             stopped_reason: Some("Essential container exited".into()),
         });
@@ -1132,10 +1142,12 @@ mod tests {
             fence: 2,
             started_ms: 1_800_000_000_000,
             ended_ms: 1_800_000_000_000,
-            target: "lambda".into(),
-            outcome: "job_failure".into(),
+            target: crate::message::Target::Lambda,
+            outcome: crate::state::AttemptOutcome::Failed(ErrorClass::JobFailure),
             retry_at_ms: Some(1_800_000_000_000),
-            reason: "promoted_after_timeout".into(),
+            reason: crate::message::RouteReason::of(
+                crate::message::RouteRule::PromotedAfterTimeout,
+            ),
             exit_code: None,
             stopped_reason: None,
         });

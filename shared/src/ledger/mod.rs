@@ -25,8 +25,8 @@ use std::future::Future;
 
 use crate::error::ErrorClass;
 use crate::ids::JobId;
-use crate::message::Target;
-use crate::state::{InvalidTransition, JobState};
+use crate::message::{RouteReason, Target};
+use crate::state::{AttemptOutcome, InvalidTransition, JobState};
 
 pub use item::{Due, DueKind};
 
@@ -226,15 +226,14 @@ pub struct AttemptRecord {
     pub started_ms: u64,
     pub ended_ms: u64,
     /// Where it ran: `lambda` or `ecs`.
-    pub target: String,
+    pub target: Target,
     /// `succeeded`, `cancelled`, or the error class.
-    pub outcome: String,
+    pub outcome: AttemptOutcome,
     /// When the next attempt may start, if this one is to be retried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_at_ms: Option<u64>,
     /// Why it ran where it ran (the routing decision).
-    #[serde(default)]
-    pub reason: String,
+    pub reason: RouteReason,
     /// A container's exit code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
@@ -250,6 +249,17 @@ pub struct HistoryEntry {
     pub record: AttemptRecord,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// Where a history's attempts ran, in order, without repeats.
+pub fn targets_of(attempts: &[HistoryEntry]) -> Vec<Target> {
+    let mut targets: Vec<Target> = Vec::new();
+    for h in attempts {
+        if !targets.contains(&h.record.target) {
+            targets.push(h.record.target);
+        }
+    }
+    targets
 }
 
 /// A job's history: the newest attempts whole, and how many older ones were dropped.
@@ -878,10 +888,10 @@ mod tests {
                 fence: 1,
                 started_ms: 0,
                 ended_ms: 1,
-                target: "lambda".into(),
-                outcome: "x".into(),
+                target: crate::message::Target::Lambda,
+                outcome: crate::state::AttemptOutcome::Failed(ErrorClass::JobFailure),
                 retry_at_ms: None,
-                reason: String::new(),
+                reason: crate::message::RouteReason::of(crate::message::RouteRule::Default),
                 exit_code: None,
                 stopped_reason: None,
             },

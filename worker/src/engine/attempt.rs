@@ -12,11 +12,11 @@ use fleet_shared::ledger::{
     Change, Claim, ClaimRequest, Finish, Lease, Ledger, LedgerError, RequestView,
 };
 use fleet_shared::message::{
-    HandedLease, JobEvent, JobMessage, LargeResults, Target, parse_message,
+    HandedLease, JobEvent, JobMessage, LargeResults, RouteReason, RouteRule, Target, parse_message,
 };
 use fleet_shared::metrics as fm;
 use fleet_shared::queue::{DeadLetterQueue, JobQueue, Received};
-use fleet_shared::state::JobState;
+use fleet_shared::state::{AttemptOutcome, JobState};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -405,7 +405,7 @@ where
             };
             let route = Route {
                 target: previous_target,
-                reason: "attempts_exhausted".into(),
+                reason: RouteReason::of(RouteRule::AttemptsExhausted),
             };
             self.conclude(
                 a,
@@ -435,7 +435,7 @@ where
             };
             let route = Route {
                 target: Target::Lambda,
-                reason: "no_target".into(),
+                reason: RouteReason::of(RouteRule::NoTarget),
             };
             self.conclude(
                 a,
@@ -498,7 +498,7 @@ where
             job: &a.msg.job_id,
             fence: a.lease.fence,
             attempt: a.lease.attempt,
-            target,
+            target: route.target,
         });
         let dispatched = || {
             let waited = self.clock.now_ms().saturating_sub(a.lease.started_ms);
@@ -605,7 +605,7 @@ where
                 inline_max_bytes: fleet_shared::invocation_record::RESULT_MAX_BYTES,
                 prefix: self.config.claim_check.prefix.clone(),
             }),
-            route: Some(route.reason.clone()),
+            route: Some(route.reason),
             lease: Some(HandedLease {
                 owner: a.lease.owner.clone(),
                 pk: a.lease.key.pk.clone(),
@@ -720,7 +720,7 @@ where
                     a,
                     route,
                     Finish::Cancelled,
-                    "cancelled",
+                    AttemptOutcome::Cancelled,
                     TaskInfo::default(),
                     acker,
                 )

@@ -4,13 +4,14 @@
 //! names and fields of those lines are part of the contract). The engine calls
 //! [`Engine::note`] rather than touching the three separately.
 
+use fleet_shared::message::Target;
 use fleet_shared::metrics as fm;
 use fleet_shared::queue::{DeadLetterQueue, JobQueue};
 use fleet_shared::state::JobState;
-use serde_json::{Value, json};
 
 use super::{Engine, Stats};
 use crate::dispatch::{Dispatcher, TaskLauncher};
+use crate::history::HistoryEvent;
 use fleet_shared::ledger::Ledger;
 
 /// One thing the engine did or saw.
@@ -43,7 +44,7 @@ pub(super) enum Noted<'a> {
         job: &'a str,
         fence: u64,
         attempt: u32,
-        target: &'static str,
+        target: Target,
     },
     /// A running ECS task handed off (its message deleted).
     TaskHandedOff,
@@ -132,9 +133,8 @@ where
     /// Records `n` in the report, the metrics and the history log.
     pub(super) fn note(&self, n: Noted<'_>) {
         let s = &self.stats;
-        let history = |event: &str, job: &str, fence: u64, extra: Value| {
-            self.history
-                .record(self.clock.now_ms(), event, job, fence, extra)
+        let history = |job: &str, fence: u64, event: HistoryEvent<'_>| {
+            self.history.record(self.clock.now_ms(), job, fence, event)
         };
         match n {
             Noted::Received => {
@@ -157,7 +157,7 @@ where
             } => {
                 Stats::bump(&s.claimed);
                 metrics::counter!(fm::JOBS_CLAIMED).increment(1);
-                history("claim", job, fence, json!({"attempt": attempt}));
+                history(job, fence, HistoryEvent::Claim { attempt });
             }
             Noted::Adopted {
                 job,
@@ -166,7 +166,7 @@ where
             } => {
                 Stats::bump(&s.adopted);
                 metrics::counter!(fm::SWEEPER_ADOPTED).increment(1);
-                history("adopt", job, fence, json!({"attempt": attempt}));
+                history(job, fence, HistoryEvent::Adopt { attempt });
             }
             Noted::Dispatched {
                 job,
@@ -174,13 +174,8 @@ where
                 attempt,
                 target,
             } => {
-                metrics::counter!(fm::JOBS_DISPATCHED, "target" => target).increment(1);
-                history(
-                    "dispatch",
-                    job,
-                    fence,
-                    json!({"attempt": attempt, "target": target}),
-                );
+                metrics::counter!(fm::JOBS_DISPATCHED, "target" => target.as_str()).increment(1);
+                history(job, fence, HistoryEvent::Dispatch { attempt, target });
             }
             Noted::TaskHandedOff => Stats::bump(&s.handed_off),
             Noted::HandedToLambda {
@@ -189,24 +184,42 @@ where
                 invocation,
             } => {
                 Stats::bump(&s.handed_off);
-                history("hand_off", job, fence, json!({"invocation": invocation}));
+                history(
+                    job,
+                    fence,
+                    HistoryEvent::HandOff {
+                        invocation: invocation.into(),
+                    },
+                );
             }
             Noted::RecordReceived {
                 job,
                 fence,
                 invocation,
-            } => history("record", job, fence, json!({"invocation": invocation})),
+            } => history(
+                job,
+                fence,
+                HistoryEvent::Record {
+                    invocation: invocation.into(),
+                },
+            ),
             Noted::Written { job, fence, state } => {
                 let event = if state.is_terminal() {
-                    "terminal"
+                    HistoryEvent::Terminal { state }
                 } else {
-                    "retry"
+                    HistoryEvent::Retry { state }
                 };
-                history(event, job, fence, json!({"state": state}));
+                history(job, fence, event);
             }
             Noted::CancelledWaiting { job } => {
                 Stats::bump(&s.cancelled);
-                history("terminal", job, 0, json!({"state": JobState::Cancelled}));
+                history(
+                    job,
+                    0,
+                    HistoryEvent::Terminal {
+                        state: JobState::Cancelled,
+                    },
+                );
             }
             Noted::Stale {
                 job,
@@ -215,26 +228,29 @@ where
                 state,
             } => {
                 metrics::counter!(fm::STALE_WRITES_REJECTED).increment(1);
-                let extra = match state {
-                    Some(state) => json!({"op": op, "state": state}),
-                    None => json!({"op": op}),
-                };
-                history("stale", job, fence, extra);
+                history(
+                    job,
+                    fence,
+                    HistoryEvent::Stale {
+                        op: op.into(),
+                        state,
+                    },
+                );
             }
             Noted::LeaseLost => {
                 Stats::bump(&s.leases_lost);
                 metrics::counter!(fm::LEASES_LOST).increment(1);
             }
-            Noted::LeaseExpired { job, fence } => history("lease_expired", job, fence, json!({})),
+            Noted::LeaseExpired { job, fence } => history(job, fence, HistoryEvent::LeaseExpired),
             Noted::Released { job, fence } => {
                 Stats::bump(&s.released);
                 metrics::counter!(fm::JOBS_RELEASED).increment(1);
-                history("release", job, fence, json!({}));
+                history(job, fence, HistoryEvent::Release);
             }
             Noted::Requeued { job, fence, state } => {
                 Stats::bump(&s.requeued);
                 metrics::counter!(fm::SWEEPER_REQUEUED).increment(1);
-                history("requeue", job, fence, json!({"state": state}));
+                history(job, fence, HistoryEvent::Requeue { state });
             }
             Noted::LedgerError => {
                 Stats::bump(&s.ledger_errors);

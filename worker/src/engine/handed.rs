@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use fleet_shared::ledger::recorder::Live;
 use fleet_shared::ledger::{ItemKey, Lease, Ledger};
-use fleet_shared::message::{JobMessage, Target};
+use fleet_shared::message::{JobMessage, RouteReason, RouteRule, Target};
 use fleet_shared::metrics as fm;
 use fleet_shared::queue::{DeadLetterQueue, JobQueue, MAX_BATCH, Received};
 use tokio_util::sync::CancellationToken;
@@ -341,8 +341,7 @@ where
             target: Target::Lambda,
             reason: e
                 .route
-                .clone()
-                .unwrap_or_else(|| "invocation_record".to_owned()),
+                .unwrap_or(RouteReason::of(RouteRule::InvocationRecord)),
         };
         let permit = self.handed.take(&key, e.fence);
         let outcome = rec.end.outcome.clone();

@@ -122,7 +122,7 @@ impl Stats {
         metrics::counter!(
             fm::ROUTING_DECISIONS,
             "target" => route.target.as_str(),
-            "reason" => route.reason.clone()
+            "reason" => route.reason.to_string()
         )
         .increment(1);
         let key = format!("{}/{}", route.target.as_str(), route.reason);

@@ -22,7 +22,7 @@ use fleet_shared::ledger::{AttemptRecord, Change, Finish, History, Ledger, Ledge
 use fleet_shared::message::JobMessage;
 use fleet_shared::metrics as fm;
 use fleet_shared::queue::{DeadLetterQueue, JobQueue, MAX_DELAY};
-use fleet_shared::state::JobState;
+use fleet_shared::state::{AttemptOutcome, JobState};
 use tracing::{debug, info, warn};
 
 use super::attempt::{Attempt, TaskInfo};
@@ -78,7 +78,7 @@ where
                             a,
                             route,
                             Finish::Succeeded { result },
-                            "succeeded",
+                            AttemptOutcome::Succeeded,
                             info,
                             acker,
                         )
@@ -118,7 +118,7 @@ where
                 error: message,
             },
         };
-        self.record_finish(a, route, finish, class.as_str(), info, acker)
+        self.record_finish(a, route, finish, AttemptOutcome::Failed(class), info, acker)
             .await
     }
 
@@ -163,7 +163,7 @@ where
         a: &Attempt<'_>,
         route: &Route,
         finish: Finish,
-        outcome: &str,
+        outcome: AttemptOutcome,
         info: TaskInfo,
         acker: &Acker,
     ) -> bool {
@@ -172,13 +172,13 @@ where
             fence: a.lease.fence,
             started_ms: a.lease.started_ms,
             ended_ms: self.clock.now_ms(),
-            target: route.target.as_str().to_owned(),
-            outcome: outcome.to_owned(),
+            target: route.target,
+            outcome,
             retry_at_ms: match &finish {
                 Finish::Retry { retry_at_ms, .. } => Some(*retry_at_ms),
                 _ => None,
             },
-            reason: route.reason.clone(),
+            reason: route.reason,
             exit_code: info.exit_code,
             stopped_reason: info.stopped_reason,
         };
@@ -305,7 +305,7 @@ where
                         class: ErrorClass::Permanent,
                         error: clip(&format!("the ledger refused the outcome: {e}")),
                     };
-                    rec.outcome = ErrorClass::Permanent.as_str().to_owned();
+                    rec.outcome = AttemptOutcome::Failed(ErrorClass::Permanent);
                     rec.retry_at_ms = None;
                 }
                 Err(e) => {
@@ -324,17 +324,12 @@ where
         error: &str,
         history: &History,
     ) -> FailureRecord {
-        let mut targets: Vec<String> = Vec::new();
-        for h in &history.attempts {
-            if !targets.contains(&h.record.target) {
-                targets.push(h.record.target.clone());
-            }
-        }
+        let targets = fleet_shared::ledger::targets_of(&history.attempts);
         let started = history.attempts.iter().map(|h| h.record.started_ms);
         FailureRecord {
             job_id: msg.map(|m| m.job_id.clone()),
             request_id: msg.map(|m| m.request_id.clone()),
-            error_class: class.as_str().to_owned(),
+            error_class: class,
             error: clip(error),
             attempts: history
                 .attempts
@@ -360,7 +355,7 @@ where
         {
             Ok(()) => {
                 self.note(Noted::DeadLettered {
-                    class: &record.error_class,
+                    class: record.error_class.as_str(),
                 });
                 true
             }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fleet_shared::ledger::{Adopted, DueEntry, DueKind, Ledger};
-use fleet_shared::message::{JobMessage, Target};
+use fleet_shared::message::{JobMessage, RouteReason, RouteRule, Target};
 use fleet_shared::metrics as fm;
 use fleet_shared::queue::{DeadLetterQueue, JobQueue};
 use rand::RngExt;
@@ -239,7 +239,7 @@ where
         let span = info_span!("job", request_id = %msg.request_id, job_id = %msg.job_id);
         let route = Route {
             target: Target::Ecs,
-            reason: "adopted".to_owned(),
+            reason: RouteReason::of(RouteRule::Adopted),
         };
         let a = Attempt::adopted(&msg, adopted.lease.clone());
         *a.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(adopted.task.clone());

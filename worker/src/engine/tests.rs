@@ -8,9 +8,11 @@ use fleet_shared::config::Config;
 use fleet_shared::ids::JobId;
 use fleet_shared::ledger::memory::{DIRECT_JOB_SHARDS, MemoryLedger};
 use fleet_shared::ledger::{AttemptRecord, Change, Claim, ClaimRequest, Ledger};
-use fleet_shared::message::{JobEvent, JobMessage, MESSAGE_VERSION, Target};
+use fleet_shared::message::{
+    JobEvent, JobMessage, MESSAGE_VERSION, RouteReason, RouteRule, Target,
+};
 use fleet_shared::queue::memory::MemoryQueue;
-use fleet_shared::state::JobState;
+use fleet_shared::state::{AttemptOutcome, JobState};
 use fleet_shared::time::Clock;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -452,7 +454,13 @@ impl Rig {
         self.history("r:0")
             .await
             .into_iter()
-            .map(|h| (h.target, h.reason, h.outcome))
+            .map(|h| {
+                (
+                    h.target.as_str().to_owned(),
+                    h.reason.to_string(),
+                    h.outcome.to_string(),
+                )
+            })
             .collect()
     }
 
@@ -521,10 +529,10 @@ async fn failures_are_retried_with_growing_delays_then_dead_lettered() {
     assert!(
         history
             .iter()
-            .all(|h| h.outcome == "job_failure" && h.target == "lambda")
+            .all(|h| h.outcome.as_str() == "job_failure" && h.target == Target::Lambda)
     );
     assert_eq!(record.attempts, 4);
-    assert_eq!(record.targets, vec!["lambda".to_string()]);
+    assert_eq!(record.targets, vec![Target::Lambda]);
     assert_eq!(record.first_attempt_ms, Some(history[0].started_ms));
     assert_eq!(record.last_attempt_ms, Some(history[3].started_ms));
     assert_eq!(rig.ledger.get("r:0").unwrap().attempts, 4);
@@ -561,7 +569,7 @@ async fn an_item_the_ledger_refuses_as_invalid_fails_the_job_at_once() {
     let attrs: BTreeMap<_, _> = dead[0].1.iter().cloned().collect();
     let record = FailureRecord::from_attribute(&attrs[dead_letter_attr::FAILURE]).unwrap();
     assert!(record.error.contains("ValidationException"), "{record:?}");
-    assert_eq!(record.error_class, "permanent", "{record:?}");
+    assert_eq!(record.error_class, ErrorClass::Permanent, "{record:?}");
     rig.stop().await;
 }
 
@@ -852,10 +860,10 @@ async fn a_failed_jobs_message_that_comes_back_is_dead_lettered_again() {
         fence: lease.fence,
         started_ms: lease.started_ms,
         ended_ms: lease.started_ms + 5,
-        target: "lambda".into(),
-        outcome: "permanent".into(),
+        target: Target::Lambda,
+        outcome: AttemptOutcome::Failed(ErrorClass::Permanent),
         retry_at_ms: None,
-        reason: "default".into(),
+        reason: RouteReason::of(RouteRule::Default),
         exit_code: None,
         stopped_reason: None,
     };
@@ -928,8 +936,8 @@ async fn a_running_task_is_handed_off_and_followed_to_its_end() {
     assert_eq!(history.len(), 1);
     let h = &history[0];
     assert_eq!(
-        (h.target.as_str(), h.reason.as_str(), h.exit_code),
-        ("ecs", "job_type", Some(0))
+        (h.target.as_str(), h.reason.to_string(), h.exit_code),
+        ("ecs", "job_type".to_owned(), Some(0))
     );
     assert!(
         h.ended_ms - h.started_ms >= 120_000,
@@ -965,8 +973,8 @@ async fn another_replica_adopts_a_task_whose_replica_died() {
     let history = second.history("r:0").await;
     assert_eq!(history.len(), 1);
     assert_eq!(
-        (history[0].reason.as_str(), history[0].fence),
-        ("adopted", 2)
+        (history[0].reason.to_string(), history[0].fence),
+        ("adopted".to_owned(), 2)
     );
     assert_eq!(
         second.tasks.starts.lock().unwrap().len(),
@@ -1240,7 +1248,7 @@ async fn lambda_attempts_are_handed_off_and_recorded_from_their_records() {
         assert_eq!(rig.job.calls_for(&job).len(), runs, "{job}");
         let h = rig.history(&job).await;
         assert_eq!(h.len(), runs, "{job}: one history entry per run");
-        assert!(h.iter().all(|a| a.target == "lambda"));
+        assert!(h.iter().all(|a| a.target == Target::Lambda));
     }
     // Every permit came back: the limit holds nothing for finished jobs.
     until("permits back", || rig.engine.handed.len() == 0).await;
@@ -1451,7 +1459,7 @@ async fn a_malformed_invocation_record_is_dead_lettered_with_its_reason() {
         .map(|(body, attrs)| {
             let attrs: BTreeMap<_, _> = attrs.iter().cloned().collect();
             let record = FailureRecord::from_attribute(&attrs[dead_letter_attr::FAILURE]).unwrap();
-            assert_eq!(record.error_class, "permanent", "{body}");
+            assert_eq!(record.error_class, ErrorClass::Permanent, "{body}");
             record.error
         })
         .collect();
