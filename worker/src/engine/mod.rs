@@ -20,7 +20,9 @@
 
 mod attempt;
 mod events;
+mod execute;
 mod handed;
+mod lease;
 mod outcome;
 mod receive;
 mod sweep;
