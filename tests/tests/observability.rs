@@ -332,7 +332,7 @@ fn the_alert_rules_use_catalog_metrics_and_the_readme_lists_the_catalog() {
             lookup(n).is_none()
                 && n != "fleet_"
                 && n != "fleet_payload_ref"
-                && !["shared", "tests", "worker", "producer"]
+                && !["job", "shared", "tests", "worker", "producer"]
                     .iter()
                     .any(|c| n == &format!("fleet_{c}"))
         })
