@@ -86,6 +86,15 @@ where
     }
 }
 
+/// A request DynamoDB was never sent (the SDK refused to build it): retrying cannot help.
+pub(crate) fn build_err(op: &'static str, e: impl std::fmt::Display) -> LedgerError {
+    LedgerError::Aws {
+        op,
+        class: ErrorClass::Permanent,
+        message: e.to_string(),
+    }
+}
+
 /// Whether an SDK error is DynamoDB's "the condition did not hold".
 pub(crate) fn condition_failed<E: ProvideErrorMetadata>(e: &SdkError<E>) -> bool {
     e.as_service_error()
@@ -266,11 +275,7 @@ impl Update {
             .set_expression_attribute_names(Some(self.names()))
             .set_expression_attribute_values(self.values())
             .build()
-            .map_err(|e| LedgerError::Aws {
-                op: "TransactWriteItems",
-                class: ErrorClass::Permanent,
-                message: e.to_string(),
-            })
+            .map_err(|e| build_err("TransactWriteItems", e))
     }
 }
 
