@@ -3,6 +3,7 @@
 //! - [`schema`]: the table and its indexes, and the layout item that says which layout a
 //!   table holds (an older table is refused, never misread);
 //! - [`jobs`]: what a worker does to one job (claim, heartbeat, adopt, requeue, history);
+//! - `read`: reading a job's items (lean item, payload, history) and a job type's durations;
 //! - [`commit`]: state changes and the counters they move, in transactions;
 //! - [`requests`]: what the producer does (requests, job items, counts, listings).
 //!
@@ -11,6 +12,7 @@
 
 pub mod commit;
 pub mod jobs;
+mod read;
 pub mod requests;
 pub mod schema;
 
