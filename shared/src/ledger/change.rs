@@ -1,6 +1,8 @@
 //! State changes that move a request's counts, and the one rule of how they move them.
 
 use super::*;
+use crate::ids::JobId;
+use crate::message::Target;
 
 /// A state change that moves a request's counts, committed with its counters.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,6 +1,8 @@
 //! What a claim asks for and what it answers: the request's view, the lease.
 
 use super::*;
+use crate::ids::JobId;
+use crate::message::Target;
 
 /// What a replica knows of a job's request, read from the request item and kept for a few
 /// seconds.

@@ -1,6 +1,8 @@
 //! What the sweeper reads from the due index and takes over from it.
 
 use super::*;
+use crate::ids::JobId;
+use crate::message::Target;
 
 /// A job the due index lists: a RUNNING job whose lease ended, or a PENDING or RETRYING job
 /// claimable since `at_ms` and not claimed.

@@ -1,6 +1,7 @@
 //! The ledger's error, with the class that says whether to try again.
 
 use super::*;
+use crate::state::InvalidTransition;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {

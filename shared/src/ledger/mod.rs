@@ -48,12 +48,9 @@ pub use replica::*;
 pub use requests::*;
 
 use std::fmt;
-use std::future::Future;
 
 use crate::error::ErrorClass;
-use crate::ids::JobId;
-use crate::message::Target;
-use crate::state::{InvalidTransition, JobState};
+use crate::state::JobState;
 
 pub use item::{Due, DueKind};
 

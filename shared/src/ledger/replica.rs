@@ -1,5 +1,7 @@
 //! The ledger operations a worker replica performs.
 
+use std::future::Future;
+
 use super::*;
 
 /// The ledger operations a worker replica performs.

@@ -1,6 +1,10 @@
 //! The ledger operations the producer performs, and the records they read and write.
 
+use std::future::Future;
+
 use super::*;
+use crate::ids::JobId;
+use crate::message::Target;
 
 /// A request as the ledger records it.
 #[derive(Debug, Clone, PartialEq, Eq)]

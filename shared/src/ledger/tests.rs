@@ -1,4 +1,5 @@
 use super::*;
+use crate::ids::JobId;
 
 fn lease(after_retry: bool) -> Lease {
     let job = JobId::new("r", 1).unwrap_or_else(|e| panic!("{e}"));

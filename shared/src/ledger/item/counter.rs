@@ -2,6 +2,7 @@
 //! reports.
 
 use super::*;
+use crate::ledger::{ItemKey, LedgerError};
 
 /// Counter item attributes: the counts, and the replicas' live reports.
 pub mod counter_attr {

@@ -2,6 +2,11 @@
 //! [`encode_job`], and what a claim makes of it.
 
 use super::*;
+use crate::error::ErrorClass;
+use crate::ids::JobId;
+use crate::ledger::{AttemptRecord, ItemKey, LedgerError};
+use crate::message::Target;
+use crate::state::JobState;
 
 /// Where a job's payload is.
 #[derive(Debug, Clone, PartialEq, Eq)]

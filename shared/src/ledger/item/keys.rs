@@ -2,6 +2,9 @@
 //! partitions a job is listed in.
 
 use super::*;
+use crate::ids::JobId;
+use crate::ledger::{ItemKey, LedgerError};
+use crate::state::JobState;
 
 pub const LAYOUT_PK: &str = "FLEET";
 pub const LAYOUT_SK: &str = "LAYOUT";

@@ -22,12 +22,6 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::{AttemptRecord, ItemKey, LedgerError};
-use crate::error::ErrorClass;
-use crate::ids::JobId;
-use crate::message::Target;
-use crate::state::JobState;
-
 mod counter;
 mod job;
 mod keys;

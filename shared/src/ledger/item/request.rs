@@ -1,6 +1,7 @@
 //! The request item.
 
 use super::*;
+use crate::ledger::{ItemKey, LedgerError};
 
 /// A request item's attributes.
 pub fn encode_request(r: &crate::ledger::RequestRecord, expires_at: Option<u64>) -> Item {

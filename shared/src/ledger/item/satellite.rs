@@ -2,6 +2,7 @@
 //! its history.
 
 use super::*;
+use crate::ledger::{ItemKey, LedgerError};
 
 /// A payload item.
 pub fn payload_item(lean: &ItemKey, payload_json: &str, expires_at: Option<u64>) -> Item {

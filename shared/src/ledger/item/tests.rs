@@ -1,4 +1,8 @@
 use super::*;
+use crate::error::ErrorClass;
+use crate::ids::JobId;
+use crate::ledger::{AttemptRecord, ItemKey};
+use crate::state::JobState;
 
 fn job() -> JobId {
     JobId::new("req-1", 42).unwrap_or_else(|e| panic!("{e}"))

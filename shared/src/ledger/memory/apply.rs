@@ -1,6 +1,14 @@
 //! What a change or an owned write does to a job's item, under the same conditions as
 //! DynamoDB's.
 
+use crate::ledger::item::{
+    self, JobItem, ResultAt, SHORT_ERROR_BYTES, clip_bytes, due_for, encode_job, item_size,
+    write_units,
+};
+use crate::ledger::model::Charge;
+use crate::ledger::{Change, Finish, Lease, LedgerError};
+use crate::state::{JobState, transition};
+
 use super::*;
 
 impl MemoryLedger {

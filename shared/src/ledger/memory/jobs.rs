@@ -1,5 +1,19 @@
 //! What a worker replica does, in memory.
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::error::ErrorClass;
+use crate::ledger::item::{
+    self, CounterItem, DueKind, JobItem, PayloadAt, ResultAt, encode_job, item_size, read_units,
+    write_units,
+};
+use crate::ledger::model::Charge;
+use crate::ledger::{
+    Adopted, Change, Claim, ClaimRequest, DueEntry, Finish, History, ItemKey, Lease, Ledger,
+    LedgerError, LiveReport, RequestLedger, RequestView, Requeue,
+};
+use crate::state::{JobState, transition};
+
 use super::*;
 
 impl Ledger for MemoryLedger {

@@ -9,18 +9,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use super::item::{
-    self, CounterItem, DueKind, Item, JobItem, PayloadAt, ResultAt, SHORT_ERROR_BYTES, clip_bytes,
-    decode_history, due_for, encode_job, item_size, read_units, write_units,
+    self, CounterItem, Item, JobItem, PayloadAt, encode_job, item_size, write_units,
 };
 use super::model::{Charge, Limits, Meter, Usage};
-use super::{
-    Adopted, Change, Claim, ClaimRequest, Counts, DueEntry, Finish, History, ItemKey, JobDetail,
-    Lease, Ledger, LedgerError, LiveReport, NewJob, Page, PutRequestOutcome, RequestLedger,
-    RequestRecord, RequestView, Requeue,
-};
+use super::{ItemKey, Lease, LedgerError, RequestRecord};
 use crate::error::ErrorClass;
 use crate::ids::JobId;
-use crate::state::{JobState, transition};
+use crate::state::JobState;
 
 /// Job shards of a request whose jobs were sent straight to SQS (no request item).
 pub const DIRECT_JOB_SHARDS: u32 = 16;

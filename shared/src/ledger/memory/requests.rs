@@ -1,5 +1,17 @@
 //! What the producer does, in memory: requests, job items, counts, listings.
 
+use crate::error::ErrorClass;
+use crate::ledger::item::{
+    self, JobItem, PayloadAt, ResultAt, decode_history, encode_job, item_size, read_units,
+    write_units,
+};
+use crate::ledger::model::Charge;
+use crate::ledger::{
+    Change, Counts, History, ItemKey, JobDetail, Ledger, LedgerError, NewJob, Page,
+    PutRequestOutcome, RequestLedger, RequestRecord,
+};
+use crate::state::JobState;
+
 use super::*;
 
 impl MemoryLedger {
