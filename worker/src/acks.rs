@@ -84,6 +84,8 @@ async fn run<Q: JobQueue>(queue: Arc<Q>, mut rx: mpsc::UnboundedReceiver<String>
     while flights.join_next().await.is_some() {}
 }
 
+/// Deletes a batch, trying again what failed through no fault of ours; a permanent error
+/// (a receipt or queue SQS refuses) ends the batch at once.
 async fn flush<Q: JobQueue>(queue: &Q, mut batch: Vec<String>) {
     for attempt in 1..=TRIES {
         match queue.delete_batch(&batch).await {
@@ -91,6 +93,10 @@ async fn flush<Q: JobQueue>(queue: &Q, mut batch: Vec<String>) {
             Ok(failed) => {
                 warn!(failed = failed.len(), attempt, "some deletes failed");
                 batch = failed;
+            }
+            Err(e) if !e.class().is_retryable() => {
+                warn!(error = %e, receipts = batch.len(), "delete batch refused; those messages will come back and be deleted then");
+                return;
             }
             Err(e) => warn!(error = %e, attempt, "delete batch failed"),
         }
@@ -104,8 +110,71 @@ async fn flush<Q: JobQueue>(queue: &Q, mut batch: Vec<String>) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
+    use fleet_shared::error::ErrorClass;
     use fleet_shared::queue::memory::MemoryQueue;
+    use fleet_shared::queue::{QueueError, Received};
+
+    /// A queue whose deletes all fail with `class`, counting the calls.
+    struct Failing {
+        class: ErrorClass,
+        calls: AtomicUsize,
+    }
+
+    impl Failing {
+        fn err(&self) -> QueueError {
+            QueueError::Aws {
+                op: "DeleteMessageBatch",
+                class: self.class,
+                message: "no".into(),
+            }
+        }
+    }
+
+    impl JobQueue for Failing {
+        async fn receive(
+            &self,
+            _: usize,
+            _: Duration,
+            _: Duration,
+        ) -> Result<Vec<Received>, QueueError> {
+            Ok(Vec::new())
+        }
+        async fn delete_batch(&self, _: &[String]) -> Result<Vec<String>, QueueError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            Err(self.err())
+        }
+        async fn backlog(&self) -> Result<u64, QueueError> {
+            Ok(0)
+        }
+        async fn send(&self, _: &str, _: Duration) -> Result<(), QueueError> {
+            Err(self.err())
+        }
+        async fn send_all(&self, _: &[String]) -> Result<(), QueueError> {
+            Err(self.err())
+        }
+        async fn set_visibility(&self, _: &str, _: Duration) -> Result<(), QueueError> {
+            Err(self.err())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_delete_is_not_tried_again_a_failed_one_is() {
+        for (class, calls) in [
+            (ErrorClass::Permanent, 1),
+            (ErrorClass::Throttled, TRIES as usize),
+            (ErrorClass::Transient, TRIES as usize),
+        ] {
+            let q = Failing {
+                class,
+                calls: AtomicUsize::new(0),
+            };
+            flush(&q, vec!["r1".into(), "r2".into()]).await;
+            assert_eq!(q.calls.load(Ordering::SeqCst), calls, "{class}");
+        }
+    }
 
     #[tokio::test]
     async fn deletes_everything_before_finishing() {

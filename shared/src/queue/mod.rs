@@ -30,8 +30,25 @@ pub enum QueueError {
     },
     #[error("queue {0:?} does not exist")]
     NoSuchQueue(String),
+    /// Some entries of a batch were not sent: refused by SQS (permanent), or still failing
+    /// after retries through no fault of ours (transient).
     #[error("{count} messages could not be sent: {message}")]
-    SendFailed { count: usize, message: String },
+    SendFailed {
+        count: usize,
+        class: crate::error::ErrorClass,
+        message: String,
+    },
+}
+
+impl QueueError {
+    /// How to treat the error: an SDK error keeps the class of its cause, a queue that
+    /// does not exist is permanent.
+    pub fn class(&self) -> crate::error::ErrorClass {
+        match self {
+            QueueError::Aws { class, .. } | QueueError::SendFailed { class, .. } => *class,
+            QueueError::NoSuchQueue(_) => crate::error::ErrorClass::Permanent,
+        }
+    }
 }
 
 /// SQS's longest delivery delay.

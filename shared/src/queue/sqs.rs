@@ -28,6 +28,15 @@ where
     }
 }
 
+/// A request SQS was never sent (the SDK refused to build it): retrying cannot help.
+fn build_err(op: &'static str, e: impl std::fmt::Display) -> QueueError {
+    QueueError::Aws {
+        op,
+        class: crate::error::ErrorClass::Permanent,
+        message: e.to_string(),
+    }
+}
+
 /// One SQS queue, by URL.
 #[derive(Debug, Clone)]
 pub struct SqsQueue {
@@ -123,11 +132,7 @@ impl SqsQueue {
                         .id(i.to_string())
                         .message_body(&batch[i])
                         .build()
-                        .map_err(|e| QueueError::Aws {
-                            op: "SendMessageBatch",
-                            class: crate::error::ErrorClass::Permanent,
-                            message: e.to_string(),
-                        })
+                        .map_err(|e| build_err("SendMessageBatch", e))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let out = self
@@ -141,6 +146,7 @@ impl SqsQueue {
             if let Some(f) = out.failed().iter().find(|f| f.sender_fault()) {
                 return Err(QueueError::SendFailed {
                     count: out.failed().len(),
+                    class: crate::error::ErrorClass::Permanent,
                     message: format!("{}: {}", f.code(), f.message().unwrap_or_default()),
                 });
             }
@@ -157,6 +163,7 @@ impl SqsQueue {
                 None => {
                     return Err(QueueError::SendFailed {
                         count: pending.len(),
+                        class: crate::error::ErrorClass::Transient,
                         message: "still failing after retries".into(),
                     });
                 }
@@ -281,11 +288,7 @@ impl JobQueue for SqsQueue {
                     .id(i.to_string())
                     .receipt_handle(r)
                     .build()
-                    .map_err(|e| QueueError::Aws {
-                        op: "DeleteMessageBatch",
-                        class: crate::error::ErrorClass::Permanent,
-                        message: e.to_string(),
-                    })
+                    .map_err(|e| build_err("DeleteMessageBatch", e))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let out = self
@@ -354,11 +357,7 @@ impl DeadLetterQueue for SqsQueue {
                 .data_type("String")
                 .string_value(value)
                 .build()
-                .map_err(|e| QueueError::Aws {
-                    op: "SendMessage",
-                    class: crate::error::ErrorClass::Permanent,
-                    message: e.to_string(),
-                })?;
+                .map_err(|e| build_err("SendMessage", e))?;
             req = req.message_attributes(*name, v);
         }
         req.send().await.map_err(|e| aws_err("SendMessage", e))?;

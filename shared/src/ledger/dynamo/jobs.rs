@@ -6,10 +6,7 @@ use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 
 use super::{DynamoLedger, Update, aws_err, condition_failed, key_map, key_of};
-use crate::ledger::item::{
-    self, DueKind, JobItem, PayloadAt, attr, decode_history, decode_job, encode_job,
-};
-use crate::ledger::memory::merge_last;
+use crate::ledger::item::{self, DueKind, JobItem, PayloadAt, attr, decode_job, encode_job};
 use crate::ledger::{
     Adopted, Change, Claim, ClaimRequest, DueEntry, History, ItemKey, Lease, Ledger, LedgerError,
     LiveReport, RequestView, Requeue,
@@ -24,40 +21,6 @@ const BUCKET_AT: &str = "at";
 pub use crate::ledger::memory::DIRECT_JOB_SHARDS;
 
 impl DynamoLedger {
-    async fn get(&self, key: &ItemKey) -> Result<Option<item::Item>, LedgerError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key_map(key)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| aws_err("GetItem", e))?;
-        Ok(out.item)
-    }
-
-    /// A job's payload: inline, or from its payload item.
-    pub(crate) async fn payload(&self, j: &JobItem) -> Result<String, LedgerError> {
-        match &j.payload {
-            PayloadAt::Inline(p) => Ok(p.clone()),
-            PayloadAt::Apart => {
-                let key = item::satellite(&j.key, item::PAYLOAD_SUFFIX);
-                let found = self.get(&key).await?;
-                let found = found.ok_or_else(|| LedgerError::Malformed {
-                    key: key.to_string(),
-                    message: "the job's payload item is missing".into(),
-                })?;
-                Ok(item::Reader::new(&found, &key).s(attr::PAYLOAD)?.to_owned())
-            }
-        }
-    }
-
-    /// A lean item, decoded.
-    pub(crate) async fn job_item(&self, key: &ItemKey) -> Result<Option<JobItem>, LedgerError> {
-        self.get(key).await?.as_ref().map(decode_job).transpose()
-    }
-
     /// A conditional update returning the item it left (`None`: the condition failed).
     async fn conditional(
         &self,
@@ -600,35 +563,5 @@ impl Ledger for DynamoLedger {
             class: crate::error::ErrorClass::Transient,
             message: format!("durations of {job_type} kept changing under concurrent writers"),
         })
-    }
-}
-
-impl DynamoLedger {
-    async fn durations_item(&self, job_type: &str) -> Result<(u64, Vec<u64>), LedgerError> {
-        let key = item::job_type_key(job_type);
-        let Some(found) = self.get(&key).await? else {
-            return Ok((0, Vec::new()));
-        };
-        let list = match found.get("d") {
-            Some(AttributeValue::L(l)) => l
-                .iter()
-                .filter_map(|v| v.as_n().ok().and_then(|n| n.parse().ok()))
-                .collect(),
-            _ => Vec::new(),
-        };
-        Ok((item::Reader::new(&found, &key).n("v")?, list))
-    }
-
-    /// A job's history item and its lean item's last attempt.
-    pub(crate) async fn read_history(&self, key: &ItemKey) -> Result<History, LedgerError> {
-        let hkey = item::satellite(key, item::HISTORY_SUFFIX);
-        let mut h = match self.get(&hkey).await? {
-            Some(found) => decode_history(&found, &hkey)?,
-            None => History::default(),
-        };
-        if let Some(j) = self.job_item(key).await? {
-            merge_last(&mut h, &j);
-        }
-        Ok(h)
     }
 }

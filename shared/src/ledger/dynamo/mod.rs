@@ -3,6 +3,7 @@
 //! - [`schema`]: the table and its indexes, and the layout item that says which layout a
 //!   table holds (an older table is refused, never misread);
 //! - [`jobs`]: what a worker does to one job (claim, heartbeat, adopt, requeue, history);
+//! - `read`: reading a job's items (lean item, payload, history) and a job type's durations;
 //! - [`commit`]: state changes and the counters they move, in transactions;
 //! - [`requests`]: what the producer does (requests, job items, counts, listings).
 //!
@@ -11,6 +12,7 @@
 
 pub mod commit;
 pub mod jobs;
+mod read;
 pub mod requests;
 pub mod schema;
 
@@ -83,6 +85,15 @@ where
         op,
         class: error::sdk_error(&e),
         message: DisplayErrorContext(e).to_string(),
+    }
+}
+
+/// A request DynamoDB was never sent (the SDK refused to build it): retrying cannot help.
+pub(crate) fn build_err(op: &'static str, e: impl std::fmt::Display) -> LedgerError {
+    LedgerError::Aws {
+        op,
+        class: ErrorClass::Permanent,
+        message: e.to_string(),
     }
 }
 
@@ -266,11 +277,7 @@ impl Update {
             .set_expression_attribute_names(Some(self.names()))
             .set_expression_attribute_values(self.values())
             .build()
-            .map_err(|e| LedgerError::Aws {
-                op: "TransactWriteItems",
-                class: ErrorClass::Permanent,
-                message: e.to_string(),
-            })
+            .map_err(|e| build_err("TransactWriteItems", e))
     }
 }
 

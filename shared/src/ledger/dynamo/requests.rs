@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::types::{KeysAndAttributes, PutRequest, WriteRequest};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::{StreamExt, TryStreamExt};
 
-use super::{DynamoLedger, aws_err, condition_failed, key_map, key_of};
+use super::{DynamoLedger, aws_err, build_err, condition_failed, key_map, key_of};
 use crate::error::ErrorClass;
 use crate::ledger::item::{
     self, CounterItem, JobItem, PayloadAt, ResultAt, attr, decode_job, encode_job, req_attr,
@@ -100,11 +100,7 @@ impl DynamoLedger {
         }
         let mut request = Some(HashMap::from([(
             self.table.clone(),
-            ka.build().map_err(|e| LedgerError::Aws {
-                op: "BatchGetItem",
-                class: ErrorClass::Permanent,
-                message: e.to_string(),
-            })?,
+            ka.build().map_err(|e| build_err("BatchGetItem", e))?,
         )]));
         let mut delays = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(50))
@@ -236,11 +232,7 @@ impl RequestLedger for DynamoLedger {
                     .set_item(Some(it))
                     .build()
                     .map(|p| WriteRequest::builder().put_request(p).build())
-                    .map_err(|e| LedgerError::Aws {
-                        op: "BatchWriteItem",
-                        class: ErrorClass::Permanent,
-                        message: e.to_string(),
-                    })
+                    .map_err(|e| build_err("BatchWriteItem", e))
             };
             if payload == PayloadAt::Apart {
                 puts.push(put(item::payload_item(

@@ -13,7 +13,6 @@ use aws_sdk_dynamodb::types::{
 };
 
 use super::{DynamoLedger, aws_err, condition_failed, key_map};
-use crate::error::ErrorClass;
 use crate::ledger::item::{self, attr, layout_attr};
 use crate::ledger::{LAYOUT_VERSION, LedgerError};
 
@@ -37,11 +36,7 @@ fn key(name: &str, kt: KeyType) -> Result<KeySchemaElement, LedgerError> {
 }
 
 fn build_err(e: impl std::fmt::Display) -> LedgerError {
-    LedgerError::Aws {
-        op: "CreateTable",
-        class: ErrorClass::Permanent,
-        message: e.to_string(),
-    }
+    super::build_err("CreateTable", e)
 }
 
 /// The two indexes: `due` (what the sweeper reads) and `failed` (a request's failed jobs).

@@ -1,0 +1,76 @@
+//! Reading a job's items on DynamoDB: any item by key, a job's lean item and its payload,
+//! its history, a job type's durations. Reads are consistent.
+
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use super::{DynamoLedger, aws_err, key_map};
+use crate::ledger::item::{self, JobItem, PayloadAt, attr, decode_history, decode_job};
+use crate::ledger::memory::merge_last;
+use crate::ledger::{History, ItemKey, LedgerError};
+
+impl DynamoLedger {
+    pub(super) async fn get(&self, key: &ItemKey) -> Result<Option<item::Item>, LedgerError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key_map(key)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| aws_err("GetItem", e))?;
+        Ok(out.item)
+    }
+
+    /// A job's payload: inline, or from its payload item.
+    pub(crate) async fn payload(&self, j: &JobItem) -> Result<String, LedgerError> {
+        match &j.payload {
+            PayloadAt::Inline(p) => Ok(p.clone()),
+            PayloadAt::Apart => {
+                let key = item::satellite(&j.key, item::PAYLOAD_SUFFIX);
+                let found = self.get(&key).await?;
+                let found = found.ok_or_else(|| LedgerError::Malformed {
+                    key: key.to_string(),
+                    message: "the job's payload item is missing".into(),
+                })?;
+                Ok(item::Reader::new(&found, &key).s(attr::PAYLOAD)?.to_owned())
+            }
+        }
+    }
+
+    /// A lean item, decoded.
+    pub(crate) async fn job_item(&self, key: &ItemKey) -> Result<Option<JobItem>, LedgerError> {
+        self.get(key).await?.as_ref().map(decode_job).transpose()
+    }
+
+    pub(super) async fn durations_item(
+        &self,
+        job_type: &str,
+    ) -> Result<(u64, Vec<u64>), LedgerError> {
+        let key = item::job_type_key(job_type);
+        let Some(found) = self.get(&key).await? else {
+            return Ok((0, Vec::new()));
+        };
+        let list = match found.get("d") {
+            Some(AttributeValue::L(l)) => l
+                .iter()
+                .filter_map(|v| v.as_n().ok().and_then(|n| n.parse().ok()))
+                .collect(),
+            _ => Vec::new(),
+        };
+        Ok((item::Reader::new(&found, &key).n("v")?, list))
+    }
+
+    /// A job's history item and its lean item's last attempt.
+    pub(crate) async fn read_history(&self, key: &ItemKey) -> Result<History, LedgerError> {
+        let hkey = item::satellite(key, item::HISTORY_SUFFIX);
+        let mut h = match self.get(&hkey).await? {
+            Some(found) => decode_history(&found, &hkey)?,
+            None => History::default(),
+        };
+        if let Some(j) = self.job_item(key).await? {
+            merge_last(&mut h, &j);
+        }
+        Ok(h)
+    }
+}

@@ -1,0 +1,434 @@
+//! What the producer does, in memory: requests, job items, counts, listings.
+
+use crate::error::ErrorClass;
+use crate::ledger::item::{
+    self, JobItem, PayloadAt, ResultAt, decode_history, encode_job, item_size, read_units,
+    write_units,
+};
+use crate::ledger::model::Charge;
+use crate::ledger::{
+    Change, Counts, History, ItemKey, JobDetail, Ledger, LedgerError, NewJob, Page,
+    PutRequestOutcome, RequestLedger, RequestRecord,
+};
+use crate::state::JobState;
+
+use super::*;
+
+impl MemoryLedger {
+    fn detail(j: &JobItem) -> JobDetail {
+        JobDetail {
+            job_id: j.job.to_string(),
+            index: j.job.index(),
+            state: j.state,
+            attempts: j.attempts,
+            task: j.task.clone(),
+            last_error: j.last_error.clone(),
+            error_class: j.error_class,
+            last: j.last.clone(),
+            finished_at_ms: j.finished_at_ms,
+        }
+    }
+}
+
+/// A cursor: the position after the last item returned, as `<partition number>/<sort key>`.
+pub(crate) fn parse_cursor(cursor: Option<&str>) -> Result<(u32, Option<String>), LedgerError> {
+    let Some(c) = cursor else {
+        return Ok((0, None));
+    };
+    let (p, sk) = c.split_once('/').ok_or_else(|| LedgerError::Malformed {
+        key: "cursor".into(),
+        message: format!("{c:?} is not a cursor this listing gave"),
+    })?;
+    let p = p.parse().map_err(|_| LedgerError::Malformed {
+        key: "cursor".into(),
+        message: format!("{c:?} is not a cursor this listing gave"),
+    })?;
+    Ok((p, Some(sk.to_owned())))
+}
+
+impl RequestLedger for MemoryLedger {
+    async fn put_request(&self, r: &RequestRecord) -> Result<PutRequestOutcome, LedgerError> {
+        let mut st = self.lock();
+        let key = item::request_key(&r.request_id);
+        if let Some(existing) = st.requests.get(&r.request_id) {
+            let size = item_size(&item::encode_request(existing, None));
+            self.write(
+                "PutItem",
+                &[Charge::table(&key.pk, write_units(size, 0) as f64)],
+            )?;
+            return Ok(PutRequestOutcome::Exists(existing.clone()));
+        }
+        let item = item::encode_request(r, self.expiry(r.created_at_ms));
+        self.write(
+            "PutItem",
+            &[Charge::table(
+                &key.pk,
+                write_units(0, item_size(&item)) as f64,
+            )],
+        )?;
+        st.requests.insert(r.request_id.clone(), r.clone());
+        Ok(PutRequestOutcome::Created)
+    }
+
+    async fn get_request(&self, request_id: &str) -> Result<Option<RequestRecord>, LedgerError> {
+        let st = self.lock();
+        let r = st.requests.get(request_id).cloned();
+        let size = r
+            .as_ref()
+            .map_or(0, |r| item_size(&item::encode_request(r, None)));
+        self.read(
+            "GetItem",
+            &[Charge::table(
+                item::request_key(request_id).pk,
+                read_units(size, true),
+            )],
+        )?;
+        Ok(r)
+    }
+
+    async fn put_jobs(&self, jobs: &[NewJob]) -> Result<(), LedgerError> {
+        // BatchWriteItem: 25 items a call; each call metered by itself.
+        let mut items: Vec<(JobItem, Option<String>)> = Vec::new();
+        for nj in jobs {
+            let payload = item::payload_placement(&nj.key, &nj.job_type, &nj.payload_json);
+            let mut j = JobItem::pending(
+                nj.job.clone(),
+                nj.key.clone(),
+                &nj.job_type,
+                payload.clone(),
+                nj.created_at_ms,
+                self.index_shards,
+            );
+            j.max_attempts = nj.max_attempts;
+            j.target = nj.target;
+            let apart = (payload == PayloadAt::Apart).then(|| nj.payload_json.clone());
+            items.push((j, apart));
+        }
+        // BatchWriteItem calls of 25 items, each metered by itself; a throttled call is sent
+        // again with backoff, as the DynamoDB adapter re-sends unprocessed items.
+        for chunk in items.chunks(25) {
+            let mut charges = Vec::new();
+            for (j, apart) in chunk {
+                let lean = encode_job(j);
+                self.check_size("BatchWriteItem", &j.key, &lean)?;
+                charges.extend(item_charges(&j.key.pk, None, Some(&lean), 1.0));
+                if let Some(p) = apart {
+                    let pi = item::payload_item(&j.key, p, self.expiry(j.created_at_ms));
+                    self.check_size("BatchWriteItem", &j.key, &pi)?;
+                    charges.push(Charge::table(
+                        item::satellite(&j.key, item::PAYLOAD_SUFFIX).pk,
+                        write_units(0, item_size(&pi)) as f64,
+                    ));
+                }
+            }
+            let mut pause = std::time::Duration::from_millis(50);
+            let mut tries = 0;
+            loop {
+                match self.write("BatchWriteItem", &charges) {
+                    Ok(()) => break,
+                    Err(e) if tries < 12 && e.class() == ErrorClass::Throttled => {
+                        tries += 1;
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(std::time::Duration::from_secs(5));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            let mut st = self.lock();
+            for (j, apart) in chunk {
+                if let Some(p) = apart {
+                    st.payloads.insert(j.key.clone(), p.clone());
+                }
+                st.put_job(j.clone());
+            }
+        }
+        Ok(())
+    }
+
+    async fn job_states(&self, keys: &[ItemKey]) -> Result<Vec<Option<JobState>>, LedgerError> {
+        let st = self.lock();
+        let mut charges = Vec::new();
+        let out = keys
+            .iter()
+            .map(|k| {
+                let j = st.jobs.get(k);
+                charges.push(Charge::table(
+                    &k.pk,
+                    read_units(j.map_or(0, |j| item_size(&encode_job(j))), true),
+                ));
+                j.map(|j| j.state)
+            })
+            .collect();
+        self.read("BatchGetItem", &charges)?;
+        Ok(out)
+    }
+
+    async fn set_written(&self, request_id: &str, written: u32) -> Result<(), LedgerError> {
+        let mut st = self.lock();
+        let key = item::request_key(request_id);
+        let Some(r) = st.requests.get_mut(request_id) else {
+            return Ok(());
+        };
+        let size = item_size(&item::encode_request(r, None));
+        if let Some(m) = &self.meter {
+            m.write(
+                "UpdateItem",
+                &[Charge::table(&key.pk, write_units(size, size) as f64)],
+            )?;
+        }
+        r.written = r.written.max(written);
+        Ok(())
+    }
+
+    async fn cancel_request(
+        &self,
+        request_id: &str,
+        now_ms: u64,
+        stop_running: bool,
+    ) -> Result<bool, LedgerError> {
+        let mut st = self.lock();
+        let key = item::request_key(request_id);
+        let Some(r) = st.requests.get_mut(request_id) else {
+            return Ok(false);
+        };
+        let size = item_size(&item::encode_request(r, None));
+        if let Some(m) = &self.meter {
+            m.write(
+                "UpdateItem",
+                &[Charge::table(&key.pk, write_units(size, size + 30) as f64)],
+            )?;
+        }
+        r.cancelled_at_ms.get_or_insert(now_ms);
+        r.stop_running |= stop_running;
+        Ok(true)
+    }
+
+    async fn counts(&self, request_id: &str, now_ms: u64) -> Result<Counts, LedgerError> {
+        let st = self.lock();
+        let mut total = Counts::default();
+        let mut charges = Vec::new();
+        for slot in (0..crate::ledger::COUNTER_SLOTS)
+            .map(|s| s.to_string())
+            .chain([crate::ledger::PRODUCER_SLOT.to_owned()])
+        {
+            let key = item::counter_key(request_id, &slot);
+            let c = st.counters.get(&key);
+            charges.push(Charge::table(
+                &key.pk,
+                read_units(c.map_or(0, |c| item_size(&c.encode(&key))), true),
+            ));
+            if let Some(c) = c {
+                c.add_to(&mut total, now_ms);
+            }
+        }
+        self.read("BatchGetItem", &charges)?;
+        Ok(total)
+    }
+
+    async fn recount(&self, request_id: &str, job_shards: u32) -> Result<Counts, LedgerError> {
+        let mut st = self.lock();
+        let mut counted = Counts::default();
+        let mut charges = Vec::new();
+        for shard in 0..job_shards.max(1) {
+            let part = item::job_partition(request_id, shard);
+            let mut bytes = 0;
+            for j in st
+                .jobs
+                .range(ItemKey::new(part.clone(), "")..)
+                .take_while(|(k, _)| k.pk == part)
+                .map(|(_, j)| j)
+            {
+                bytes += item_size(&encode_job(j));
+                match j.state {
+                    JobState::Succeeded => counted.succeeded += 1,
+                    JobState::Failed => counted.failed += 1,
+                    JobState::Cancelled => counted.cancelled += 1,
+                    _ => {}
+                }
+                counted.retrying += i64::from(j.retry_debt);
+                counted.attempts += i64::from(j.attempts);
+            }
+            charges.push(Charge::table(&part, read_units(bytes, true)));
+        }
+        self.read("Query", &charges)?;
+        let mut current = Counts::default();
+        for (k, c) in st.counters.iter() {
+            if k.pk.starts_with(&format!("C#{request_id}#")) {
+                c.add_to(&mut current, 0);
+            }
+        }
+        // Attempts are not recounted: an item's count includes attempts cut short.
+        counted.attempts = current.attempts;
+        let fix = current.delta_to(&counted);
+        if !fix.is_zero() {
+            let key = item::counter_key(request_id, crate::ledger::PRODUCER_SLOT);
+            let c = st.counters.entry(key).or_default();
+            c.counts.add_delta(&fix);
+        }
+        Ok(counted)
+    }
+
+    async fn jobs_page(
+        &self,
+        request_id: &str,
+        job_shards: u32,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<JobDetail>, LedgerError> {
+        let (mut shard, mut after) = parse_cursor(cursor)?;
+        let st = self.lock();
+        let mut items = Vec::new();
+        let mut charges = Vec::new();
+        while shard < job_shards.max(1) && items.len() < limit {
+            let part = item::job_partition(request_id, shard);
+            let start = ItemKey::new(part.clone(), after.clone().unwrap_or_default());
+            let mut bytes = 0;
+            let mut last = None;
+            for (k, j) in st
+                .jobs
+                .range(start..)
+                .take_while(|(k, _)| k.pk == part)
+                .filter(|(k, _)| after.as_ref().is_none_or(|a| k.sk > *a))
+                .take(limit - items.len())
+            {
+                bytes += item_size(&encode_job(j));
+                items.push(Self::detail(j));
+                last = Some(k.sk.clone());
+            }
+            charges.push(Charge::table(&part, read_units(bytes, false)));
+            if items.len() >= limit
+                && let Some(l) = last
+            {
+                self.read("Query", &charges)?;
+                return Ok(Page {
+                    items,
+                    next: Some(format!("{shard}/{l}")),
+                });
+            }
+            shard += 1;
+            after = None;
+        }
+        self.read("Query", &charges)?;
+        Ok(Page { items, next: None })
+    }
+
+    async fn failed_page(
+        &self,
+        request_id: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<JobDetail>, LedgerError> {
+        let (mut shard, mut after) = parse_cursor(cursor)?;
+        let st = self.lock();
+        let mut items = Vec::new();
+        let mut charges = Vec::new();
+        while shard < item::FAILED_SHARDS && items.len() < limit {
+            let part = format!("{request_id}#{shard}");
+            let after_ix: Option<u32> = after.as_deref().and_then(|a| a.parse().ok());
+            let mut bytes = 0;
+            let mut last = None;
+            for (_, ix, key) in st
+                .failed
+                .range((part.clone(), 0u32, ItemKey::new("", ""))..)
+                .take_while(|(p, _, _)| *p == part)
+                .filter(|(_, ix, _)| after_ix.is_none_or(|a| *ix > a))
+                .take(limit - items.len())
+            {
+                let Some(j) = st.jobs.get(key) else { continue };
+                bytes += item::failed_entry(&encode_job(j)).map_or(0, |(_, s)| s);
+                items.push(Self::detail(j));
+                last = Some(*ix);
+            }
+            charges.push(Charge::index(
+                item::FAILED_INDEX,
+                &part,
+                read_units(bytes, false),
+            ));
+            if items.len() >= limit
+                && let Some(l) = last
+            {
+                self.read("Query", &charges)?;
+                return Ok(Page {
+                    items,
+                    next: Some(format!("{shard}/{l}")),
+                });
+            }
+            shard += 1;
+            after = None;
+        }
+        self.read("Query", &charges)?;
+        Ok(Page { items, next: None })
+    }
+
+    async fn job(&self, key: &ItemKey) -> Result<Option<(JobItem, String)>, LedgerError> {
+        let st = self.lock();
+        let Some(j) = st.jobs.get(key).cloned() else {
+            self.read("GetItem", &[Charge::table(&key.pk, 1.0)])?;
+            return Ok(None);
+        };
+        let mut charges = vec![Charge::table(
+            &key.pk,
+            read_units(item_size(&encode_job(&j)), true),
+        )];
+        if j.payload == PayloadAt::Apart {
+            let p = st.payloads.get(key).cloned().unwrap_or_default();
+            charges.push(Charge::table(
+                item::satellite(key, item::PAYLOAD_SUFFIX).pk,
+                read_units(item_size(&item::payload_item(key, &p, None)), true),
+            ));
+        }
+        self.read("GetItem", &charges)?;
+        let payload = self.payload_of(&st, &j);
+        Ok(Some((j, payload)))
+    }
+
+    async fn result(&self, key: &ItemKey) -> Result<Option<String>, LedgerError> {
+        let st = self.lock();
+        let Some(j) = st.jobs.get(key) else {
+            return Ok(None);
+        };
+        Ok(match &j.result {
+            ResultAt::None => None,
+            ResultAt::Inline(r) => Some(r.clone()),
+            ResultAt::Item(f) => st
+                .results
+                .get(key)
+                .filter(|(fence, _)| fence == f)
+                .map(|(_, r)| r.clone()),
+        })
+    }
+
+    async fn job_history(&self, key: &ItemKey) -> Result<History, LedgerError> {
+        let st = self.lock();
+        let mut h = match st.histories.get(key) {
+            Some((ring, n)) => decode_history(&item::history_item(key, ring, *n, None), key)?,
+            None => History::default(),
+        };
+        if let Some(j) = st.jobs.get(key) {
+            merge_last(&mut h, j);
+        }
+        Ok(h)
+    }
+
+    async fn commit_changes(
+        &self,
+        slot: &str,
+        changes: &[Change],
+    ) -> Result<Vec<Result<(), LedgerError>>, LedgerError> {
+        self.commit(slot, changes, &[]).await
+    }
+}
+
+/// Adds the lean item's last attempt to a history when the ring does not hold it (a success,
+/// or a cancel: only failed attempts go to the ring).
+pub(crate) fn merge_last(h: &mut History, j: &JobItem) {
+    if let Some(last) = &j.last
+        && !h.attempts.iter().any(|e| e.record.fence == last.fence)
+    {
+        h.attempts.push(crate::ledger::HistoryEntry {
+            record: last.clone(),
+            error: None,
+        });
+        h.attempts.sort_by_key(|e| e.record.fence);
+    }
+}

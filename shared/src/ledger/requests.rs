@@ -1,0 +1,167 @@
+//! The ledger operations the producer performs, and the records they read and write.
+
+use std::future::Future;
+
+use super::*;
+use crate::ids::JobId;
+use crate::message::Target;
+
+/// A request as the ledger records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRecord {
+    pub request_id: String,
+    pub job_type: String,
+    pub total: u32,
+    /// SHA-256 of the request's canonical content: the same id with other content is refused.
+    pub content_hash: String,
+    pub max_attempts: Option<u32>,
+    pub target: Option<Target>,
+    pub created_at_ms: u64,
+    /// Partitions its job items are spread over.
+    pub job_shards: u32,
+    /// Jobs whose items and messages the producer has written (a cut-short submission
+    /// resumes from here).
+    pub written: u32,
+    pub cancelled_at_ms: Option<u64>,
+    pub stop_running: bool,
+}
+
+/// The answer to writing a request item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutRequestOutcome {
+    Created,
+    /// A request with this id exists; here is what it holds.
+    Exists(RequestRecord),
+}
+
+/// A job item the producer writes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    pub job: JobId,
+    pub key: ItemKey,
+    pub job_type: String,
+    pub payload_json: String,
+    pub max_attempts: Option<u32>,
+    pub target: Option<Target>,
+    pub created_at_ms: u64,
+}
+
+/// One job in full, as `jobs` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobDetail {
+    pub job_id: String,
+    pub index: u32,
+    pub state: JobState,
+    pub attempts: u32,
+    pub task: Option<String>,
+    pub last_error: Option<String>,
+    pub error_class: Option<ErrorClass>,
+    /// The last attempt (the history has the failed ones whole).
+    pub last: Option<AttemptRecord>,
+    pub finished_at_ms: Option<u64>,
+}
+
+/// A page of a listing, and where the next one starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Pass back to get the next page; `None` after the last.
+    pub next: Option<String>,
+}
+
+/// The ledger operations the producer performs.
+pub trait RequestLedger: Send + Sync + 'static {
+    /// Writes a request item unless one with this id exists.
+    fn put_request(
+        &self,
+        r: &RequestRecord,
+    ) -> impl Future<Output = Result<PutRequestOutcome, LedgerError>> + Send;
+
+    fn get_request(
+        &self,
+        request_id: &str,
+    ) -> impl Future<Output = Result<Option<RequestRecord>, LedgerError>> + Send;
+
+    /// Writes PENDING job items (and their payload items) unconditionally: the caller passes
+    /// only jobs that have no item yet.
+    fn put_jobs(&self, jobs: &[NewJob]) -> impl Future<Output = Result<(), LedgerError>> + Send;
+
+    /// The states of the jobs at `keys` that have an item (a resumed submission's check).
+    fn job_states(
+        &self,
+        keys: &[ItemKey],
+    ) -> impl Future<Output = Result<Vec<Option<JobState>>, LedgerError>> + Send;
+
+    /// Moves the request's submission watermark up to `written` (never down).
+    fn set_written(
+        &self,
+        request_id: &str,
+        written: u32,
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send;
+
+    /// Marks the request cancelled (one write); `stop_running` also asks replicas to stop
+    /// its jobs running in tasks. `false` when there is no such request.
+    fn cancel_request(
+        &self,
+        request_id: &str,
+        now_ms: u64,
+        stop_running: bool,
+    ) -> impl Future<Output = Result<bool, LedgerError>> + Send;
+
+    /// The request's counts: a bounded number of reads whatever its size.
+    fn counts(
+        &self,
+        request_id: &str,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Counts, LedgerError>> + Send;
+
+    /// Counts the request's jobs from their items (every item is read) and corrects the
+    /// counters by the difference; the recount.
+    fn recount(
+        &self,
+        request_id: &str,
+        job_shards: u32,
+    ) -> impl Future<Output = Result<Counts, LedgerError>> + Send;
+
+    /// A page of a request's jobs (in shard order, then by index).
+    fn jobs_page(
+        &self,
+        request_id: &str,
+        job_shards: u32,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Page<JobDetail>, LedgerError>> + Send;
+
+    /// A page of a request's FAILED jobs, from the failed index.
+    fn failed_page(
+        &self,
+        request_id: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Page<JobDetail>, LedgerError>> + Send;
+
+    /// A job's lean item and its payload.
+    fn job(
+        &self,
+        key: &ItemKey,
+    ) -> impl Future<Output = Result<Option<(item::JobItem, String)>, LedgerError>> + Send;
+
+    /// A succeeded job's result as recorded (JSON text), if it has one.
+    fn result(
+        &self,
+        key: &ItemKey,
+    ) -> impl Future<Output = Result<Option<String>, LedgerError>> + Send;
+
+    /// A job's history.
+    fn job_history(
+        &self,
+        key: &ItemKey,
+    ) -> impl Future<Output = Result<History, LedgerError>> + Send;
+
+    /// Commits producer-side changes (redrives) under counter slot `slot`.
+    fn commit_changes(
+        &self,
+        slot: &str,
+        changes: &[Change],
+    ) -> impl Future<Output = Result<Vec<Result<(), LedgerError>>, LedgerError>> + Send;
+}
