@@ -139,6 +139,16 @@ where
     X: Dispatcher,
     T: TaskLauncher,
 {
+    /// A write of attempt `a` the ledger refused: another replica owns the job now.
+    pub(super) fn note_stale(&self, a: &Attempt<'_>, op: &'static str) {
+        self.note(Noted::Stale {
+            job: &a.msg.job_id,
+            fence: a.lease.fence,
+            op,
+            state: None,
+        });
+    }
+
     /// Everything that happens to one received message.
     pub(super) async fn handle(
         &self,

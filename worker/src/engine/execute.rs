@@ -120,12 +120,7 @@ where
         match self.ledger.record_task(&a.lease, &task).await {
             Ok(()) => {}
             Err(LedgerError::Stale { .. }) => {
-                self.note(Noted::Stale {
-                    job: &a.msg.job_id,
-                    fence: a.lease.fence,
-                    op: "record_task",
-                    state: None,
-                });
+                self.note_stale(a, "record_task");
                 return AttemptEnd::LeaseLost { expired: false };
             }
             Err(e) => {
@@ -197,12 +192,7 @@ where
                 Err(LedgerError::Stale { .. }) => {
                     // Another replica took the job over (this one was paused past its
                     // lease): nothing was invoked.
-                    self.note(Noted::Stale {
-                        job: &a.msg.job_id,
-                        fence: a.lease.fence,
-                        op: "hand_off",
-                        state: None,
-                    });
+                    self.note_stale(a, "hand_off");
                     return AttemptEnd::LeaseLost { expired: false };
                 }
                 Err(e) => {

@@ -124,12 +124,7 @@ where
                 }
             }
             Err(LedgerError::Stale { .. }) => {
-                self.note(Noted::Stale {
-                    job: &a.msg.job_id,
-                    fence: a.lease.fence,
-                    op: "release",
-                    state: None,
-                });
+                self.note_stale(a, "release");
                 info!(fence = a.lease.fence, "the job has a new owner already");
             }
             Err(e) => warn!(error = %e, "release failed; the lease will expire instead"),
