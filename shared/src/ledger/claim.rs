@@ -100,3 +100,25 @@ pub enum Claim {
         error_class: Option<ErrorClass>,
     },
 }
+
+impl Claim {
+    /// Why a claim was refused, from the item as it stood (both ledgers answer alike).
+    pub fn refused(j: &crate::ledger::item::JobItem, req: &ClaimRequest<'_>) -> Claim {
+        match j.state {
+            s if s.is_terminal() => Claim::Finished {
+                key: j.key.clone(),
+                state: s,
+                last_error: j.last_error.clone(),
+                error_class: j.error_class,
+            },
+            JobState::Running => Claim::NotYet {
+                state: JobState::Running,
+                until_ms: j.lease_until_ms.unwrap_or(req.now_ms) + req.skew_ms,
+            },
+            s => Claim::NotYet {
+                state: s,
+                until_ms: j.retry_at_ms.unwrap_or(req.now_ms),
+            },
+        }
+    }
+}

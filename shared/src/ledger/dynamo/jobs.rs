@@ -57,7 +57,7 @@ impl DynamoLedger {
     async fn create_claimed(&self, req: &ClaimRequest<'_>) -> Result<Claim, LedgerError> {
         match self.put_claimed(req).await? {
             Ok(claim) => Ok(claim),
-            Err(Some(j)) => Ok(refusal(&j, req)),
+            Err(Some(j)) => Ok(Claim::refused(&j, req)),
             Err(None) => Ok(Claim::NotYet {
                 state: JobState::Pending,
                 until_ms: req.now_ms,
@@ -119,26 +119,6 @@ impl DynamoLedger {
     }
 }
 
-/// Why a claim was refused, from the item as it stood.
-fn refusal(j: &JobItem, req: &ClaimRequest<'_>) -> Claim {
-    match j.state {
-        s if s.is_terminal() => Claim::Finished {
-            key: j.key.clone(),
-            state: s,
-            last_error: j.last_error.clone(),
-            error_class: j.error_class,
-        },
-        JobState::Running => Claim::NotYet {
-            state: JobState::Running,
-            until_ms: j.lease_until_ms.unwrap_or(req.now_ms) + req.skew_ms,
-        },
-        s => Claim::NotYet {
-            state: s,
-            until_ms: j.retry_at_ms.unwrap_or(req.now_ms),
-        },
-    }
-}
-
 fn state_value(s: JobState) -> AttributeValue {
     item::s(s.as_str())
 }
@@ -167,8 +147,8 @@ impl Ledger for DynamoLedger {
             // Most messages sent straight to SQS are seen once: create the item first.
             match self.put_claimed(req).await? {
                 Ok(claim) => return Ok(claim),
-                Err(Some(j)) if !matches!(refusal(&j, req), Claim::NotYet { .. }) => {
-                    return Ok(refusal(&j, req));
+                Err(Some(j)) if !matches!(Claim::refused(&j, req), Claim::NotYet { .. }) => {
+                    return Ok(Claim::refused(&j, req));
                 }
                 // It exists and may be claimable (a retry, an expired lease): claim it.
                 Err(_) => {}
@@ -240,7 +220,7 @@ impl Ledger for DynamoLedger {
                 // DynamoDB returns the item that failed the condition; none came back,
                 // so there is no item: a job sent straight to SQS, seen for the first time.
                 match old {
-                    Some(item) => Ok(refusal(&decode_job(&item)?, req)),
+                    Some(item) => Ok(Claim::refused(&decode_job(&item)?, req)),
                     None => self.create_claimed(req).await,
                 }
             }

@@ -216,17 +216,7 @@ impl RequestLedger for DynamoLedger {
     async fn put_jobs(&self, jobs: &[NewJob]) -> Result<(), LedgerError> {
         let mut puts: Vec<WriteRequest> = Vec::new();
         for nj in jobs {
-            let payload = item::payload_placement(&nj.key, &nj.job_type, &nj.payload_json);
-            let mut j = JobItem::pending(
-                nj.job.clone(),
-                nj.key.clone(),
-                &nj.job_type,
-                payload.clone(),
-                nj.created_at_ms,
-                self.index_shards,
-            );
-            j.max_attempts = nj.max_attempts;
-            j.target = nj.target;
+            let (j, payload) = nj.pending_item(self.index_shards);
             let put = |it: item::Item| {
                 PutRequest::builder()
                     .set_item(Some(it))

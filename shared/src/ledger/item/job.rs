@@ -160,6 +160,24 @@ pub fn result_inline(item_bytes: usize, result: &str) -> bool {
 
 /// The payload inline on the lean item when it leaves the item room for an outcome under
 /// [`LEAN_MAX_BYTES`], else apart.
+impl crate::ledger::NewJob {
+    /// The job's lean item as the producer writes it, and where its payload goes.
+    pub fn pending_item(&self, index_shards: u32) -> (JobItem, PayloadAt) {
+        let payload = payload_placement(&self.key, &self.job_type, &self.payload_json);
+        let mut j = JobItem::pending(
+            self.job.clone(),
+            self.key.clone(),
+            &self.job_type,
+            payload.clone(),
+            self.created_at_ms,
+            index_shards,
+        );
+        j.max_attempts = self.max_attempts;
+        j.target = self.target;
+        (j, payload)
+    }
+}
+
 pub fn payload_placement(key: &ItemKey, job_type: &str, payload_json: &str) -> PayloadAt {
     let fixed = key.pk.len() + key.sk.len() + job_type.len() + LEAN_FIXED_BYTES;
     if fixed + payload_json.len() <= LEAN_MAX_BYTES {

@@ -82,22 +82,7 @@ impl Ledger for MemoryLedger {
                     until_ms: req.now_ms,
                 });
             };
-            return Ok(match j.state {
-                s if s.is_terminal() => Claim::Finished {
-                    key,
-                    state: s,
-                    last_error: j.last_error,
-                    error_class: j.error_class,
-                },
-                JobState::Running => Claim::NotYet {
-                    state: JobState::Running,
-                    until_ms: j.lease_until_ms.unwrap_or(req.now_ms) + req.skew_ms,
-                },
-                s => Claim::NotYet {
-                    state: s,
-                    until_ms: j.retry_at_ms.unwrap_or(req.now_ms),
-                },
-            });
+            return Ok(Claim::refused(&j, req));
         };
         let created = old.is_none();
         transition(j.state, JobState::Running)?;

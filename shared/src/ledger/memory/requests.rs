@@ -90,17 +90,7 @@ impl RequestLedger for MemoryLedger {
         // BatchWriteItem: 25 items a call; each call metered by itself.
         let mut items: Vec<(JobItem, Option<String>)> = Vec::new();
         for nj in jobs {
-            let payload = item::payload_placement(&nj.key, &nj.job_type, &nj.payload_json);
-            let mut j = JobItem::pending(
-                nj.job.clone(),
-                nj.key.clone(),
-                &nj.job_type,
-                payload.clone(),
-                nj.created_at_ms,
-                self.index_shards,
-            );
-            j.max_attempts = nj.max_attempts;
-            j.target = nj.target;
+            let (j, payload) = nj.pending_item(self.index_shards);
             let apart = (payload == PayloadAt::Apart).then(|| nj.payload_json.clone());
             items.push((j, apart));
         }
