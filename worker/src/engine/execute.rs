@@ -195,6 +195,20 @@ where
                     self.note_stale(a, "hand_off");
                     return AttemptEnd::LeaseLost { expired: false };
                 }
+                Err(e) if e.class() == ErrorClass::Permanent => {
+                    // Retrying cannot help: nothing was invoked, the job fails with why.
+                    self.note(Noted::LedgerError);
+                    *handing = false;
+                    return AttemptEnd::Done(
+                        Outcome::Failed {
+                            class: ErrorClass::Permanent,
+                            message: format!(
+                                "could not extend the lease to hand the job to Lambda: {e}"
+                            ),
+                        },
+                        TaskInfo::default(),
+                    );
+                }
                 Err(e) => {
                     self.note(Noted::LedgerError);
                     if self.clock.now_ms() + pause.as_millis() as u64

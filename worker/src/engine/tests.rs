@@ -1395,6 +1395,33 @@ async fn a_throttled_hand_off_spends_no_attempt() {
     rig.stop().await;
 }
 
+/// A lease the ledger refuses to extend for good (a permanent error, not a throttle or a
+/// 500): the hand-off gives up at once, invokes nothing and fails the job saying why, rather
+/// than retrying until the lease runs out and the job comes back to do the same again.
+#[tokio::test(start_paused = true)]
+async fn a_permanent_ledger_error_before_a_hand_off_fails_the_job_without_invoking() {
+    let rig = start_handing(handing_config(), None, Records::Once);
+    rig.ledger.fail_heartbeats_as(Some(ErrorClass::Permanent));
+    rig.queue.push(body("r", 0, json!({})));
+    until("failed", || rig.state("r:0") == Some(JobState::Failed)).await;
+    assert!(rig.job.calls_for("r:0").is_empty(), "nothing was invoked");
+    let history = rig.history("r:0").await;
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert_eq!(
+        history[0].outcome,
+        AttemptOutcome::Failed(ErrorClass::Permanent)
+    );
+    let j = rig.ledger.get("r:0").unwrap();
+    assert!(
+        j.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("could not extend the lease")),
+        "{:?}",
+        j.last_error
+    );
+    rig.stop().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn lambdas_retry_after_is_the_least_wait_after_a_throttle() {
     let rig = start_handing(handing_config(), None, Records::Once);

@@ -109,14 +109,15 @@ impl Ledger for MemoryLedger {
     }
 
     async fn heartbeat(&self, lease: &Lease, until_ms: u64) -> Result<(), LedgerError> {
-        if self
+        let failing = *self
             .failing_heartbeats
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(class) = failing {
             return Err(LedgerError::Aws {
                 op: "UpdateItem",
-                class: ErrorClass::Transient,
-                message: "unreachable (test)".into(),
+                class,
+                message: "refused (test)".into(),
             });
         }
         self.owned_update("UpdateItem", lease, |j| {

@@ -89,7 +89,7 @@ pub struct MemoryLedger {
     ttl_secs: Option<u64>,
     meter: Option<Meter>,
     /// While set, heartbeats fail as an unreachable table would (tests of lease expiry).
-    failing_heartbeats: std::sync::atomic::AtomicBool,
+    failing_heartbeats: Mutex<Option<ErrorClass>>,
 }
 
 impl Default for MemoryLedger {
@@ -195,7 +195,7 @@ impl MemoryLedger {
             history_keep: 10,
             ttl_secs: None,
             meter: None,
-            failing_heartbeats: std::sync::atomic::AtomicBool::new(false),
+            failing_heartbeats: Mutex::new(None),
         }
     }
 
@@ -227,8 +227,15 @@ impl MemoryLedger {
 
     /// Makes heartbeats fail (or succeed again) as if the table could not be reached.
     pub fn fail_heartbeats(&self, fail: bool) {
-        self.failing_heartbeats
-            .store(fail, std::sync::atomic::Ordering::Relaxed);
+        self.fail_heartbeats_as(fail.then_some(ErrorClass::Transient));
+    }
+
+    /// Makes heartbeats fail with an error of `class` (or succeed again with `None`).
+    pub fn fail_heartbeats_as(&self, class: Option<ErrorClass>) {
+        *self
+            .failing_heartbeats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = class;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
