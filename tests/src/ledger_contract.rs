@@ -547,3 +547,64 @@ fn rec(lease: &Lease, outcome: &str) -> AttemptRecord {
         stopped_reason: None,
     }
 }
+
+/// Listings a page at a time: 30 jobs over the direct job shards, 20 of them failed over the
+/// failed index's shards; small pages list every job once, and the failed ones alone.
+pub async fn check_listings<L: Ledger + RequestLedger>(l: &L, request: &str) {
+    let t0 = 1_900_000_000_000u64;
+    for i in 0..30 {
+        let job = JobId::new(request, i).expect("id");
+        let lease = claimed(l, &job, "a", t0).await;
+        let end = if i % 3 == 0 {
+            finish(&lease, Finish::Succeeded { result: None }, "succeeded")
+        } else {
+            let failed = Finish::Failed {
+                class: ErrorClass::Permanent,
+                error: format!("job {i}"),
+            };
+            finish(&lease, failed, "permanent")
+        };
+        commit(l, end).await.expect("finish");
+    }
+    let mut listed = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = l
+            .jobs_page(request, DIRECT_JOB_SHARDS, cursor.as_deref(), 4)
+            .await
+            .expect("jobs page");
+        assert!(page.items.len() <= 4, "{page:?}");
+        listed.extend(page.items.iter().map(|j| j.index));
+        cursor = page.next;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    listed.sort_unstable();
+    assert_eq!(listed, (0..30).collect::<Vec<_>>(), "every job once");
+
+    let mut failed = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = l
+            .failed_page(request, cursor.as_deref(), 3)
+            .await
+            .expect("failed page");
+        assert!(page.items.len() <= 3, "{page:?}");
+        for j in &page.items {
+            assert_eq!(j.state, JobState::Failed);
+            assert_eq!(
+                j.last_error.as_deref(),
+                Some(format!("job {}", j.index).as_str())
+            );
+        }
+        failed.extend(page.items.iter().map(|j| j.index));
+        cursor = page.next;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    failed.sort_unstable();
+    let expected: Vec<u32> = (0..30).filter(|i| i % 3 != 0).collect();
+    assert_eq!(failed, expected, "the failed jobs once each");
+}

@@ -56,11 +56,13 @@ async fn both_ledgers_keep_the_contract_and_leave_the_same_items() {
     ledger_contract::check(&dynamo, "contract").await;
     ledger_contract::check_handoff(&dynamo, "handoff").await;
     ledger_contract::check_handed_and_buckets(&dynamo, "handed").await;
+    ledger_contract::check_listings(&dynamo, "listed").await;
 
     let memory = MemoryLedger::new().with_index_shards(16);
     ledger_contract::check(&memory, "contract").await;
     ledger_contract::check_handoff(&memory, "handoff").await;
     ledger_contract::check_handed_and_buckets(&memory, "handed").await;
+    ledger_contract::check_listings(&memory, "listed").await;
 
     let mut scanned = Vec::new();
     let mut start = None;

@@ -33,6 +33,7 @@ mod claim;
 mod counts;
 mod due;
 mod error;
+mod page;
 mod replica;
 mod requests;
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 
+use super::item::JobItem;
 use super::*;
 use crate::ids::JobId;
 use crate::message::Target;
@@ -59,6 +60,22 @@ pub struct JobDetail {
     /// The last attempt (the history has the failed ones whole).
     pub last: Option<AttemptRecord>,
     pub finished_at_ms: Option<u64>,
+}
+
+impl From<&JobItem> for JobDetail {
+    fn from(j: &JobItem) -> Self {
+        JobDetail {
+            job_id: j.job.to_string(),
+            index: j.job.index(),
+            state: j.state,
+            attempts: j.attempts,
+            task: j.task.clone(),
+            last_error: j.last_error.clone(),
+            error_class: j.error_class,
+            last: j.last.clone(),
+            finished_at_ms: j.finished_at_ms,
+        }
+    }
 }
 
 /// A page of a listing, and where the next one starts.

@@ -12,7 +12,7 @@ use fleet_shared::ids::JobId;
 use fleet_shared::ledger::{Change, Claim, ClaimRequest, Lease, Ledger, LedgerError, RequestView};
 use fleet_shared::message::{JobEvent, JobMessage, RouteReason, RouteRule, Target, parse_message};
 use fleet_shared::metrics as fm;
-use fleet_shared::queue::{DeadLetterQueue, JobQueue, Received};
+use fleet_shared::queue::Received;
 use fleet_shared::state::JobState;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -20,13 +20,13 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use fleet_shared::ledger::recorder::Live;
 
-use super::Engine;
 use super::events::Noted;
 use super::receive::Unstarted;
 use super::views::VIEW_TTL;
+use super::{Backends, Engine};
 use crate::acks::Acker;
 use crate::classify::ErrorClass;
-use crate::dispatch::{Dispatcher, Outcome, TaskEnd, TaskLauncher};
+use crate::dispatch::{Outcome, TaskEnd};
 use crate::routing::{self, Route, RouteInput};
 
 /// How an attempt ended, seen from the replica.
@@ -131,14 +131,7 @@ impl Attempt<'_> {
     }
 }
 
-impl<Q, D, L, X, T> Engine<Q, D, L, X, T>
-where
-    Q: JobQueue,
-    D: DeadLetterQueue,
-    L: Ledger,
-    X: Dispatcher,
-    T: TaskLauncher,
-{
+impl<B: Backends> Engine<B> {
     /// A write of attempt `a` the ledger refused: another replica owns the job now.
     pub(super) fn note_stale(&self, a: &Attempt<'_>, op: &'static str) {
         self.note(Noted::Stale {

@@ -6,13 +6,10 @@
 
 use fleet_shared::message::Target;
 use fleet_shared::metrics as fm;
-use fleet_shared::queue::{DeadLetterQueue, JobQueue};
 use fleet_shared::state::JobState;
 
-use super::{Engine, Stats};
-use crate::dispatch::{Dispatcher, TaskLauncher};
+use super::{Backends, Engine, Stats};
 use crate::history::HistoryEvent;
-use fleet_shared::ledger::Ledger;
 
 /// One thing the engine did or saw.
 #[derive(Debug, Clone, Copy)]
@@ -122,14 +119,7 @@ pub(super) enum Noted<'a> {
     },
 }
 
-impl<Q, D, L, X, T> Engine<Q, D, L, X, T>
-where
-    Q: JobQueue,
-    D: DeadLetterQueue,
-    L: Ledger,
-    X: Dispatcher,
-    T: TaskLauncher,
-{
+impl<B: Backends> Engine<B> {
     /// Records `n` in the report, the metrics and the history log.
     pub(super) fn note(&self, n: Noted<'_>) {
         let s = &self.stats;

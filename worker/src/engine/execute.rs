@@ -8,26 +8,18 @@ use std::time::Duration;
 use fleet_shared::ledger::{Ledger, LedgerError};
 use fleet_shared::message::{HandedLease, JobEvent, LargeResults, Target};
 use fleet_shared::metrics as fm;
-use fleet_shared::queue::{DeadLetterQueue, JobQueue};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::Engine;
 use super::attempt::{Attempt, AttemptEnd, Beat, TaskInfo};
 use super::events::Noted;
+use super::{Backends, Engine};
 use crate::acks::Acker;
 use crate::classify::ErrorClass;
 use crate::dispatch::{Dispatcher, Outcome, TaskLauncher};
 use crate::routing::Route;
 
-impl<Q, D, L, X, T> Engine<Q, D, L, X, T>
-where
-    Q: JobQueue,
-    D: DeadLetterQueue,
-    L: Ledger,
-    X: Dispatcher,
-    T: TaskLauncher,
-{
+impl<B: Backends> Engine<B> {
     /// Everything that happens to one received message.
     /// Runs an attempt (`work`) and concludes it while the heartbeat renews its lease: the
     /// heartbeat goes on until the outcome is committed, not only while the job runs.

@@ -22,16 +22,16 @@ use fleet_shared::ledger::recorder::Live;
 use fleet_shared::ledger::{ItemKey, Lease, Ledger};
 use fleet_shared::message::{JobMessage, RouteReason, RouteRule, Target};
 use fleet_shared::metrics as fm;
-use fleet_shared::queue::{DeadLetterQueue, JobQueue, MAX_BATCH, Received};
+use fleet_shared::queue::{JobQueue, MAX_BATCH, Received};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::Engine;
 use super::attempt::{Attempt, TaskInfo};
 use super::events::Noted;
+use super::{Backends, Engine};
 use crate::acks::Acker;
-use crate::dispatch::{Dispatcher, Outcome, TaskLauncher, record};
+use crate::dispatch::{Dispatcher, Outcome, record};
 use crate::limits::LimitPermit;
 use crate::routing::Route;
 
@@ -163,14 +163,7 @@ impl Handed {
     }
 }
 
-impl<Q, D, L, X, T> Engine<Q, D, L, X, T>
-where
-    Q: JobQueue,
-    D: DeadLetterQueue,
-    L: Ledger,
-    X: Dispatcher,
-    T: TaskLauncher,
-{
+impl<B: Backends> Engine<B> {
     /// Whether Lambda attempts are handed off (and records read from the outcomes queue).
     pub(super) fn hands_off(&self) -> bool {
         self.outcomes.is_some() && self.dispatcher.hands_off()

@@ -7,27 +7,20 @@ use std::time::Duration;
 
 use fleet_shared::ledger::{Change, Finish, Ledger, LedgerError};
 use fleet_shared::message::JobMessage;
-use fleet_shared::queue::{DeadLetterQueue, JobQueue, Received};
+use fleet_shared::queue::{JobQueue, Received};
 use fleet_shared::state::AttemptOutcome;
 use tracing::{info, warn};
 
 use super::attempt::{Attempt, AttemptEnd, Beat, TaskInfo};
 use super::events::Noted;
 use super::views::VIEW_TTL;
-use super::{Engine, visibility_secs};
+use super::{Backends, Engine, visibility_secs};
 use crate::acks::Acker;
 use crate::classify::ErrorClass;
-use crate::dispatch::{Dispatcher, TaskLauncher};
+use crate::dispatch::TaskLauncher;
 use crate::routing::Route;
 
-impl<Q, D, L, X, T> Engine<Q, D, L, X, T>
-where
-    Q: JobQueue,
-    D: DeadLetterQueue,
-    L: Ledger,
-    X: Dispatcher,
-    T: TaskLauncher,
-{
+impl<B: Backends> Engine<B> {
     /// Everything that happens to one received message.
     /// Whether the job's request was cancelled, checked right before the job starts (after
     /// every wait for a permit or a RunTask slot): no job starts on a request view older

@@ -69,6 +69,32 @@ pub struct Parts<Q, D, L, X, T> {
     pub tasks: Arc<T>,
 }
 
+/// The five parts' types as one parameter: `Engine<B>` runs on the queue, dead-letter
+/// queue, ledger, dispatcher and task launcher that `B` names. A tuple of the five is one
+/// (what [`Engine::new`] builds).
+pub trait Backends: 'static {
+    type Queue: JobQueue;
+    type DeadLetters: DeadLetterQueue;
+    type Ledger: Ledger;
+    type Dispatcher: Dispatcher;
+    type Tasks: TaskLauncher;
+}
+
+impl<Q, D, L, X, T> Backends for (Q, D, L, X, T)
+where
+    Q: JobQueue,
+    D: DeadLetterQueue,
+    L: Ledger,
+    X: Dispatcher,
+    T: TaskLauncher,
+{
+    type Queue = Q;
+    type DeadLetters = D;
+    type Ledger = L;
+    type Dispatcher = X;
+    type Tasks = T;
+}
+
 /// Counters of what a replica did, logged when it stops.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -175,12 +201,12 @@ impl Stats {
     }
 }
 
-pub struct Engine<Q, D, L, X, T> {
-    queue: Arc<Q>,
-    dead_letters: Arc<D>,
-    ledger: Arc<L>,
-    dispatcher: Arc<X>,
-    tasks: Arc<T>,
+pub struct Engine<B: Backends> {
+    queue: Arc<B::Queue>,
+    dead_letters: Arc<B::DeadLetters>,
+    ledger: Arc<B::Ledger>,
+    dispatcher: Arc<B::Dispatcher>,
+    tasks: Arc<B::Tasks>,
     config: Arc<Config>,
     replica: String,
     retry: RetryPolicy,
@@ -205,7 +231,7 @@ pub struct Engine<Q, D, L, X, T> {
     /// Batches this replica's state changes; started by `run`.
     recorder: OnceLock<Recorder>,
     /// The outcomes queue (invocation records of attempts handed to Lambda).
-    outcomes: Option<Arc<Q>>,
+    outcomes: Option<Arc<B::Queue>>,
     /// Attempts this replica handed to Lambda.
     handed: handed::Handed,
     /// Messages received (or being received) that hold no target permit yet: the room a
@@ -228,13 +254,8 @@ fn clip(s: &str) -> String {
     fleet_shared::ledger::item::clip_bytes(s, fleet_shared::ledger::item::ERROR_MAX_BYTES)
 }
 
-impl<Q, D, L, X, T> Engine<Q, D, L, X, T>
-where
-    Q: JobQueue,
-    D: DeadLetterQueue,
-    L: Ledger,
-    X: Dispatcher,
-    T: TaskLauncher,
+impl<Q: JobQueue, D: DeadLetterQueue, L: Ledger, X: Dispatcher, T: TaskLauncher>
+    Engine<(Q, D, L, X, T)>
 {
     pub fn new(parts: Parts<Q, D, L, X, T>, config: Arc<Config>, replica: String) -> Self {
         let (min, max) = config.lambda_concurrency();
@@ -268,7 +289,9 @@ where
             config,
         }
     }
+}
 
+impl<B: Backends> Engine<B> {
     /// Reads time from `clock` instead of the system clock (tests use [`Clock::tokio`]).
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
@@ -284,7 +307,7 @@ where
     /// The outcomes queue: with it, and a dispatcher that hands attempts off
     /// (`lambda.invocation = "event"`), Lambda attempts are handed off and their invocation
     /// records read from this queue.
-    pub fn with_outcomes(mut self, outcomes: Arc<Q>) -> Self {
+    pub fn with_outcomes(mut self, outcomes: Arc<B::Queue>) -> Self {
         self.outcomes = Some(outcomes);
         self
     }

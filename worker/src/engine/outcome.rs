@@ -27,21 +27,14 @@ use tracing::{debug, info, warn};
 
 use super::attempt::{Attempt, TaskInfo};
 use super::events::Noted;
-use super::{Engine, clip};
+use super::{Backends, Engine, clip};
 use crate::acks::Acker;
 use crate::classify::ErrorClass;
 use crate::decide::{Decision, Facts, decide};
-use crate::dispatch::{Dispatcher, Outcome, TaskLauncher};
+use crate::dispatch::Outcome;
 use crate::routing::Route;
 
-impl<Q, D, L, X, T> Engine<Q, D, L, X, T>
-where
-    Q: JobQueue,
-    D: DeadLetterQueue,
-    L: Ledger,
-    X: Dispatcher,
-    T: TaskLauncher,
-{
+impl<B: Backends> Engine<B> {
     /// Decides what an attempt's outcome means for the job, and records it; whether the
     /// ledger took it (false: the lease was lost, or the write failed).
     pub(super) async fn record(

@@ -5,18 +5,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use fleet_shared::ledger::Ledger;
 use fleet_shared::metrics as fm;
-use fleet_shared::queue::{DeadLetterQueue, JobQueue, MAX_BATCH};
+use fleet_shared::queue::{JobQueue, MAX_BATCH};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::warn;
 
-use super::Engine;
 use super::events::Noted;
+use super::{Backends, Engine};
 use crate::acks::Acker;
-use crate::dispatch::{Dispatcher, TaskLauncher};
 
 /// Longest a receive waits for a batch of free slots (see `receive_loop`).
 const RECEIVE_LINGER: Duration = Duration::from_millis(500);
@@ -38,14 +36,7 @@ impl Drop for Unstarted {
     }
 }
 
-impl<Q, D, L, X, T> Engine<Q, D, L, X, T>
-where
-    Q: JobQueue,
-    D: DeadLetterQueue,
-    L: Ledger,
-    X: Dispatcher,
-    T: TaskLauncher,
-{
+impl<B: Backends> Engine<B> {
     /// Room for messages to receive: free room under the target limits (a message's target
     /// is known only after its claim) and the slots configured beyond the Lambda limit (so
     /// that receiving and claiming overlap executions), less the messages received that do

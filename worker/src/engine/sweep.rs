@@ -17,30 +17,23 @@ use std::time::Duration;
 use fleet_shared::ledger::{Adopted, DueEntry, DueKind, Ledger};
 use fleet_shared::message::{JobMessage, RouteReason, RouteRule, Target};
 use fleet_shared::metrics as fm;
-use fleet_shared::queue::{DeadLetterQueue, JobQueue};
+use fleet_shared::queue::JobQueue;
 use rand::RngExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::Engine;
 use super::attempt::{Attempt, AttemptEnd, TaskInfo};
 use super::events::Noted;
+use super::{Backends, Engine};
 use crate::acks::Acker;
-use crate::dispatch::{Dispatcher, TaskLauncher};
+use crate::dispatch::TaskLauncher;
 use crate::routing::Route;
 
 /// Entries the sweeper reads per partition and pass.
 const SWEEP_BATCH: usize = 25;
 
-impl<Q, D, L, X, T> Engine<Q, D, L, X, T>
-where
-    Q: JobQueue,
-    D: DeadLetterQueue,
-    L: Ledger,
-    X: Dispatcher,
-    T: TaskLauncher,
-{
+impl<B: Backends> Engine<B> {
     pub(super) async fn sweep_loop(
         self: Arc<Self>,
         tracker: TaskTracker,

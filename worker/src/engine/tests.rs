@@ -288,7 +288,7 @@ impl TaskLauncher for FakeTasks {
     }
 }
 
-type TestEngine = Engine<MemoryQueue, MemoryQueue, MemoryLedger, FakeJob, FakeTasks>;
+type TestEngine = Engine<(MemoryQueue, MemoryQueue, MemoryLedger, FakeJob, FakeTasks)>;
 
 struct Rig {
     engine: Arc<TestEngine>,

@@ -32,30 +32,19 @@ fn parse_delimiter(s: &str) -> Result<u8, String> {
     }
 }
 
-fn main() -> ExitCode {
+#[tokio::main]
+async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let report = rt.block_on(async {
-        let s3 = fleet_job::s3::client_from_env().await;
-        fleet_csv_to_parquet::verify_with(
-            &s3,
-            &cli.input,
-            &cli.output,
-            fleet_csv_to_parquet::VerifyOptions {
-                delimiter: cli.delimiter,
-            },
-        )
-        .await
-    });
+    let s3 = fleet_job::s3::client_from_env().await;
+    let report = fleet_csv_to_parquet::verify_with(
+        &s3,
+        &cli.input,
+        &cli.output,
+        fleet_csv_to_parquet::VerifyOptions {
+            delimiter: cli.delimiter,
+        },
+    )
+    .await;
     let report = match report {
         Ok(r) => r,
         Err(e) => {

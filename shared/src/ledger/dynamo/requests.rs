@@ -14,25 +14,32 @@ use crate::error::ErrorClass;
 use crate::ledger::item::{
     self, CounterItem, JobItem, PayloadAt, ResultAt, attr, decode_job, encode_job, req_attr,
 };
-use crate::ledger::memory::parse_cursor;
+use crate::ledger::page;
 use crate::ledger::{
     COUNTER_SLOTS, Change, Counts, History, ItemKey, JobDetail, LedgerError, NewJob, Page,
     PutRequestOutcome, RequestLedger, RequestRecord,
 };
 use crate::state::JobState;
 
-fn detail(j: &JobItem) -> JobDetail {
-    JobDetail {
-        job_id: j.job.to_string(),
-        index: j.job.index(),
-        state: j.state,
-        attempts: j.attempts,
-        task: j.task.clone(),
-        last_error: j.last_error.clone(),
-        error_class: j.error_class,
-        last: j.last.clone(),
-        finished_at_ms: j.finished_at_ms,
-    }
+/// A job as the failed index holds it (its item's attempts, error and last attempt).
+fn failed_detail(it: &item::Item) -> Result<JobDetail, LedgerError> {
+    let key = key_of(it);
+    let r = item::Reader::new(it, &key);
+    let job = item::job_of(&key)?;
+    Ok(JobDetail {
+        job_id: job.to_string(),
+        index: job.index(),
+        state: JobState::Failed,
+        attempts: r.opt_n(attr::ATTEMPTS)?.unwrap_or(0),
+        task: None,
+        last_error: r.opt_s(attr::LAST_ERROR).map(str::to_owned),
+        error_class: r.opt_s(attr::ERROR_CLASS).and_then(|c| c.parse().ok()),
+        last: match it.get(attr::LAST_ATTEMPT) {
+            Some(v) => Some(item::record_from(v, &key)?.0),
+            None => None,
+        },
+        finished_at_ms: None,
+    })
 }
 
 impl DynamoLedger {
@@ -387,39 +394,20 @@ impl RequestLedger for DynamoLedger {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page<JobDetail>, LedgerError> {
-        let (mut shard, mut after) = parse_cursor(cursor)?;
-        let mut items = Vec::new();
-        while shard < job_shards.max(1) && items.len() < limit {
+        page::walk(job_shards, cursor, limit, |shard, after, want| async move {
             let part = item::job_partition(request_id, shard);
-            let after_item = after
-                .take()
-                .map(|sk| HashMap::from([(attr::SK.to_owned(), item::s(sk))]));
+            let after = after.map(|sk| HashMap::from([(attr::SK.to_owned(), item::s(sk))]));
             let (page, more) = self
-                .query_page(
-                    None,
-                    (attr::PK, &part),
-                    (attr::SK, after_item),
-                    limit - items.len(),
-                    false,
-                )
+                .query_page(None, (attr::PK, &part), (attr::SK, after), want, false)
                 .await?;
-            let mut last = None;
-            for it in &page {
-                let j = decode_job(it)?;
-                last = Some(j.key.sk.clone());
-                items.push(detail(&j));
-            }
-            if items.len() >= limit {
-                let next = match (more, last) {
-                    (true, Some(l)) => Some(format!("{shard}/{l}")),
-                    _ if shard + 1 < job_shards => Some(format!("{}/", shard + 1)),
-                    _ => None,
-                };
-                return Ok(Page { items, next });
-            }
-            shard += 1;
-        }
-        Ok(Page { items, next: None })
+            let jobs = page.iter().map(decode_job).collect::<Result<Vec<_>, _>>()?;
+            Ok(page::ShardRead {
+                last: jobs.last().map(|j| j.key.sk.clone()),
+                items: jobs.iter().map(JobDetail::from).collect(),
+                more,
+            })
+        })
+        .await
     }
 
     async fn failed_page(
@@ -428,55 +416,35 @@ impl RequestLedger for DynamoLedger {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page<JobDetail>, LedgerError> {
-        let (mut shard, mut after) = parse_cursor(cursor)?;
-        let mut items = Vec::new();
-        while shard < item::FAILED_SHARDS && items.len() < limit {
-            let part = format!("{request_id}#{shard}");
-            let after_item = after
-                .take()
-                .filter(|a| !a.is_empty())
-                .map(|ix| HashMap::from([(attr::FAILED_INDEX_SK.to_owned(), item::n(ix))]));
-            let (page, more) = self
-                .query_page(
-                    Some(item::FAILED_INDEX),
-                    (attr::FAILED_KEY, &part),
-                    (attr::FAILED_INDEX_SK, after_item),
-                    limit - items.len(),
-                    false,
-                )
-                .await?;
-            let mut last = None;
-            for it in &page {
-                let key = key_of(it);
-                let r = item::Reader::new(it, &key);
-                let job = item::job_of(&key)?;
-                last = Some(job.index());
-                items.push(JobDetail {
-                    job_id: job.to_string(),
-                    index: job.index(),
-                    state: JobState::Failed,
-                    attempts: r.opt_n(attr::ATTEMPTS)?.unwrap_or(0),
-                    task: None,
-                    last_error: r.opt_s(attr::LAST_ERROR).map(str::to_owned),
-                    error_class: r.opt_s(attr::ERROR_CLASS).and_then(|c| c.parse().ok()),
-                    last: match it.get(attr::LAST_ATTEMPT) {
-                        Some(v) => Some(item::record_from(v, &key)?.0),
-                        None => None,
-                    },
-                    finished_at_ms: None,
-                });
-            }
-            if items.len() >= limit {
-                let next = match (more, last) {
-                    (true, Some(l)) => Some(format!("{shard}/{l}")),
-                    _ if shard + 1 < item::FAILED_SHARDS => Some(format!("{}/", shard + 1)),
-                    _ => None,
-                };
-                return Ok(Page { items, next });
-            }
-            shard += 1;
-        }
-        Ok(Page { items, next: None })
+        page::walk(
+            item::FAILED_SHARDS,
+            cursor,
+            limit,
+            |shard, after, want| async move {
+                let part = format!("{request_id}#{shard}");
+                let after = after
+                    .map(|ix| HashMap::from([(attr::FAILED_INDEX_SK.to_owned(), item::n(ix))]));
+                let (page, more) = self
+                    .query_page(
+                        Some(item::FAILED_INDEX),
+                        (attr::FAILED_KEY, &part),
+                        (attr::FAILED_INDEX_SK, after),
+                        want,
+                        false,
+                    )
+                    .await?;
+                let items = page
+                    .iter()
+                    .map(failed_detail)
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(page::ShardRead {
+                    last: items.last().map(|d| d.index.to_string()),
+                    items,
+                    more,
+                })
+            },
+        )
+        .await
     }
 
     async fn job(&self, key: &ItemKey) -> Result<Option<(JobItem, String)>, LedgerError> {

@@ -62,18 +62,13 @@ fn indexes() -> Result<Vec<GlobalSecondaryIndex>, LedgerError> {
             item::DUE_INDEX,
             attr::DUE_KEY,
             attr::DUE_AT,
-            &[attr::STATE, attr::FENCE, attr::OWNER, attr::TASK],
+            item::DUE_PROJECTED,
         )?,
         index(
             item::FAILED_INDEX,
             attr::FAILED_KEY,
             attr::FAILED_INDEX_SK,
-            &[
-                attr::ATTEMPTS,
-                attr::ERROR_CLASS,
-                attr::LAST_ERROR,
-                attr::LAST_ATTEMPT,
-            ],
+            item::FAILED_PROJECTED,
         )?,
     ])
 }

@@ -65,6 +65,15 @@ pub const FAILED_SHARDS: u32 = 8;
 /// Index names and their keys.
 pub const DUE_INDEX: &str = "due";
 pub const FAILED_INDEX: &str = "failed";
+/// The attributes the due index holds besides its keys (what the sweeper reads).
+pub const DUE_PROJECTED: &[&str] = &[attr::STATE, attr::FENCE, attr::OWNER, attr::TASK];
+/// The attributes the failed index holds besides its keys (what `failures` lists).
+pub const FAILED_PROJECTED: &[&str] = &[
+    attr::ATTEMPTS,
+    attr::ERROR_CLASS,
+    attr::LAST_ERROR,
+    attr::LAST_ATTEMPT,
+];
 
 /// Attribute names. Short: every name is stored (and billed) in every item.
 pub mod attr {

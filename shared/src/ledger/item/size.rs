@@ -56,12 +56,7 @@ pub fn read_units(bytes: usize, consistent: bool) -> f64 {
 /// What the due index holds of an item (partition, sort key, and the entry's size: keys,
 /// projected attributes and DynamoDB's 100 bytes of overhead).
 pub fn due_entry(item: &Item) -> Option<(String, usize)> {
-    index_entry(
-        item,
-        attr::DUE_KEY,
-        attr::DUE_AT,
-        &[attr::STATE, attr::FENCE, attr::OWNER, attr::TASK],
-    )
+    index_entry(item, attr::DUE_KEY, attr::DUE_AT, super::DUE_PROJECTED)
 }
 
 /// What the failed index holds of an item.
@@ -70,12 +65,7 @@ pub fn failed_entry(item: &Item) -> Option<(String, usize)> {
         item,
         attr::FAILED_KEY,
         attr::FAILED_INDEX_SK,
-        &[
-            attr::ATTEMPTS,
-            attr::ERROR_CLASS,
-            attr::LAST_ERROR,
-            attr::LAST_ATTEMPT,
-        ],
+        super::FAILED_PROJECTED,
     )
 }
 

@@ -2,10 +2,8 @@
 //! DynamoDB's.
 
 use crate::ledger::item::{
-    self, JobItem, ResultAt, SHORT_ERROR_BYTES, clip_bytes, due_for, encode_job, item_size,
-    write_units,
+    self, JobItem, ResultAt, SHORT_ERROR_BYTES, clip_bytes, due_for, encode_job,
 };
-use crate::ledger::model::Charge;
 use crate::ledger::{Change, Finish, Lease, LedgerError};
 use crate::state::{JobState, transition};
 
@@ -161,13 +159,7 @@ impl MemoryLedger {
         };
         let old_item = encode_job(&j);
         if !owns(&j, lease) {
-            self.write(
-                op,
-                &[Charge::table(
-                    &lease.key.pk,
-                    write_units(item_size(&old_item), 0) as f64,
-                )],
-            )?;
+            self.refused_write(op, &lease.key.pk, &old_item)?;
             return Err(stale(lease));
         }
         let mut new = j;

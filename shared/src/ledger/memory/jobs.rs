@@ -367,13 +367,7 @@ impl Ledger for MemoryLedger {
             .clone()
             .filter(|_| j.state == JobState::Running && expired && j.fence == e.fence)
         else {
-            self.write(
-                "UpdateItem",
-                &[Charge::table(
-                    &e.key.pk,
-                    write_units(item_size(&old_item), 0) as f64,
-                )],
-            )?;
+            self.refused_write("UpdateItem", &e.key.pk, &old_item)?;
             return Ok(None);
         };
         let mut new = j.clone();
@@ -438,13 +432,7 @@ impl Ledger for MemoryLedger {
             .is_none_or(|r| r < now_ms.saturating_sub(again_after_ms));
         let old_item = encode_job(&j);
         if !(state_ok && due && not_recent) {
-            self.write(
-                "UpdateItem",
-                &[Charge::table(
-                    &e.key.pk,
-                    write_units(item_size(&old_item), 0) as f64,
-                )],
-            )?;
+            self.refused_write("UpdateItem", &e.key.pk, &old_item)?;
             return Ok(None);
         }
         let mut new = j.clone();

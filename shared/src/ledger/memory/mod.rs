@@ -24,7 +24,7 @@ mod apply;
 mod jobs;
 mod requests;
 
-pub(crate) use requests::{merge_last, parse_cursor};
+pub(crate) use requests::merge_last;
 
 type Ring = BTreeMap<String, (super::AttemptRecord, Option<String>)>;
 
@@ -248,6 +248,23 @@ impl MemoryLedger {
             Some(m) => m.write(op, charges),
             None => Ok(()),
         }
+    }
+
+    /// What a conditional write refused by its condition costs: the write units of the
+    /// item as it stands (DynamoDB charges a failed condition like a write).
+    fn refused_write(
+        &self,
+        op: &'static str,
+        pk: &str,
+        old_item: &Item,
+    ) -> Result<(), LedgerError> {
+        self.write(
+            op,
+            &[Charge::table(
+                pk,
+                write_units(item_size(old_item), 0) as f64,
+            )],
+        )
     }
 
     fn read(&self, op: &'static str, charges: &[Charge]) -> Result<(), LedgerError> {

@@ -6,6 +6,7 @@ use crate::ledger::item::{
     write_units,
 };
 use crate::ledger::model::Charge;
+use crate::ledger::page;
 use crate::ledger::{
     Change, Counts, History, ItemKey, JobDetail, Ledger, LedgerError, NewJob, Page,
     PutRequestOutcome, RequestLedger, RequestRecord,
@@ -13,38 +14,6 @@ use crate::ledger::{
 use crate::state::JobState;
 
 use super::*;
-
-impl MemoryLedger {
-    fn detail(j: &JobItem) -> JobDetail {
-        JobDetail {
-            job_id: j.job.to_string(),
-            index: j.job.index(),
-            state: j.state,
-            attempts: j.attempts,
-            task: j.task.clone(),
-            last_error: j.last_error.clone(),
-            error_class: j.error_class,
-            last: j.last.clone(),
-            finished_at_ms: j.finished_at_ms,
-        }
-    }
-}
-
-/// A cursor: the position after the last item returned, as `<partition number>/<sort key>`.
-pub(crate) fn parse_cursor(cursor: Option<&str>) -> Result<(u32, Option<String>), LedgerError> {
-    let Some(c) = cursor else {
-        return Ok((0, None));
-    };
-    let (p, sk) = c.split_once('/').ok_or_else(|| LedgerError::Malformed {
-        key: "cursor".into(),
-        message: format!("{c:?} is not a cursor this listing gave"),
-    })?;
-    let p = p.parse().map_err(|_| LedgerError::Malformed {
-        key: "cursor".into(),
-        message: format!("{c:?} is not a cursor this listing gave"),
-    })?;
-    Ok((p, Some(sk.to_owned())))
-}
 
 impl RequestLedger for MemoryLedger {
     async fn put_request(&self, r: &RequestRecord) -> Result<PutRequestOutcome, LedgerError> {
@@ -265,41 +234,25 @@ impl RequestLedger for MemoryLedger {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page<JobDetail>, LedgerError> {
-        let (mut shard, mut after) = parse_cursor(cursor)?;
-        let st = self.lock();
-        let mut items = Vec::new();
-        let mut charges = Vec::new();
-        while shard < job_shards.max(1) && items.len() < limit {
+        page::walk(job_shards, cursor, limit, |shard, after, want| async move {
+            let st = self.lock();
             let part = item::job_partition(request_id, shard);
             let start = ItemKey::new(part.clone(), after.clone().unwrap_or_default());
-            let mut bytes = 0;
-            let mut last = None;
-            for (k, j) in st
+            let mut found = st
                 .jobs
                 .range(start..)
                 .take_while(|(k, _)| k.pk == part)
-                .filter(|(k, _)| after.as_ref().is_none_or(|a| k.sk > *a))
-                .take(limit - items.len())
-            {
-                bytes += item_size(&encode_job(j));
-                items.push(Self::detail(j));
-                last = Some(k.sk.clone());
-            }
-            charges.push(Charge::table(&part, read_units(bytes, false)));
-            if items.len() >= limit
-                && let Some(l) = last
-            {
-                self.read("Query", &charges)?;
-                return Ok(Page {
-                    items,
-                    next: Some(format!("{shard}/{l}")),
-                });
-            }
-            shard += 1;
-            after = None;
-        }
-        self.read("Query", &charges)?;
-        Ok(Page { items, next: None })
+                .filter(|(k, _)| after.as_ref().is_none_or(|a| k.sk > *a));
+            let read: Vec<_> = found.by_ref().take(want).collect();
+            let bytes = read.iter().map(|(_, j)| item_size(&encode_job(j))).sum();
+            self.read("Query", &[Charge::table(&part, read_units(bytes, false))])?;
+            Ok(page::ShardRead {
+                more: found.next().is_some(),
+                last: read.last().map(|(k, _)| k.sk.clone()),
+                items: read.into_iter().map(|(_, j)| JobDetail::from(j)).collect(),
+            })
+        })
+        .await
     }
 
     async fn failed_page(
@@ -308,46 +261,41 @@ impl RequestLedger for MemoryLedger {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page<JobDetail>, LedgerError> {
-        let (mut shard, mut after) = parse_cursor(cursor)?;
-        let st = self.lock();
-        let mut items = Vec::new();
-        let mut charges = Vec::new();
-        while shard < item::FAILED_SHARDS && items.len() < limit {
-            let part = format!("{request_id}#{shard}");
-            let after_ix: Option<u32> = after.as_deref().and_then(|a| a.parse().ok());
-            let mut bytes = 0;
-            let mut last = None;
-            for (_, ix, key) in st
-                .failed
-                .range((part.clone(), 0u32, ItemKey::new("", ""))..)
-                .take_while(|(p, _, _)| *p == part)
-                .filter(|(_, ix, _)| after_ix.is_none_or(|a| *ix > a))
-                .take(limit - items.len())
-            {
-                let Some(j) = st.jobs.get(key) else { continue };
-                bytes += item::failed_entry(&encode_job(j)).map_or(0, |(_, s)| s);
-                items.push(Self::detail(j));
-                last = Some(*ix);
-            }
-            charges.push(Charge::index(
-                item::FAILED_INDEX,
-                &part,
-                read_units(bytes, false),
-            ));
-            if items.len() >= limit
-                && let Some(l) = last
-            {
-                self.read("Query", &charges)?;
-                return Ok(Page {
-                    items,
-                    next: Some(format!("{shard}/{l}")),
-                });
-            }
-            shard += 1;
-            after = None;
-        }
-        self.read("Query", &charges)?;
-        Ok(Page { items, next: None })
+        page::walk(
+            item::FAILED_SHARDS,
+            cursor,
+            limit,
+            |shard, after, want| async move {
+                let st = self.lock();
+                let part = format!("{request_id}#{shard}");
+                let after_ix: Option<u32> = after.as_deref().and_then(|a| a.parse().ok());
+                let mut found = st
+                    .failed
+                    .range((part.clone(), 0u32, ItemKey::new("", ""))..)
+                    .take_while(|(p, _, _)| *p == part)
+                    .filter(|(_, ix, _)| after_ix.is_none_or(|a| *ix > a))
+                    .filter_map(|(_, ix, key)| Some((*ix, st.jobs.get(key)?)));
+                let read: Vec<_> = found.by_ref().take(want).collect();
+                let bytes = read
+                    .iter()
+                    .map(|(_, j)| item::failed_entry(&encode_job(j)).map_or(0, |(_, s)| s))
+                    .sum();
+                self.read(
+                    "Query",
+                    &[Charge::index(
+                        item::FAILED_INDEX,
+                        &part,
+                        read_units(bytes, false),
+                    )],
+                )?;
+                Ok(page::ShardRead {
+                    more: found.next().is_some(),
+                    last: read.last().map(|(ix, _)| ix.to_string()),
+                    items: read.into_iter().map(|(_, j)| JobDetail::from(j)).collect(),
+                })
+            },
+        )
+        .await
     }
 
     async fn job(&self, key: &ItemKey) -> Result<Option<(JobItem, String)>, LedgerError> {
