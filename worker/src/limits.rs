@@ -15,6 +15,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use fleet_shared::error::ErrorClass;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -278,18 +279,20 @@ impl SharedRate {
         }
     }
 
-    /// Waits for a token. A ledger that fails is tried again a second later (a token is
-    /// never assumed).
+    /// Waits for a token. A ledger error that may pass (throttled, transient, a timeout) is
+    /// tried again after a growing pause, up to 5 s (a token is never assumed); a permanent
+    /// one (a missing table, a refused permission) is returned, as waiting cannot cure it.
     pub async fn acquire<L: fleet_shared::ledger::Ledger>(
         &self,
         ledger: &L,
         clock: fleet_shared::time::Clock,
-    ) {
+    ) -> Result<(), fleet_shared::ledger::LedgerError> {
         let mut held = self.held.lock().await;
+        let mut pause = Duration::from_millis(250);
         loop {
             if *held > 0 {
                 *held -= 1;
-                return;
+                return Ok(());
             }
             match ledger
                 .take_tokens(&self.bucket, self.block, clock.now_ms())
@@ -297,12 +300,14 @@ impl SharedRate {
             {
                 Ok(t) if t.granted > 0 => {
                     *held = t.granted - 1;
-                    return;
+                    return Ok(());
                 }
                 Ok(t) => tokio::time::sleep(Duration::from_millis(t.wait_ms)).await,
+                Err(e) if e.class() == ErrorClass::Permanent => return Err(e),
                 Err(e) => {
                     warn!(bucket = %self.bucket.name, error = %e, "could not take from the shared rate; trying again");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
                 }
             }
         }

@@ -20,6 +20,19 @@ use crate::dispatch::{Dispatcher, Outcome, TaskLauncher};
 use crate::routing::Route;
 
 impl<B: Backends> Engine<B> {
+    /// The end of an attempt that a permanent ledger error stopped before it dispatched
+    /// anything: retrying cannot help, so the job fails with `what` and the error.
+    fn refused_by_ledger(&self, what: &str, e: &LedgerError) -> AttemptEnd {
+        self.note(Noted::LedgerError);
+        AttemptEnd::Done(
+            Outcome::Failed {
+                class: ErrorClass::Permanent,
+                message: format!("{what}: {e}"),
+            },
+            TaskInfo::default(),
+        )
+    }
+
     /// Everything that happens to one received message.
     /// Runs an attempt (`work`) and concludes it while the heartbeat renews its lease: the
     /// heartbeat goes on until the outcome is committed, not only while the job runs.
@@ -91,9 +104,14 @@ impl<B: Backends> Engine<B> {
         }
         let permit = self.ecs_limit.acquire().await;
         a.started();
-        self.run_tasks
+        if let Err(e) = self
+            .run_tasks
             .acquire(self.ledger.as_ref(), self.clock)
-            .await;
+            .await
+        {
+            return self
+                .refused_by_ledger("could not take a RunTask start from the shared rate", &e);
+        }
         self.tasks.pace().await;
         if self.cancelled(a).await {
             return AttemptEnd::Cancelled;
@@ -188,17 +206,10 @@ impl<B: Backends> Engine<B> {
                     return AttemptEnd::LeaseLost { expired: false };
                 }
                 Err(e) if e.class() == ErrorClass::Permanent => {
-                    // Retrying cannot help: nothing was invoked, the job fails with why.
-                    self.note(Noted::LedgerError);
                     *handing = false;
-                    return AttemptEnd::Done(
-                        Outcome::Failed {
-                            class: ErrorClass::Permanent,
-                            message: format!(
-                                "could not extend the lease to hand the job to Lambda: {e}"
-                            ),
-                        },
-                        TaskInfo::default(),
+                    return self.refused_by_ledger(
+                        "could not extend the lease to hand the job to Lambda",
+                        &e,
                     );
                 }
                 Err(e) => {

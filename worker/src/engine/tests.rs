@@ -1468,6 +1468,49 @@ async fn run_task_starts_share_one_budget_across_replicas() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_shared_rate_waits_out_a_passing_ledger_error_and_fails_the_job_on_a_permanent_one() {
+    let mut c = ecs_config();
+    c.ecs.run_task_per_sec = 2.0;
+    let rig = start(c);
+    // Throttled: no task starts while it lasts, and the job runs once it passes.
+    rig.ledger.fail_tokens_as(Some(ErrorClass::Throttled));
+    rig.queue.push(body("r", 0, json!({})));
+    until("claimed", || rig.state("r:0") == Some(JobState::Running)).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(
+        rig.tasks.started_at.lock().unwrap().is_empty(),
+        "no token, no task"
+    );
+    assert_eq!(rig.state("r:0"), Some(JobState::Running), "still waiting");
+    rig.ledger.fail_tokens_as(None);
+    until("succeeded", || {
+        rig.state("r:0") == Some(JobState::Succeeded)
+    })
+    .await;
+    assert_eq!(rig.tasks.started_at.lock().unwrap().len(), 1);
+
+    // Permanent: the job fails at once with why, and no task is started.
+    rig.ledger.fail_tokens_as(Some(ErrorClass::Permanent));
+    rig.queue.push(body("r", 1, json!({})));
+    until("failed", || rig.state("r:1") == Some(JobState::Failed)).await;
+    assert_eq!(
+        rig.tasks.started_at.lock().unwrap().len(),
+        1,
+        "none for r:1"
+    );
+    let j = rig.ledger.get("r:1").unwrap();
+    assert_eq!(j.attempts, 1, "not retried");
+    assert!(
+        j.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("shared rate")),
+        "{:?}",
+        j.last_error
+    );
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_malformed_invocation_record_is_dead_lettered_with_its_reason() {
     let rig = start_handing(handing_config(), None, Records::Once);
     let outcomes = rig.outcomes.clone().unwrap();

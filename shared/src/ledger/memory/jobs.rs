@@ -109,17 +109,7 @@ impl Ledger for MemoryLedger {
     }
 
     async fn heartbeat(&self, lease: &Lease, until_ms: u64) -> Result<(), LedgerError> {
-        let failing = *self
-            .failing_heartbeats
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(class) = failing {
-            return Err(LedgerError::Aws {
-                op: "UpdateItem",
-                class,
-                message: "refused (test)".into(),
-            });
-        }
+        Self::injected(&self.failing_heartbeats, "UpdateItem")?;
         self.owned_update("UpdateItem", lease, |j| {
             j.lease_until_ms = Some(until_ms);
             if let Some(d) = &mut j.due {
@@ -138,6 +128,7 @@ impl Ledger for MemoryLedger {
         want: u32,
         now_ms: u64,
     ) -> Result<crate::ledger::Taken, LedgerError> {
+        Self::injected(&self.failing_tokens, "UpdateItem")?;
         let key = item::bucket_key(&bucket.name);
         self.read("GetItem", &[Charge::table(&key.pk, read_units(100, true))])?;
         let mut st = self.lock();

@@ -90,6 +90,8 @@ pub struct MemoryLedger {
     meter: Option<Meter>,
     /// While set, heartbeats fail as an unreachable table would (tests of lease expiry).
     failing_heartbeats: Mutex<Option<ErrorClass>>,
+    /// While set, taking from a shared token bucket fails with an error of this class.
+    failing_tokens: Mutex<Option<ErrorClass>>,
 }
 
 impl Default for MemoryLedger {
@@ -196,6 +198,7 @@ impl MemoryLedger {
             ttl_secs: None,
             meter: None,
             failing_heartbeats: Mutex::new(None),
+            failing_tokens: Mutex::new(None),
         }
     }
 
@@ -236,6 +239,27 @@ impl MemoryLedger {
             .failing_heartbeats
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = class;
+    }
+
+    /// Makes taking from a shared token bucket fail with an error of `class` (or succeed
+    /// again with `None`).
+    pub fn fail_tokens_as(&self, class: Option<ErrorClass>) {
+        *self
+            .failing_tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = class;
+    }
+
+    /// The error a call of `op` fails with while `switch` is set.
+    fn injected(switch: &Mutex<Option<ErrorClass>>, op: &'static str) -> Result<(), LedgerError> {
+        match *switch.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(class) => Err(LedgerError::Aws {
+                op,
+                class,
+                message: "refused (test)".into(),
+            }),
+            None => Ok(()),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
