@@ -5,6 +5,27 @@ use serde::Deserialize;
 use super::env::EnvValue;
 use super::{ConfigError, invalid};
 
+/// The capacity ECS runs a task on when no capacity provider is named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum LaunchType {
+    #[default]
+    Fargate,
+    Ec2,
+    External,
+}
+
+impl LaunchType {
+    /// The name ECS's API uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LaunchType::Fargate => "FARGATE",
+            LaunchType::Ec2 => "EC2",
+            LaunchType::External => "EXTERNAL",
+        }
+    }
+}
+
 /// How ECS-routed jobs are started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -48,7 +69,7 @@ pub struct EcsConfig {
     pub security_groups: Vec<String>,
     pub assign_public_ip: bool,
     /// `FARGATE`, `EC2` or `EXTERNAL`; ignored when `capacity_provider` is set.
-    pub launch_type: String,
+    pub launch_type: LaunchType,
     /// A capacity provider (e.g. `FARGATE_SPOT`) instead of a launch type.
     pub capacity_provider: Option<String>,
     /// RunTask calls per second across every replica sharing the ledger (ECS allows an
@@ -73,7 +94,7 @@ impl Default for EcsConfig {
             subnets: Vec::new(),
             security_groups: Vec::new(),
             assign_public_ip: false,
-            launch_type: "FARGATE".into(),
+            launch_type: LaunchType::Fargate,
             capacity_provider: None,
             run_task_per_sec: 20.0,
             max_concurrency: 100,
@@ -116,14 +137,6 @@ impl EcsConfig {
         }
         if !(1..=3600).contains(&self.poll_secs) {
             return Err(invalid("ecs.poll_secs", "must be 1 to 3600"));
-        }
-        if self.capacity_provider.is_none()
-            && !matches!(self.launch_type.as_str(), "FARGATE" | "EC2" | "EXTERNAL")
-        {
-            return Err(invalid(
-                "ecs.launch_type",
-                "must be FARGATE, EC2 or EXTERNAL",
-            ));
         }
         Ok(())
     }

@@ -28,7 +28,7 @@ mod worker;
 
 pub use aws::AwsConfig;
 pub use claim_check::ClaimCheckConfig;
-pub use ecs::{EcsConfig, Launcher, split_command};
+pub use ecs::{EcsConfig, LaunchType, Launcher, split_command};
 pub use env::env_overrides;
 pub use job_types::JobTypeConfig;
 pub use lambda::{Invocation, LambdaConfig};

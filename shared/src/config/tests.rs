@@ -94,6 +94,11 @@ fn errors_name_the_key() {
         ),
         (Some("[job_types.\"a b\"]"), &[], "job_types.a b"),
         (
+            Some("[ecs]\nlaunch_type = \"SPOT\""),
+            &[],
+            "unknown variant `SPOT`, expected one of `FARGATE`, `EC2`, `EXTERNAL`",
+        ),
+        (
             Some("[queue]\nmax_receive_count = 3"),
             &[],
             "queue.max_receive_count",
