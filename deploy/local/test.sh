@@ -41,6 +41,10 @@ cargo clippy --workspace --all-targets -- -D warnings
 # crates), so the binaries the black-box tests start are built once, by this command.
 echo "==> building the binaries and the tests"
 cargo build --workspace --all-targets
+# The job crate as a job binary ships it (without the local Invoke API's SQS delivery): its
+# unit tests, doctests and the refusal of asynchronous invocations that build makes.
+echo "==> fleet-job without its default features"
+cargo test -p fleet-job --no-default-features
 echo "==> tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"

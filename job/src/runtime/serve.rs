@@ -78,6 +78,18 @@ struct App<H> {
 
 /// Serves until SIGINT or SIGTERM.
 pub async fn serve<H: JobHandler>(handler: Arc<H>, opts: ServeOptions) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(opts.listen).await?;
+    println!("listening on {}", listener.local_addr()?);
+    serve_on(listener, handler, opts, shutdown_signal()).await
+}
+
+/// Serves on `listener` until `shutdown` completes.
+async fn serve_on<H: JobHandler>(
+    listener: tokio::net::TcpListener,
+    handler: Arc<H>,
+    opts: ServeOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     if !(opts.timeout.is_finite() && opts.timeout > 0.0) {
         return Err(std::io::Error::other(
             "--timeout must be a positive number of seconds",
@@ -104,10 +116,8 @@ pub async fn serve<H: JobHandler>(handler: Arc<H>, opts: ServeOptions) -> std::i
         )
         .layer(DefaultBodyLimit::max(MAX_INVOKE_BYTES))
         .with_state(app);
-    let listener = tokio::net::TcpListener::bind(opts.listen).await?;
-    println!("listening on {}", listener.local_addr()?);
     axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(shutdown)
         .await
 }
 
@@ -310,7 +320,102 @@ impl<H: JobHandler> App<H> {
 
 #[cfg(test)]
 mod tests {
-    use super::serves;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use serde_json::{Value, json};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::{ServeOptions, serve_on, serves};
+    use crate::{JobContext, JobError, JobHandler};
+
+    /// Counts its runs.
+    #[derive(Default)]
+    struct Counting(AtomicUsize);
+
+    impl JobHandler for Counting {
+        async fn handle(&self, _ctx: JobContext, _payload: Value) -> Result<Value, JobError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(json!({"ok": true}))
+        }
+    }
+
+    /// One Invoke call over HTTP/1.1: the status, the head (lowercase) and the body.
+    async fn invoke(addr: std::net::SocketAddr, invocation_type: &str) -> (u16, String, Value) {
+        let event = json!({
+            "request_id": "r", "job_id": "r:0", "job_type": "t",
+            "attempt": 1, "fence": 1, "payload": {},
+        })
+        .to_string();
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let request = format!(
+            "POST /2015-03-31/functions/job/invocations HTTP/1.1\r\nHost: {addr}\r\n\
+             X-Amz-Invocation-Type: {invocation_type}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{event}",
+            event.len()
+        );
+        s.write_all(request.as_bytes()).await.expect("send");
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).await.expect("read");
+        let status = answer
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .expect("a status line");
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+        (
+            status,
+            head.to_lowercase(),
+            serde_json::from_str(body).unwrap_or(Value::Null),
+        )
+    }
+
+    /// A synchronous invocation runs the handler in either build; an asynchronous one is
+    /// accepted only by a build that can deliver its record (feature `local-async`), and
+    /// refused before anything runs by one that cannot (`cargo test -p fleet-job
+    /// --no-default-features`, which CI runs).
+    #[tokio::test]
+    async fn an_asynchronous_invocation_needs_record_delivery() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let handler = Arc::new(Counting::default());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let opts = ServeOptions {
+            listen: addr,
+            timeout: 10.0,
+            function: None,
+            reserved_concurrency: None,
+            outcomes_queue: None,
+        };
+        let server = tokio::spawn(serve_on(listener, handler.clone(), opts, async {
+            stopped.await.ok();
+        }));
+        let (status, _, body) = invoke(addr, "RequestResponse").await;
+        assert_eq!((status, body), (200, json!({"ok": true})));
+        assert_eq!(handler.0.load(Ordering::SeqCst), 1);
+
+        // With the feature, the record's delivery is what the black-box tests of the local
+        // stack check (it needs a queue).
+        if !cfg!(feature = "local-async") {
+            let (status, head, body) = invoke(addr, "Event").await;
+            assert_eq!(status, 400, "{body}");
+            assert!(
+                head.contains("x-amzn-errortype: invalidparametervalueexception"),
+                "{head}"
+            );
+            assert!(
+                body["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("local-async")),
+                "the refusal says why: {body}"
+            );
+            assert_eq!(handler.0.load(Ordering::SeqCst), 1, "nothing ran");
+        }
+        stop.send(()).ok();
+        server.await.expect("join").expect("serve");
+    }
 
     #[test]
     fn function_names_and_arns() {
