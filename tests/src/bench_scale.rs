@@ -262,9 +262,20 @@ async fn run(opts: &ScaleOpts) -> anyhow::Result<Value> {
         .iter()
         .copied()
         .fold(0.0, f64::max);
-    // Let the last outcomes' commits land, then read what a user reads.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Wait for the last outcomes' commits to land (throttled ones back off), then read what
+    // a user reads. The waiting's own reads are not counted in the figures.
+    let settling = ledger.usage().unwrap_or_default();
+    let settled_at = began.elapsed();
+    while !producer.status("scale").await?.done {
+        anyhow::ensure!(
+            began.elapsed() < settled_at + Duration::from_secs(600),
+            "the counters did not reach {n} finished jobs ten simulated minutes after the last \
+             job ended"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let before = ledger.usage().unwrap_or_default();
+    let waited = before.since(&settling);
     let status = producer.status("scale").await?;
     let after_status = ledger.usage().unwrap_or_default();
     let page = producer.jobs_page("scale", None, None, 100, false).await?;
@@ -275,7 +286,7 @@ async fn run(opts: &ScaleOpts) -> anyhow::Result<Value> {
         "counters say {status:?}, {n} jobs succeeded"
     );
     anyhow::ensure!(page.items.len() == 100, "a page of {}", page.items.len());
-    let total = before.clone();
+    let total = before.since(&waited);
     shutdown.cancel();
     hard.cancel();
     for r in replicas {

@@ -13,11 +13,16 @@ fn bench(args: &[&str]) -> Value {
         .arg("--json")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "fleet-bench {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    if !out.status.success() {
+        // The error is last; warnings of the run (throttled writes) come before it.
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = stderr.lines().collect();
+        panic!(
+            "fleet-bench {args:?} exited with {}; the last lines of its stderr:\n{}",
+            out.status,
+            lines[lines.len().saturating_sub(15)..].join("\n")
+        );
+    }
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text.lines().last().unwrap();
     let v: Value = serde_json::from_str(line).unwrap();
