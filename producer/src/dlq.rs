@@ -183,6 +183,18 @@ impl<L: RequestLedger, Q: JobQueue> Producer<L, Q> {
         target: Option<Target>,
     ) -> Result<RedriveReport, ProducerError> {
         let record = self.ledger.get_request(request_id).await?;
+        if let Some(r) = &record
+            && r.cancelled_at_ms.is_some()
+        {
+            let why = match &r.failed {
+                Some(f) => format!("FAILED as a whole ({})", f.reason),
+                None => "cancelled".into(),
+            };
+            return Err(ProducerError::Cancelled {
+                request_id: request_id.to_owned(),
+                why,
+            });
+        }
         let shards = record
             .as_ref()
             .map_or(fleet_shared::ledger::memory::DIRECT_JOB_SHARDS, |r| {

@@ -50,6 +50,12 @@ pub enum ProducerError {
         finished: u32,
         total: u32,
     },
+    /// Redriving a cancelled request (or one failed as a whole, which is cancelled too) would
+    /// only cancel its jobs again on arrival.
+    #[error(
+        "request {request_id} is {why}: redriven jobs would be cancelled as they arrive; nothing was changed (submit them as a new request)"
+    )]
+    Cancelled { request_id: String, why: String },
     #[error(transparent)]
     Ledger(#[from] LedgerError),
     #[error(transparent)]

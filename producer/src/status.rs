@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use fleet_shared::ledger::memory::DIRECT_JOB_SHARDS;
-use fleet_shared::ledger::{Counts, RequestLedger};
+use fleet_shared::ledger::{Counts, RequestFailure, RequestLedger, RequestRecord};
 use fleet_shared::queue::JobQueue;
 use fleet_shared::state::JobState;
 use serde::Serialize;
@@ -24,9 +24,19 @@ pub struct Status {
     pub done: bool,
     /// Attempts recorded over all jobs.
     pub attempts: u64,
-    /// When the request was cancelled, if it was.
+    /// When the request was cancelled, if it was (a request that failed as a whole is
+    /// cancelled too).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cancelled_at_ms: Option<u64>,
+    /// Failed jobs the request tolerates before it fails as a whole.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tolerated_failures: Option<u32>,
+    /// Set when the request failed as a whole: when, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed: Option<RequestFailure>,
+    /// The request as a whole: `FAILED` (over its tolerated failures), `CANCELLED`,
+    /// `FINISHED` (every job terminal) or `RUNNING`.
+    pub state: &'static str,
 }
 
 impl Status {
@@ -43,14 +53,10 @@ impl Status {
             .sum()
     }
 
-    /// The status of a request with `total` jobs (`None`: no request item, its jobs were
-    /// sent straight to SQS and its total is the jobs seen) from its counts.
-    pub fn from_counts(
-        request_id: &str,
-        total: Option<u32>,
-        c: &Counts,
-        cancelled_at_ms: Option<u64>,
-    ) -> Self {
+    /// The status of a request (`None`: no request item, its jobs were sent straight to SQS
+    /// and its total is the jobs seen) from its counts.
+    pub fn from_counts(request_id: &str, request: Option<&RequestRecord>, c: &Counts) -> Self {
+        let total = request.map(|r| r.total);
         let n = |v: i64| v.max(0) as u32;
         let finished = n(c.succeeded) + n(c.failed) + n(c.cancelled);
         let running = n(c.running);
@@ -69,13 +75,25 @@ impl Status {
         ] {
             states.insert(s.as_str().to_owned(), v);
         }
+        let done = total > 0 && finished >= total;
+        let failed = request.and_then(|r| r.failed.clone());
+        let cancelled_at_ms = request.and_then(|r| r.cancelled_at_ms);
+        let state = match (&failed, cancelled_at_ms, done) {
+            (Some(_), _, _) => "FAILED",
+            (None, Some(_), _) => "CANCELLED",
+            (None, None, true) => "FINISHED",
+            (None, None, false) => "RUNNING",
+        };
         Status {
             request_id: request_id.to_owned(),
             total,
             states,
-            done: total > 0 && finished >= total,
+            done,
             attempts: c.attempts.max(0) as u64,
             cancelled_at_ms,
+            tolerated_failures: request.and_then(|r| r.tolerated_failures),
+            failed,
+            state,
         }
     }
 }
@@ -92,12 +110,7 @@ impl<L: RequestLedger, Q: JobQueue> Producer<L, Q> {
         if request.is_none() && counts == Counts::default() && !self.has_jobs(request_id).await? {
             return Err(ProducerError::NotFound(request_id.to_owned()));
         }
-        Ok(Status::from_counts(
-            request_id,
-            request.as_ref().map(|r| r.total),
-            &counts,
-            request.as_ref().and_then(|r| r.cancelled_at_ms),
-        ))
+        Ok(Status::from_counts(request_id, request.as_ref(), &counts))
     }
 
     /// Whether a request without a request item has job items (its jobs were sent straight

@@ -126,6 +126,9 @@ impl RequestLedger for Cut {
     async fn cancel_request(&self, id: &str, now: u64, stop: bool) -> Result<bool, LedgerError> {
         self.inner.cancel_request(id, now, stop).await
     }
+    async fn fail_request(&self, id: &str, now: u64, why: &str) -> Result<bool, LedgerError> {
+        self.inner.fail_request(id, now, why).await
+    }
     async fn counts(&self, id: &str, now: u64) -> Result<Counts, LedgerError> {
         self.inner.counts(id, now).await
     }
@@ -343,4 +346,66 @@ async fn submit_request_refuses_before_writing_and_says_so() {
     );
     assert_eq!(p.ledger.usage().unwrap(), before);
     assert_eq!(p.ledger.all_jobs().len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn status_says_when_a_request_failed_as_a_whole() {
+    let p = producer();
+    p.submit(&p.prepare(request("r8", 3)).await.unwrap())
+        .await
+        .unwrap();
+    let s = p.status("r8").await.unwrap();
+    assert_eq!((s.state, s.failed.clone()), ("RUNNING", None));
+    assert!(
+        p.ledger
+            .fail_request("r8", 5, "2 of its 3 jobs failed")
+            .await
+            .unwrap()
+    );
+    let s = p.status("r8").await.unwrap();
+    let json = serde_json::to_value(&s).unwrap();
+    assert_eq!(json["state"], "FAILED");
+    assert_eq!(json["failed"]["reason"], "2 of its 3 jobs failed");
+    assert_eq!(json["failed"]["at_ms"], 5);
+    assert_eq!(
+        json["cancelled_at_ms"], 5,
+        "a failed request is cancelled too"
+    );
+    p.cancel("r8", false).await.unwrap();
+    assert_eq!(
+        p.status("r8").await.unwrap().state,
+        "FAILED",
+        "failed stays"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_or_failed_request_is_not_redriven() {
+    let p = producer();
+    for (id, failed) in [("r9", true), ("r10", false)] {
+        p.submit(&p.prepare(request(id, 3)).await.unwrap())
+            .await
+            .unwrap();
+        if failed {
+            p.ledger
+                .fail_request(id, 5, "too many failed")
+                .await
+                .unwrap();
+        } else {
+            p.ledger.cancel_request(id, 5, false).await.unwrap();
+        }
+        let before = p.ledger.usage().unwrap();
+        let err = p.dlq_redrive(id, None, None).await.unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, ProducerError::Cancelled { .. }), "{text}");
+        assert!(
+            text.contains(if failed {
+                "too many failed"
+            } else {
+                "cancelled"
+            }),
+            "{text}"
+        );
+        assert_eq!(p.ledger.usage().unwrap().write_calls, before.write_calls);
+    }
 }

@@ -62,6 +62,7 @@ pub const JOBS_DISPATCHED: &str = "fleet_jobs_dispatched_total";
 pub const JOBS_COMPLETED: &str = "fleet_jobs_completed_total";
 pub const RETRIES: &str = "fleet_retries_total";
 pub const DEAD_LETTERED: &str = "fleet_dead_lettered_total";
+pub const REQUESTS_FAILED: &str = "fleet_requests_failed_total";
 pub const THROTTLES: &str = "fleet_throttles_total";
 pub const JOBS_RELEASED: &str = "fleet_jobs_released_total";
 pub const IN_FLIGHT: &str = "fleet_in_flight";
@@ -193,6 +194,13 @@ pub const CATALOG: &[Metric] = &[
         Counter,
         &["error_class"],
         "Messages sent to the dead-letter queue, per error class (refused messages included).",
+        W,
+    ),
+    metric(
+        REQUESTS_FAILED,
+        Counter,
+        &[],
+        "Requests this replica marked FAILED as a whole: more of their jobs failed than options.tolerated_failure_percent or _count allow.",
         W,
     ),
     metric(

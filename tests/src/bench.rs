@@ -304,6 +304,16 @@ impl<T: RequestLedger> RequestLedger for Slow<T> {
             .await
     }
 
+    async fn fail_request(
+        &self,
+        request_id: &str,
+        now_ms: u64,
+        reason: &str,
+    ) -> Result<bool, LedgerError> {
+        self.call(self.latency.ledger).await;
+        self.inner.fail_request(request_id, now_ms, reason).await
+    }
+
     async fn counts(&self, request_id: &str, now_ms: u64) -> Result<Counts, LedgerError> {
         self.call(self.latency.ledger).await;
         self.inner.counts(request_id, now_ms).await

@@ -8,7 +8,7 @@ use fleet_shared::ledger::item::{self, DueKind};
 use fleet_shared::ledger::memory::DIRECT_JOB_SHARDS;
 use fleet_shared::ledger::{
     AttemptRecord, Change, Claim, ClaimRequest, Counts, Finish, Lease, Ledger, LedgerError,
-    RequestLedger,
+    RequestFailure, RequestLedger, RequestRecord,
 };
 use fleet_shared::state::JobState;
 
@@ -607,4 +607,60 @@ pub async fn check_listings<L: Ledger + RequestLedger>(l: &L, request: &str) {
     failed.sort_unstable();
     let expected: Vec<u32> = (0..30).filter(|i| i % 3 != 0).collect();
     assert_eq!(failed, expected, "the failed jobs once each");
+}
+
+/// A request failed as a whole: the first reason stays, the request is cancelled too (its
+/// jobs' claims see it), and a request that does not exist is not failed.
+pub async fn check_request_failure<L: Ledger + RequestLedger>(l: &L, request: &str) {
+    let record = RequestRecord {
+        request_id: request.to_owned(),
+        job_type: "test".into(),
+        total: 10,
+        content_hash: "h".into(),
+        max_attempts: None,
+        target: None,
+        created_at_ms: 1,
+        job_shards: 1,
+        written: 10,
+        cancelled_at_ms: None,
+        stop_running: false,
+        tolerated_failures: Some(2),
+        failed: None,
+    };
+    l.put_request(&record).await.expect("put request");
+    let view = l.request_view(request).await.expect("view");
+    assert_eq!(
+        (
+            view.total,
+            view.tolerated_failures,
+            view.failed,
+            view.cancelled
+        ),
+        (10, Some(2), false, false)
+    );
+    assert!(l.fail_request(request, 50, "too many").await.expect("fail"));
+    assert!(
+        !l.fail_request(request, 60, "again").await.expect("fail"),
+        "once"
+    );
+    assert!(
+        !l.fail_request("no-such-request", 60, "x")
+            .await
+            .expect("fail"),
+        "no request item"
+    );
+    let r = l.get_request(request).await.expect("get").expect("request");
+    assert_eq!(
+        r.failed,
+        Some(RequestFailure {
+            at_ms: 50,
+            reason: "too many".into()
+        })
+    );
+    assert_eq!((r.cancelled_at_ms, r.stop_running), (Some(50), false));
+    let view = l.request_view(request).await.expect("view");
+    assert!(
+        view.failed && view.cancelled && !view.stop_running,
+        "{view:?}"
+    );
 }

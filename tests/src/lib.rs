@@ -904,6 +904,17 @@ pub struct Status {
     pub states: std::collections::BTreeMap<String, u32>,
     pub done: bool,
     pub attempts: u64,
+    /// The request as a whole: RUNNING, FINISHED, CANCELLED or FAILED.
+    pub state: String,
+    /// Why the request failed as a whole, when it did.
+    #[serde(default)]
+    pub failed: Option<RequestFailed>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RequestFailed {
+    pub at_ms: u64,
+    pub reason: String,
 }
 
 impl Status {

@@ -1,6 +1,6 @@
 //! Failure handling, black-box: retries and their delays, dead-lettering, throttling and
 //! faults injected between the workers and Lambda, the bad-message corpus, redrive of one
-//! request, and cancel.
+//! request, cancel, and a request failing as a whole over its tolerated failures.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use fleet_shared::ids::JobId;
 use fleet_tests::fault_proxy::{FaultKind, FaultProxy, Faults};
-use fleet_tests::{Stack, bin, executions_per_job, failure_record, jobs, wait_for};
+use fleet_tests::{
+    Stack, bin, executions_per_job, failure_record, free_port, http_get, jobs, wait_for,
+    wait_for_every,
+};
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -476,4 +479,87 @@ async fn a_jobs_error_kind_decides_its_retries_in_lambda_and_in_a_container() {
     let per_job = executions_per_job(&job.executions());
     assert_eq!(per_job.get("permanent-lambda:0"), Some(&1), "{per_job:?}");
     assert_eq!(per_job.get("throttled-lambda:0"), Some(&3), "{per_job:?}");
+}
+
+/// A request fails as a whole once more of its jobs failed than it tolerates: 30% of 500 jobs
+/// always fail, 10% (50 jobs) are tolerated. The request ends FAILED with the reason, its jobs
+/// not started yet are cancelled and never run, far fewer than 500 jobs ran, and exactly one
+/// replica counted the request as failed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_over_its_tolerated_failures_fails_and_starts_no_more_jobs() {
+    let stack = Stack::with_init().await;
+    let job = stack.testjob(&[]).await;
+    let addrs: Vec<String> = (0..2)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let _workers: Vec<_> = (0..2)
+        .map(|i| {
+            stack.worker(
+                &format!("w{i}"),
+                &job,
+                &[
+                    ("FLEET_CONCURRENCY", "4"),
+                    ("FLEET_METRICS_LISTEN", &addrs[i]),
+                ],
+            )
+        })
+        .collect();
+    let request = json!({
+        "request_id": "brittle",
+        "job_type": "test",
+        "jobs": jobs(500, |i| if i % 10 < 3 {
+            json!({"sleep_ms": 300, "fail_permanent": true})
+        } else {
+            json!({"sleep_ms": 300})
+        }),
+        "options": {"tolerated_failure_percent": 10, "max_attempts": 1},
+    });
+    let out = stack.submit(&request);
+    assert!(out.status.success(), "{}", out.stderr);
+
+    let status = wait_for_every(
+        "the request to fail and its jobs to end",
+        Duration::from_secs(240),
+        Duration::from_millis(500),
+        || async {
+            stack
+                .try_status("brittle")
+                .filter(|s| s.done && s.state == "FAILED")
+        },
+    )
+    .await;
+    let failed = status.failed.clone().expect("why it failed");
+    assert!(
+        failed.reason.contains("more than the 50 it tolerates"),
+        "{failed:?}"
+    );
+    let (ok, bad, cancelled) = (
+        status.count("SUCCEEDED"),
+        status.count("FAILED"),
+        status.count("CANCELLED"),
+    );
+    assert!(bad > 50, "{status:?}");
+    assert!(cancelled > 100, "{status:?}");
+    assert_eq!(ok + bad + cancelled, 500, "{status:?}");
+    // No cancelled job ran: the executions are the jobs that succeeded or failed.
+    let execs = job.executions();
+    eprintln!("{} of 500 jobs ran; {status:?}", execs.len());
+    assert_eq!(execs.len() as u32, ok + bad, "{status:?}");
+    assert!(execs.len() < 400, "{} of 500 jobs ran", execs.len());
+    assert!(
+        execs.iter().all(|e| e.started_ms <= failed.at_ms + 3_000),
+        "no job started later than the replicas' request views (2 s) after the request failed"
+    );
+    // One replica marked it.
+    let mut marked = 0.0;
+    for addr in &addrs {
+        let (_, text) = http_get(addr, "/metrics").await.expect("metrics");
+        marked += text
+            .lines()
+            .filter(|l| l.starts_with("fleet_requests_failed_total"))
+            .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+            .sum::<f64>();
+    }
+    assert_eq!(marked, 1.0);
+    stack.wait_queues_empty_but_dead_letters().await;
 }

@@ -57,12 +57,14 @@ async fn both_ledgers_keep_the_contract_and_leave_the_same_items() {
     ledger_contract::check_handoff(&dynamo, "handoff").await;
     ledger_contract::check_handed_and_buckets(&dynamo, "handed").await;
     ledger_contract::check_listings(&dynamo, "listed").await;
+    ledger_contract::check_request_failure(&dynamo, "brittle").await;
 
     let memory = MemoryLedger::new().with_index_shards(16);
     ledger_contract::check(&memory, "contract").await;
     ledger_contract::check_handoff(&memory, "handoff").await;
     ledger_contract::check_handed_and_buckets(&memory, "handed").await;
     ledger_contract::check_listings(&memory, "listed").await;
+    ledger_contract::check_request_failure(&memory, "brittle").await;
 
     let mut scanned = Vec::new();
     let mut start = None;
@@ -114,6 +116,8 @@ async fn requests_and_job_items() {
         written: 0,
         cancelled_at_ms: None,
         stop_running: false,
+        tolerated_failures: None,
+        failed: None,
     };
     assert_eq!(
         ledger.put_request(&record).await.unwrap(),
@@ -547,6 +551,8 @@ async fn no_item_passes_400_kb_at_the_largest_settings_the_config_accepts() {
         written: 0,
         cancelled_at_ms: None,
         stop_running: false,
+        tolerated_failures: None,
+        failed: None,
     };
     ledger.put_request(&record).await.unwrap();
     let job = JobId::new(&rid, 999_999_998).unwrap();

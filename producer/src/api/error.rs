@@ -63,6 +63,9 @@ impl From<ProducerError> for ApiError {
             ProducerError::Conflict { .. } => Self::new(StatusCode::CONFLICT, "conflict", message),
             ProducerError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "not_found", message),
             ProducerError::NotDone { .. } => Self::new(StatusCode::CONFLICT, "not_done", message),
+            ProducerError::Cancelled { .. } => {
+                Self::new(StatusCode::CONFLICT, "cancelled", message)
+            }
             // A ledger that refuses for good (its table of another layout, an invalid item)
             // will not answer otherwise on a retry.
             ProducerError::Ledger(ref l)

@@ -40,12 +40,16 @@ pub async fn cmd_status(
 
 fn print_status(s: &Status) {
     println!(
-        "request {}: {}/{} finished{}",
+        "request {}: {}, {}/{} finished{}",
         s.request_id,
+        s.state,
         s.finished(),
         s.total,
         if s.done { " (done)" } else { "" }
     );
+    if let Some(f) = &s.failed {
+        println!("  failed: {}", f.reason);
+    }
     for st in JobState::ALL {
         println!("  {:<10} {}", st.as_str(), s.count(st));
     }

@@ -78,7 +78,7 @@ pub fn canonical_json(v: &Value) -> String {
 /// `range` requests the jobs are the generated ones, so a prefix whose objects changed is
 /// other content.
 pub fn content_hash(job_type: &str, jobs: &[Value], options: &RequestOptions) -> String {
-    let doc = serde_json::json!({
+    let mut doc = serde_json::json!({
         "job_type": job_type,
         "jobs": jobs,
         "options": {
@@ -86,6 +86,23 @@ pub fn content_hash(job_type: &str, jobs: &[Value], options: &RequestOptions) ->
             "target": options.target.map(Target::as_str),
         },
     });
+    // Options added later count only when set, so older requests keep their hashes.
+    for (k, v) in [
+        (
+            "tolerated_failure_percent",
+            options
+                .tolerated_failure_percent
+                .map(serde_json::Value::from),
+        ),
+        (
+            "tolerated_failure_count",
+            options.tolerated_failure_count.map(serde_json::Value::from),
+        ),
+    ] {
+        if let Some(v) = v {
+            doc["options"][k] = v;
+        }
+    }
     let digest = Sha256::digest(canonical_json(&doc).as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -184,6 +201,14 @@ pub fn build(
             format!("must be 1 to {MAX_ATTEMPTS_LIMIT}, got {n}"),
         ));
     }
+    if let Some(p) = file.options.tolerated_failure_percent
+        && !(p.is_finite() && (0.0..=100.0).contains(&p))
+    {
+        return Err(field(
+            "options.tolerated_failure_percent",
+            format!("must be 0 to 100, got {p}"),
+        ));
+    }
     let hash = content_hash(&file.job_type, &payloads, &file.options);
     let routing = file.options.target.map(|t| RoutingHint {
         target: Some(t),
@@ -263,6 +288,8 @@ pub fn build(
             written: 0,
             cancelled_at_ms: None,
             stop_running: false,
+            tolerated_failures: file.options.tolerated_failures(jobs.len() as u32),
+            failed: None,
         },
         jobs,
         bodies,

@@ -73,7 +73,7 @@ pub struct RangeSpec {
     pub chunk: u64,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RequestOptions {
     /// Attempts per job; default from the worker's configuration.
@@ -82,6 +82,26 @@ pub struct RequestOptions {
     /// Where the jobs run; default `auto`.
     #[serde(default)]
     pub target: Option<Target>,
+    /// The request fails as a whole once more than this percentage of its jobs (0 to 100,
+    /// of all its jobs) have failed; default: it never does.
+    #[serde(default)]
+    pub tolerated_failure_percent: Option<f64>,
+    /// The request fails as a whole once more than this many of its jobs have failed.
+    #[serde(default)]
+    pub tolerated_failure_count: Option<u32>,
+}
+
+impl RequestOptions {
+    /// Failed jobs a request of `total` jobs tolerates: the lower of the two options.
+    pub fn tolerated_failures(&self, total: u32) -> Option<u32> {
+        let by_percent = self
+            .tolerated_failure_percent
+            .map(|p| (p / 100.0 * f64::from(total)).floor() as u32);
+        match (by_percent, self.tolerated_failure_count) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
 }
 
 /// Why a request was refused. Nothing has been written when this is returned.

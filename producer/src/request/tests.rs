@@ -250,6 +250,16 @@ fn refusals_say_what_is_wrong() {
             r#"{"job_type": "t", "jobs": [1], "options": {"max_attempts": 0}}"#.into(),
             "options.max_attempts",
         ),
+        (
+            r#"{"job_type": "t", "jobs": [1], "options": {"tolerated_failure_percent": 101}}"#
+                .into(),
+            "options.tolerated_failure_percent: must be 0 to 100, got 101",
+        ),
+        (
+            r#"{"job_type": "t", "jobs": [1], "options": {"tolerated_failure_count": -1}}"#
+                .into(),
+            "invalid value: integer `-1`, expected u32 at line 1 column 72",
+        ),
         (r#"{"job_type": "a b", "jobs": [1]}"#.into(), "job_type:"),
         (
             r#"{"request_id": "a:b", "job_type": "t", "jobs": [1]}"#.into(),
@@ -261,4 +271,43 @@ fn refusals_say_what_is_wrong() {
         let err = valid(&text).unwrap_err().to_string();
         assert!(err.contains(want), "want {want:?} in {err:?}");
     }
+}
+
+#[test]
+fn tolerated_failures_are_the_lower_of_the_two_options_and_part_of_the_content() {
+    let with = |options: &str| {
+        valid(&format!(
+            r#"{{"request_id": "r", "job_type": "t", "jobs": [1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25], "options": {options}}}"#
+        ))
+        .unwrap()
+        .record
+    };
+    assert_eq!(with("{}").tolerated_failures, None);
+    // 10 % of 25 jobs: 2 (rounded down).
+    assert_eq!(
+        with(r#"{"tolerated_failure_percent": 10}"#).tolerated_failures,
+        Some(2)
+    );
+    assert_eq!(
+        with(r#"{"tolerated_failure_count": 7}"#).tolerated_failures,
+        Some(7)
+    );
+    assert_eq!(
+        with(r#"{"tolerated_failure_percent": 50, "tolerated_failure_count": 7}"#)
+            .tolerated_failures,
+        Some(7)
+    );
+    assert_eq!(
+        with(r#"{"tolerated_failure_percent": 0}"#).tolerated_failures,
+        Some(0)
+    );
+    // Another threshold is another request; none set keeps the hash of a request without.
+    assert_ne!(
+        with(r#"{"tolerated_failure_count": 7}"#).content_hash,
+        with(r#"{"tolerated_failure_count": 8}"#).content_hash
+    );
+    assert_eq!(
+        with("{}").content_hash,
+        with(r#"{"max_attempts": null}"#).content_hash
+    );
 }

@@ -16,6 +16,12 @@ pub struct RequestView {
     pub cancelled: bool,
     /// Cancelled with `--stop-running`: jobs running in tasks are stopped too.
     pub stop_running: bool,
+    /// Jobs in the request.
+    pub total: u32,
+    /// Failed jobs it tolerates before it fails as a whole (none: any number).
+    pub tolerated_failures: Option<u32>,
+    /// It failed as a whole already.
+    pub failed: bool,
 }
 
 impl RequestView {
@@ -26,6 +32,22 @@ impl RequestView {
             job_shards: default_shards,
             cancelled: false,
             stop_running: false,
+            total: 0,
+            tolerated_failures: None,
+            failed: false,
+        }
+    }
+
+    /// The view of a request with a request item.
+    pub fn of(r: &RequestRecord) -> Self {
+        Self {
+            exists: true,
+            job_shards: r.job_shards,
+            cancelled: r.cancelled_at_ms.is_some(),
+            stop_running: r.stop_running,
+            total: r.total,
+            tolerated_failures: r.tolerated_failures,
+            failed: r.failed.is_some(),
         }
     }
 }

@@ -25,6 +25,19 @@ pub struct RequestRecord {
     pub written: u32,
     pub cancelled_at_ms: Option<u64>,
     pub stop_running: bool,
+    /// Failed jobs the request tolerates (from `options.tolerated_failure_percent` and
+    /// `options.tolerated_failure_count`, the lower of the two): one more fails the request.
+    pub tolerated_failures: Option<u32>,
+    /// Set when the request failed as a whole (its failures went over what it tolerates); a
+    /// failed request is cancelled too, so its jobs not started yet never start.
+    pub failed: Option<RequestFailure>,
+}
+
+/// Why and when a request failed as a whole.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RequestFailure {
+    pub at_ms: u64,
+    pub reason: String,
 }
 
 /// The answer to writing a request item.
@@ -123,6 +136,16 @@ pub trait RequestLedger: Send + Sync + 'static {
         request_id: &str,
         now_ms: u64,
         stop_running: bool,
+    ) -> impl Future<Output = Result<bool, LedgerError>> + Send;
+
+    /// Marks the request failed as a whole with `reason`, and cancelled (without stopping
+    /// running jobs), in one conditional write. `false` when there is no such request or it
+    /// had failed already (the first reason stays).
+    fn fail_request(
+        &self,
+        request_id: &str,
+        now_ms: u64,
+        reason: &str,
     ) -> impl Future<Output = Result<bool, LedgerError>> + Send;
 
     /// The request's counts: a bounded number of reads whatever its size.

@@ -26,6 +26,7 @@ mod lease;
 mod outcome;
 mod receive;
 mod sweep;
+mod thresholds;
 pub mod views;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,8 +34,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use fleet_shared::config::{Config, SQS_MAX_VISIBILITY_SECS};
-use fleet_shared::ledger::Ledger;
 use fleet_shared::ledger::recorder::{Live, Recorder};
+use fleet_shared::ledger::{Ledger, RequestLedger};
 use fleet_shared::metrics::{self as fm, Health};
 use fleet_shared::queue::{DeadLetterQueue, JobQueue};
 use fleet_shared::time::Clock;
@@ -75,7 +76,7 @@ pub struct Parts<Q, D, L, X, T> {
 pub trait Backends: 'static {
     type Queue: JobQueue;
     type DeadLetters: DeadLetterQueue;
-    type Ledger: Ledger;
+    type Ledger: Ledger + RequestLedger;
     type Dispatcher: Dispatcher;
     type Tasks: TaskLauncher;
 }
@@ -84,7 +85,7 @@ impl<Q, D, L, X, T> Backends for (Q, D, L, X, T)
 where
     Q: JobQueue,
     D: DeadLetterQueue,
-    L: Ledger,
+    L: Ledger + RequestLedger,
     X: Dispatcher,
     T: TaskLauncher,
 {
@@ -225,6 +226,8 @@ pub struct Engine<B: Backends> {
     /// claim-check); without it such jobs fail with a clear error.
     s3: Option<aws_sdk_s3::Client>,
     views: Views,
+    /// Requests with failures to check against what they tolerate.
+    thresholds: thresholds::Thresholds,
     frontier: Frontier,
     /// Jobs this replica runs, per request (reported with the counters).
     live: Arc<Live>,
@@ -254,7 +257,7 @@ fn clip(s: &str) -> String {
     fleet_shared::ledger::item::clip_bytes(s, fleet_shared::ledger::item::ERROR_MAX_BYTES)
 }
 
-impl<Q: JobQueue, D: DeadLetterQueue, L: Ledger, X: Dispatcher, T: TaskLauncher>
+impl<Q: JobQueue, D: DeadLetterQueue, L: Ledger + RequestLedger, X: Dispatcher, T: TaskLauncher>
     Engine<(Q, D, L, X, T)>
 {
     pub fn new(parts: Parts<Q, D, L, X, T>, config: Arc<Config>, replica: String) -> Self {
@@ -277,6 +280,7 @@ impl<Q: JobQueue, D: DeadLetterQueue, L: Ledger, X: Dispatcher, T: TaskLauncher>
             health: Health::new(Duration::from_secs(config.metrics.ready_window_secs)),
             s3: None,
             views: Views::default(),
+            thresholds: thresholds::Thresholds::default(),
             frontier: Frontier::new(Duration::from_secs(config.worker.recover_secs)),
             handed: handed::Handed::new(live.clone()),
             live,
@@ -372,6 +376,9 @@ impl<B: Backends> Engine<B> {
             draining.cancelled().await;
             health.set_draining();
         });
+        // Failure thresholds are checked until the drain is over (failures keep coming).
+        let thresholds_stop = CancellationToken::new();
+        let thresholds = tokio::spawn(self.clone().threshold_loop(thresholds_stop.clone()));
         let mut loops = JoinSet::new();
         for _ in 0..w.receive_loops {
             loops.spawn(self.clone().receive_loop(
@@ -415,6 +422,8 @@ impl<B: Backends> Engine<B> {
             }
         }
         tracker.wait().await;
+        thresholds_stop.cancel();
+        let _ = thresholds.await;
         drop(acker);
         acks.finish().await;
         if let Some(t) = recorder_task {

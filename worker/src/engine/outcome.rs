@@ -222,6 +222,7 @@ impl<B: Backends> Engine<B> {
                     state: JobState::Failed,
                 });
                 warn!(attempt = a.lease.attempt, %class, %error, "job failed");
+                self.job_failed(&a.msg.request_id).await;
                 // Ledger first: if the dead-letter send is lost to a crash, the message comes
                 // back, the claim finds the job FAILED and sends it then.
                 let history = self.ledger.history(&a.lease.key).await.unwrap_or_default();

@@ -56,6 +56,14 @@ impl Views {
         *held = Some((sent, view));
         Ok(view)
     }
+
+    /// Drops the kept view of `request_id` (this replica changed the request item).
+    pub fn forget(&self, request_id: &str) {
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(request_id);
+    }
 }
 
 /// The due times of the jobs a replica claimed recently, and whether its queue is empty.

@@ -133,13 +133,7 @@ impl Ledger for DynamoLedger {
         let Some(found) = self.get(&key).await? else {
             return Ok(RequestView::direct(DIRECT_JOB_SHARDS));
         };
-        let r = item::decode_request(&found)?;
-        Ok(RequestView {
-            exists: true,
-            job_shards: r.job_shards,
-            cancelled: r.cancelled_at_ms.is_some(),
-            stop_running: r.stop_running,
-        })
+        Ok(RequestView::of(&item::decode_request(&found)?))
     }
 
     async fn claim(&self, req: &ClaimRequest<'_>) -> Result<Claim, LedgerError> {

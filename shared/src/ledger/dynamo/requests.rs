@@ -328,6 +328,32 @@ impl RequestLedger for DynamoLedger {
         }
     }
 
+    async fn fail_request(
+        &self,
+        request_id: &str,
+        now_ms: u64,
+        reason: &str,
+    ) -> Result<bool, LedgerError> {
+        let u = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key_map(&item::request_key(request_id))))
+            .update_expression("SET #fa = :now, #fr = :why, #ca = if_not_exists(#ca, :now)")
+            .condition_expression("attribute_exists(#pk) AND attribute_not_exists(#fa)")
+            .expression_attribute_names("#fa", req_attr::FAILED_AT)
+            .expression_attribute_names("#fr", req_attr::FAILED_REASON)
+            .expression_attribute_names("#ca", req_attr::CANCELLED_AT)
+            .expression_attribute_names("#pk", attr::PK)
+            .expression_attribute_values(":now", item::n(now_ms))
+            .expression_attribute_values(":why", item::s(reason));
+        match u.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if condition_failed(&e) => Ok(false),
+            Err(e) => Err(aws_err("UpdateItem", e)),
+        }
+    }
+
     async fn counts(&self, request_id: &str, now_ms: u64) -> Result<Counts, LedgerError> {
         let keys: Vec<ItemKey> = (0..COUNTER_SLOTS)
             .map(|s| s.to_string())

@@ -131,6 +131,10 @@ pub mod req_attr {
     pub const JOB_SHARDS: &str = "job_shards";
     pub const CANCELLED_AT: &str = "cancelled_at";
     pub const STOP_RUNNING: &str = "stop_running";
+    pub const TOLERATED_FAILURES: &str = "tolerated_failures";
+    /// When the request failed as a whole, and why.
+    pub const FAILED_AT: &str = "failed_at";
+    pub const FAILED_REASON: &str = "failed_reason";
     /// Jobs whose items and messages are written: the submission's watermark.
     pub const WRITTEN: &str = "written";
     /// The TTL attribute, the same as every item's.

@@ -30,6 +30,13 @@ pub fn encode_request(r: &crate::ledger::RequestRecord, expires_at: Option<u64>)
     if r.stop_running {
         item.insert(a::STOP_RUNNING.to_owned(), AttributeValue::Bool(true));
     }
+    if let Some(t) = r.tolerated_failures {
+        item.insert(a::TOLERATED_FAILURES.to_owned(), n(t));
+    }
+    if let Some(f) = &r.failed {
+        item.insert(a::FAILED_AT.to_owned(), n(f.at_ms));
+        item.insert(a::FAILED_REASON.to_owned(), s(&f.reason));
+    }
     if let Some(x) = expires_at {
         item.insert(a::EXPIRES_AT.to_owned(), n(x));
     }
@@ -58,5 +65,12 @@ pub fn decode_request(item: &Item) -> Result<crate::ledger::RequestRecord, Ledge
         written: r.opt_n(a::WRITTEN)?.unwrap_or(0),
         cancelled_at_ms: r.opt_n(a::CANCELLED_AT)?,
         stop_running: r.bool(a::STOP_RUNNING),
+        tolerated_failures: r.opt_n(a::TOLERATED_FAILURES)?,
+        failed: r
+            .opt_n(a::FAILED_AT)?
+            .map(|at_ms| crate::ledger::RequestFailure {
+                at_ms,
+                reason: r.opt_s(a::FAILED_REASON).unwrap_or_default().to_owned(),
+            }),
     })
 }

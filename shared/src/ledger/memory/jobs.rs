@@ -28,12 +28,7 @@ impl Ledger for MemoryLedger {
         let size = r.map_or(0, |r| item_size(&item::encode_request(r, None)));
         self.read("GetItem", &[Charge::table(&key.pk, read_units(size, true))])?;
         Ok(match r {
-            Some(r) => RequestView {
-                exists: true,
-                job_shards: r.job_shards,
-                cancelled: r.cancelled_at_ms.is_some(),
-                stop_running: r.stop_running,
-            },
+            Some(r) => RequestView::of(r),
             None => RequestView::direct(DIRECT_JOB_SHARDS),
         })
     }

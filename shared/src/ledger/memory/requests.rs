@@ -162,6 +162,36 @@ impl RequestLedger for MemoryLedger {
         Ok(true)
     }
 
+    async fn fail_request(
+        &self,
+        request_id: &str,
+        now_ms: u64,
+        reason: &str,
+    ) -> Result<bool, LedgerError> {
+        let mut st = self.lock();
+        let key = item::request_key(request_id);
+        let Some(r) = st.requests.get_mut(request_id) else {
+            return Ok(false);
+        };
+        let old = item_size(&item::encode_request(r, None));
+        if r.failed.is_some() {
+            return self
+                .refused_write("UpdateItem", &key.pk, &item::encode_request(r, None))
+                .map(|()| false);
+        }
+        r.failed = Some(crate::ledger::RequestFailure {
+            at_ms: now_ms,
+            reason: reason.to_owned(),
+        });
+        r.cancelled_at_ms.get_or_insert(now_ms);
+        let new = item_size(&item::encode_request(r, None));
+        self.write(
+            "UpdateItem",
+            &[Charge::table(&key.pk, write_units(old, new) as f64)],
+        )?;
+        Ok(true)
+    }
+
     async fn counts(&self, request_id: &str, now_ms: u64) -> Result<Counts, LedgerError> {
         let st = self.lock();
         let mut total = Counts::default();
