@@ -69,6 +69,7 @@ pub const IN_FLIGHT: &str = "fleet_in_flight";
 pub const HANDED_TO_LAMBDA: &str = "fleet_handed_to_lambda";
 pub const INVOCATION_RECORDS: &str = "fleet_invocation_records_total";
 pub const CONCURRENCY_LIMIT: &str = "fleet_concurrency_limit";
+pub const JOB_TYPE_CONCURRENCY_LIMIT: &str = "fleet_job_type_concurrency_limit";
 pub const JOB_DURATION: &str = "fleet_job_duration_seconds";
 pub const DISPATCH_LATENCY: &str = "fleet_dispatch_latency_seconds";
 pub const QUEUE_WAIT: &str = "fleet_queue_wait_seconds";
@@ -243,6 +244,13 @@ pub const CATALOG: &[Metric] = &[
         Gauge,
         &["target"],
         "The current in-flight limit per target (adaptive for Lambda).",
+        W,
+    ),
+    metric(
+        JOB_TYPE_CONCURRENCY_LIMIT,
+        Gauge,
+        &["job_type"],
+        "Each replica's in-flight limit per job type: halved when the job itself reports being throttled (its partner API answered 429), raised again as its jobs succeed.",
         W,
     ),
     histogram(

@@ -185,6 +185,16 @@ impl<T: Ledger> Ledger for Slow<T> {
         self.inner.take_tokens(bucket, want, now_ms).await
     }
 
+    async fn take_slots(
+        &self,
+        pace: &fleet_shared::ledger::Pace,
+        want: u32,
+        now_ms: u64,
+    ) -> Result<fleet_shared::ledger::Slots, LedgerError> {
+        self.call(self.latency.ledger).await;
+        self.inner.take_slots(pace, want, now_ms).await
+    }
+
     async fn running_at(&self, attempts: &[(ItemKey, u64)]) -> Result<Vec<bool>, LedgerError> {
         self.call(self.latency.ledger).await;
         self.inner.running_at(attempts).await

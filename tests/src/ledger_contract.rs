@@ -382,6 +382,21 @@ pub async fn check_handed_and_buckets<L: Ledger>(l: &L, request: &str) {
     // Half a second later: five more.
     let later = l.take_tokens(&bucket, 6, t0 + 500).await.expect("take");
     assert_eq!(later.granted, 5);
+
+    // Start slots, 10 a second, 3 at most a block: takes one after the other get the next
+    // free slots, 100 ms apart, never beyond 300 ms ahead.
+    let pace = fleet_shared::ledger::Pace::new(&format!("{request}-pace"), 10.0, 3);
+    let a = l.take_slots(&pace, 2, t0).await.expect("slots");
+    let b = l.take_slots(&pace, 5, t0).await.expect("slots");
+    let c = l.take_slots(&pace, 1, t0).await.expect("slots");
+    let us = t0 * 1000;
+    assert_eq!(a.times().collect::<Vec<_>>(), vec![us, us + 100_000]);
+    assert_eq!(b.times().collect::<Vec<_>>(), vec![us + 200_000]);
+    assert_eq!((c.granted, c.wait_ms), (0, 1), "{c:?}");
+    // Later the slots start from now: none is in the past.
+    let d = l.take_slots(&pace, 3, t0 + 5_000).await.expect("slots");
+    assert_eq!(d.first_us, (t0 + 5_000) * 1000);
+    assert_eq!(d.granted, 3);
 }
 
 /// Hand-off and adoption, the due index, and shared durations.

@@ -8,6 +8,8 @@
 //! - [`RateLimiter`]: a token bucket for calls with a per-second quota, in one replica.
 //! - [`SharedRate`]: a token bucket shared by every replica, kept in the ledger and taken a
 //!   block at a time (ECS RunTask: the account's budget, not each replica's).
+//! - [`StartPace`]: start slots at a steady rate shared by every replica, kept in the ledger
+//!   and taken a block at a time (a job type's `max_starts_per_sec`): no burst on top.
 //!
 //! A target's gauges (`fleet_in_flight`, `fleet_concurrency_limit`) come from its
 //! [`AdaptiveLimit`], so in-flight falls back to 0 whenever every permit is gone.
@@ -32,9 +34,27 @@ struct State {
     generation: u64,
 }
 
+/// What a limit's gauges are labelled with.
+#[derive(Debug, Clone)]
+enum Gauge {
+    /// A target's (`fleet_concurrency_limit{target}`, `fleet_in_flight{target}`).
+    Target(&'static str),
+    /// A job type's (`fleet_job_type_concurrency_limit{job_type}`).
+    JobType(String),
+}
+
+impl std::fmt::Display for Gauge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Gauge::Target(t) => f.write_str(t),
+            Gauge::JobType(t) => write!(f, "job type {t}"),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct AdaptiveLimit {
-    name: &'static str,
+    name: Gauge,
     min: usize,
     max: usize,
     state: Mutex<State>,
@@ -42,8 +62,19 @@ pub struct AdaptiveLimit {
 }
 
 impl AdaptiveLimit {
-    /// A limit starting at `max`.
+    /// A target's limit, starting at `max`.
     pub fn new(name: &'static str, min: usize, max: usize) -> Arc<Self> {
+        Self::labelled(Gauge::Target(name), min, max)
+    }
+
+    /// A job type's limit, starting at `max`: lowered when the job itself reports being
+    /// throttled (its partner API answered 429), to half of what was running then, and
+    /// raised again as its jobs succeed.
+    pub fn for_job_type(job_type: &str, min: usize, max: usize) -> Arc<Self> {
+        Self::labelled(Gauge::JobType(job_type.to_owned()), min, max)
+    }
+
+    fn labelled(name: Gauge, min: usize, max: usize) -> Arc<Self> {
         let min = min.max(1);
         let max = max.max(min);
         let limit = Arc::new(Self {
@@ -67,8 +98,16 @@ impl AdaptiveLimit {
     /// `fleet_in_flight` gauges of this target.
     fn publish(&self, s: &State) {
         use fleet_shared::metrics as fm;
-        metrics::gauge!(fm::CONCURRENCY_LIMIT, "target" => self.name).set(s.limit as f64);
-        metrics::gauge!(fm::IN_FLIGHT, "target" => self.name).set(s.in_flight as f64);
+        match &self.name {
+            Gauge::Target(t) => {
+                metrics::gauge!(fm::CONCURRENCY_LIMIT, "target" => *t).set(s.limit as f64);
+                metrics::gauge!(fm::IN_FLIGHT, "target" => *t).set(s.in_flight as f64);
+            }
+            Gauge::JobType(t) => {
+                metrics::gauge!(fm::JOB_TYPE_CONCURRENCY_LIMIT, "job_type" => t.clone())
+                    .set(s.limit as f64);
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -153,13 +192,13 @@ impl AdaptiveLimit {
                     s.successes = 0;
                     if s.limit == self.max {
                         info!(
-                            target_kind = self.name,
+                            target_kind = %self.name,
                             limit = s.limit,
                             "concurrency limit back at its maximum"
                         );
                     } else {
                         debug!(
-                            target_kind = self.name,
+                            target_kind = %self.name,
                             limit = s.limit,
                             "concurrency limit raised"
                         );
@@ -167,13 +206,18 @@ impl AdaptiveLimit {
                 }
             }
             Signal::Throttled if generation == s.generation => {
-                let before = s.limit;
+                // A job type's limit sits far above what runs until its first throttle:
+                // halve what was running (this permit included), not the ceiling.
+                let before = match self.name {
+                    Gauge::JobType(_) => s.limit.min(s.in_flight + 1),
+                    Gauge::Target(_) => s.limit,
+                };
                 s.good = s.good.min(before.saturating_sub(1)).max(self.min);
-                s.limit = (s.limit / 2).max(self.min);
+                s.limit = (before / 2).max(self.min);
                 s.successes = 0;
                 s.generation += 1;
                 warn!(
-                    target_kind = self.name,
+                    target_kind = %self.name,
                     from = before,
                     to = s.limit,
                     "throttled: concurrency limit lowered"
@@ -211,6 +255,37 @@ impl LimitPermit {
     pub fn throttled(mut self) {
         self.done = true;
         self.limit.release(self.generation, Signal::Throttled);
+    }
+}
+
+/// The permits an attempt holds: its target's (Lambda or ECS) and its job type's. How the
+/// attempt ended tells each what it needs: a success both; a throttle the one that throttled
+/// (the target's for a Lambda 429 or an ECS capacity shortage, the job type's when the job
+/// itself reported being throttled); anything else neither.
+#[derive(Debug)]
+pub struct Permits {
+    pub target: LimitPermit,
+    pub job_type: LimitPermit,
+}
+
+impl Permits {
+    pub fn ended(self, end: &crate::dispatch::TaskEnd) {
+        use crate::dispatch::Outcome;
+        match &end.outcome {
+            Outcome::Succeeded { .. } => {
+                self.target.success();
+                self.job_type.success();
+            }
+            Outcome::Failed {
+                class: ErrorClass::Throttled,
+                ..
+            } if end.throttled_by_job() => self.job_type.throttled(),
+            Outcome::Failed {
+                class: ErrorClass::Throttled,
+                ..
+            } => self.target.throttled(),
+            Outcome::Failed { .. } => {}
+        }
     }
 }
 
@@ -314,6 +389,68 @@ impl SharedRate {
     }
 }
 
+/// Starts paced across the fleet (a job type's `max_starts_per_sec`): start slots from a
+/// pace kept in the ledger, taken a block at a time and spent one start each, none before
+/// its time. A slot not used within a quarter of the spacing after its time is dropped
+/// rather than spent late, so that a replica held up cannot bunch its starts with the
+/// others' on time.
+#[derive(Debug)]
+pub struct StartPace {
+    pace: fleet_shared::ledger::Pace,
+    block: u32,
+    /// Slot times held, in microseconds, oldest first.
+    held: tokio::sync::Mutex<std::collections::VecDeque<u64>>,
+}
+
+impl StartPace {
+    /// `per_sec` starts a second for the whole fleet, a quarter second's slots a block
+    /// (1 to 10).
+    pub fn new(name: &str, per_sec: f64) -> Self {
+        let block = ((per_sec / 4.0).ceil() as u32).clamp(1, 10);
+        Self {
+            pace: fleet_shared::ledger::Pace::new(name, per_sec, block),
+            block,
+            held: tokio::sync::Mutex::new(std::collections::VecDeque::new()),
+        }
+    }
+
+    /// Waits for a start slot's time. Ledger errors as [`SharedRate::acquire`]'s.
+    pub async fn acquire<L: fleet_shared::ledger::Ledger>(
+        &self,
+        ledger: &L,
+        clock: fleet_shared::time::Clock,
+    ) -> Result<(), fleet_shared::ledger::LedgerError> {
+        let mut held = self.held.lock().await;
+        let mut pause = Duration::from_millis(250);
+        loop {
+            let now_us = clock.now_ms() * 1000;
+            while held
+                .front()
+                .is_some_and(|t| t + self.pace.spacing_us / 4 < now_us)
+            {
+                held.pop_front();
+            }
+            if let Some(t) = held.pop_front() {
+                tokio::time::sleep(Duration::from_micros(t.saturating_sub(now_us))).await;
+                return Ok(());
+            }
+            match ledger
+                .take_slots(&self.pace, self.block, clock.now_ms())
+                .await
+            {
+                Ok(s) if s.granted > 0 => held.extend(s.times()),
+                Ok(s) => tokio::time::sleep(Duration::from_millis(s.wait_ms)).await,
+                Err(e) if e.class() == ErrorClass::Permanent => return Err(e),
+                Err(e) => {
+                    warn!(pace = %self.pace.name, error = %e, "could not take start slots; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -379,6 +516,59 @@ mod tests {
         }
         // 250 → 499 in one window (not 249 windows of +1), then probing by one.
         assert_eq!(windows, vec![499, 500, 501, 502]);
+    }
+
+    /// A throttle the job reported lowers its job type's limit and leaves the target's; a
+    /// throttle of the target the other way round; a success grows both.
+    #[tokio::test]
+    async fn an_attempts_end_signals_the_limit_that_throttled() {
+        use crate::dispatch::{Outcome, TaskEnd};
+        let (lambda, job_type) = (
+            AdaptiveLimit::new("lambda", 1, 8),
+            AdaptiveLimit::for_job_type("t", 1, 8),
+        );
+        let permits = || async {
+            Permits {
+                target: lambda.acquire().await,
+                job_type: job_type.acquire().await,
+            }
+        };
+        let throttled = |error_type: Option<&str>, exit_code| TaskEnd {
+            stopped_reason: error_type.map(str::to_owned),
+            exit_code,
+            ..TaskEnd::of(Outcome::Failed {
+                class: ErrorClass::Throttled,
+                message: "slow down".into(),
+            })
+        };
+        // Four running when the first throttle comes (under Lambda: the kind in errorType):
+        // the job type's limit halves what ran; the Lambda limit stays.
+        let mut running = futures::future::join_all((0..4).map(|_| permits())).await;
+        let reported = Some("Fleet.Throttled[retry_after_ms=1000].Partner");
+        running.pop().unwrap().ended(&throttled(reported, None));
+        assert_eq!((lambda.limit(), job_type.limit()), (8, 2));
+        drop(running);
+        // In a container: exit code 75.
+        permits().await.ended(&throttled(None, Some(75)));
+        assert_eq!((lambda.limit(), job_type.limit()), (8, 1));
+        // Lambda's own 429: no errorType, no exit code.
+        permits().await.ended(&throttled(None, None));
+        assert_eq!((lambda.limit(), job_type.limit()), (4, 1));
+        // A job failure of another kind moves neither.
+        permits().await.ended(&TaskEnd::of(Outcome::Failed {
+            class: ErrorClass::JobFailure,
+            message: "no".into(),
+        }));
+        assert_eq!((lambda.limit(), job_type.limit()), (4, 1));
+        for _ in 0..4 {
+            permits()
+                .await
+                .ended(&TaskEnd::of(Outcome::Succeeded { result: vec![] }));
+        }
+        assert!(
+            lambda.limit() > 4 && job_type.limit() > 1,
+            "successes raise both"
+        );
     }
 
     #[tokio::test(start_paused = true)]

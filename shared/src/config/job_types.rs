@@ -18,6 +18,9 @@ pub struct JobTypeConfig {
     pub estimated_secs: Option<f64>,
     /// The ECS task definition for this job type; default `ecs.task_definition`.
     pub task_definition: Option<String>,
+    /// Jobs of this type started a second across the whole fleet (every replica sharing the
+    /// ledger), from start slots kept in the ledger and taken in blocks; default: no limit.
+    pub max_starts_per_sec: Option<f64>,
 }
 
 impl JobTypeConfig {
@@ -30,6 +33,14 @@ impl JobTypeConfig {
         }
         if let Some(n) = self.max_attempts {
             check_attempts(&format!("job_types.{name}.max_attempts"), n)?;
+        }
+        if let Some(r) = self.max_starts_per_sec
+            && !(r.is_finite() && r > 0.0 && r <= 10_000.0)
+        {
+            return Err(invalid(
+                &format!("job_types.{name}.max_starts_per_sec"),
+                "must be above 0 and at most 10000",
+            ));
         }
         if let Some(s) = self.estimated_secs
             && !(s.is_finite() && s >= 0.0)

@@ -47,6 +47,15 @@ pub trait Ledger: Send + Sync + 'static {
         now_ms: u64,
     ) -> impl Future<Output = Result<Taken, LedgerError>> + Send;
 
+    /// Takes up to `want` start slots of `pace` (shared by every replica): a read and a
+    /// conditional write, tried again when another replica wrote between them.
+    fn take_slots(
+        &self,
+        pace: &Pace,
+        want: u32,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Slots, LedgerError>> + Send;
+
     /// For each `(key, fence)`, whether the job is still RUNNING at that fence (one read of
     /// up to 100 items per call: how a replica learns that jobs it handed off have ended).
     fn running_at(

@@ -61,6 +61,27 @@ pub struct TaskEnd {
 }
 
 impl TaskEnd {
+    /// Whether the job itself reported being throttled (a Fleet error kind in Lambda's
+    /// `errorType`, or a container's exit code 75), rather than the target throttling the
+    /// call: what lowers the job type's limit instead of the target's.
+    pub fn throttled_by_job(&self) -> bool {
+        use fleet_job::{ErrorKind, exit::ExitKind};
+        let throttled = |k: ErrorKind| matches!(k, ErrorKind::Throttled { .. });
+        matches!(
+            self.outcome,
+            Outcome::Failed {
+                class: ErrorClass::Throttled,
+                ..
+            }
+        ) && (self
+            .exit_code
+            .is_some_and(|c| matches!(ExitKind::of_code(c), ExitKind::Failed(k) if throttled(k)))
+            || self
+                .stopped_reason
+                .as_deref()
+                .is_some_and(|t| throttled(ErrorKind::of_error_type(t).0)))
+    }
+
     /// An end with nothing but its outcome.
     pub fn of(outcome: Outcome) -> Self {
         TaskEnd {

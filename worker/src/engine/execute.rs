@@ -16,7 +16,8 @@ use super::events::Noted;
 use super::{Backends, Engine};
 use crate::acks::Acker;
 use crate::classify::ErrorClass;
-use crate::dispatch::{Dispatcher, Outcome, TaskLauncher};
+use crate::dispatch::{Dispatcher, Outcome, TaskEnd, TaskLauncher};
+use crate::limits::Permits;
 use crate::routing::Route;
 
 impl<B: Backends> Engine<B> {
@@ -82,27 +83,23 @@ impl<B: Backends> Engine<B> {
                 .record(waited as f64 / 1000.0);
         };
         if route.target != Target::Ecs {
-            let permit = self.lambda_limit.acquire().await;
+            let permits = self.permits(&a.msg.job_type, &self.lambda_limit).await;
+            if let Err(e) = self.paced(&a.msg.job_type).await {
+                return self.refused_by_ledger("could not take a start slot for the job type", &e);
+            }
             a.started();
             if self.cancelled(a).await {
                 return AttemptEnd::Cancelled;
             }
             dispatched();
             if self.hands_off() {
-                return self.hand_to_lambda(a, route, event, permit, acker).await;
+                return self.hand_to_lambda(a, route, event, permits, acker).await;
             }
             let end = self.dispatcher.dispatch(event).await;
-            match &end.outcome {
-                Outcome::Succeeded { .. } => permit.success(),
-                Outcome::Failed {
-                    class: ErrorClass::Throttled,
-                    ..
-                } => permit.throttled(),
-                Outcome::Failed { .. } => drop(permit),
-            }
+            permits.ended(&end);
             return AttemptEnd::Done(end.outcome.clone(), TaskInfo::from(&end));
         }
-        let permit = self.ecs_limit.acquire().await;
+        let permits = self.permits(&a.msg.job_type, &self.ecs_limit).await;
         a.started();
         if let Err(e) = self
             .run_tasks
@@ -113,16 +110,19 @@ impl<B: Backends> Engine<B> {
                 .refused_by_ledger("could not take a RunTask start from the shared rate", &e);
         }
         self.tasks.pace().await;
+        if let Err(e) = self.paced(&a.msg.job_type).await {
+            return self.refused_by_ledger("could not take a start slot for the job type", &e);
+        }
         if self.cancelled(a).await {
             return AttemptEnd::Cancelled;
         }
         let task = match self.tasks.start(event).await {
             Ok(task) => task,
             Err((class, message)) => {
-                if class == ErrorClass::Throttled {
-                    permit.throttled();
-                }
-                return AttemptEnd::Done(Outcome::Failed { class, message }, TaskInfo::default());
+                // Nothing ran: a throttle is ECS's (capacity, the API rate).
+                let end = TaskEnd::of(Outcome::Failed { class, message });
+                permits.ended(&end);
+                return AttemptEnd::Done(end.outcome, TaskInfo::default());
             }
         };
         dispatched();
@@ -148,10 +148,7 @@ impl<B: Backends> Engine<B> {
             info!(%task, "task running; handed off");
         }
         let end = self.tasks.wait(&task).await;
-        match &end.outcome {
-            Outcome::Succeeded { .. } => permit.success(),
-            _ => drop(permit),
-        }
+        permits.ended(&end);
         AttemptEnd::Done(end.outcome.clone(), TaskInfo::from(&end))
     }
 
@@ -167,7 +164,7 @@ impl<B: Backends> Engine<B> {
         a: &Attempt<'_>,
         route: &Route,
         event: &JobEvent,
-        permit: crate::limits::LimitPermit,
+        permits: Permits,
         acker: &Acker,
     ) -> AttemptEnd {
         // Closed never: the semaphore lives as long as the engine.
@@ -233,15 +230,7 @@ impl<B: Backends> Engine<B> {
                 // Not accepted: the heartbeats take the lease back to a short one while the
                 // failure is recorded.
                 *handing = false;
-                if matches!(
-                    end.outcome,
-                    Outcome::Failed {
-                        class: ErrorClass::Throttled,
-                        ..
-                    }
-                ) {
-                    permit.throttled();
-                }
+                permits.ended(&end);
                 return AttemptEnd::Done(end.outcome.clone(), TaskInfo::from(&end));
             }
         };
@@ -253,7 +242,7 @@ impl<B: Backends> Engine<B> {
         let live = a.live.swap(false, Ordering::Relaxed);
         self.handed.add(super::handed::HandedJob::new(
             a,
-            permit,
+            permits,
             live,
             self.clock.now_ms(),
             until,

@@ -2,7 +2,8 @@
 //!
 //! Once Lambda accepts the event (202), the attempt's lease is extended to cover the
 //! maximum event age plus the function timeout, the message is deleted, and the replica
-//! holds nothing for it but a permit of the Lambda limit (a cap on jobs handed to Lambda).
+//! holds nothing for it but its permits (of the Lambda limit, a cap on jobs handed to Lambda,
+//! and of its job type's).
 //! Every replica consumes the outcomes queue: a record names its attempt by the fence the
 //! event carries; the outcome is committed under the lease the ledger has at that fence, so
 //! a stale record (the job was claimed again) or a duplicate (already recorded) finds none
@@ -31,8 +32,8 @@ use super::attempt::{Attempt, TaskInfo};
 use super::events::Noted;
 use super::{Backends, Engine};
 use crate::acks::Acker;
-use crate::dispatch::{Dispatcher, Outcome, record};
-use crate::limits::LimitPermit;
+use crate::dispatch::{Dispatcher, record};
+use crate::limits::Permits;
 use crate::routing::Route;
 
 /// The first check of an attempt handed off is this long after the hand-off; each later
@@ -46,7 +47,7 @@ const RECORDS_LINGER: Duration = Duration::from_millis(500);
 pub(super) struct HandedJob {
     key: ItemKey,
     fence: u64,
-    permit: LimitPermit,
+    permits: Permits,
     check_at_ms: u64,
     step: Duration,
     until_ms: u64,
@@ -55,17 +56,11 @@ pub(super) struct HandedJob {
 }
 
 impl HandedJob {
-    pub fn new(
-        a: &Attempt<'_>,
-        permit: LimitPermit,
-        live: bool,
-        now_ms: u64,
-        until_ms: u64,
-    ) -> Self {
+    pub fn new(a: &Attempt<'_>, permits: Permits, live: bool, now_ms: u64, until_ms: u64) -> Self {
         HandedJob {
             key: a.lease.key.clone(),
             fence: a.lease.fence,
-            permit,
+            permits,
             check_at_ms: now_ms + CHECK_FIRST.as_millis() as u64,
             step: CHECK_FIRST,
             until_ms,
@@ -116,16 +111,16 @@ impl Handed {
         self.lock().insert((j.key.clone(), j.fence), j);
     }
 
-    fn release(&self, j: HandedJob) -> LimitPermit {
+    fn release(&self, j: HandedJob) -> Permits {
         metrics::gauge!(fm::HANDED_TO_LAMBDA).decrement(1.0);
         if let Some((request, after_retry)) = &j.live {
             self.live.ended(request, *after_retry);
         }
-        j.permit
+        j.permits
     }
 
     /// Takes an attempt's permit out, if this replica handed it off.
-    pub fn take(&self, key: &ItemKey, fence: u64) -> Option<LimitPermit> {
+    pub fn take(&self, key: &ItemKey, fence: u64) -> Option<Permits> {
         let j = self.lock().remove(&(key.clone(), fence))?;
         Some(self.release(j))
     }
@@ -350,14 +345,7 @@ impl<B: Backends> Engine<B> {
             result: if recorded { "recorded" } else { "stale" },
         });
         if let Some(p) = permit {
-            match outcome {
-                Outcome::Succeeded { .. } => p.success(),
-                Outcome::Failed {
-                    class: crate::classify::ErrorClass::Throttled,
-                    ..
-                } => p.throttled(),
-                Outcome::Failed { .. } => drop(p),
-            }
+            p.ended(&rec.end);
         }
     }
 

@@ -29,6 +29,7 @@ mod sweep;
 mod thresholds;
 pub mod views;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -49,7 +50,7 @@ use crate::acks::Acker;
 use crate::dispatch::{Dispatcher, TaskLauncher};
 use crate::history::HistoryLog;
 use crate::learn::Learner;
-use crate::limits::{AdaptiveLimit, SharedRate};
+use crate::limits::{AdaptiveLimit, Permits, SharedRate, StartPace};
 use crate::retry::RetryPolicy;
 use crate::routing::Route;
 use views::{Frontier, Views};
@@ -226,6 +227,10 @@ pub struct Engine<B: Backends> {
     /// claim-check); without it such jobs fail with a clear error.
     s3: Option<aws_sdk_s3::Client>,
     views: Views,
+    /// Start paces of the job types with `max_starts_per_sec`, made at first use.
+    paces: std::sync::Mutex<HashMap<String, Arc<StartPace>>>,
+    /// Each job type's in-flight limit, lowered when its jobs report being throttled.
+    type_limits: std::sync::Mutex<HashMap<String, Arc<AdaptiveLimit>>>,
     /// Requests with failures to check against what they tolerate.
     thresholds: thresholds::Thresholds,
     frontier: Frontier,
@@ -280,6 +285,8 @@ impl<Q: JobQueue, D: DeadLetterQueue, L: Ledger + RequestLedger, X: Dispatcher, 
             health: Health::new(Duration::from_secs(config.metrics.ready_window_secs)),
             s3: None,
             views: Views::default(),
+            paces: std::sync::Mutex::default(),
+            type_limits: std::sync::Mutex::default(),
             thresholds: thresholds::Thresholds::default(),
             frontier: Frontier::new(Duration::from_secs(config.worker.recover_secs)),
             handed: handed::Handed::new(live.clone()),
@@ -296,6 +303,47 @@ impl<Q: JobQueue, D: DeadLetterQueue, L: Ledger + RequestLedger, X: Dispatcher, 
 }
 
 impl<B: Backends> Engine<B> {
+    /// The start pace of `job_type`, when its configuration sets `max_starts_per_sec`.
+    fn pace_of(&self, job_type: &str) -> Option<Arc<StartPace>> {
+        let per_sec = self.config.job_types.get(job_type)?.max_starts_per_sec?;
+        let mut paces = self.paces.lock().unwrap_or_else(|p| p.into_inner());
+        Some(
+            paces
+                .entry(job_type.to_owned())
+                .or_insert_with(|| Arc::new(StartPace::new(&format!("starts-{job_type}"), per_sec)))
+                .clone(),
+        )
+    }
+
+    /// Room for an attempt of `job_type` under its job type's limit, then under `target`.
+    async fn permits(&self, job_type: &str, target: &Arc<AdaptiveLimit>) -> Permits {
+        let limit = self
+            .type_limits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(job_type.to_owned())
+            .or_insert_with(|| {
+                // Every attempt also holds a target's permit: the two targets' limits bound
+                // what a job type can have in flight, until it is throttled.
+                let most = self.config.lambda_concurrency().1 + self.config.ecs.max_concurrency;
+                AdaptiveLimit::for_job_type(job_type, 1, most)
+            })
+            .clone();
+        let job_type = limit.acquire().await;
+        Permits {
+            target: target.acquire().await,
+            job_type,
+        }
+    }
+
+    /// Waits for a start slot of the attempt's job type (when it is paced).
+    async fn paced(&self, job_type: &str) -> Result<(), fleet_shared::ledger::LedgerError> {
+        match self.pace_of(job_type) {
+            Some(p) => p.acquire(self.ledger.as_ref(), self.clock).await,
+            None => Ok(()),
+        }
+    }
+
     /// Reads time from `clock` instead of the system clock (tests use [`Clock::tokio`]).
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;

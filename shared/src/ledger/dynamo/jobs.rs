@@ -16,6 +16,8 @@ use crate::state::JobState;
 /// A token bucket's tokens (a number with decimals) and when they were counted (ms).
 const BUCKET_TOKENS: &str = "tokens";
 const BUCKET_AT: &str = "at";
+/// A pace's next free slot, in microseconds.
+const PACE_NEXT: &str = "next_us";
 
 /// Job shards of a request without a request item (its jobs were sent straight to SQS).
 pub use crate::ledger::memory::DIRECT_JOB_SHARDS;
@@ -38,6 +40,50 @@ impl DynamoLedger {
             Err(e) if condition_failed(&e) => Ok(None),
             Err(e) => Err(aws_err("UpdateItem", e)),
         }
+    }
+
+    /// A read-decide-write of one small item every replica writes (a token bucket, a pace):
+    /// `decide` answers from the item as read, with the attributes to set (none: no write).
+    /// The write holds only if `guard` still has the value read (or is still missing), else
+    /// it is tried again on what the other writer left, eight times; then `busy`.
+    async fn compare_and_set<T>(
+        &self,
+        key: &ItemKey,
+        guard: &str,
+        busy: T,
+        mut decide: impl FnMut(
+            Option<&item::Item>,
+        ) -> Result<(T, Vec<(&'static str, AttributeValue)>), LedgerError>,
+    ) -> Result<T, LedgerError> {
+        for _ in 0..8 {
+            let found = self.get(key).await?;
+            let (answer, set) = decide(found.as_ref())?;
+            if set.is_empty() {
+                return Ok(answer);
+            }
+            let mut u = Update::default();
+            let g = u.name(guard);
+            for (name, value) in set {
+                u.set(name, value);
+            }
+            match found.as_ref().and_then(|it| it.get(guard)) {
+                Some(old) => {
+                    let old = u.value(old.clone());
+                    u.condition(format!("{g} = {old}"));
+                }
+                None => {
+                    u.condition(format!("attribute_not_exists({g})"));
+                }
+            }
+            if self
+                .conditional(key, &u, ReturnValue::None)
+                .await?
+                .is_some()
+            {
+                return Ok(answer);
+            }
+        }
+        Ok(busy)
     }
 
     /// A write that needs the lease.
@@ -242,56 +288,65 @@ impl Ledger for DynamoLedger {
         now_ms: u64,
     ) -> Result<crate::ledger::Taken, LedgerError> {
         let key = item::bucket_key(&bucket.name);
-        // A write that lost the race to another replica's is tried again on what it left.
-        for _ in 0..8 {
-            let found = self.get(&key).await?;
-            let stored = match &found {
+        let busy = crate::ledger::Taken {
+            granted: 0,
+            wait_ms: 50,
+        };
+        self.compare_and_set(&key, BUCKET_AT, busy, |found| {
+            let stored = match found {
                 Some(it) => {
-                    let r = item::Reader::new(it, &key);
                     let tokens = it
                         .get(BUCKET_TOKENS)
                         .and_then(|v| v.as_n().ok())
                         .and_then(|n| n.parse::<f64>().ok())
                         .unwrap_or(0.0);
-                    Some((tokens, r.n(BUCKET_AT)?))
+                    Some((tokens, item::Reader::new(it, &key).n(BUCKET_AT)?))
                 }
                 None => None,
             };
             let available = bucket.refilled(stored, now_ms);
             let taken = bucket.take(available, want);
             if taken.granted == 0 {
-                return Ok(taken);
+                return Ok((taken, vec![]));
             }
             let at = stored.map_or(now_ms, |(_, at)| at.max(now_ms));
-            let mut u = Update::default();
-            let at_name = u.name(BUCKET_AT);
-            u.set(
-                BUCKET_TOKENS,
-                item::n(format!("{:.3}", available - f64::from(taken.granted))),
-            )
-            .set(BUCKET_AT, item::n(at));
-            match stored {
-                Some((_, old_at)) => {
-                    let old = u.value(item::n(old_at));
-                    u.condition(format!("{at_name} = {old}"));
-                }
-                None => {
-                    u.condition(format!("attribute_not_exists({at_name})"));
-                }
-            }
-            if self
-                .conditional(&key, &u, ReturnValue::None)
-                .await?
-                .is_some()
-            {
-                return Ok(taken);
-            }
-        }
-        // Eight lost races in a row: the bucket is busy; the caller waits a little.
-        Ok(crate::ledger::Taken {
+            let left = format!("{:.3}", available - f64::from(taken.granted));
+            Ok((
+                taken,
+                vec![(BUCKET_TOKENS, item::n(left)), (BUCKET_AT, item::n(at))],
+            ))
+        })
+        .await
+    }
+
+    async fn take_slots(
+        &self,
+        pace: &crate::ledger::Pace,
+        want: u32,
+        now_ms: u64,
+    ) -> Result<crate::ledger::Slots, LedgerError> {
+        let key = item::bucket_key(&pace.name);
+        // Eight lost races in a row: the pace is busy; the caller waits a little.
+        let busy = crate::ledger::Slots {
+            first_us: now_ms * 1000,
+            spacing_us: pace.spacing_us,
             granted: 0,
             wait_ms: 50,
+        };
+        self.compare_and_set(&key, PACE_NEXT, busy, |found| {
+            let next = match found {
+                Some(it) => Some(item::Reader::new(it, &key).n(PACE_NEXT)?),
+                None => None,
+            };
+            let (slots, next) = pace.take(next, now_ms, want);
+            let set = if slots.granted > 0 {
+                vec![(PACE_NEXT, item::n(next))]
+            } else {
+                vec![]
+            };
+            Ok((slots, set))
         })
+        .await
     }
 
     async fn running_at(&self, attempts: &[(ItemKey, u64)]) -> Result<Vec<bool>, LedgerError> {

@@ -141,6 +141,24 @@ impl Ledger for MemoryLedger {
         Ok(taken)
     }
 
+    async fn take_slots(
+        &self,
+        pace: &crate::ledger::Pace,
+        want: u32,
+        now_ms: u64,
+    ) -> Result<crate::ledger::Slots, LedgerError> {
+        Self::injected(&self.failing_tokens, "UpdateItem")?;
+        let key = item::bucket_key(&pace.name);
+        self.read("GetItem", &[Charge::table(&key.pk, read_units(100, true))])?;
+        let mut st = self.lock();
+        let (slots, next) = pace.take(st.paces.get(&pace.name).copied(), now_ms, want);
+        if slots.granted > 0 {
+            self.write("UpdateItem", &[Charge::table(&key.pk, 1.0)])?;
+            st.paces.insert(pace.name.clone(), next);
+        }
+        Ok(slots)
+    }
+
     async fn running_at(&self, attempts: &[(ItemKey, u64)]) -> Result<Vec<bool>, LedgerError> {
         // As DynamoDB: a BatchGetItem of at most 100 keys, none twice.
         let mut keys: Vec<&ItemKey> = attempts.iter().map(|(k, _)| k).collect();

@@ -42,6 +42,8 @@ struct Store {
     durations: HashMap<String, Vec<u64>>,
     /// Token buckets: tokens and when they were counted.
     buckets: HashMap<String, (f64, u64)>,
+    /// Paces: the next free slot, in microseconds.
+    paces: HashMap<String, u64>,
     /// (partition, due time, key) of every job in the due index.
     due: BTreeSet<(String, u64, ItemKey)>,
     /// (partition, index, key) of every job in the failed index.
