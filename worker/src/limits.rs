@@ -18,6 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fleet_shared::error::ErrorClass;
+use fleet_shared::ledger::{Ledger, LedgerError};
+use fleet_shared::time::Clock;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -354,36 +356,62 @@ impl SharedRate {
         }
     }
 
-    /// Waits for a token. A ledger error that may pass (throttled, transient, a timeout) is
-    /// tried again after a growing pause, up to 5 s (a token is never assumed); a permanent
-    /// one (a missing table, a refused permission) is returned, as waiting cannot cure it.
-    pub async fn acquire<L: fleet_shared::ledger::Ledger>(
-        &self,
-        ledger: &L,
-        clock: fleet_shared::time::Clock,
-    ) -> Result<(), fleet_shared::ledger::LedgerError> {
+    /// Waits for a token (see [`spend_or_take`] for ledger errors).
+    pub async fn acquire<L: Ledger>(&self, ledger: &L, clock: Clock) -> Result<(), LedgerError> {
         let mut held = self.held.lock().await;
-        let mut pause = Duration::from_millis(250);
-        loop {
-            if *held > 0 {
-                *held -= 1;
-                return Ok(());
+        spend_or_take(
+            &self.bucket.name,
+            &mut *held,
+            |held| {
+                let one = *held > 0;
+                if one {
+                    *held -= 1;
+                }
+                one.then_some(Duration::ZERO)
+            },
+            || ledger.take_tokens(&self.bucket, self.block, clock.now_ms()),
+            |held, t| {
+                *held = t.granted;
+                (t.granted == 0).then(|| Duration::from_millis(t.wait_ms))
+            },
+        )
+        .await
+    }
+}
+
+/// The wait of a budget shared through the ledger: `spend` uses what is held (the wait
+/// before the start it allows; `None` when nothing is held), else `take` asks the ledger
+/// for more and `keep` holds what it gave (the wait before asking again when it gave none).
+/// A ledger error that may pass (throttled, transient, a timeout) is tried again after a
+/// growing pause, up to 5 s (nothing is ever assumed granted); a permanent one (a missing
+/// table, a refused permission) is returned, as waiting cannot cure it.
+async fn spend_or_take<H, G, F>(
+    name: &str,
+    held: &mut H,
+    spend: impl Fn(&mut H) -> Option<Duration>,
+    take: impl Fn() -> F,
+    keep: impl Fn(&mut H, G) -> Option<Duration>,
+) -> Result<(), LedgerError>
+where
+    F: std::future::Future<Output = Result<G, LedgerError>>,
+{
+    let mut pause = Duration::from_millis(250);
+    loop {
+        if let Some(wait) = spend(held) {
+            tokio::time::sleep(wait).await;
+            return Ok(());
+        }
+        match take().await {
+            Ok(granted) => {
+                if let Some(wait) = keep(held, granted) {
+                    tokio::time::sleep(wait).await;
+                }
             }
-            match ledger
-                .take_tokens(&self.bucket, self.block, clock.now_ms())
-                .await
-            {
-                Ok(t) if t.granted > 0 => {
-                    *held = t.granted - 1;
-                    return Ok(());
-                }
-                Ok(t) => tokio::time::sleep(Duration::from_millis(t.wait_ms)).await,
-                Err(e) if e.class() == ErrorClass::Permanent => return Err(e),
-                Err(e) => {
-                    warn!(bucket = %self.bucket.name, error = %e, "could not take from the shared rate; trying again");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(5));
-                }
+            Err(e) if e.class() == ErrorClass::Permanent => return Err(e),
+            Err(e) => {
+                warn!(budget = name, error = %e, "could not take from a budget shared through the ledger; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
             }
         }
     }
@@ -414,40 +442,28 @@ impl StartPace {
         }
     }
 
-    /// Waits for a start slot's time. Ledger errors as [`SharedRate::acquire`]'s.
-    pub async fn acquire<L: fleet_shared::ledger::Ledger>(
-        &self,
-        ledger: &L,
-        clock: fleet_shared::time::Clock,
-    ) -> Result<(), fleet_shared::ledger::LedgerError> {
+    /// Waits for a start slot's time (see [`spend_or_take`] for ledger errors).
+    pub async fn acquire<L: Ledger>(&self, ledger: &L, clock: Clock) -> Result<(), LedgerError> {
         let mut held = self.held.lock().await;
-        let mut pause = Duration::from_millis(250);
-        loop {
-            let now_us = clock.now_ms() * 1000;
-            while held
-                .front()
-                .is_some_and(|t| t + self.pace.spacing_us / 4 < now_us)
-            {
-                held.pop_front();
-            }
-            if let Some(t) = held.pop_front() {
-                tokio::time::sleep(Duration::from_micros(t.saturating_sub(now_us))).await;
-                return Ok(());
-            }
-            match ledger
-                .take_slots(&self.pace, self.block, clock.now_ms())
-                .await
-            {
-                Ok(s) if s.granted > 0 => held.extend(s.times()),
-                Ok(s) => tokio::time::sleep(Duration::from_millis(s.wait_ms)).await,
-                Err(e) if e.class() == ErrorClass::Permanent => return Err(e),
-                Err(e) => {
-                    warn!(pace = %self.pace.name, error = %e, "could not take start slots; trying again");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(5));
+        let grace = self.pace.spacing_us / 4;
+        spend_or_take(
+            &self.pace.name,
+            &mut *held,
+            |held| {
+                let now_us = clock.now_ms() * 1000;
+                while held.front().is_some_and(|t| t + grace < now_us) {
+                    held.pop_front();
                 }
-            }
-        }
+                let t = held.pop_front()?;
+                Some(Duration::from_micros(t.saturating_sub(now_us)))
+            },
+            || ledger.take_slots(&self.pace, self.block, clock.now_ms()),
+            |held, s| {
+                held.extend(s.times());
+                (s.granted == 0).then(|| Duration::from_millis(s.wait_ms))
+            },
+        )
+        .await
     }
 }
 

@@ -84,7 +84,7 @@ impl<B: Backends> Engine<B> {
         };
         if route.target != Target::Ecs {
             let permits = self.permits(&a.msg.job_type, &self.lambda_limit).await;
-            if let Err(e) = self.paced(&a.msg.job_type).await {
+            if let Err(e) = self.paced(a).await {
                 return self.refused_by_ledger("could not take a start slot for the job type", &e);
             }
             a.started();
@@ -110,7 +110,7 @@ impl<B: Backends> Engine<B> {
                 .refused_by_ledger("could not take a RunTask start from the shared rate", &e);
         }
         self.tasks.pace().await;
-        if let Err(e) = self.paced(&a.msg.job_type).await {
+        if let Err(e) = self.paced(a).await {
             return self.refused_by_ledger("could not take a start slot for the job type", &e);
         }
         if self.cancelled(a).await {

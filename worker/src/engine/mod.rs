@@ -336,12 +336,22 @@ impl<B: Backends> Engine<B> {
         }
     }
 
-    /// Waits for a start slot of the attempt's job type (when it is paced).
-    async fn paced(&self, job_type: &str) -> Result<(), fleet_shared::ledger::LedgerError> {
-        match self.pace_of(job_type) {
-            Some(p) => p.acquire(self.ledger.as_ref(), self.clock).await,
-            None => Ok(()),
-        }
+    /// Waits for a start slot of the attempt's job type (when it is paced). The request's
+    /// view is read first when it is half its TTL old, so that the cancel check after the
+    /// wait finds it fresh and the start keeps to its slot's time.
+    async fn paced(
+        &self,
+        a: &attempt::Attempt<'_>,
+    ) -> Result<(), fleet_shared::ledger::LedgerError> {
+        let Some(p) = self.pace_of(&a.msg.job_type) else {
+            return Ok(());
+        };
+        let half = views::VIEW_TTL / 2;
+        let _ = self
+            .views
+            .get(self.ledger.as_ref(), &a.msg.request_id, half)
+            .await;
+        p.acquire(self.ledger.as_ref(), self.clock).await
     }
 
     /// Reads time from `clock` instead of the system clock (tests use [`Clock::tokio`]).
