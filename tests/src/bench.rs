@@ -185,6 +185,17 @@ impl<T: Ledger> Ledger for Slow<T> {
         self.inner.take_tokens(bucket, want, now_ms).await
     }
 
+    async fn allot(
+        &self,
+        cap: &fleet_shared::ledger::Cap,
+        replica: &str,
+        want: u32,
+        now_ms: u64,
+    ) -> Result<u32, LedgerError> {
+        self.call(self.latency.ledger).await;
+        self.inner.allot(cap, replica, want, now_ms).await
+    }
+
     async fn take_slots(
         &self,
         pace: &fleet_shared::ledger::Pace,

@@ -393,6 +393,23 @@ pub async fn check_handed_and_buckets<L: Ledger>(l: &L, request: &str) {
     assert_eq!(a.times().collect::<Vec<_>>(), vec![us, us + 100_000]);
     assert_eq!(b.times().collect::<Vec<_>>(), vec![us + 200_000]);
     assert_eq!((c.granted, c.wait_ms), (0, 1), "{c:?}");
+    // A fleet-wide cap of 5: two replicas never hold more together; a holding asked
+    // smaller gives slots back, and an unrenewed one expires.
+    let cap = fleet_shared::ledger::Cap {
+        name: format!("{request}-cap"),
+        limit: 5,
+        ttl_ms: 1_000,
+    };
+    assert_eq!(l.allot(&cap, "r1", 4, t0).await.expect("allot"), 4);
+    assert_eq!(l.allot(&cap, "r2", 4, t0).await.expect("allot"), 1);
+    assert_eq!(l.allot(&cap, "r1", 2, t0 + 10).await.expect("allot"), 2);
+    assert_eq!(l.allot(&cap, "r2", 4, t0 + 20).await.expect("allot"), 3);
+    assert_eq!(
+        l.allot(&cap, "r3", 4, t0 + 1_015).await.expect("allot"),
+        2,
+        "r1's expired"
+    );
+
     // Later the slots start from now: none is in the past.
     let d = l.take_slots(&pace, 3, t0 + 5_000).await.expect("slots");
     assert_eq!(d.first_us, (t0 + 5_000) * 1000);

@@ -152,3 +152,43 @@ async fn a_job_that_reports_throttling_lowers_its_job_types_limit_not_lambdas() 
         "the Lambda limit never moved: {samples:?}"
     );
 }
+
+/// `lambda.max_concurrency` (the function's reserved concurrency) holds across the fleet:
+/// three replicas that could each run 20 Lambda jobs at once run at most 10 together.
+#[tokio::test(flavor = "multi_thread")]
+async fn lambdas_max_concurrency_is_the_fleets() {
+    let stack = Stack::with_init().await;
+    let job = stack.testjob(&[]).await;
+    let _workers: Vec<_> = (0..3)
+        .map(|i| {
+            stack.worker(
+                &format!("w{i}"),
+                &job,
+                &[
+                    ("FLEET_CONCURRENCY", "20"),
+                    ("FLEET_LAMBDA_MAX_CONCURRENCY", "10"),
+                ],
+            )
+        })
+        .collect();
+    let request = json!({"request_id": "capped", "job_type": "test", "jobs": jobs(120, |_| json!({"sleep_ms": 300}))});
+    assert!(stack.submit(&request).status.success());
+    let status = stack.wait_done("capped", Duration::from_secs(180)).await;
+    assert_eq!(status.count("SUCCEEDED"), 120, "{status:?}");
+    // Each execution ran at least its 300 ms from its start: the overlap of those spans is
+    // at most the real one.
+    let mut edges: Vec<(u64, i32)> = job
+        .executions()
+        .iter()
+        .flat_map(|e| [(e.started_ms, 1), (e.started_ms + 300, -1)])
+        .collect();
+    edges.sort_unstable_by_key(|&(t, d)| (t, d));
+    let (mut now, mut most) = (0, 0);
+    for (_, d) in edges {
+        now += d;
+        most = most.max(now);
+    }
+    eprintln!("at most {most} executions at once");
+    assert!(most <= 10, "{most} executions at once");
+    assert!(most >= 5, "the cap is used: {most}");
+}

@@ -28,6 +28,7 @@ pub mod model;
 pub mod recorder;
 
 mod bucket;
+mod cap;
 mod change;
 mod claim;
 mod counts;
@@ -40,6 +41,7 @@ mod requests;
 mod tests;
 
 pub use bucket::*;
+pub use cap::*;
 pub use change::*;
 pub use claim::*;
 pub use counts::*;

@@ -56,6 +56,17 @@ pub trait Ledger: Send + Sync + 'static {
         now_ms: u64,
     ) -> impl Future<Output = Result<Slots, LedgerError>> + Send;
 
+    /// Asks for `replica` to hold `want` slots of the fleet-wide `cap` (a renewal when it
+    /// holds some): what it holds now, at most `want`, for the cap's TTL. A read and a
+    /// conditional write, tried again when another replica wrote between them.
+    fn allot(
+        &self,
+        cap: &Cap,
+        replica: &str,
+        want: u32,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<u32, LedgerError>> + Send;
+
     /// For each `(key, fence)`, whether the job is still RUNNING at that fence (one read of
     /// up to 100 items per call: how a replica learns that jobs it handed off have ended).
     fn running_at(

@@ -83,7 +83,18 @@ impl<B: Backends> Engine<B> {
                 .record(waited as f64 / 1000.0);
         };
         if route.target != Target::Ecs {
-            let permits = self.permits(&a.msg.job_type, &self.lambda_limit).await;
+            let mut permits = self.permits(&a.msg.job_type, &self.lambda_limit).await;
+            if let Some(cap) = &self.lambda_cap {
+                match cap.acquire(self.ledger.as_ref(), self.clock).await {
+                    Ok(slot) => permits.fleet = Some(slot),
+                    Err(e) => {
+                        return self.refused_by_ledger(
+                            "could not take a slot of lambda.max_concurrency",
+                            &e,
+                        );
+                    }
+                }
+            }
             if let Err(e) = self.paced(a).await {
                 return self.refused_by_ledger("could not take a start slot for the job type", &e);
             }

@@ -50,7 +50,7 @@ use crate::acks::Acker;
 use crate::dispatch::{Dispatcher, TaskLauncher};
 use crate::history::HistoryLog;
 use crate::learn::Learner;
-use crate::limits::{AdaptiveLimit, Permits, SharedRate, StartPace};
+use crate::limits::{AdaptiveLimit, FleetCap, Permits, SharedRate, StartPace};
 use crate::retry::RetryPolicy;
 use crate::routing::Route;
 use views::{Frontier, Views};
@@ -216,6 +216,8 @@ pub struct Engine<B: Backends> {
     stats: Stats,
     /// The Lambda in-flight limit, adapted to throttling.
     lambda_limit: Arc<AdaptiveLimit>,
+    /// `lambda.max_concurrency` across every replica (the function's reserved concurrency).
+    lambda_cap: Option<Arc<FleetCap>>,
     /// The ECS in-flight limit (tasks started and followed), adapted to throttling.
     ecs_limit: Arc<AdaptiveLimit>,
     /// RunTask starts a second across the fleet (`ecs.run_task_per_sec`, the account's).
@@ -278,6 +280,10 @@ impl<Q: JobQueue, D: DeadLetterQueue, L: Ledger + RequestLedger, X: Dispatcher, 
             clock: Clock::System,
             stats: Stats::default(),
             lambda_limit: AdaptiveLimit::new("lambda", min, max),
+            lambda_cap: config
+                .lambda
+                .max_concurrency
+                .map(|n| FleetCap::new("lambda", n as u32, &replica)),
             ecs_limit: AdaptiveLimit::new("ecs", 1, config.ecs.max_concurrency),
             run_tasks: SharedRate::new("ecs-run-task", config.ecs.run_task_per_sec),
             learner: Learner::new(),
@@ -315,7 +321,8 @@ impl<B: Backends> Engine<B> {
         )
     }
 
-    /// Room for an attempt of `job_type` under its job type's limit, then under `target`.
+    /// Room for an attempt of `job_type` under its job type's limit, then under `target`
+    /// (the target's fleet-wide cap, when it has one, is taken after).
     async fn permits(&self, job_type: &str, target: &Arc<AdaptiveLimit>) -> Permits {
         let limit = self
             .type_limits
@@ -333,6 +340,7 @@ impl<B: Backends> Engine<B> {
         Permits {
             target: target.acquire().await,
             job_type,
+            fleet: None,
         }
     }
 
@@ -437,6 +445,9 @@ impl<B: Backends> Engine<B> {
         // Failure thresholds are checked until the drain is over (failures keep coming).
         let thresholds_stop = CancellationToken::new();
         let thresholds = tokio::spawn(self.clone().threshold_loop(thresholds_stop.clone()));
+        let lambda_cap = self.lambda_cap.clone().map(|cap| {
+            tokio::spawn(cap.renew_loop(self.ledger.clone(), self.clock, thresholds_stop.clone()))
+        });
         let mut loops = JoinSet::new();
         for _ in 0..w.receive_loops {
             loops.spawn(self.clone().receive_loop(
@@ -482,6 +493,9 @@ impl<B: Backends> Engine<B> {
         tracker.wait().await;
         thresholds_stop.cancel();
         let _ = thresholds.await;
+        if let Some(renewals) = lambda_cap {
+            let _ = renewals.await;
+        }
         drop(acker);
         acks.finish().await;
         if let Some(t) = recorder_task {

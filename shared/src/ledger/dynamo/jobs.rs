@@ -18,6 +18,9 @@ const BUCKET_TOKENS: &str = "tokens";
 const BUCKET_AT: &str = "at";
 /// A pace's next free slot, in microseconds.
 const PACE_NEXT: &str = "next_us";
+/// A cap's holdings (JSON: replica to `[slots, until_ms]`) and their version.
+const CAP_HOLDINGS: &str = "holdings";
+const CAP_VERSION: &str = "v";
 
 /// Job shards of a request without a request item (its jobs were sent straight to SQS).
 pub use crate::ledger::memory::DIRECT_JOB_SHARDS;
@@ -345,6 +348,42 @@ impl Ledger for DynamoLedger {
                 vec![]
             };
             Ok((slots, set))
+        })
+        .await
+    }
+
+    async fn allot(
+        &self,
+        cap: &crate::ledger::Cap,
+        replica: &str,
+        want: u32,
+        now_ms: u64,
+    ) -> Result<u32, LedgerError> {
+        let key = item::bucket_key(&format!("cap-{}", cap.name));
+        // Eight lost races in a row: nothing more now; the caller asks again.
+        self.compare_and_set(&key, CAP_VERSION, 0, |found| {
+            let r = found.map(|it| item::Reader::new(it, &key));
+            let version: u64 = match &r {
+                Some(r) => r.opt_n(CAP_VERSION)?.unwrap_or(0),
+                None => 0,
+            };
+            let held: crate::ledger::Holdings = match r.as_ref().and_then(|r| r.opt_s(CAP_HOLDINGS))
+            {
+                Some(text) => serde_json::from_str(text).map_err(|e| LedgerError::Malformed {
+                    key: format!("{}/{}", key.pk, key.sk),
+                    message: format!("cap holdings: {e}"),
+                })?,
+                None => Default::default(),
+            };
+            let (mine, held) = cap.allot(held, replica, want, now_ms);
+            let text = serde_json::to_string(&held).unwrap_or_else(|_| "{}".into());
+            Ok((
+                mine,
+                vec![
+                    (CAP_HOLDINGS, item::s(text)),
+                    (CAP_VERSION, item::n(version + 1)),
+                ],
+            ))
         })
         .await
     }

@@ -159,6 +159,24 @@ impl Ledger for MemoryLedger {
         Ok(slots)
     }
 
+    async fn allot(
+        &self,
+        cap: &crate::ledger::Cap,
+        replica: &str,
+        want: u32,
+        now_ms: u64,
+    ) -> Result<u32, LedgerError> {
+        Self::injected(&self.failing_tokens, "UpdateItem")?;
+        let key = item::bucket_key(&format!("cap-{}", cap.name));
+        self.read("GetItem", &[Charge::table(&key.pk, read_units(400, true))])?;
+        let mut st = self.lock();
+        let held = st.caps.get(&cap.name).cloned().unwrap_or_default();
+        let (mine, held) = cap.allot(held, replica, want, now_ms);
+        self.write("UpdateItem", &[Charge::table(&key.pk, 1.0)])?;
+        st.caps.insert(cap.name.clone(), held);
+        Ok(mine)
+    }
+
     async fn running_at(&self, attempts: &[(ItemKey, u64)]) -> Result<Vec<bool>, LedgerError> {
         // As DynamoDB: a BatchGetItem of at most 100 keys, none twice.
         let mut keys: Vec<&ItemKey> = attempts.iter().map(|(k, _)| k).collect();

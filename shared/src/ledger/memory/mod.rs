@@ -44,6 +44,8 @@ struct Store {
     buckets: HashMap<String, (f64, u64)>,
     /// Paces: the next free slot, in microseconds.
     paces: HashMap<String, u64>,
+    /// Fleet-wide caps: what each replica holds.
+    caps: HashMap<String, crate::ledger::Holdings>,
     /// (partition, due time, key) of every job in the due index.
     due: BTreeSet<(String, u64, ItemKey)>,
     /// (partition, index, key) of every job in the failed index.
