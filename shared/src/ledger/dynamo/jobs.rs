@@ -13,21 +13,12 @@ use crate::ledger::{
 };
 use crate::state::JobState;
 
-/// A token bucket's tokens (a number with decimals) and when they were counted (ms).
-const BUCKET_TOKENS: &str = "tokens";
-const BUCKET_AT: &str = "at";
-/// A pace's next free slot, in microseconds.
-const PACE_NEXT: &str = "next_us";
-/// A cap's holdings (JSON: replica to `[slots, until_ms]`) and their version.
-const CAP_HOLDINGS: &str = "holdings";
-const CAP_VERSION: &str = "v";
-
 /// Job shards of a request without a request item (its jobs were sent straight to SQS).
 pub use crate::ledger::memory::DIRECT_JOB_SHARDS;
 
 impl DynamoLedger {
     /// A conditional update returning the item it left (`None`: the condition failed).
-    async fn conditional(
+    pub(super) async fn conditional(
         &self,
         key: &ItemKey,
         u: &Update,
@@ -43,50 +34,6 @@ impl DynamoLedger {
             Err(e) if condition_failed(&e) => Ok(None),
             Err(e) => Err(aws_err("UpdateItem", e)),
         }
-    }
-
-    /// A read-decide-write of one small item every replica writes (a token bucket, a pace):
-    /// `decide` answers from the item as read, with the attributes to set (none: no write).
-    /// The write holds only if `guard` still has the value read (or is still missing), else
-    /// it is tried again on what the other writer left, eight times; then `busy`.
-    async fn compare_and_set<T>(
-        &self,
-        key: &ItemKey,
-        guard: &str,
-        busy: T,
-        mut decide: impl FnMut(
-            Option<&item::Item>,
-        ) -> Result<(T, Vec<(&'static str, AttributeValue)>), LedgerError>,
-    ) -> Result<T, LedgerError> {
-        for _ in 0..8 {
-            let found = self.get(key).await?;
-            let (answer, set) = decide(found.as_ref())?;
-            if set.is_empty() {
-                return Ok(answer);
-            }
-            let mut u = Update::default();
-            let g = u.name(guard);
-            for (name, value) in set {
-                u.set(name, value);
-            }
-            match found.as_ref().and_then(|it| it.get(guard)) {
-                Some(old) => {
-                    let old = u.value(old.clone());
-                    u.condition(format!("{g} = {old}"));
-                }
-                None => {
-                    u.condition(format!("attribute_not_exists({g})"));
-                }
-            }
-            if self
-                .conditional(key, &u, ReturnValue::None)
-                .await?
-                .is_some()
-            {
-                return Ok(answer);
-            }
-        }
-        Ok(busy)
     }
 
     /// A write that needs the lease.
@@ -290,36 +237,7 @@ impl Ledger for DynamoLedger {
         want: u32,
         now_ms: u64,
     ) -> Result<crate::ledger::Taken, LedgerError> {
-        let key = item::bucket_key(&bucket.name);
-        let busy = crate::ledger::Taken {
-            granted: 0,
-            wait_ms: 50,
-        };
-        self.compare_and_set(&key, BUCKET_AT, busy, |found| {
-            let stored = match found {
-                Some(it) => {
-                    let tokens = it
-                        .get(BUCKET_TOKENS)
-                        .and_then(|v| v.as_n().ok())
-                        .and_then(|n| n.parse::<f64>().ok())
-                        .unwrap_or(0.0);
-                    Some((tokens, item::Reader::new(it, &key).n(BUCKET_AT)?))
-                }
-                None => None,
-            };
-            let available = bucket.refilled(stored, now_ms);
-            let taken = bucket.take(available, want);
-            if taken.granted == 0 {
-                return Ok((taken, vec![]));
-            }
-            let at = stored.map_or(now_ms, |(_, at)| at.max(now_ms));
-            let left = format!("{:.3}", available - f64::from(taken.granted));
-            Ok((
-                taken,
-                vec![(BUCKET_TOKENS, item::n(left)), (BUCKET_AT, item::n(at))],
-            ))
-        })
-        .await
+        self.bucket_take(bucket, want, now_ms).await
     }
 
     async fn take_slots(
@@ -328,28 +246,7 @@ impl Ledger for DynamoLedger {
         want: u32,
         now_ms: u64,
     ) -> Result<crate::ledger::Slots, LedgerError> {
-        let key = item::bucket_key(&pace.name);
-        // Eight lost races in a row: the pace is busy; the caller waits a little.
-        let busy = crate::ledger::Slots {
-            first_us: now_ms * 1000,
-            spacing_us: pace.spacing_us,
-            granted: 0,
-            wait_ms: 50,
-        };
-        self.compare_and_set(&key, PACE_NEXT, busy, |found| {
-            let next = match found {
-                Some(it) => Some(item::Reader::new(it, &key).n(PACE_NEXT)?),
-                None => None,
-            };
-            let (slots, next) = pace.take(next, now_ms, want);
-            let set = if slots.granted > 0 {
-                vec![(PACE_NEXT, item::n(next))]
-            } else {
-                vec![]
-            };
-            Ok((slots, set))
-        })
-        .await
+        self.pace_take(pace, want, now_ms).await
     }
 
     async fn allot(
@@ -359,33 +256,7 @@ impl Ledger for DynamoLedger {
         want: u32,
         now_ms: u64,
     ) -> Result<u32, LedgerError> {
-        let key = item::bucket_key(&format!("cap-{}", cap.name));
-        // Eight lost races in a row: nothing more now; the caller asks again.
-        self.compare_and_set(&key, CAP_VERSION, 0, |found| {
-            let r = found.map(|it| item::Reader::new(it, &key));
-            let version: u64 = match &r {
-                Some(r) => r.opt_n(CAP_VERSION)?.unwrap_or(0),
-                None => 0,
-            };
-            let held: crate::ledger::Holdings = match r.as_ref().and_then(|r| r.opt_s(CAP_HOLDINGS))
-            {
-                Some(text) => serde_json::from_str(text).map_err(|e| LedgerError::Malformed {
-                    key: format!("{}/{}", key.pk, key.sk),
-                    message: format!("cap holdings: {e}"),
-                })?,
-                None => Default::default(),
-            };
-            let (mine, held) = cap.allot(held, replica, want, now_ms);
-            let text = serde_json::to_string(&held).unwrap_or_else(|_| "{}".into());
-            Ok((
-                mine,
-                vec![
-                    (CAP_HOLDINGS, item::s(text)),
-                    (CAP_VERSION, item::n(version + 1)),
-                ],
-            ))
-        })
-        .await
+        self.cap_allot(cap, replica, want, now_ms).await
     }
 
     async fn running_at(&self, attempts: &[(ItemKey, u64)]) -> Result<Vec<bool>, LedgerError> {

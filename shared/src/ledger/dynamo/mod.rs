@@ -15,6 +15,7 @@ pub mod jobs;
 mod read;
 pub mod requests;
 pub mod schema;
+mod shared_items;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;

@@ -10,6 +10,11 @@
 //!   block at a time (ECS RunTask: the account's budget, not each replica's).
 //! - [`StartPace`]: start slots at a steady rate shared by every replica, kept in the ledger
 //!   and taken a block at a time (a job type's `max_starts_per_sec`): no burst on top.
+//! - [`FleetCap`]: this replica's holding of a cap shared by every replica through the
+//!   ledger (`lambda.max_concurrency`, the function's reserved concurrency).
+//! - [`Permits`]: what an attempt holds, and how its end signals each limit.
+//!
+//! The shared ones are in `fleet.rs`.
 //!
 //! A target's gauges (`fleet_in_flight`, `fleet_concurrency_limit`) come from its
 //! [`AdaptiveLimit`], so in-flight falls back to 0 whenever every permit is gone.
@@ -18,11 +23,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fleet_shared::error::ErrorClass;
-use fleet_shared::ledger::{Ledger, LedgerError};
-use fleet_shared::time::Clock;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
+
+mod fleet;
+
+pub use fleet::{CapPermit, FleetCap, SharedRate, StartPace};
 
 #[derive(Debug)]
 struct State {
@@ -335,297 +342,6 @@ impl RateLimiter {
     }
 }
 
-/// A per-second budget shared by every replica (a token bucket in the ledger): a replica
-/// takes a block of tokens at a time (a read and a conditional write) and spends it locally.
-#[derive(Debug)]
-pub struct SharedRate {
-    bucket: fleet_shared::ledger::Bucket,
-    block: u32,
-    held: tokio::sync::Mutex<u32>,
-}
-
-impl SharedRate {
-    /// `per_sec` for the whole fleet, bursts of up to a second's worth.
-    pub fn new(name: &str, per_sec: f64) -> Self {
-        Self {
-            bucket: fleet_shared::ledger::Bucket {
-                name: name.to_owned(),
-                rate: per_sec,
-                burst: per_sec.max(1.0),
-            },
-            block: ((per_sec / 4.0).ceil() as u32).clamp(1, 10),
-            held: tokio::sync::Mutex::new(0),
-        }
-    }
-
-    /// Waits for a token (see [`spend_or_take`] for ledger errors).
-    pub async fn acquire<L: Ledger>(&self, ledger: &L, clock: Clock) -> Result<(), LedgerError> {
-        let mut held = self.held.lock().await;
-        spend_or_take(
-            &self.bucket.name,
-            &mut *held,
-            |held| {
-                let one = *held > 0;
-                if one {
-                    *held -= 1;
-                }
-                one.then_some(Duration::ZERO)
-            },
-            || ledger.take_tokens(&self.bucket, self.block, clock.now_ms()),
-            |held, t| {
-                *held = t.granted;
-                (t.granted == 0).then(|| Duration::from_millis(t.wait_ms))
-            },
-        )
-        .await
-    }
-}
-
-/// The wait of a budget shared through the ledger: `spend` uses what is held (the wait
-/// before the start it allows; `None` when nothing is held), else `take` asks the ledger
-/// for more and `keep` holds what it gave (the wait before asking again when it gave none).
-/// A ledger error that may pass (throttled, transient, a timeout) is tried again after a
-/// growing pause, up to 5 s (nothing is ever assumed granted); a permanent one (a missing
-/// table, a refused permission) is returned, as waiting cannot cure it.
-async fn spend_or_take<H, G, F>(
-    name: &str,
-    held: &mut H,
-    spend: impl Fn(&mut H) -> Option<Duration>,
-    take: impl Fn() -> F,
-    keep: impl Fn(&mut H, G) -> Option<Duration>,
-) -> Result<(), LedgerError>
-where
-    F: std::future::Future<Output = Result<G, LedgerError>>,
-{
-    let mut pause = Duration::from_millis(250);
-    loop {
-        if let Some(wait) = spend(held) {
-            tokio::time::sleep(wait).await;
-            return Ok(());
-        }
-        match take().await {
-            Ok(granted) => {
-                if let Some(wait) = keep(held, granted) {
-                    tokio::time::sleep(wait).await;
-                }
-            }
-            Err(e) if e.class() == ErrorClass::Permanent => return Err(e),
-            Err(e) => {
-                warn!(budget = name, error = %e, "could not take from a budget shared through the ledger; trying again");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
-}
-
-/// Starts paced across the fleet (a job type's `max_starts_per_sec`): start slots from a
-/// pace kept in the ledger, taken a block at a time and spent one start each, none before
-/// its time. A slot not used within a quarter of the spacing after its time is dropped
-/// rather than spent late, so that a replica held up cannot bunch its starts with the
-/// others' on time.
-#[derive(Debug)]
-pub struct StartPace {
-    pace: fleet_shared::ledger::Pace,
-    block: u32,
-    /// Slot times held, in microseconds, oldest first.
-    held: tokio::sync::Mutex<std::collections::VecDeque<u64>>,
-}
-
-impl StartPace {
-    /// `per_sec` starts a second for the whole fleet, a quarter second's slots a block
-    /// (1 to 10).
-    pub fn new(name: &str, per_sec: f64) -> Self {
-        let block = ((per_sec / 4.0).ceil() as u32).clamp(1, 10);
-        Self {
-            pace: fleet_shared::ledger::Pace::new(name, per_sec, block),
-            block,
-            held: tokio::sync::Mutex::new(std::collections::VecDeque::new()),
-        }
-    }
-
-    /// Waits for a start slot's time (see [`spend_or_take`] for ledger errors).
-    pub async fn acquire<L: Ledger>(&self, ledger: &L, clock: Clock) -> Result<(), LedgerError> {
-        let mut held = self.held.lock().await;
-        let grace = self.pace.spacing_us / 4;
-        spend_or_take(
-            &self.pace.name,
-            &mut *held,
-            |held| {
-                let now_us = clock.now_ms() * 1000;
-                while held.front().is_some_and(|t| t + grace < now_us) {
-                    held.pop_front();
-                }
-                let t = held.pop_front()?;
-                Some(Duration::from_micros(t.saturating_sub(now_us)))
-            },
-            || ledger.take_slots(&self.pace, self.block, clock.now_ms()),
-            |held, s| {
-                held.extend(s.times());
-                (s.granted == 0).then(|| Duration::from_millis(s.wait_ms))
-            },
-        )
-        .await
-    }
-}
-
-/// A replica's share of a fleet-wide cap (`lambda.max_concurrency`, the function's reserved
-/// concurrency): it starts an attempt only under the slots it holds in the ledger's item of
-/// the cap, asks for more when it has none free (a block at a time), and renews its holding
-/// every second with what it runs plus a block for what waits, giving the rest back. A
-/// holding it could not renew before its TTL counts as none.
-#[derive(Debug)]
-pub struct FleetCap {
-    cap: fleet_shared::ledger::Cap,
-    replica: String,
-    block: u32,
-    state: Mutex<CapState>,
-    /// One ledger call at a time.
-    asking: tokio::sync::Mutex<()>,
-    changed: Notify,
-}
-
-#[derive(Debug, Default)]
-struct CapState {
-    held: u32,
-    /// Until when the holding stands (ms), as of the last answer.
-    until_ms: u64,
-    running: u32,
-    waiting: u32,
-}
-
-/// How long a holding lasts unrenewed (renewals come every second).
-const CAP_TTL_MS: u64 = 10_000;
-const CAP_RENEW: Duration = Duration::from_secs(1);
-
-impl FleetCap {
-    pub fn new(name: &str, limit: u32, replica: &str) -> Arc<Self> {
-        Arc::new(Self {
-            cap: fleet_shared::ledger::Cap {
-                name: name.to_owned(),
-                limit,
-                ttl_ms: CAP_TTL_MS,
-            },
-            replica: replica.to_owned(),
-            block: (limit / 20).clamp(1, 50),
-            state: Mutex::new(CapState::default()),
-            asking: tokio::sync::Mutex::new(()),
-            changed: Notify::new(),
-        })
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, CapState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Slots this replica holds (as of its last answer from the ledger).
-    pub fn held(&self) -> u32 {
-        self.lock().held
-    }
-
-    /// Asks the ledger to hold what runs plus `extra`, at most the cap.
-    async fn ask<L: Ledger>(
-        &self,
-        ledger: &L,
-        clock: Clock,
-        extra: u32,
-    ) -> Result<(), LedgerError> {
-        let _one = self.asking.lock().await;
-        let want = {
-            let s = self.lock();
-            (s.running + extra).min(self.cap.limit)
-        };
-        let now = clock.now_ms();
-        let mine = ledger.allot(&self.cap, &self.replica, want, now).await?;
-        let mut s = self.lock();
-        s.held = mine;
-        s.until_ms = now + self.cap.ttl_ms;
-        drop(s);
-        self.changed.notify_waiters();
-        Ok(())
-    }
-
-    /// Waits for a slot (see [`spend_or_take`] for ledger errors: the same).
-    pub async fn acquire<L: Ledger>(
-        self: &Arc<Self>,
-        ledger: &L,
-        clock: Clock,
-    ) -> Result<CapPermit, LedgerError> {
-        let mut pause = Duration::from_millis(250);
-        loop {
-            let now = clock.now_ms();
-            {
-                let mut s = self.lock();
-                if s.running < s.held && now < s.until_ms {
-                    s.running += 1;
-                    return Ok(CapPermit { cap: self.clone() });
-                }
-                s.waiting += 1;
-            }
-            let extra = self.lock().waiting.min(self.block).max(1);
-            let asked = self.ask(ledger, clock, extra).await;
-            self.lock().waiting -= 1;
-            match asked {
-                Ok(()) => {
-                    // Full: wait for a slot of ours to end, or ask again shortly.
-                    let changed = self.changed.notified();
-                    let room = {
-                        let s = self.lock();
-                        s.running < s.held
-                    };
-                    if !room {
-                        let _ = tokio::time::timeout(Duration::from_millis(250), changed).await;
-                    }
-                }
-                Err(e) if e.class() == ErrorClass::Permanent => return Err(e),
-                Err(e) => {
-                    warn!(cap = %self.cap.name, error = %e, "could not take slots of the fleet-wide cap; trying again");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
-    }
-
-    /// Renews the holding every second until `stop`, then gives back what does not run
-    /// (all of it once nothing runs).
-    pub async fn renew_loop<L: Ledger>(
-        self: Arc<Self>,
-        ledger: Arc<L>,
-        clock: Clock,
-        stop: tokio_util::sync::CancellationToken,
-    ) {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(CAP_RENEW) => {}
-                _ = stop.cancelled() => break,
-            }
-            let extra = self.lock().waiting.min(self.block);
-            if let Err(e) = self.ask(ledger.as_ref(), clock, extra).await {
-                warn!(cap = %self.cap.name, error = %e, "could not renew this replica's slots of the fleet-wide cap");
-            }
-        }
-        if let Err(e) = self.ask(ledger.as_ref(), clock, 0).await {
-            warn!(cap = %self.cap.name, error = %e, "could not give back the fleet-wide cap's slots; they expire");
-        }
-    }
-}
-
-/// A slot of a [`FleetCap`], given back when dropped.
-#[derive(Debug)]
-pub struct CapPermit {
-    cap: Arc<FleetCap>,
-}
-
-impl Drop for CapPermit {
-    fn drop(&mut self) {
-        let mut s = self.cap.lock();
-        s.running = s.running.saturating_sub(1);
-        drop(s);
-        self.cap.changed.notify_waiters();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -745,45 +461,6 @@ mod tests {
             lambda.limit() > 4 && job_type.limit() > 1,
             "successes raise both"
         );
-    }
-
-    /// Two replicas share a cap of 4 through the ledger: together they never hold more; a
-    /// slot one gives back (at its next renewal) goes to the other; a replica that stops
-    /// renewing frees its slots when its holding expires.
-    #[tokio::test(start_paused = true)]
-    async fn a_fleet_wide_cap_is_shared_through_the_ledger() {
-        let ledger = Arc::new(fleet_shared::ledger::memory::MemoryLedger::new());
-        let clock = Clock::tokio();
-        let (a, b) = (FleetCap::new("l", 4, "a"), FleetCap::new("l", 4, "b"));
-        let mut held_by_a = Vec::new();
-        for _ in 0..3 {
-            held_by_a.push(a.acquire(ledger.as_ref(), clock).await.unwrap());
-        }
-        let b1 = b.acquire(ledger.as_ref(), clock).await.unwrap();
-        assert_eq!(a.held() + b.held(), 4);
-        // A fifth waits: nothing is free.
-        let waiting = tokio::spawn({
-            let (b, ledger) = (b.clone(), ledger.clone());
-            async move { b.acquire(ledger.as_ref(), clock).await.unwrap() }
-        });
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        assert!(!waiting.is_finished());
-        // "a" ends one and renews: "b" gets it.
-        let stop = tokio_util::sync::CancellationToken::new();
-        let renewing = tokio::spawn(a.clone().renew_loop(ledger.clone(), clock, stop.clone()));
-        drop(held_by_a.pop());
-        let b2 = waiting.await.unwrap();
-        assert_eq!((a.held(), b.held()), (2, 2));
-        // "a" stops renewing (it died): after the TTL its two slots are "b"'s to take.
-        stop.cancel();
-        renewing.await.unwrap();
-        std::mem::forget(held_by_a);
-        tokio::time::sleep(Duration::from_millis(CAP_TTL_MS + 1)).await;
-        let more: Vec<_> =
-            futures::future::join_all((0..2).map(|_| b.acquire(ledger.as_ref(), clock))).await;
-        assert!(more.iter().all(Result::is_ok));
-        assert_eq!(b.held(), 4);
-        drop((b1, b2, more));
     }
 
     #[tokio::test(start_paused = true)]
