@@ -76,10 +76,16 @@ async fn a_job_that_reports_throttling_lowers_its_job_types_limit_not_lambdas() 
     let stack = Stack::with_init().await;
     let job = stack.testjob(&[]).await;
     let addr = format!("127.0.0.1:{}", free_port());
+    // Listed, so the job type's gauge is published.
+    std::fs::write(stack.dir.path().join("fleet.toml"), "[job_types.test]\n").unwrap();
     let _worker = stack.worker(
         "w0",
         &job,
-        &[("FLEET_CONCURRENCY", "8"), ("FLEET_METRICS_LISTEN", &addr)],
+        &[
+            ("FLEET_CONFIG", "fleet.toml"),
+            ("FLEET_CONCURRENCY", "8"),
+            ("FLEET_METRICS_LISTEN", &addr),
+        ],
     );
     // The two limits, sampled while the jobs run.
     let samples: Arc<Mutex<Vec<(f64, f64)>>> = Arc::default();

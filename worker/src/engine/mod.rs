@@ -321,22 +321,29 @@ impl<B: Backends> Engine<B> {
         )
     }
 
-    /// Room for an attempt of `job_type` under its job type's limit, then under `target`
-    /// (the target's fleet-wide cap, when it has one, is taken after).
-    async fn permits(&self, job_type: &str, target: &Arc<AdaptiveLimit>) -> Permits {
-        let limit = self
-            .type_limits
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+    /// The in-flight limit of `job_type` in this replica, made at first use.
+    fn type_limit(&self, job_type: &str) -> Arc<AdaptiveLimit> {
+        let mut limits = self.type_limits.lock().unwrap_or_else(|p| p.into_inner());
+        if limits.len() > 1_000 {
+            // Job type names come from messages: forget the limits of types nothing runs.
+            limits.retain(|_, l| Arc::strong_count(l) > 1 || l.in_flight() > 0);
+        }
+        limits
             .entry(job_type.to_owned())
             .or_insert_with(|| {
                 // Every attempt also holds a target's permit: the two targets' limits bound
                 // what a job type can have in flight, until it is throttled.
                 let most = self.config.lambda_concurrency().1 + self.config.ecs.max_concurrency;
-                AdaptiveLimit::for_job_type(job_type, 1, most)
+                let listed = self.config.job_types.contains_key(job_type);
+                AdaptiveLimit::for_job_type(job_type, listed, 1, most)
             })
-            .clone();
-        let job_type = limit.acquire().await;
+            .clone()
+    }
+
+    /// Room for an attempt of `job_type` under its job type's limit, then under `target`
+    /// (the target's fleet-wide cap, when it has one, is taken after).
+    async fn permits(&self, job_type: &str, target: &Arc<AdaptiveLimit>) -> Permits {
+        let job_type = self.type_limit(job_type).acquire().await;
         Permits {
             target: target.acquire().await,
             job_type,

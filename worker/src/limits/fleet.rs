@@ -276,12 +276,24 @@ impl FleetCap {
                 _ = tokio::time::sleep(CAP_RENEW) => {}
                 _ = stop.cancelled() => break,
             }
-            let extra = self.lock().waiting.min(self.block);
+            let (extra, idle) = {
+                let s = self.lock();
+                (
+                    s.waiting.min(self.block),
+                    s.held == 0 && s.running == 0 && s.waiting == 0,
+                )
+            };
+            if idle {
+                // Nothing held, nothing wanted: no write.
+                continue;
+            }
             if let Err(e) = self.ask(ledger.as_ref(), clock, extra).await {
                 warn!(cap = %self.cap.name, error = %e, "could not renew this replica's slots of the fleet-wide cap");
             }
         }
-        if let Err(e) = self.ask(ledger.as_ref(), clock, 0).await {
+        if self.held() > 0
+            && let Err(e) = self.ask(ledger.as_ref(), clock, 0).await
+        {
             warn!(cap = %self.cap.name, error = %e, "could not give back the fleet-wide cap's slots; they expire");
         }
     }

@@ -48,15 +48,17 @@ struct State {
 enum Gauge {
     /// A target's (`fleet_concurrency_limit{target}`, `fleet_in_flight{target}`).
     Target(&'static str),
-    /// A job type's (`fleet_job_type_concurrency_limit{job_type}`).
-    JobType(String),
+    /// A job type's (`fleet_job_type_concurrency_limit{job_type}`, for the job types the
+    /// configuration lists: the names of others come from messages, so no label is made of
+    /// them).
+    JobType(String, bool),
 }
 
 impl std::fmt::Display for Gauge {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Gauge::Target(t) => f.write_str(t),
-            Gauge::JobType(t) => write!(f, "job type {t}"),
+            Gauge::JobType(t, _) => write!(f, "job type {t}"),
         }
     }
 }
@@ -79,8 +81,9 @@ impl AdaptiveLimit {
     /// A job type's limit, starting at `max`: lowered when the job itself reports being
     /// throttled (its partner API answered 429), to half of what was running then, and
     /// raised again as its jobs succeed.
-    pub fn for_job_type(job_type: &str, min: usize, max: usize) -> Arc<Self> {
-        Self::labelled(Gauge::JobType(job_type.to_owned()), min, max)
+    /// `listed`: the configuration lists the job type, so its gauge is published.
+    pub fn for_job_type(job_type: &str, listed: bool, min: usize, max: usize) -> Arc<Self> {
+        Self::labelled(Gauge::JobType(job_type.to_owned(), listed), min, max)
     }
 
     fn labelled(name: Gauge, min: usize, max: usize) -> Arc<Self> {
@@ -112,10 +115,11 @@ impl AdaptiveLimit {
                 metrics::gauge!(fm::CONCURRENCY_LIMIT, "target" => *t).set(s.limit as f64);
                 metrics::gauge!(fm::IN_FLIGHT, "target" => *t).set(s.in_flight as f64);
             }
-            Gauge::JobType(t) => {
+            Gauge::JobType(t, true) => {
                 metrics::gauge!(fm::JOB_TYPE_CONCURRENCY_LIMIT, "job_type" => t.clone())
                     .set(s.limit as f64);
             }
+            Gauge::JobType(_, false) => {}
         }
     }
 
@@ -218,7 +222,7 @@ impl AdaptiveLimit {
                 // A job type's limit sits far above what runs until its first throttle:
                 // halve what was running (this permit included), not the ceiling.
                 let before = match self.name {
-                    Gauge::JobType(_) => s.limit.min(s.in_flight + 1),
+                    Gauge::JobType(..) => s.limit.min(s.in_flight + 1),
                     Gauge::Target(_) => s.limit,
                 };
                 s.good = s.good.min(before.saturating_sub(1)).max(self.min);
@@ -416,7 +420,7 @@ mod tests {
         use crate::dispatch::{Outcome, TaskEnd};
         let (lambda, job_type) = (
             AdaptiveLimit::new("lambda", 1, 8),
-            AdaptiveLimit::for_job_type("t", 1, 8),
+            AdaptiveLimit::for_job_type("t", true, 1, 8),
         );
         let permits = || async {
             Permits {
