@@ -19,12 +19,13 @@ const CAP_VERSION: &str = "v";
 impl DynamoLedger {
     /// A read-decide-write of one small item every replica writes (a token bucket, a pace):
     /// `decide` answers from the item as read, with the attributes to set (none: no write).
-    /// The write holds only if `guard` still has the value read (or is still missing), else
-    /// it is tried again on what the other writer left, eight times; then `busy`.
+    /// The write holds only if each of `guards` still has the value read (or is still
+    /// missing), else it is tried again on what the other writer left, eight times; then
+    /// `busy`.
     async fn compare_and_set<T>(
         &self,
         key: &ItemKey,
-        guard: &str,
+        guards: &[&str],
         busy: T,
         mut decide: impl FnMut(
             Option<&item::Item>,
@@ -37,19 +38,18 @@ impl DynamoLedger {
                 return Ok(answer);
             }
             let mut u = Update::default();
-            let g = u.name(guard);
+            let mut held = Vec::new();
+            for guard in guards {
+                let g = u.name(guard);
+                held.push(match found.as_ref().and_then(|it| it.get(*guard)) {
+                    Some(old) => format!("{g} = {}", u.value(old.clone())),
+                    None => format!("attribute_not_exists({g})"),
+                });
+            }
             for (name, value) in set {
                 u.set(name, value);
             }
-            match found.as_ref().and_then(|it| it.get(guard)) {
-                Some(old) => {
-                    let old = u.value(old.clone());
-                    u.condition(format!("{g} = {old}"));
-                }
-                None => {
-                    u.condition(format!("attribute_not_exists({g})"));
-                }
-            }
+            u.condition(held.join(" AND "));
             if self
                 .conditional(key, &u, ReturnValue::None)
                 .await?
@@ -72,7 +72,8 @@ impl DynamoLedger {
             granted: 0,
             wait_ms: 50,
         };
-        self.compare_and_set(&key, BUCKET_AT, busy, |found| {
+        // Both: the time alone stays the same when this replica's clock is behind it.
+        self.compare_and_set(&key, &[BUCKET_AT, BUCKET_TOKENS], busy, |found| {
             let stored = match found {
                 Some(it) => {
                     let tokens = it
@@ -113,7 +114,7 @@ impl DynamoLedger {
             granted: 0,
             wait_ms: 50,
         };
-        self.compare_and_set(&key, PACE_NEXT, busy, |found| {
+        self.compare_and_set(&key, &[PACE_NEXT], busy, |found| {
             let next = match found {
                 Some(it) => Some(item::Reader::new(it, &key).n(PACE_NEXT)?),
                 None => None,
@@ -138,7 +139,7 @@ impl DynamoLedger {
     ) -> Result<u32, LedgerError> {
         let key = item::bucket_key(&format!("cap-{}", cap.name));
         // Eight lost races in a row: nothing more now; the caller asks again.
-        self.compare_and_set(&key, CAP_VERSION, 0, |found| {
+        self.compare_and_set(&key, &[CAP_VERSION], 0, |found| {
             let r = found.map(|it| item::Reader::new(it, &key));
             let version: u64 = match &r {
                 Some(r) => r.opt_n(CAP_VERSION)?.unwrap_or(0),
