@@ -200,6 +200,7 @@ impl<L: RequestLedger, Q: JobQueue> Producer<L, Q> {
             .map_or(fleet_shared::ledger::memory::DIRECT_JOB_SHARDS, |r| {
                 r.job_shards
             });
+        let tenant = record.as_ref().and_then(|r| r.tenant.clone());
         let mut report = RedriveReport {
             request_id: request_id.to_owned(),
             ..Default::default()
@@ -222,7 +223,10 @@ impl<L: RequestLedger, Q: JobQueue> Producer<L, Q> {
             let mut changes = Vec::new();
             let mut messages = Vec::new();
             for j in picked {
-                match self.redrive_change(j, shards, max_attempts, target).await {
+                match self
+                    .redrive_change(j, shards, max_attempts, target, tenant.as_deref())
+                    .await
+                {
                     Ok((change, message)) => {
                         changes.push(change);
                         messages.push(message);
@@ -270,6 +274,7 @@ impl<L: RequestLedger, Q: JobQueue> Producer<L, Q> {
         shards: u32,
         max_attempts: Option<u32>,
         target: Option<Target>,
+        tenant: Option<&str>,
     ) -> Result<(Change, String), String> {
         let job = JobId::parse(&j.job_id).map_err(|e| e.to_string())?;
         let key = fleet_shared::ledger::item::job_key(&job, shards);
@@ -285,7 +290,7 @@ impl<L: RequestLedger, Q: JobQueue> Producer<L, Q> {
         let budget =
             max_attempts.unwrap_or_else(|| self.config.max_attempts_for(&item.job_type, None));
         let now = fleet_shared::time::now_ms();
-        let message = JobMessage::for_job(
+        let mut message = JobMessage::for_job(
             &job,
             &item.job_type,
             &payload_json,
@@ -295,6 +300,7 @@ impl<L: RequestLedger, Q: JobQueue> Producer<L, Q> {
             now,
         )
         .map_err(|e| e.to_string())?;
+        message.tenant = tenant.map(str::to_owned);
         Ok((
             Change::Redrive {
                 job,

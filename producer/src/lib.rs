@@ -13,6 +13,7 @@
 mod cancel;
 pub mod dlq;
 mod jobs;
+mod limit;
 pub mod request;
 mod status;
 mod submit;
@@ -28,6 +29,7 @@ use fleet_shared::queue::{JobQueue, QueueError};
 
 pub use cancel::{CANCEL_SETTLE, CancelReport};
 pub use jobs::JobView;
+pub use limit::LimitReport;
 pub use request::{CheckedRequest, RequestError, RequestFile, ValidRequest};
 pub use status::Status;
 pub use submit::{MAX_SOURCE_OBJECTS, SUBMIT_CHUNK, SubmitError, SubmitReport};
@@ -56,6 +58,10 @@ pub enum ProducerError {
         "request {request_id} is {why}: redriven jobs would be cancelled as they arrive; nothing was changed (submit them as a new request)"
     )]
     Cancelled { request_id: String, why: String },
+    #[error(
+        "request {request_id} was submitted without a window (limits.window = 0): its messages are all in the queue, so its concurrency cannot be limited"
+    )]
+    NotWindowed { request_id: String },
     #[error(transparent)]
     Ledger(#[from] LedgerError),
     #[error(transparent)]

@@ -47,6 +47,11 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             stop_running,
             json,
         } => cli::cmd_cancel(&config, &request_id, stop_running, json).await,
+        Command::Limit {
+            request_id,
+            max_concurrency,
+            json,
+        } => cli::cmd_limit(&config, &request_id, max_concurrency, json).await,
         Command::Cleanup { request_id, force } => {
             cli::cmd_cleanup(&config, &request_id, force).await
         }

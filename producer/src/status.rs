@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use fleet_shared::ledger::memory::DIRECT_JOB_SHARDS;
-use fleet_shared::ledger::{Counts, RequestFailure, RequestLedger, RequestRecord};
+use fleet_shared::ledger::{Counts, RequestFailure, RequestLedger, RequestRecord, window};
 use fleet_shared::queue::JobQueue;
 use fleet_shared::state::JobState;
 use serde::Serialize;
@@ -37,6 +37,17 @@ pub struct Status {
     /// The request as a whole: `FAILED` (over its tolerated failures), `CANCELLED`,
     /// `FINISHED` (every job terminal) or `RUNNING`.
     pub state: &'static str,
+    /// Most of its jobs released and not finished at a time (its window: its
+    /// `max_concurrency`, or the fleet's `limits.window`); absent when all its messages were
+    /// sent at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
+    /// Jobs released to the queue so far (the others wait in the ledger); with a window only.
+    /// A cancelled request's jobs never released count as CANCELLED.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub released: Option<u32>,
+    /// Whom it runs for: its `tenant`, else its request id.
+    pub tenant: String,
 }
 
 impl Status {
@@ -63,6 +74,10 @@ impl Status {
         // Jobs after a retry that run now are in the running count.
         let retrying = n(c.retrying - c.running_after_retry);
         let total = total.unwrap_or(finished + running + retrying);
+        // A cancelled request's jobs that never had a message will never be claimed.
+        let never = request.map_or(0, window::never_released);
+        let cancelled = n(c.cancelled) + never;
+        let finished = finished + never;
         let pending = total.saturating_sub(finished + running + retrying);
         let mut states = BTreeMap::new();
         for (s, v) in [
@@ -71,7 +86,7 @@ impl Status {
             (JobState::Retrying, retrying),
             (JobState::Succeeded, n(c.succeeded)),
             (JobState::Failed, n(c.failed)),
-            (JobState::Cancelled, n(c.cancelled)),
+            (JobState::Cancelled, cancelled),
         ] {
             states.insert(s.as_str().to_owned(), v);
         }
@@ -94,6 +109,11 @@ impl Status {
             tolerated_failures: request.and_then(|r| r.tolerated_failures),
             failed,
             state,
+            max_concurrency: request.and_then(|r| r.window),
+            released: request.and_then(|r| r.window.map(|_| r.released)),
+            tenant: request
+                .and_then(|r| r.tenant.clone())
+                .unwrap_or_else(|| request_id.to_owned()),
         }
     }
 }
@@ -102,13 +122,28 @@ impl<L: RequestLedger, Q: JobQueue> Producer<L, Q> {
     /// A request's progress: its request item and counter items, a bounded number of reads
     /// whatever the number of jobs.
     pub async fn status(&self, request_id: &str) -> Result<Status, ProducerError> {
-        let request = self.ledger.get_request(request_id).await?;
+        let mut request = self.ledger.get_request(request_id).await?;
         let counts = self
             .ledger
             .counts(request_id, fleet_shared::time::now_ms())
             .await?;
         if request.is_none() && counts == Counts::default() && !self.has_jobs(request_id).await? {
             return Err(ProducerError::NotFound(request_id.to_owned()));
+        }
+        // Every released job finished and none released after: a replica stopped between
+        // recording the last finish and releasing. Released now (never in the normal run,
+        // where a status call is only reads).
+        if let Some(r) = &request
+            && window::stalled(r, counts.finished().max(0) as u32)
+        {
+            match self.release(request_id).await {
+                Ok(0) => {}
+                Ok(_) => request = self.ledger.get_request(request_id).await?,
+                // The status is what was asked for; the next call tries the release again.
+                Err(e) => {
+                    tracing::warn!(%request_id, error = %e, "could not release the stalled request's next jobs")
+                }
+            }
         }
         Ok(Status::from_counts(request_id, request.as_ref(), &counts))
     }

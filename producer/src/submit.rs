@@ -2,7 +2,7 @@
 //! [`crate::request`]) is prepared (its source listed, its jobs and messages built: nothing
 //! written yet), then recorded and sent a chunk at a time.
 
-use fleet_shared::ledger::{PutRequestOutcome, RequestLedger};
+use fleet_shared::ledger::{PutRequestOutcome, RequestLedger, window};
 use fleet_shared::queue::JobQueue;
 use fleet_shared::s3::S3Uri;
 use fleet_shared::s3_list::{self, ListError, S3Object};
@@ -107,7 +107,9 @@ impl<L: RequestLedger, Q: JobQueue> Producer<L, Q> {
     /// Records and sends a validated request, [`SUBMIT_CHUNK`] jobs at a time: the request
     /// item first (conditionally: the same id with other content is refused before anything
     /// else is written), then per chunk the claim-check payloads, the job items, the
-    /// messages, and the request's watermark. A submission cut short is finished by
+    /// messages, and the request's watermark. A windowed request's jobs past its first
+    /// window are written held and get no message: they are released (and sent) as jobs
+    /// finish, by the replicas or by the release after each chunk. A submission cut short is finished by
     /// submitting again: it resumes at the watermark, writes the chunk's missing items and
     /// sends the messages of its jobs still PENDING (a duplicate message is harmless: the
     /// claim runs a job once). Below the watermark everything was written and sent; a message
@@ -115,15 +117,16 @@ impl<L: RequestLedger, Q: JobQueue> Producer<L, Q> {
     pub async fn submit(&self, req: &ValidRequest) -> Result<SubmitReport, ProducerError> {
         let id = &req.record.request_id;
         let total = req.jobs.len();
-        let (created, from) = match self.ledger.put_request(&req.record).await? {
-            PutRequestOutcome::Created => (true, 0),
+        let windowed = req.record.window.is_some();
+        let (created, from, released) = match self.ledger.put_request(&req.record).await? {
+            PutRequestOutcome::Created => (true, 0, req.record.released as usize),
             PutRequestOutcome::Exists(existing) => {
                 if existing.content_hash != req.record.content_hash {
                     return Err(ProducerError::Conflict {
                         request_id: id.clone(),
                     });
                 }
-                (false, existing.written as usize)
+                (false, existing.written as usize, existing.released as usize)
             }
         };
         let (mut written, mut sent) = (0u32, 0u32);
@@ -140,7 +143,8 @@ impl<L: RequestLedger, Q: JobQueue> Producer<L, Q> {
                 for (i, s) in (start..end).zip(states) {
                     match s {
                         None => missing.push(i),
-                        Some(JobState::Pending) => resend.push(i),
+                        // A held job has no message yet: its release sends it.
+                        Some(JobState::Pending) if !windowed || i < released => resend.push(i),
                         Some(_) => {}
                     }
                 }
@@ -149,22 +153,42 @@ impl<L: RequestLedger, Q: JobQueue> Producer<L, Q> {
             self.upload_payloads(req, &missing).await?;
             let new_jobs: Vec<_> = missing.iter().map(|&i| req.jobs[i].clone()).collect();
             self.ledger.put_jobs(&new_jobs).await?;
-            let mut to_send: Vec<usize> = missing.iter().chain(&resend).copied().collect();
+            let mut to_send: Vec<usize> = missing
+                .iter()
+                .filter(|&&i| !windowed || i < released)
+                .chain(&resend)
+                .copied()
+                .collect();
             to_send.sort_unstable();
             let bodies: Vec<String> = to_send.iter().map(|&i| req.bodies[i].clone()).collect();
-            if let Err(e) = self.queue.send_all(&bodies).await {
+            if !bodies.is_empty()
+                && let Err(e) = self.queue.send_all(&bodies).await
+            {
                 metrics::counter!(fleet_shared::metrics::ENQUEUE_FAILURES)
                     .increment(bodies.len() as u64);
                 return Err(e.into());
             }
             self.ledger.set_written(id, end as u32).await?;
+            // Jobs that finished while the submission goes on make room: released now. A
+            // release that fails changes nothing the replicas' releases cannot finish.
+            let released = if windowed && (end as u32) > req.record.released {
+                match self.release(id).await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::warn!(request_id = %id, error = %e, "could not release jobs during the submission; the replicas release them as jobs finish");
+                        0
+                    }
+                }
+            } else {
+                0
+            };
             metrics::counter!(
                 fleet_shared::metrics::JOBS_SUBMITTED,
                 "job_type" => req.record.job_type.clone()
             )
-            .increment(bodies.len() as u64);
+            .increment(bodies.len() as u64 + u64::from(released));
             written += new_jobs.len() as u32;
-            sent += bodies.len() as u32;
+            sent += bodies.len() as u32 + released;
             start = end;
         }
         Ok(SubmitReport {
@@ -173,6 +197,32 @@ impl<L: RequestLedger, Q: JobQueue> Producer<L, Q> {
             created,
             written,
             sent,
+        })
+    }
+
+    /// Releases what the request's window has room for and sends it (see
+    /// [`window`](fleet_shared::ledger::window)): the messages sent.
+    pub async fn release(&self, request_id: &str) -> Result<u32, ProducerError> {
+        // A short turn: the replicas' releases take over a second after the producer's.
+        let releaser = window::Releaser {
+            name: fleet_shared::ledger::PRODUCER_SLOT,
+            turn_ms: 1_000,
+        };
+        window::release_and_send(
+            &self.ledger,
+            &self.queue,
+            request_id,
+            releaser,
+            fleet_shared::time::now_ms,
+        )
+        .await
+        .map(|sent| sent.messages)
+        .map_err(|e| match e {
+            window::ReleaseError::Ledger(e) => e.into(),
+            window::ReleaseError::Queue(e) => {
+                metrics::counter!(fleet_shared::metrics::ENQUEUE_FAILURES).increment(1);
+                e.into()
+            }
         })
     }
 

@@ -123,6 +123,29 @@ impl RequestLedger for Cut {
     async fn set_written(&self, id: &str, w: u32) -> Result<(), LedgerError> {
         self.inner.set_written(id, w).await
     }
+    async fn set_window(&self, id: &str, w: u32) -> Result<bool, LedgerError> {
+        self.inner.set_window(id, w).await
+    }
+    async fn mark_released(
+        &self,
+        jobs: &[fleet_shared::ids::JobId],
+        shards: u32,
+        now: u64,
+    ) -> Result<Vec<fleet_shared::ledger::Requeue>, LedgerError> {
+        self.inner.mark_released(jobs, shards, now).await
+    }
+    async fn take_releaser(
+        &self,
+        id: &str,
+        who: &str,
+        now: u64,
+        until: u64,
+    ) -> Result<bool, LedgerError> {
+        self.inner.take_releaser(id, who, now, until).await
+    }
+    async fn set_released(&self, id: &str, released: u32) -> Result<(), LedgerError> {
+        self.inner.set_released(id, released).await
+    }
     async fn cancel_request(&self, id: &str, now: u64, stop: bool) -> Result<bool, LedgerError> {
         self.inner.cancel_request(id, now, stop).await
     }
@@ -407,5 +430,147 @@ async fn a_cancelled_or_failed_request_is_not_redriven() {
             "{text}"
         );
         assert_eq!(p.ledger.usage().unwrap().write_calls, before.write_calls);
+    }
+}
+
+/// Finishes (SUCCEEDED) the released jobs of `request_id` whose messages are in the queue,
+/// as a replica would: claim, then commit; returns how many.
+async fn finish_queued(p: &Producer<MemoryLedger, MemoryQueue>, limit: usize) -> usize {
+    use fleet_shared::ledger::{ClaimRequest, Finish, Ledger};
+    let got = p
+        .queue
+        .receive(limit, Duration::ZERO, Duration::from_secs(600))
+        .await
+        .unwrap();
+    for m in &got {
+        let (msg, job) = fleet_shared::message::parse_message(&m.body, 1 << 20).unwrap();
+        let shards = p
+            .ledger
+            .request_view(&msg.request_id)
+            .await
+            .unwrap()
+            .job_shards;
+        let claim = p
+            .ledger
+            .claim(&ClaimRequest {
+                job: &job,
+                shards,
+                job_type: "t",
+                payload_json: "{}",
+                max_attempts: None,
+                owner: "w",
+                now_ms: 1,
+                lease_ms: 60_000,
+                skew_ms: 0,
+                enqueued_at_ms: 1,
+                direct: false,
+            })
+            .await
+            .unwrap();
+        let fleet_shared::ledger::Claim::Claimed(lease) = claim else {
+            panic!("{claim:?}");
+        };
+        let change = Change::Finish {
+            record: fleet_shared::ledger::AttemptRecord {
+                attempt: lease.attempt,
+                fence: lease.fence,
+                started_ms: 1,
+                ended_ms: 2,
+                target: fleet_shared::message::Target::Lambda,
+                outcome: fleet_shared::state::AttemptOutcome::Succeeded,
+                retry_at_ms: None,
+                reason: fleet_shared::message::RouteReason::of(
+                    fleet_shared::message::RouteRule::Default,
+                ),
+                exit_code: None,
+                stopped_reason: None,
+            },
+            lease,
+            finish: Finish::Succeeded { result: None },
+        };
+        let r = p.ledger.commit("7", &[change], &[]).await.unwrap();
+        assert!(r[0].is_ok(), "{r:?}");
+    }
+    got.len()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_windowed_request_sends_its_window_and_the_rest_as_jobs_finish() {
+    let p = producer();
+    let body = |n: u32| {
+        let jobs: Vec<serde_json::Value> = (0..25).map(|i| json!({"i": i})).collect();
+        checked(json!({"request_id": "w1", "job_type": "t", "jobs": jobs,
+            "options": {"max_concurrency": n}}))
+    };
+    let report = p.submit_request(body(10)).await.unwrap();
+    assert_eq!((report.written, report.sent), (25, 10));
+    let s = p.status("w1").await.unwrap();
+    assert_eq!((s.max_concurrency, s.released), (Some(10), Some(10)));
+    // Held jobs are not in the due index: a sweeper never takes them for lost messages.
+    let due: usize = p
+        .ledger
+        .all_jobs()
+        .iter()
+        .filter(|j| j.due.is_some())
+        .count();
+    assert_eq!(due, 10);
+    // Four finish: a release (as a replica's after recording them) sends four more, never
+    // more than the window in flight.
+    assert_eq!(finish_queued(&p, 4).await, 4);
+    assert_eq!(p.release("w1").await.unwrap(), 4);
+    let s = p.status("w1").await.unwrap();
+    assert_eq!(s.released, Some(14));
+    // The other six finish and no release follows (their replica stopped): nothing is in
+    // flight, so the next status call releases the next ten.
+    assert_eq!(finish_queued(&p, 6).await, 6);
+    assert_eq!(p.status("w1").await.unwrap().released, Some(14));
+    assert_eq!(finish_queued(&p, 10).await, 4);
+    let s = p.status("w1").await.unwrap();
+    assert_eq!(s.released, Some(24));
+    assert_eq!(messages(&p.queue).await.len(), 10);
+    // A larger limit releases the difference at once (one job is left); the same limit
+    // again releases nothing.
+    let raised = p.limit("w1", 15).await.unwrap();
+    assert_eq!((raised.max_concurrency, raised.released), (15, 1));
+    assert_eq!(p.limit("w1", 15).await.unwrap().released, 0);
+    // Its content hash ignores the limit: resubmitting with another one is the same request.
+    let again = p.submit_request(body(3)).await.unwrap();
+    assert!(!again.created);
+    // Cancelled: the jobs never released count as CANCELLED and nothing more is released.
+    p.cancel("w1", false).await.unwrap();
+    let s = p.status("w1").await.unwrap();
+    assert_eq!((s.state, s.count(JobState::Cancelled)), ("CANCELLED", 0));
+    assert_eq!(s.released, Some(25));
+    assert_eq!(p.limit("w1", 50).await.unwrap().released, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_limit_is_refused_when_it_cannot_apply() {
+    let mut config = Config::default();
+    config.limits.window = 0;
+    let p = Producer::new(MemoryLedger::new(), MemoryQueue::new(), Arc::new(config));
+    let report = p.submit_request(request("open", 30)).await.unwrap();
+    assert_eq!(report.sent, 30, "no window: every message at once");
+    assert!(matches!(
+        p.limit("open", 5).await,
+        Err(ProducerError::NotWindowed { .. })
+    ));
+    assert!(matches!(
+        p.limit("nope", 5).await,
+        Err(ProducerError::NotFound(_))
+    ));
+    let err = p.limit("open", 0).await.unwrap_err();
+    assert!(err.to_string().contains("max_concurrency"), "{err}");
+    let refused = request::parse(
+        &json!({"job_type": "t", "jobs": [1], "options": {"max_concurrency": 0}}).to_string(),
+    )
+    .and_then(request::check)
+    .map(|c| p.prepare(c));
+    match refused {
+        Err(e) => panic!("checked: {e}"),
+        Ok(f) => {
+            let e = f.await.unwrap_err();
+            assert!(e.to_string().contains("options.max_concurrency"), "{e}");
+        }
     }
 }

@@ -73,6 +73,34 @@ pub struct JobMessage {
         deserialize_with = "present"
     )]
     pub max_attempts: Option<u32>,
+    /// The tenant the job runs for: the SQS message group it is sent under (fair queueing
+    /// on a standard queue favours quiet tenants) and the `tenants.<name>` cap it counts
+    /// against. Absent: its request id.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub tenant: Option<String>,
+}
+
+impl JobMessage {
+    /// The job's tenant: [`JobMessage::tenant`], else its request id.
+    pub fn tenant(&self) -> &str {
+        self.tenant.as_deref().unwrap_or(&self.request_id)
+    }
+}
+
+/// The SQS message group of a job message's body: its tenant, else its request id (`None`
+/// for a body that is not a job message).
+pub fn message_group(body: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Group {
+        request_id: Option<String>,
+        tenant: Option<String>,
+    }
+    let g: Group = serde_json::from_str(body).ok()?;
+    g.tenant.or(g.request_id)
 }
 
 /// An optional field that, when present, must hold a value: `null` is refused as the JSON
@@ -126,6 +154,9 @@ impl JobMessage {
             ));
         }
         ids::validate_job_type(&self.job_type).map_err(|e| MessageError::field("job_type", e))?;
+        if let Some(t) = &self.tenant {
+            ids::validate_request_id(t).map_err(|e| MessageError::field("tenant", e))?;
+        }
         if self.attempt == 0 {
             return Err(MessageError::field("attempt", "must be at least 1"));
         }
@@ -177,6 +208,7 @@ impl JobMessage {
             }),
             enqueued_at_ms,
             max_attempts,
+            tenant: None,
         })
     }
 

@@ -164,6 +164,7 @@ async fn unprocessed_job_items_are_written_again() {
             max_attempts: None,
             target: None,
             created_at_ms: 0,
+            held: false,
         })
         .collect();
     ledger.put_jobs(&jobs).await.unwrap();

@@ -313,6 +313,42 @@ impl<T: RequestLedger> RequestLedger for Slow<T> {
         self.inner.set_written(request_id, written).await
     }
 
+    async fn set_window(&self, request_id: &str, window: u32) -> Result<bool, LedgerError> {
+        self.call(self.latency.ledger).await;
+        self.inner.set_window(request_id, window).await
+    }
+
+    async fn mark_released(
+        &self,
+        jobs: &[fleet_shared::ids::JobId],
+        job_shards: u32,
+        now_ms: u64,
+    ) -> Result<Vec<fleet_shared::ledger::Requeue>, LedgerError> {
+        // One UpdateItem a job, 16 at once.
+        let calls = jobs.len() as u64;
+        self.calls.fetch_add(calls, Ordering::Relaxed);
+        pause(self.latency.ledger * calls.div_ceil(16) as u32).await;
+        self.inner.mark_released(jobs, job_shards, now_ms).await
+    }
+
+    async fn take_releaser(
+        &self,
+        request_id: &str,
+        releaser: &str,
+        now_ms: u64,
+        until_ms: u64,
+    ) -> Result<bool, LedgerError> {
+        self.call(self.latency.ledger).await;
+        self.inner
+            .take_releaser(request_id, releaser, now_ms, until_ms)
+            .await
+    }
+
+    async fn set_released(&self, request_id: &str, released: u32) -> Result<(), LedgerError> {
+        self.call(self.latency.ledger).await;
+        self.inner.set_released(request_id, released).await
+    }
+
     async fn cancel_request(
         &self,
         request_id: &str,

@@ -122,6 +122,7 @@ pub(crate) fn job_body(
         }),
         enqueued_at_ms: fleet_shared::time::now_ms(),
         max_attempts: None,
+        tenant: None,
     }
     .to_body()
 }

@@ -56,6 +56,8 @@ pub struct ScaleOpts {
     pub payload_bytes: usize,
     /// The producer's `ledger.max_job_shards`.
     pub max_job_shards: u32,
+    /// The producer's `limits.window` (0: every message at once).
+    pub window: u32,
 }
 
 impl Default for ScaleOpts {
@@ -71,6 +73,7 @@ impl Default for ScaleOpts {
             retry_secs: 600,
             payload_bytes: 512,
             max_job_shards: 64,
+            window: Config::default().limits.window,
         }
     }
 }
@@ -121,6 +124,9 @@ impl Dispatcher for ScaleJob {
 fn replica_config(opts: &ScaleOpts) -> Config {
     let per = opts.in_flight.div_ceil(opts.replicas.max(1));
     let mut c = crate::bench::engine_config(per);
+    // `lambda.max_concurrency` is the fleet's (the function's reserved concurrency): the
+    // jobs in flight across every replica.
+    c.lambda.max_concurrency = Some(opts.in_flight);
     c.worker.retry_base_secs = opts.retry_secs.max(1);
     c.worker.retry_max_secs = opts.retry_secs.max(1);
     c
@@ -226,6 +232,7 @@ async fn run(opts: &ScaleOpts) -> anyhow::Result<Value> {
         Arc::new({
             let mut c = Config::default();
             c.ledger.max_job_shards = opts.max_job_shards;
+            c.limits.window = opts.window;
             c
         }),
     );
@@ -326,6 +333,7 @@ async fn run(opts: &ScaleOpts) -> anyhow::Result<Value> {
         "median_ms": opts.median_ms,
         "sigma": opts.sigma,
         "payload_bytes": opts.payload_bytes,
+        "window": opts.window,
         "fail_ratio": opts.fail_ratio,
         "retry_secs": opts.retry_secs,
         "submitted_s": round(submitted_s, 1),

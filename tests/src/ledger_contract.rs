@@ -7,8 +7,8 @@ use fleet_shared::ids::JobId;
 use fleet_shared::ledger::item::{self, DueKind};
 use fleet_shared::ledger::memory::DIRECT_JOB_SHARDS;
 use fleet_shared::ledger::{
-    AttemptRecord, Change, Claim, ClaimRequest, Counts, Finish, Lease, Ledger, LedgerError,
-    RequestFailure, RequestLedger, RequestRecord,
+    AttemptRecord, Change, Claim, ClaimRequest, Counts, Finish, Lease, Ledger, LedgerError, NewJob,
+    RequestFailure, RequestLedger, RequestRecord, window,
 };
 use fleet_shared::state::JobState;
 
@@ -658,6 +658,10 @@ pub async fn check_request_failure<L: Ledger + RequestLedger>(l: &L, request: &s
         stop_running: false,
         tolerated_failures: Some(2),
         failed: None,
+        window: None,
+        released: 0,
+        tenant: None,
+        releaser: None,
     };
     l.put_request(&record).await.expect("put request");
     let view = l.request_view(request).await.expect("view");
@@ -694,5 +698,178 @@ pub async fn check_request_failure<L: Ledger + RequestLedger>(l: &L, request: &s
     assert!(
         view.failed && view.cancelled && !view.stop_running,
         "{view:?}"
+    );
+}
+
+const TURN: u64 = 5_000;
+const A: window::Releaser<'static> = window::Releaser {
+    name: "a",
+    turn_ms: TURN,
+};
+const B: window::Releaser<'static> = window::Releaser {
+    name: "b",
+    turn_ms: TURN,
+};
+
+/// The jobs of `request` the due index lists (any partition, any time).
+async fn due_jobs<L: Ledger>(l: &L, request: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for shard in 0..l.index_shards() {
+        let entries = l
+            .due(DueKind::Waiting, shard, u64::MAX / 2, 100)
+            .await
+            .expect("due");
+        found.extend(
+            entries
+                .iter()
+                .filter(|e| e.job.request_id() == request)
+                .map(|e| e.job.index()),
+        );
+    }
+    found.sort_unstable();
+    found
+}
+
+/// A windowed request: its held jobs have no due entry; a release marks the next jobs its
+/// window has room for (they are due from then) and moves the cursor; a finished job makes
+/// room for one more; a job marked by a racing release is released once; a larger window
+/// releases the difference; a cancelled request releases nothing.
+pub async fn check_window<L: Ledger + RequestLedger>(l: &L, request: &str) {
+    let t0 = 1_800_000_000_000u64;
+    let record = RequestRecord {
+        request_id: request.to_owned(),
+        job_type: "test".into(),
+        total: 6,
+        content_hash: "h".into(),
+        max_attempts: Some(3),
+        target: None,
+        created_at_ms: t0,
+        job_shards: 1,
+        written: 6,
+        cancelled_at_ms: None,
+        stop_running: false,
+        tolerated_failures: None,
+        failed: None,
+        window: Some(2),
+        released: 0,
+        tenant: None,
+        releaser: None,
+    };
+    l.put_request(&record).await.expect("put request");
+    let jobs: Vec<NewJob> = (0..6)
+        .map(|i| {
+            let job = JobId::new(request, i).expect("id");
+            NewJob {
+                key: item::job_key(&job, 1),
+                job,
+                job_type: "test".into(),
+                payload_json: format!("{{\"i\":{i}}}"),
+                max_attempts: Some(3),
+                target: None,
+                created_at_ms: t0,
+                held: true,
+            }
+        })
+        .collect();
+    l.put_jobs(&jobs).await.expect("put jobs");
+    assert!(l.request_view(request).await.expect("view").windowed);
+    assert_eq!(
+        due_jobs(l, request).await,
+        Vec::<u32>::new(),
+        "held: not due"
+    );
+
+    let first = window::release(l, request, A, t0 + 1)
+        .await
+        .expect("release");
+    assert_eq!(first.range, 0..2);
+    let sent: Vec<(u32, String, u32)> = first
+        .jobs
+        .iter()
+        .map(|r| (r.job.index(), r.payload_json.clone(), r.attempts))
+        .collect();
+    assert_eq!(
+        sent,
+        vec![(0, "{\"i\":0}".into(), 0), (1, "{\"i\":1}".into(), 0)]
+    );
+    assert_eq!(due_jobs(l, request).await, vec![0, 1], "released: due");
+    let full = window::release(l, request, A, t0 + 2)
+        .await
+        .expect("release");
+    assert!(full.range.is_empty(), "no room: {full:?}");
+    assert!(full.turn, "the releaser keeps its turn and looks again");
+
+    // Job 0 finishes: room for one more.
+    let job0 = JobId::new(request, 0).expect("id");
+    let lease = match l
+        .claim(&ClaimRequest {
+            shards: 1,
+            direct: false,
+            ..req(&job0, "a", t0 + 3)
+        })
+        .await
+        .expect("claim")
+    {
+        Claim::Claimed(lease) => lease,
+        other => panic!("a released job is claimable: {other:?}"),
+    };
+    commit(
+        l,
+        finish(&lease, Finish::Succeeded { result: None }, "succeeded"),
+    )
+    .await
+    .expect("finish");
+    // Another releaser's trigger during the turn reads the request item and does nothing.
+    let other = window::release(l, request, B, t0 + 4)
+        .await
+        .expect("release");
+    assert_eq!(other, window::Released::default());
+    let next = window::release(l, request, A, t0 + 4)
+        .await
+        .expect("release");
+    assert_eq!(next.range, 2..3);
+    assert_eq!(next.jobs.len(), 1);
+
+    // A racing release marked job 3 before any cursor moved: it is released once.
+    let job3 = JobId::new(request, 3).expect("id");
+    let marked = l
+        .mark_released(std::slice::from_ref(&job3), 1, t0 + 5)
+        .await
+        .expect("mark");
+    assert_eq!(marked.len(), 1);
+    let again = l
+        .mark_released(std::slice::from_ref(&job3), 1, t0 + 5)
+        .await
+        .expect("mark");
+    assert!(again.is_empty(), "marked once");
+
+    // A larger window releases the difference; the job marked already is not sent again.
+    // The turn of "a" is over: "b" takes it.
+    assert!(l.set_window(request, 4).await.expect("set window"));
+    let wider = window::release(l, request, B, t0 + 4 + TURN + 1)
+        .await
+        .expect("release");
+    assert_eq!(wider.range, 3..5);
+    let indexes: Vec<u32> = wider.jobs.iter().map(|r| r.job.index()).collect();
+    assert_eq!(indexes, vec![4]);
+    let r = l.get_request(request).await.expect("get").expect("request");
+    assert_eq!((r.window, r.released), (Some(4), 5));
+
+    // Cancelled: nothing more is released, and the job never released counts as cancelled.
+    assert!(
+        l.cancel_request(request, t0 + 7, false)
+            .await
+            .expect("cancel")
+    );
+    let none = window::release(l, request, B, t0 + 4 + TURN + 3)
+        .await
+        .expect("release");
+    assert!(none.range.is_empty());
+    let r = l.get_request(request).await.expect("get").expect("request");
+    assert_eq!(window::never_released(&r), 1);
+    assert!(
+        !l.set_window("no-such-request", 3)
+            .await
+            .expect("set window")
     );
 }

@@ -411,12 +411,17 @@ impl Stack {
 
     /// Writes a request file and submits it with `--json`.
     pub fn submit(&self, request: &serde_json::Value) -> Output {
+        self.submit_with(request, &[])
+    }
+
+    /// [`Stack::submit`] with more environment variables for the producer.
+    pub fn submit_with(&self, request: &serde_json::Value, extra: &[(&str, &str)]) -> Output {
         let path = self.dir.path().join(format!("request-{}.json", uniq()));
         std::fs::write(&path, request.to_string()).expect("write request");
         self.run(
             bin("fleet-producer"),
             &["submit", path.to_str().expect("utf-8"), "--json"],
-            &[],
+            extra,
         )
     }
 

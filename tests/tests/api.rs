@@ -491,7 +491,7 @@ async fn malformed_bodies_are_refused_and_change_nothing() {
             operations += 1;
         }
     }
-    assert_eq!(operations, 7);
+    assert_eq!(operations, 8);
 
     // SIGTERM: a clean exit.
     api.signal(Signal::SIGTERM);

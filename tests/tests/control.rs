@@ -5,7 +5,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fleet_tests::{Stack, executions_per_job, free_port, http_get, jobs, wait_for};
+use fleet_tests::{
+    Stack, bin, executions_per_job, free_port, http_get, jobs, wait_for, wait_for_every,
+};
 use serde_json::json;
 
 /// The most starts within any one second of `starts` (milliseconds).
@@ -197,4 +199,260 @@ async fn lambdas_max_concurrency_is_the_fleets() {
     eprintln!("at most {most} executions at once");
     assert!(most <= 10, "{most} executions at once");
     assert!(most >= 5, "the cap is used: {most}");
+}
+
+/// The most executions running at once at any instant in `within`, each counted from its
+/// start for `ran_ms` (what the job sleeps: a lower bound of its span, so the count is at
+/// most the real one).
+fn most_at_once(starts: &[u64], ran_ms: u64, within: std::ops::Range<u64>) -> i32 {
+    let mut edges: Vec<(u64, i32)> = starts
+        .iter()
+        .flat_map(|&s| [(s, 1), (s + ran_ms, -1)])
+        .collect();
+    edges.sort_unstable_by_key(|&(t, d)| (t, d));
+    let (mut now, mut most) = (0, 0);
+    for (t, d) in edges {
+        now += d;
+        if within.contains(&t) {
+            most = most.max(now);
+        }
+    }
+    most
+}
+
+/// A request's `max_concurrency` holds across the fleet and can be raised while it runs:
+/// three replicas that could each run 50 jobs at once run at most 10 of its jobs (of a
+/// second each) together; after `fleet-producer limit --max-concurrency 40`, more than 10
+/// overlap.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_requests_max_concurrency_holds_across_replicas_and_can_be_raised() {
+    let stack = Stack::with_init().await;
+    let job = stack.testjob(&[]).await;
+    let _workers: Vec<_> = (0..3)
+        .map(|i| stack.worker(&format!("w{i}"), &job, &[("FLEET_CONCURRENCY", "50")]))
+        .collect();
+    let request = json!({"request_id": "capped", "job_type": "test",
+        "jobs": jobs(300, |_| json!({"sleep_ms": 1000})),
+        "options": {"max_concurrency": 10}});
+    assert!(stack.submit(&request).status.success());
+    wait_for_every(
+        "60 jobs done under the cap",
+        Duration::from_secs(120),
+        Duration::from_millis(500),
+        || async { (stack.status("capped").count("SUCCEEDED") >= 60).then_some(()) },
+    )
+    .await;
+    let asked = fleet_shared::time::now_ms();
+    let out = stack.run(
+        bin("fleet-producer"),
+        &["limit", "capped", "--max-concurrency", "40", "--json"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", out.stderr);
+    let raised = fleet_shared::time::now_ms();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(report["max_concurrency"], 40);
+    let status = stack.wait_done("capped", Duration::from_secs(180)).await;
+    assert_eq!(status.count("SUCCEEDED"), 300, "{status:?}");
+    let starts: Vec<u64> = job.executions().iter().map(|e| e.started_ms).collect();
+    assert_eq!(starts.len(), 300, "each job ran once");
+    let before = most_at_once(&starts, 1000, 0..asked);
+    let after = most_at_once(&starts, 1000, raised..u64::MAX);
+    eprintln!("at most {before} at once under 10, {after} under 40");
+    assert!(
+        before <= 10,
+        "{before} executions at once under a limit of 10"
+    );
+    assert!(before >= 5, "the limit is used: {before}");
+    assert!(after > 10, "the raised limit is used: {after}");
+}
+
+/// Requests interleave in the queue: a 5,000-job request submitted first holds a window of
+/// 50 messages in SQS, not 5,000, so a 20-job request submitted second is finished before
+/// the first is a tenth done. Cancelling the first then ends it at once: its jobs never
+/// released count as cancelled without a write each.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_small_request_is_not_queued_behind_a_large_one() {
+    let stack = Stack::with_init().await;
+    let job = stack.testjob(&[]).await;
+    let submit = |request: serde_json::Value| {
+        let out = stack.submit_with(&request, &[("FLEET_WINDOW", "50")]);
+        assert!(out.status.success(), "{}", out.stderr);
+        serde_json::from_str::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let big = submit(json!({"request_id": "backfill", "job_type": "test",
+        "jobs": jobs(5000, |_| json!({"sleep_ms": 20}))}));
+    assert_eq!(
+        (big["written"].as_u64(), big["sent"].as_u64()),
+        (Some(5000), Some(50))
+    );
+    let small = submit(json!({"request_id": "quick", "job_type": "test",
+        "jobs": jobs(20, |_| json!({"sleep_ms": 20}))}));
+    assert_eq!(small["sent"].as_u64(), Some(20));
+    assert_eq!(
+        stack.queue_depth(&stack.names.queue).await,
+        70,
+        "a window of the first and all of the second"
+    );
+    let _workers: Vec<_> = (0..2)
+        .map(|i| stack.worker(&format!("w{i}"), &job, &[("FLEET_CONCURRENCY", "10")]))
+        .collect();
+    let quick = stack.wait_done("quick", Duration::from_secs(120)).await;
+    assert_eq!(quick.count("SUCCEEDED"), 20, "{quick:?}");
+    let backfill = stack.status("backfill");
+    eprintln!("the first request when the second finished: {backfill:?}");
+    assert!(
+        backfill.count("SUCCEEDED") < 500,
+        "the second waited behind the first: {backfill:?}"
+    );
+    let out = stack.run(bin("fleet-producer"), &["cancel", "backfill"], &[]);
+    assert!(out.status.success(), "{}", out.stderr);
+    let backfill = stack.wait_done("backfill", Duration::from_secs(120)).await;
+    assert_eq!(backfill.state, "CANCELLED");
+    let (succeeded, cancelled) = (backfill.count("SUCCEEDED"), backfill.count("CANCELLED"));
+    assert_eq!(succeeded + cancelled, 5000, "{backfill:?}");
+    let ran = job
+        .executions()
+        .iter()
+        .filter(|e| e.job_id.starts_with("backfill"))
+        .count() as u32;
+    assert_eq!(ran, succeeded, "no cancelled job ran");
+    assert!(succeeded < 2500, "most of it never ran: {backfill:?}");
+}
+
+/// `job_types.<t>.max_concurrency` holds across the fleet, for jobs in containers too:
+/// three replicas that could each run 20 ECS tasks (here local processes) run at most 6 of
+/// the job type's jobs together.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_types_max_concurrency_is_the_fleets() {
+    let stack = Stack::with_init().await;
+    let job = stack.testjob(&[]).await;
+    std::fs::write(
+        stack.dir.path().join("fleet.toml"),
+        "[job_types.test]\nmax_concurrency = 6\n",
+    )
+    .unwrap();
+    let command = format!("{} run", bin("fleet-testjob").display());
+    let _workers: Vec<_> = (0..3)
+        .map(|i| {
+            stack.worker(
+                &format!("w{i}"),
+                &job,
+                &[
+                    ("FLEET_CONFIG", "fleet.toml"),
+                    ("FLEET_CONCURRENCY", "20"),
+                    ("FLEET_ECS_LAUNCHER", "process"),
+                    ("FLEET_ECS_COMMAND", command.as_str()),
+                ],
+            )
+        })
+        .collect();
+    let request = json!({"request_id": "typed", "job_type": "test",
+        "jobs": jobs(60, |_| json!({"sleep_ms": 1000})), "options": {"target": "ecs"}});
+    assert!(stack.submit(&request).status.success());
+    let status = stack.wait_done("typed", Duration::from_secs(180)).await;
+    assert_eq!(status.count("SUCCEEDED"), 60, "{status:?}");
+    let starts: Vec<u64> = job.executions().iter().map(|e| e.started_ms).collect();
+    assert_eq!(starts.len(), 60);
+    let most = most_at_once(&starts, 1000, 0..u64::MAX);
+    eprintln!("at most {most} of the job type at once");
+    assert!(most <= 6, "{most} at once under a cap of 6");
+    assert!(most >= 4, "the cap is used: {most}");
+}
+
+/// A tenant's `max_concurrency` holds across all its requests and every replica, and its
+/// messages carry it as their SQS message group: two requests of tenant "acme" under a cap
+/// of 4 never run more than 4 jobs together, while a request of another tenant beside them
+/// is not held back by it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenants_max_concurrency_holds_across_its_requests() {
+    let stack = Stack::with_init().await;
+    let job = stack.testjob(&[]).await;
+    std::fs::write(
+        stack.dir.path().join("fleet.toml"),
+        "[tenants.acme]\nmax_concurrency = 4\n",
+    )
+    .unwrap();
+    for (id, tenant) in [
+        ("acme-a", Some("acme")),
+        ("acme-b", Some("acme")),
+        ("solo", None),
+    ] {
+        let mut request = json!({"request_id": id, "job_type": "test",
+            "jobs": jobs(20, |_| json!({"sleep_ms": 1000}))});
+        if let Some(t) = tenant {
+            request["tenant"] = json!(t);
+        }
+        assert!(stack.submit(&request).status.success());
+    }
+    // Every message's group is its request's tenant (a request without one: its id).
+    let url = stack.queue_url(&stack.names.queue).await;
+    let mut groups = std::collections::BTreeMap::<String, u32>::new();
+    let mut receipts = Vec::new();
+    while receipts.len() < 60 {
+        let got = stack
+            .sqs()
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .message_system_attribute_names(
+                aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId,
+            )
+            .visibility_timeout(30)
+            .send()
+            .await
+            .unwrap();
+        for m in got.messages() {
+            let group = m
+                .attributes()
+                .and_then(|a| {
+                    a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId)
+                })
+                .cloned()
+                .unwrap_or_default();
+            *groups.entry(group).or_default() += 1;
+            receipts.push(m.receipt_handle().unwrap().to_owned());
+        }
+    }
+    assert_eq!(
+        groups,
+        [("acme".to_owned(), 40), ("solo".to_owned(), 20)].into()
+    );
+    for r in &receipts {
+        stack
+            .sqs()
+            .change_message_visibility()
+            .queue_url(&url)
+            .receipt_handle(r)
+            .visibility_timeout(0)
+            .send()
+            .await
+            .unwrap();
+    }
+    let _workers: Vec<_> = (0..2)
+        .map(|i| {
+            stack.worker(
+                &format!("w{i}"),
+                &job,
+                &[("FLEET_CONFIG", "fleet.toml"), ("FLEET_CONCURRENCY", "20")],
+            )
+        })
+        .collect();
+    for id in ["acme-a", "acme-b", "solo"] {
+        let s = stack.wait_done(id, Duration::from_secs(180)).await;
+        assert_eq!(s.count("SUCCEEDED"), 20, "{s:?}");
+    }
+    let starts = |prefix: &str| -> Vec<u64> {
+        job.executions()
+            .iter()
+            .filter(|e| e.job_id.starts_with(prefix))
+            .map(|e| e.started_ms)
+            .collect()
+    };
+    let acme = most_at_once(&starts("acme-"), 1000, 0..u64::MAX);
+    let solo = most_at_once(&starts("solo:"), 1000, 0..u64::MAX);
+    eprintln!("at most {acme} of acme's jobs at once, {solo} of the other tenant's");
+    assert!(acme <= 4, "{acme} of acme's jobs at once under a cap of 4");
+    assert!(acme >= 3, "the cap is used: {acme}");
+    assert!(solo > 4, "another tenant is not held to acme's cap: {solo}");
 }

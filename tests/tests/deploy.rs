@@ -282,8 +282,8 @@ print(json.dumps({{"status": s["StackStatus"], "reason": s.get("StackStatusReaso
             .item()
             .and_then(|i| i.get("version"))
             .and_then(|v| v.as_n().ok())
-            .map(String::as_str),
-        Some("2")
+            .cloned(),
+        Some(fleet_shared::ledger::LAYOUT_VERSION.to_string())
     );
 }
 

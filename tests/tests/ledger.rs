@@ -58,6 +58,7 @@ async fn both_ledgers_keep_the_contract_and_leave_the_same_items() {
     ledger_contract::check_handed_and_buckets(&dynamo, "handed").await;
     ledger_contract::check_listings(&dynamo, "listed").await;
     ledger_contract::check_request_failure(&dynamo, "brittle").await;
+    ledger_contract::check_window(&dynamo, "windowed").await;
 
     let memory = MemoryLedger::new().with_index_shards(16);
     ledger_contract::check(&memory, "contract").await;
@@ -65,6 +66,7 @@ async fn both_ledgers_keep_the_contract_and_leave_the_same_items() {
     ledger_contract::check_handed_and_buckets(&memory, "handed").await;
     ledger_contract::check_listings(&memory, "listed").await;
     ledger_contract::check_request_failure(&memory, "brittle").await;
+    ledger_contract::check_window(&memory, "windowed").await;
 
     let mut scanned = Vec::new();
     let mut start = None;
@@ -118,6 +120,10 @@ async fn requests_and_job_items() {
         stop_running: false,
         tolerated_failures: None,
         failed: None,
+        window: None,
+        released: 0,
+        tenant: None,
+        releaser: None,
     };
     assert_eq!(
         ledger.put_request(&record).await.unwrap(),
@@ -129,7 +135,7 @@ async fn requests_and_job_items() {
     };
     assert_eq!(
         ledger.put_request(&other).await.unwrap(),
-        PutRequestOutcome::Exists(record.clone())
+        PutRequestOutcome::Exists(Box::new(record.clone()))
     );
     assert_eq!(ledger.get_request("req").await.unwrap(), Some(record));
     assert_eq!(ledger.get_request("nope").await.unwrap(), None);
@@ -150,6 +156,7 @@ async fn requests_and_job_items() {
                 max_attempts: Some(2),
                 target: None,
                 created_at_ms: 5,
+                held: false,
             }
         })
         .collect();
@@ -333,7 +340,10 @@ async fn a_table_of_another_layout_is_refused_with_what_to_do() {
         .table_name("newer-ledger")
         .item("pk", AttributeValue::S("FLEET".into()))
         .item("sk", AttributeValue::S("LAYOUT".into()))
-        .item("version", AttributeValue::N("3".into()))
+        .item(
+            "version",
+            AttributeValue::N((fleet_shared::ledger::LAYOUT_VERSION + 1).to_string()),
+        )
         .item("index_shards", AttributeValue::N("8".into()))
         .send()
         .await
@@ -342,7 +352,8 @@ async fn a_table_of_another_layout_is_refused_with_what_to_do() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("layout 3") && err.contains("newer"), "{err}");
+    let newer = format!("layout {}", fleet_shared::ledger::LAYOUT_VERSION + 1);
+    assert!(err.contains(&newer) && err.contains("newer"), "{err}");
 }
 
 /// With `ledger.ttl_days`, `init` turns the table's TTL on, and every finished job (succeeded,
@@ -553,6 +564,10 @@ async fn no_item_passes_400_kb_at_the_largest_settings_the_config_accepts() {
         stop_running: false,
         tolerated_failures: None,
         failed: None,
+        window: None,
+        released: 0,
+        tenant: None,
+        releaser: None,
     };
     ledger.put_request(&record).await.unwrap();
     let job = JobId::new(&rid, 999_999_998).unwrap();
@@ -569,6 +584,7 @@ async fn no_item_passes_400_kb_at_the_largest_settings_the_config_accepts() {
             max_attempts: Some(100),
             target: Some(Target::Ecs),
             created_at_ms: 1,
+            held: false,
         }])
         .await
         .unwrap();

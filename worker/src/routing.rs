@@ -210,6 +210,7 @@ mod tests {
             routing: hint,
             enqueued_at_ms: 0,
             max_attempts: None,
+            tenant: None,
         }
     }
 

@@ -66,6 +66,9 @@ impl From<ProducerError> for ApiError {
             ProducerError::Cancelled { .. } => {
                 Self::new(StatusCode::CONFLICT, "cancelled", message)
             }
+            ProducerError::NotWindowed { .. } => {
+                Self::new(StatusCode::CONFLICT, "not_windowed", message)
+            }
             // A ledger that refuses for good (its table of another layout, an invalid item)
             // will not answer otherwise on a retry.
             ProducerError::Ledger(ref l)

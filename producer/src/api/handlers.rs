@@ -85,6 +85,39 @@ pub(super) async fn cancel(
     Ok(json_response(StatusCode::OK, report))
 }
 
+/// `{"max_concurrency": N}`: the request's limit from now.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitBody {
+    max_concurrency: u32,
+}
+
+pub(super) async fn limit(
+    State(api): State<Arc<Api>>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let id = request_id(path)?;
+    if !is_json(&headers) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "the body must be JSON, sent with Content-Type: application/json",
+        ));
+    }
+    let body = body
+        .map_err(|e| ApiError::invalid(format!("cannot read the body: {}", e.body_text()), None))?;
+    let limit: LimitBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::invalid(
+            format!("not a valid limit ({{\"max_concurrency\": N}}): {e}"),
+            Some("max_concurrency".into()),
+        )
+    })?;
+    let report = call(&api, api.producer.limit(&id, limit.max_concurrency)).await?;
+    Ok(json_response(StatusCode::OK, report))
+}
+
 /// The failures document: a page of the request's FAILED jobs with their errors and
 /// histories, and the cursor of the next page.
 pub fn failures_json(

@@ -40,6 +40,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/requests"),
     ("GET", "/v1/requests/{id}"),
     ("POST", "/v1/requests/{id}/cancel"),
+    ("POST", "/v1/requests/{id}/limit"),
     ("GET", "/v1/requests/{id}/failures"),
     ("GET", "/metrics"),
     ("GET", "/healthz"),
@@ -108,6 +109,11 @@ impl Reached for fleet_producer::SubmitReport {
 }
 impl Reached for fleet_producer::Status {}
 impl Reached for fleet_producer::CancelReport {}
+impl Reached for fleet_producer::LimitReport {
+    fn sent_messages(&self) -> bool {
+        self.released > 0
+    }
+}
 impl<T> Reached for fleet_shared::ledger::Page<T> {}
 
 /// The API's router: [`ROUTES`], a JSON 404 for any other path and a JSON 405 for another
@@ -138,6 +144,7 @@ fn handler(method: &str, path: &str) -> Option<MethodRouter<Arc<Api>>> {
         ("POST", "/v1/requests") => post(handlers::submit),
         ("GET", "/v1/requests/{id}") => get(handlers::status),
         ("POST", "/v1/requests/{id}/cancel") => post(handlers::cancel),
+        ("POST", "/v1/requests/{id}/limit") => post(handlers::limit),
         ("GET", "/v1/requests/{id}/failures") => get(handlers::failures),
         _ => return None,
     })

@@ -5,6 +5,7 @@
 mod cancel;
 mod dlq;
 mod jobs;
+mod limit;
 mod serve;
 mod status;
 mod submit;
@@ -23,6 +24,7 @@ use fleet_shared::state::JobState;
 pub use cancel::{cmd_cancel, cmd_cleanup};
 pub use dlq::{cmd_dlq_list, cmd_dlq_redrive};
 pub use jobs::{cmd_jobs, cmd_result};
+pub use limit::cmd_limit;
 pub use serve::cmd_serve;
 pub use status::cmd_status;
 pub use submit::cmd_submit;
@@ -99,6 +101,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Change a running request's max_concurrency (its window): more jobs are released at
+    /// once when it grows; when it shrinks, running jobs finish and no more start until fewer
+    /// than the new limit run.
+    Limit {
+        request_id: String,
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(fleet_shared::config::MAX_WINDOW)))]
+        max_concurrency: u32,
+        /// Print a JSON object: request_id, max_concurrency, released.
+        #[arg(long)]
+        json: bool,
+    },
     /// Delete a finished request's payloads kept in S3 (claim_check.prefix). An S3 lifecycle
     /// rule on the prefix does the same for requests nobody cleans up.
     Cleanup {
@@ -111,7 +124,7 @@ pub enum Command {
     /// Inspect and replay the dead-letter queue.
     #[command(subcommand)]
     Dlq(DlqCommand),
-    /// Serve the HTTP API (submit, status, cancel, failures; see producer/openapi.json) with
+    /// Serve the HTTP API (submit, status, cancel, limit, failures; see producer/openapi.json) with
     /// /metrics, /healthz and /readyz, until SIGTERM or SIGINT.
     Serve {
         /// Address to listen on; port 0 picks a free port. The bound address is printed on

@@ -6,6 +6,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use fleet_shared::claim_check;
+use fleet_shared::config::MAX_WINDOW;
 use fleet_shared::ids::{self, JobId, MAX_JOBS_PER_REQUEST};
 use fleet_shared::ledger::{NewJob, RequestRecord};
 use fleet_shared::message::{JobMessage, MAX_ATTEMPTS_LIMIT, MESSAGE_VERSION, RoutingHint, Target};
@@ -77,7 +78,12 @@ pub fn canonical_json(v: &Value) -> String {
 /// SHA-256 of the request's content (job type, jobs, options), hex. For `source` and
 /// `range` requests the jobs are the generated ones, so a prefix whose objects changed is
 /// other content.
-pub fn content_hash(job_type: &str, jobs: &[Value], options: &RequestOptions) -> String {
+pub fn content_hash(
+    job_type: &str,
+    jobs: &[Value],
+    options: &RequestOptions,
+    tenant: Option<&str>,
+) -> String {
     let mut doc = serde_json::json!({
         "job_type": job_type,
         "jobs": jobs,
@@ -102,6 +108,9 @@ pub fn content_hash(job_type: &str, jobs: &[Value], options: &RequestOptions) ->
         if let Some(v) = v {
             doc["options"][k] = v;
         }
+    }
+    if let Some(t) = tenant {
+        doc["tenant"] = Value::from(t);
     }
     let digest = Sha256::digest(canonical_json(&doc).as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
@@ -133,6 +142,9 @@ pub struct Limits {
     pub max_message_bytes: usize,
     /// Most partitions the request's job items are spread over (`ledger.max_job_shards`).
     pub max_job_shards: u32,
+    /// The window of a request without `options.max_concurrency` (`limits.window`; 0:
+    /// none).
+    pub window: u32,
 }
 
 impl Limits {
@@ -140,6 +152,7 @@ impl Limits {
         Self {
             max_message_bytes,
             max_job_shards: fleet_shared::config::LedgerConfig::default().max_job_shards,
+            window: fleet_shared::config::LimitsConfig::default().window,
         }
     }
 
@@ -147,6 +160,7 @@ impl Limits {
         Self {
             max_message_bytes: c.limits.max_message_bytes,
             max_job_shards: c.ledger.max_job_shards,
+            window: c.limits.window,
         }
     }
 }
@@ -170,6 +184,9 @@ pub fn build(
         None => new_request_id(),
     };
     ids::validate_job_type(&file.job_type).map_err(|e| field("job_type", e))?;
+    if let Some(t) = &file.tenant {
+        ids::validate_request_id(t).map_err(|e| field("tenant", e))?;
+    }
     let jobs_field = if file.source.is_some() {
         "source"
     } else {
@@ -209,7 +226,27 @@ pub fn build(
             format!("must be 0 to 100, got {p}"),
         ));
     }
-    let hash = content_hash(&file.job_type, &payloads, &file.options);
+    if let Some(n) = file.options.max_concurrency
+        && !(1..=MAX_WINDOW).contains(&n)
+    {
+        return Err(field(
+            "options.max_concurrency",
+            format!("must be 1 to {MAX_WINDOW}, got {n}"),
+        ));
+    }
+    let window = file
+        .options
+        .max_concurrency
+        .or((limits.window > 0).then_some(limits.window));
+    // The first window's jobs are written released and sent as they are written; the rest
+    // are held until jobs finish.
+    let released = window.map_or(0, |w| w.min(payloads.len() as u32));
+    let hash = content_hash(
+        &file.job_type,
+        &payloads,
+        &file.options,
+        file.tenant.as_deref(),
+    );
     let routing = file.options.target.map(|t| RoutingHint {
         target: Some(t),
         estimated_secs: None,
@@ -253,6 +290,7 @@ pub fn build(
             routing: routing.clone(),
             enqueued_at_ms: now_ms,
             max_attempts: file.options.max_attempts,
+            tenant: file.tenant.clone(),
         };
         let body = message.to_body();
         if body.len() > max_message_bytes {
@@ -272,6 +310,7 @@ pub fn build(
             max_attempts: file.options.max_attempts,
             target: file.options.target,
             created_at_ms: now_ms,
+            held: window.is_some() && i as u32 >= released,
         });
         bodies.push(body);
     }
@@ -290,6 +329,10 @@ pub fn build(
             stop_running: false,
             tolerated_failures: file.options.tolerated_failures(jobs.len() as u32),
             failed: None,
+            window,
+            released,
+            tenant: file.tenant,
+            releaser: None,
         },
         jobs,
         bodies,

@@ -47,6 +47,11 @@ pub struct RequestFile {
     pub params: Option<Value>,
     #[serde(default)]
     pub options: RequestOptions,
+    /// Whom the request runs for (`[A-Za-z0-9_-]{1,64}`): its messages' SQS message group,
+    /// and the `tenants.<name>.max_concurrency` cap its jobs count against with every other
+    /// request of the tenant. Default: its request id.
+    #[serde(default)]
+    pub tenant: Option<String>,
 }
 
 /// `{"s3_prefix": "s3://bucket/prefix/", "group_bytes"?: N, "max_objects_per_job"?: N}`.
@@ -89,6 +94,11 @@ pub struct RequestOptions {
     /// The request fails as a whole once more than this many of its jobs have failed.
     #[serde(default)]
     pub tolerated_failure_count: Option<u32>,
+    /// Most of its jobs running (released and not finished) at a time, across the fleet;
+    /// changeable while it runs (`fleet-producer limit`). Default: the fleet's
+    /// `limits.window`. Not part of the request's content hash.
+    #[serde(default)]
+    pub max_concurrency: Option<u32>,
 }
 
 impl RequestOptions {

@@ -132,9 +132,15 @@ fn objects_group_by_bytes_and_count_in_key_order() {
     let a = group_objects(&prefix, &spec, None, &objects(&[3, 4, 5]));
     let b = group_objects(&prefix, &spec, None, &objects(&[3, 4, 5]));
     let opts = RequestOptions::default();
-    assert_eq!(content_hash("t", &a, &opts), content_hash("t", &b, &opts));
+    assert_eq!(
+        content_hash("t", &a, &opts, None),
+        content_hash("t", &b, &opts, None)
+    );
     let c = group_objects(&prefix, &spec, None, &objects(&[3, 4, 6]));
-    assert_ne!(content_hash("t", &a, &opts), content_hash("t", &c, &opts));
+    assert_ne!(
+        content_hash("t", &a, &opts, None),
+        content_hash("t", &c, &opts, None)
+    );
 }
 
 #[test]
@@ -172,7 +178,7 @@ fn large_payloads_are_replaced_by_references() {
     // The hash is of the content, not of the references.
     assert_eq!(
         v.record.content_hash,
-        content_hash("t", &payloads, &RequestOptions::default())
+        content_hash("t", &payloads, &RequestOptions::default(), None)
     );
 }
 

@@ -142,6 +142,7 @@ pub(super) const ENV_OVERRIDES: &[(&str, &str, Setter)] = overrides! {
     "FLEET_RETRY_BASE_SECS" => worker.retry_base_secs,
     "FLEET_RETRY_MAX_SECS" => worker.retry_max_secs,
     "FLEET_MAX_MESSAGE_BYTES" => limits.max_message_bytes,
+    "FLEET_WINDOW" => limits.window,
 };
 
 /// The environment variables this configuration reads, with the keys they override.

@@ -21,6 +21,9 @@ pub struct JobTypeConfig {
     /// Jobs of this type started a second across the whole fleet (every replica sharing the
     /// ledger), from start slots kept in the ledger and taken in blocks; default: no limit.
     pub max_starts_per_sec: Option<f64>,
+    /// Jobs of this type running at once across the whole fleet (slots of a cap kept in the
+    /// ledger, held by the replicas and renewed every second); default: no limit.
+    pub max_concurrency: Option<u32>,
 }
 
 impl JobTypeConfig {
@@ -40,6 +43,14 @@ impl JobTypeConfig {
             return Err(invalid(
                 &format!("job_types.{name}.max_starts_per_sec"),
                 "must be above 0 and at most 10000",
+            ));
+        }
+        if let Some(n) = self.max_concurrency
+            && !(1..=100_000).contains(&n)
+        {
+            return Err(invalid(
+                &format!("job_types.{name}.max_concurrency"),
+                "must be 1 to 100000",
             ));
         }
         if let Some(s) = self.estimated_secs

@@ -1,4 +1,4 @@
-//! `[limits]`: the largest message and result Fleet accepts.
+//! `[limits]`: the largest message and result Fleet accepts, and a request's window.
 
 use serde::Deserialize;
 
@@ -14,6 +14,11 @@ pub struct LimitsConfig {
     /// `claim_check.prefix` (the ledger keeps its reference), and without a prefix the
     /// attempt fails with a permanent error that says so.
     pub max_result_bytes: usize,
+    /// Most jobs of a request released to the queue and not finished at a time, when the
+    /// request sets no `options.max_concurrency`: the rest wait in the ledger and are sent
+    /// as jobs finish, so later requests' jobs are not queued behind all of a large one's.
+    /// 0 sends every job's message at once. Env `FLEET_WINDOW`.
+    pub window: u32,
 }
 
 impl Default for LimitsConfig {
@@ -21,6 +26,7 @@ impl Default for LimitsConfig {
         Self {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_result_bytes: 32 * 1024,
+            window: 10_000,
         }
     }
 }
@@ -41,6 +47,16 @@ impl LimitsConfig {
                 "must be 64 to 262144 (larger results are kept in S3 under claim_check.prefix)",
             ));
         }
+        if self.window > MAX_WINDOW {
+            return Err(invalid(
+                "limits.window",
+                format!("must be 0 (no window) to {MAX_WINDOW}"),
+            ));
+        }
         Ok(())
     }
 }
+
+/// The largest window, and the largest `options.max_concurrency` (SQS holds at most 120,000
+/// messages in flight on a standard queue).
+pub const MAX_WINDOW: u32 = 100_000;

@@ -24,6 +24,7 @@ mod limits;
 mod metrics;
 mod queue;
 mod routing;
+mod tenants;
 mod worker;
 
 pub use aws::AwsConfig;
@@ -33,10 +34,11 @@ pub use env::env_overrides;
 pub use job_types::JobTypeConfig;
 pub use lambda::{Invocation, LambdaConfig};
 pub use ledger::{JOBS_PER_SHARD, LedgerConfig};
-pub use limits::LimitsConfig;
+pub use limits::{LimitsConfig, MAX_WINDOW};
 pub use metrics::MetricsConfig;
 pub use queue::QueueConfig;
 pub use routing::RoutingConfig;
+pub use tenants::TenantConfig;
 pub use worker::WorkerConfig;
 
 /// Environment variable naming the configuration file.
@@ -64,6 +66,8 @@ pub struct Config {
     pub claim_check: ClaimCheckConfig,
     /// Settings per job type, keyed by the job type's name.
     pub job_types: BTreeMap<String, JobTypeConfig>,
+    /// Limits per tenant, keyed by the tenant's name.
+    pub tenants: BTreeMap<String, TenantConfig>,
 }
 
 /// Why the configuration was refused.
@@ -172,6 +176,9 @@ impl Config {
         self.routing.validate()?;
         for (name, jt) in &self.job_types {
             jt.validate(name)?;
+        }
+        for (name, tc) in &self.tenants {
+            tc.validate(name)?;
         }
         Ok(())
     }

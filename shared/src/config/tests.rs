@@ -246,10 +246,12 @@ fn the_readme_documents_every_key_and_variable() {
     // Every key serde accepts, from the code itself.
     let mut code_keys = BTreeSet::new();
     for section in keys_of("") {
-        if section == "job_types" {
-            code_keys.insert("job_types.<name>".to_owned());
-            for key in keys_of("[job_types.t]\n") {
-                code_keys.insert(format!("job_types.<name>.{key}"));
+        if section == "job_types" || section == "tenants" {
+            if section == "job_types" {
+                code_keys.insert("job_types.<name>".to_owned());
+            }
+            for key in keys_of(&format!("[{section}.t]\n")) {
+                code_keys.insert(format!("{section}.<name>.{key}"));
             }
         } else {
             for key in keys_of(&format!("[{section}]\n")) {

@@ -22,6 +22,9 @@ pub struct RequestView {
     pub tolerated_failures: Option<u32>,
     /// It failed as a whole already.
     pub failed: bool,
+    /// Its jobs are released through a window: a replica that records one finished
+    /// releases the next ([`window::release`](super::window::release)).
+    pub windowed: bool,
 }
 
 impl RequestView {
@@ -35,6 +38,7 @@ impl RequestView {
             total: 0,
             tolerated_failures: None,
             failed: false,
+            windowed: false,
         }
     }
 
@@ -48,6 +52,7 @@ impl RequestView {
             total: r.total,
             tolerated_failures: r.tolerated_failures,
             failed: r.failed.is_some(),
+            windowed: r.window.is_some(),
         }
     }
 }

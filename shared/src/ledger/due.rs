@@ -31,6 +31,37 @@ pub struct Requeue {
     pub target: Option<Target>,
 }
 
+impl Requeue {
+    /// What to send for the job `j` (its payload read apart when it has one).
+    pub fn of(j: &super::item::JobItem, payload_json: String) -> Self {
+        Requeue {
+            job: j.job.clone(),
+            state: j.state,
+            job_type: j.job_type.clone(),
+            payload_json,
+            attempts: j.attempts,
+            max_attempts: j.max_attempts,
+            target: j.target,
+        }
+    }
+
+    /// The job's message: its next attempt, enqueued at `now_ms`.
+    pub fn message(
+        &self,
+        now_ms: u64,
+    ) -> Result<crate::message::JobMessage, crate::message::MessageError> {
+        crate::message::JobMessage::for_job(
+            &self.job,
+            &self.job_type,
+            &self.payload_json,
+            self.attempts + 1,
+            self.max_attempts,
+            self.target,
+            now_ms,
+        )
+    }
+}
+
 /// A handed-off job taken over from a replica whose lease expired.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Adopted {

@@ -18,8 +18,9 @@
 //! `change.rs` (changes and the deltas they move), `counts.rs` (counter slots, live
 //! reports, a request's counts), `bucket.rs` (shared token buckets), `due.rs` (what the
 //! sweeper reads), `error.rs` ([`LedgerError`]), `replica.rs` (the [`Ledger`] trait) and
-//! `requests.rs` (the producer's records and the [`RequestLedger`] trait). The attempt
-//! records and the outcome of an attempt stay in this file.
+//! `requests.rs` (the producer's records and the [`RequestLedger`] trait); [`window`]
+//! releases a windowed request's jobs. The attempt records and the outcome of an attempt
+//! stay in this file.
 
 pub mod dynamo;
 pub mod item;
@@ -39,6 +40,7 @@ mod replica;
 mod requests;
 #[cfg(test)]
 mod tests;
+pub mod window;
 
 pub use bucket::*;
 pub use cap::*;
@@ -60,7 +62,7 @@ pub use item::{Due, DueKind};
 
 /// The version of the table's layout this build reads and writes. A table recording another
 /// version (or none, with an older layout's indexes) is refused at start-up.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// How long a replica trusts what it read of a request (cancelled or not): a cancel waits
 /// this long before it returns, so no job of a cancelled request starts after it.

@@ -31,6 +31,17 @@ pub struct RequestRecord {
     /// Set when the request failed as a whole (its failures went over what it tolerates); a
     /// failed request is cancelled too, so its jobs not started yet never start.
     pub failed: Option<RequestFailure>,
+    /// Most of its jobs released to the queue and not finished at a time (its
+    /// `options.max_concurrency`, or the fleet's `limits.window`); `None` for a request
+    /// whose messages were all sent at once.
+    pub window: Option<u32>,
+    /// Jobs released so far, by index: jobs `0..released` had (or will have) a message.
+    pub released: u32,
+    /// Whom it runs for (`tenant` in the request file); `None`: its request id.
+    pub tenant: Option<String>,
+    /// Who releases its jobs, and until when (ms): one releaser at a time, so that racing
+    /// releases do not mark the same jobs (see [`window`](super::window)).
+    pub releaser: Option<(String, u64)>,
 }
 
 /// Why and when a request failed as a whole.
@@ -45,7 +56,7 @@ pub struct RequestFailure {
 pub enum PutRequestOutcome {
     Created,
     /// A request with this id exists; here is what it holds.
-    Exists(RequestRecord),
+    Exists(Box<RequestRecord>),
 }
 
 /// A job item the producer writes.
@@ -58,6 +69,9 @@ pub struct NewJob {
     pub max_attempts: Option<u32>,
     pub target: Option<Target>,
     pub created_at_ms: u64,
+    /// Held back by its request's window: written without a due entry, released (and sent)
+    /// later by [`window::release`](super::window::release).
+    pub held: bool,
 }
 
 /// One job in full, as `jobs` lists it.
@@ -127,6 +141,42 @@ pub trait RequestLedger: Send + Sync + 'static {
         &self,
         request_id: &str,
         written: u32,
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send;
+
+    /// Sets the request's window (see [`RequestRecord::window`]). `false` when there is no
+    /// such request or it has no window.
+    fn set_window(
+        &self,
+        request_id: &str,
+        window: u32,
+    ) -> impl Future<Output = Result<bool, LedgerError>> + Send;
+
+    /// Releases held jobs: each one still PENDING and held gets its due entry (from then on
+    /// the sweeper re-sends it if its message is lost), in one conditional write per job.
+    /// Returns what to send for those it released (a job released already, by a racing
+    /// release, or missing is left out).
+    fn mark_released(
+        &self,
+        jobs: &[JobId],
+        job_shards: u32,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Vec<Requeue>, LedgerError>> + Send;
+
+    /// Makes `releaser` the request's releaser until `until_ms`, if nobody else is one at
+    /// `now_ms` (one conditional write). `false` when another releaser's time has not ended.
+    fn take_releaser(
+        &self,
+        request_id: &str,
+        releaser: &str,
+        now_ms: u64,
+        until_ms: u64,
+    ) -> impl Future<Output = Result<bool, LedgerError>> + Send;
+
+    /// Moves the request's release cursor up to `released` (never down).
+    fn set_released(
+        &self,
+        request_id: &str,
+        released: u32,
     ) -> impl Future<Output = Result<(), LedgerError>> + Send;
 
     /// Marks the request cancelled (one write); `stop_running` also asks replicas to stop

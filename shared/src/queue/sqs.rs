@@ -93,7 +93,9 @@ impl SqsQueue {
 
     /// Sends every body, packing batches of up to 10 messages and 256 KiB, with a few calls
     /// in flight. Entries SQS reports as failed through no fault of the sender are re-sent
-    /// with backoff; a sender fault (a body SQS refuses) is an error at once.
+    /// with backoff; a sender fault (a body SQS refuses) is an error at once. A job message
+    /// goes under its tenant's message group ([`crate::message::message_group`]): on a
+    /// standard queue with fair queueing, SQS then favours tenants with few messages waiting.
     pub async fn send_batched(&self, bodies: &[String]) -> Result<(), QueueError> {
         let mut batches: Vec<&[String]> = Vec::new();
         let (mut start, mut bytes) = (0, 0);
@@ -131,6 +133,7 @@ impl SqsQueue {
                     SendMessageBatchRequestEntry::builder()
                         .id(i.to_string())
                         .message_body(&batch[i])
+                        .set_message_group_id(crate::message::message_group(&batch[i]))
                         .build()
                         .map_err(|e| build_err("SendMessageBatch", e))
                 })
@@ -321,6 +324,7 @@ impl JobQueue for SqsQueue {
             .send_message()
             .queue_url(&self.url)
             .message_body(body)
+            .set_message_group_id(crate::message::message_group(body))
             .delay_seconds(delay.min(super::MAX_DELAY).as_secs() as i32)
             .send()
             .await

@@ -73,6 +73,10 @@ struct Cli {
     /// 1 puts every job of the request on one key, as a single-partition layout would).
     #[arg(long, default_value_t = 64)]
     max_job_shards: u32,
+    /// scale: the producer's `limits.window` (most of the request's jobs released and not
+    /// finished at a time; 0 sends every message at once).
+    #[arg(long, default_value_t = fleet_shared::config::LimitsConfig::default().window)]
+    window: u32,
     /// footprint, api-economy: how the worker invokes Lambda (`event` or `sync`; footprint
     /// then defaults to 100,000 jobs, or 10,000).
     #[arg(long, default_value = "event")]
@@ -226,7 +230,8 @@ fn in_child(s: Scenario, cli: &Cli, jobs: Option<usize>) -> anyhow::Result<Value
         .args(["--fail-ratio", &cli.fail_ratio.to_string()])
         .args(["--retry-secs", &cli.retry_secs.to_string()])
         .args(["--payload-bytes", &cli.payload_bytes.to_string()])
-        .args(["--max-job-shards", &cli.max_job_shards.to_string()]);
+        .args(["--max-job-shards", &cli.max_job_shards.to_string()])
+        .args(["--window", &cli.window.to_string()]);
     let out = cmd.output()?;
     anyhow::ensure!(
         out.status.success(),
@@ -258,6 +263,7 @@ fn scale_opts(cli: &Cli, jobs: Option<usize>) -> fleet_tests::bench_scale::Scale
         retry_secs: cli.retry_secs,
         payload_bytes: cli.payload_bytes,
         max_job_shards: cli.max_job_shards,
+        window: cli.window,
     }
 }
 
@@ -266,24 +272,39 @@ fn scale_opts(cli: &Cli, jobs: Option<usize>) -> fleet_tests::bench_scale::Scale
 /// per job do not depend on the count), each in its own process.
 fn scale(cli: &Cli) -> anyhow::Result<Value> {
     let n = cli.jobs.unwrap_or(1_000_000);
-    let child = |fail: f64, bytes: usize, jobs: usize| {
+    let run_child = |fail: f64, bytes: usize, jobs: usize, window: u32| {
         let c = Cli {
             fail_ratio: fail,
             payload_bytes: bytes,
+            window,
             scenario: Scenario::ScaleRun,
             jobs: Some(jobs),
             ..cli.clone()
         };
         in_child(Scenario::ScaleRun, &c, Some(jobs))
     };
+    let child = |fail: f64, bytes: usize, jobs: usize| run_child(fail, bytes, jobs, cli.window);
     let base = child(0.0, 512, n)?;
     let storm = child(0.1, 512, n)?;
     let medium = child(0.0, 5120, (n / 10).max(1))?;
+    // The window's cost: the base run without a window, at a tenth of the jobs (the units
+    // per job do not depend on the count).
+    let open = run_child(0.0, 512, (n / 10).max(1), 0)?;
+    let per_job = |k: &str| {
+        let d = base[k].as_f64().unwrap_or(0.0) - open[k].as_f64().unwrap_or(0.0);
+        (d * 1000.0).round() / 1000.0
+    };
     Ok(json!({
         "scenario": "scale",
         "base": base,
         "failure_storm": storm,
         "medium_payloads": medium,
+        "without_window": open,
+        "window_cost_per_job": {
+            "write_units": per_job("write_units_per_job"),
+            "read_units": per_job("read_units_per_job"),
+            "sqs_requests": per_job("sqs_requests_per_job"),
+        },
     }))
 }
 

@@ -43,6 +43,10 @@ pub(super) enum AttemptEnd {
     /// Lambda accepted the attempt (asynchronous invocation) and its message is deleted:
     /// whoever receives its invocation record records the outcome.
     HandedToLambda,
+    /// A fleet-wide cap of its job type or tenant had no slot for a while: the job goes
+    /// back (the attempt not counted) and its message comes back after this delay, so that
+    /// it does not hold a slot of the replica that other jobs could use.
+    Deferred(Duration),
 }
 
 /// Why the heartbeat stopped.

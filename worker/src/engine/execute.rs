@@ -23,7 +23,7 @@ use crate::routing::Route;
 impl<B: Backends> Engine<B> {
     /// The end of an attempt that a permanent ledger error stopped before it dispatched
     /// anything: retrying cannot help, so the job fails with `what` and the error.
-    fn refused_by_ledger(&self, what: &str, e: &LedgerError) -> AttemptEnd {
+    pub(super) fn refused_by_ledger(&self, what: &str, e: &LedgerError) -> AttemptEnd {
         self.note(Noted::LedgerError);
         AttemptEnd::Done(
             Outcome::Failed {
@@ -95,6 +95,9 @@ impl<B: Backends> Engine<B> {
                     }
                 }
             }
+            if let Err(end) = self.capped(a.msg, &mut permits).await {
+                return end;
+            }
             if let Err(e) = self.paced(a).await {
                 return self.refused_by_ledger("could not take a start slot for the job type", &e);
             }
@@ -110,7 +113,10 @@ impl<B: Backends> Engine<B> {
             permits.ended(&end);
             return AttemptEnd::Done(end.outcome.clone(), TaskInfo::from(&end));
         }
-        let permits = self.permits(&a.msg.job_type, &self.ecs_limit).await;
+        let mut permits = self.permits(&a.msg.job_type, &self.ecs_limit).await;
+        if let Err(end) = self.capped(a.msg, &mut permits).await {
+            return end;
+        }
         a.started();
         if let Err(e) = self
             .run_tasks

@@ -42,6 +42,13 @@ impl<B: Backends> Engine<B> {
     ) {
         match end {
             AttemptEnd::HandedToLambda => {}
+            AttemptEnd::Deferred(delay) => {
+                info!(
+                    delay_ms = delay.as_millis() as u64,
+                    "its job type's or tenant's fleet-wide cap is full; the job comes back later"
+                );
+                self.give_back_after(a, delay).await;
+            }
             AttemptEnd::Done(outcome, info) => {
                 self.record(a, route, outcome, info, acker).await;
             }
@@ -101,6 +108,11 @@ impl<B: Backends> Engine<B> {
     /// and makes its message visible at once. Conditional on the lease: if another replica
     /// holds the job now, the refusal is recorded as a stale write and nothing changes.
     pub(super) async fn give_back(&self, a: &Attempt<'_>) {
+        self.give_back_after(a, Duration::ZERO).await;
+    }
+
+    /// [`Engine::give_back`], the message visible again after `delay`.
+    pub(super) async fn give_back_after(&self, a: &Attempt<'_>, delay: Duration) {
         let change = Change::Release {
             lease: a.lease.clone(),
             now_ms: self.clock.now_ms(),
@@ -113,7 +125,7 @@ impl<B: Backends> Engine<B> {
                 });
                 info!(attempt = a.lease.attempt, "released unfinished job");
                 if let Some(m) = a.held() {
-                    self.set_visibility(&m.receipt, Duration::ZERO).await;
+                    self.set_visibility(&m.receipt, delay).await;
                 }
             }
             Err(LedgerError::Stale { .. }) => {

@@ -28,6 +28,7 @@ mod receive;
 mod sweep;
 mod thresholds;
 pub mod views;
+mod windows;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,6 +41,7 @@ use fleet_shared::ledger::{Ledger, RequestLedger};
 use fleet_shared::metrics::{self as fm, Health};
 use fleet_shared::queue::{DeadLetterQueue, JobQueue};
 use fleet_shared::time::Clock;
+use rand::RngExt;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -218,6 +220,10 @@ pub struct Engine<B: Backends> {
     lambda_limit: Arc<AdaptiveLimit>,
     /// `lambda.max_concurrency` across every replica (the function's reserved concurrency).
     lambda_cap: Option<Arc<FleetCap>>,
+    /// `job_types.<t>.max_concurrency` across every replica, per job type that sets it.
+    type_caps: HashMap<String, Arc<FleetCap>>,
+    /// `tenants.<name>.max_concurrency` across every replica, per tenant that sets it.
+    tenant_caps: HashMap<String, Arc<FleetCap>>,
     /// The ECS in-flight limit (tasks started and followed), adapted to throttling.
     ecs_limit: Arc<AdaptiveLimit>,
     /// RunTask starts a second across the fleet (`ecs.run_task_per_sec`, the account's).
@@ -235,6 +241,8 @@ pub struct Engine<B: Backends> {
     type_limits: std::sync::Mutex<HashMap<String, Arc<AdaptiveLimit>>>,
     /// Requests with failures to check against what they tolerate.
     thresholds: thresholds::Thresholds,
+    /// Windowed requests with finishes to release for.
+    windows: Arc<windows::Windows>,
     frontier: Frontier,
     /// Jobs this replica runs, per request (reported with the counters).
     live: Arc<Live>,
@@ -253,6 +261,10 @@ pub struct Engine<B: Backends> {
     /// Asynchronous Invoke calls in progress (`lambda.invoke_calls`): each holds a connection.
     invoke_calls: tokio::sync::Semaphore,
 }
+
+/// How long an attempt waits for a slot of its job type's or tenant's fleet-wide cap before
+/// it is deferred.
+const CAP_WAIT: Duration = Duration::from_secs(2);
 
 /// Seconds for a visibility timeout: rounded up, at least 1, at most SQS's limit.
 fn visibility_secs(ms: u64) -> Duration {
@@ -284,6 +296,25 @@ impl<Q: JobQueue, D: DeadLetterQueue, L: Ledger + RequestLedger, X: Dispatcher, 
                 .lambda
                 .max_concurrency
                 .map(|n| FleetCap::new("lambda", n as u32, &replica)),
+            type_caps: config
+                .job_types
+                .iter()
+                .filter_map(|(t, c)| {
+                    let n = c.max_concurrency?;
+                    Some((t.clone(), FleetCap::new(&format!("type-{t}"), n, &replica)))
+                })
+                .collect(),
+            tenant_caps: config
+                .tenants
+                .iter()
+                .filter_map(|(t, c)| {
+                    let n = c.max_concurrency?;
+                    Some((
+                        t.clone(),
+                        FleetCap::new(&format!("tenant-{t}"), n, &replica),
+                    ))
+                })
+                .collect(),
             ecs_limit: AdaptiveLimit::new("ecs", 1, config.ecs.max_concurrency),
             run_tasks: SharedRate::new("ecs-run-task", config.ecs.run_task_per_sec),
             learner: Learner::new(),
@@ -294,6 +325,7 @@ impl<Q: JobQueue, D: DeadLetterQueue, L: Ledger + RequestLedger, X: Dispatcher, 
             paces: std::sync::Mutex::default(),
             type_limits: std::sync::Mutex::default(),
             thresholds: thresholds::Thresholds::default(),
+            windows: Arc::default(),
             frontier: Frontier::new(Duration::from_secs(config.worker.recover_secs)),
             handed: handed::Handed::new(live.clone()),
             live,
@@ -348,7 +380,53 @@ impl<B: Backends> Engine<B> {
             target: target.acquire().await,
             job_type,
             fleet: None,
+            type_cap: None,
+            tenant_cap: None,
         }
+    }
+
+    /// Takes a slot of the fleet-wide caps of the job's type (`job_types.<t>.max_concurrency`)
+    /// and of its tenant (`tenants.<name>.max_concurrency`), when they have one; other jobs
+    /// make no call.
+    ///
+    /// An attempt waits at most [`CAP_WAIT`] for each: a job held back longer goes back to
+    /// the queue for a second or two ([`attempt::AttemptEnd::Deferred`]) rather than hold a
+    /// slot of this replica that another job type's or tenant's job could use.
+    async fn capped(
+        &self,
+        msg: &fleet_shared::message::JobMessage,
+        permits: &mut Permits,
+    ) -> Result<(), attempt::AttemptEnd> {
+        let caps = [
+            (
+                self.type_caps.get(&msg.job_type),
+                "could not take a slot of the job type's max_concurrency",
+            ),
+            (
+                self.tenant_caps.get(msg.tenant()),
+                "could not take a slot of the tenant's max_concurrency",
+            ),
+        ];
+        for (i, (cap, what)) in caps.into_iter().enumerate() {
+            let Some(cap) = cap else { continue };
+            let slot =
+                match tokio::time::timeout(CAP_WAIT, cap.acquire(self.ledger.as_ref(), self.clock))
+                    .await
+                {
+                    Ok(Ok(slot)) => slot,
+                    Ok(Err(e)) => return Err(self.refused_by_ledger(what, &e)),
+                    Err(_) => {
+                        let ms = rand::rng().random_range(1_000..3_000);
+                        return Err(attempt::AttemptEnd::Deferred(Duration::from_millis(ms)));
+                    }
+                };
+            if i == 0 {
+                permits.type_cap = Some(slot);
+            } else {
+                permits.tenant_cap = Some(slot);
+            }
+        }
+        Ok(())
     }
 
     /// Waits for a start slot of the attempt's job type (when it is paced). The request's
@@ -452,9 +530,20 @@ impl<B: Backends> Engine<B> {
         // Failure thresholds are checked until the drain is over (failures keep coming).
         let thresholds_stop = CancellationToken::new();
         let thresholds = tokio::spawn(self.clone().threshold_loop(thresholds_stop.clone()));
-        let lambda_cap = self.lambda_cap.clone().map(|cap| {
-            tokio::spawn(cap.renew_loop(self.ledger.clone(), self.clock, thresholds_stop.clone()))
-        });
+        let releases = tokio::spawn(self.clone().release_loop(thresholds_stop.clone()));
+        let renewals: Vec<_> = self
+            .lambda_cap
+            .iter()
+            .chain(self.type_caps.values())
+            .chain(self.tenant_caps.values())
+            .map(|cap| {
+                tokio::spawn(cap.clone().renew_loop(
+                    self.ledger.clone(),
+                    self.clock,
+                    thresholds_stop.clone(),
+                ))
+            })
+            .collect();
         let mut loops = JoinSet::new();
         for _ in 0..w.receive_loops {
             loops.spawn(self.clone().receive_loop(
@@ -500,8 +589,9 @@ impl<B: Backends> Engine<B> {
         tracker.wait().await;
         thresholds_stop.cancel();
         let _ = thresholds.await;
-        if let Some(renewals) = lambda_cap {
-            let _ = renewals.await;
+        let _ = releases.await;
+        for r in renewals {
+            let _ = r.await;
         }
         drop(acker);
         acks.finish().await;

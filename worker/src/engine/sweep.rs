@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fleet_shared::ledger::{Adopted, DueEntry, DueKind, Ledger};
+use fleet_shared::ledger::{Adopted, DueEntry, DueKind, Ledger, RequestLedger};
 use fleet_shared::message::{JobMessage, RouteReason, RouteRule, Target};
 use fleet_shared::metrics as fm;
 use fleet_shared::queue::JobQueue;
@@ -123,6 +123,7 @@ impl<B: Backends> Engine<B> {
                 }
             }
         }
+        self.repair_windows();
         if read_all {
             let age = oldest_waiting.map_or(0, |t| self.clock.now_ms().saturating_sub(t));
             metrics::gauge!(fm::OLDEST_WAITING_JOB).set(age as f64 / 1000.0);
@@ -181,16 +182,17 @@ impl<B: Backends> Engine<B> {
                 return;
             }
         };
-        let message = match JobMessage::for_job(
-            &r.job,
-            &r.job_type,
-            &r.payload_json,
-            r.attempts + 1,
-            r.max_attempts,
-            r.target,
-            now,
-        ) {
-            Ok(m) => m,
+        // The tenant is the request's (not kept on the job item): for its message group and
+        // the cap it counts against.
+        let tenant = match self.ledger.get_request(r.job.request_id()).await {
+            Ok(Some(req)) => req.tenant,
+            _ => None,
+        };
+        let message = match r.message(now) {
+            Ok(mut m) => {
+                m.tenant = tenant;
+                m
+            }
             Err(err) => {
                 warn!(job_id = %r.job, error = %err, "cannot rebuild the job's message");
                 return;

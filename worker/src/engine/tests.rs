@@ -406,6 +406,7 @@ fn body(request: &str, index: u32, payload: Value) -> String {
         routing: None,
         enqueued_at_ms: 0,
         max_attempts: None,
+        tenant: None,
     }
     .to_body()
 }

@@ -48,18 +48,25 @@ impl<B: Backends> Engine<B> {
     /// A job of `request_id` failed (its outcome is committed): its request is checked
     /// against what it tolerates at the next tick, when it has a threshold.
     pub(super) async fn job_failed(&self, request_id: &str) {
-        match self
-            .views
-            .get(self.ledger.as_ref(), request_id, VIEW_TTL)
+        if self
+            .view_says(request_id, |v| v.tolerated_failures.is_some() && !v.failed)
             .await
         {
-            Ok(v) if v.tolerated_failures.is_some() && !v.failed => {
-                self.thresholds.failed(request_id)
-            }
-            Ok(_) => {}
-            // Checked anyway: the check reads what it needs.
-            Err(_) => self.thresholds.failed(request_id),
+            self.thresholds.failed(request_id);
         }
+    }
+
+    /// Whether the request's view says `test`; `true` when it cannot be read (what follows
+    /// reads what it needs itself).
+    pub(super) async fn view_says(
+        &self,
+        request_id: &str,
+        test: impl Fn(&fleet_shared::ledger::RequestView) -> bool,
+    ) -> bool {
+        self.views
+            .get(self.ledger.as_ref(), request_id, VIEW_TTL)
+            .await
+            .map_or(true, |v| test(&v))
     }
 
     /// Checks the requests with new failures every second until `stop`, then once more.

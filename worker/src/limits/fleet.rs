@@ -147,14 +147,14 @@ impl StartPace {
 
 /// A replica's share of a fleet-wide cap (`lambda.max_concurrency`, the function's reserved
 /// concurrency): it starts an attempt only under the slots it holds in the ledger's item of
-/// the cap, asks for more when it has none free (a block at a time), and renews its holding
-/// every second with what it runs plus a block for what waits, giving the rest back. A
-/// holding it could not renew before its TTL counts as none.
+/// the cap, asks for room for every attempt waiting when it has none free (one ask at a
+/// time, at most every 250 ms, whatever the number waiting), and renews its holding every
+/// second with what it runs plus what waits, giving the rest back. A holding it could not
+/// renew before its TTL counts as none.
 #[derive(Debug)]
 pub struct FleetCap {
     cap: fleet_shared::ledger::Cap,
     replica: String,
-    block: u32,
     state: Mutex<CapState>,
     /// One ledger call at a time.
     asking: tokio::sync::Mutex<()>,
@@ -168,7 +168,13 @@ struct CapState {
     until_ms: u64,
     running: u32,
     waiting: u32,
+    /// When this replica last asked the ledger (ms): waiting attempts ask at most every
+    /// [`ASK_EVERY_MS`] between them, not once each.
+    asked_ms: u64,
 }
+
+/// How often waiting attempts ask the ledger for more slots, at most.
+const ASK_EVERY_MS: u64 = 250;
 
 /// How long a holding lasts unrenewed (renewals come every second).
 const CAP_TTL_MS: u64 = 10_000;
@@ -183,7 +189,6 @@ impl FleetCap {
                 ttl_ms: CAP_TTL_MS,
             },
             replica: replica.to_owned(),
-            block: (limit / 20).clamp(1, 50),
             state: Mutex::new(CapState::default()),
             asking: tokio::sync::Mutex::new(()),
             changed: Notify::new(),
@@ -208,10 +213,17 @@ impl FleetCap {
     ) -> Result<(), LedgerError> {
         let _one = self.asking.lock().await;
         let want = {
-            let s = self.lock();
-            (s.running + extra).min(self.cap.limit)
+            let mut s = self.lock();
+            let want = (s.running + extra).min(self.cap.limit);
+            // A holding that shrinks shrinks here first: no attempt starts on the slots
+            // being given back while the write is on its way, so what runs never exceeds
+            // what the ledger says this replica holds.
+            s.held = s.held.min(want);
+            want
         };
         let now = clock.now_ms();
+        self.lock().asked_ms = now;
+        tracing::debug!(cap = %self.cap.name, want, extra, "asking the ledger for slots");
         let mine = ledger.allot(&self.cap, &self.replica, want, now).await?;
         let mut s = self.lock();
         s.held = mine;
@@ -228,19 +240,33 @@ impl FleetCap {
         clock: Clock,
     ) -> Result<CapPermit, LedgerError> {
         let mut pause = Duration::from_millis(250);
+        // Counted as waiting until it returns, also when the caller gives up on it: the asks
+        // and renewals ask for room for every waiting attempt.
+        let waiting = Waiting::new(self);
         loop {
             let now = clock.now_ms();
-            {
+            let ask_now = {
                 let mut s = self.lock();
                 if s.running < s.held && now < s.until_ms {
                     s.running += 1;
+                    drop(s);
+                    drop(waiting);
                     return Ok(CapPermit { cap: self.clone() });
                 }
-                s.waiting += 1;
-            }
-            let extra = self.lock().waiting.min(self.block).max(1);
-            let asked = self.ask(ledger, clock, extra).await;
-            self.lock().waiting -= 1;
+                // One ask at a time, and not again within ASK_EVERY_MS: the others wait for
+                // its answer (it asks for all of them) or a slot of ours to end.
+                let ask = s.asked_ms == 0 || now >= s.asked_ms + ASK_EVERY_MS;
+                if ask {
+                    s.asked_ms = now;
+                }
+                ask
+            };
+            let asked = if ask_now {
+                let extra = self.lock().waiting.max(1);
+                self.ask(ledger, clock, extra).await
+            } else {
+                Ok(())
+            };
             match asked {
                 Ok(()) => {
                     // Full: wait for a slot of ours to end, or ask again shortly.
@@ -278,10 +304,7 @@ impl FleetCap {
             }
             let (extra, idle) = {
                 let s = self.lock();
-                (
-                    s.waiting.min(self.block),
-                    s.held == 0 && s.running == 0 && s.waiting == 0,
-                )
+                (s.waiting, s.held == 0 && s.running == 0 && s.waiting == 0)
             };
             if idle {
                 // Nothing held, nothing wanted: no write.
@@ -296,6 +319,23 @@ impl FleetCap {
         {
             warn!(cap = %self.cap.name, error = %e, "could not give back the fleet-wide cap's slots; they expire");
         }
+    }
+}
+
+/// An attempt waiting for a slot of a [`FleetCap`], counted until dropped.
+struct Waiting<'a>(&'a FleetCap);
+
+impl<'a> Waiting<'a> {
+    fn new(cap: &'a FleetCap) -> Self {
+        cap.lock().waiting += 1;
+        Self(cap)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut s = self.0.lock();
+        s.waiting = s.waiting.saturating_sub(1);
     }
 }
 

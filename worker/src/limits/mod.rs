@@ -281,6 +281,10 @@ pub struct Permits {
     pub job_type: LimitPermit,
     /// A slot of the fleet-wide cap of the target, when it has one.
     pub fleet: Option<CapPermit>,
+    /// A slot of the job type's fleet-wide cap (`job_types.<t>.max_concurrency`).
+    pub type_cap: Option<CapPermit>,
+    /// A slot of the tenant's fleet-wide cap (`tenants.<name>.max_concurrency`).
+    pub tenant_cap: Option<CapPermit>,
 }
 
 impl Permits {
@@ -427,6 +431,8 @@ mod tests {
                 target: lambda.acquire().await,
                 job_type: job_type.acquire().await,
                 fleet: None,
+                type_cap: None,
+                tenant_cap: None,
             }
         };
         let throttled = |error_type: Option<&str>, exit_code| TaskEnd {

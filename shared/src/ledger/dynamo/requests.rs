@@ -9,15 +9,18 @@ use aws_sdk_dynamodb::types::{KeysAndAttributes, PutRequest, WriteRequest};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::{StreamExt, TryStreamExt};
 
-use super::{DynamoLedger, aws_err, build_err, condition_failed, key_map, key_of};
+use aws_sdk_dynamodb::types::ReturnValue;
+
+use super::{DynamoLedger, Update, aws_err, build_err, condition_failed, key_map, key_of};
 use crate::error::ErrorClass;
+use crate::ids::JobId;
 use crate::ledger::item::{
     self, CounterItem, JobItem, PayloadAt, ResultAt, attr, decode_job, encode_job, req_attr,
 };
 use crate::ledger::page;
 use crate::ledger::{
     COUNTER_SLOTS, Change, Counts, History, ItemKey, JobDetail, LedgerError, NewJob, Page,
-    PutRequestOutcome, RequestLedger, RequestRecord,
+    PutRequestOutcome, RequestLedger, RequestRecord, Requeue,
 };
 use crate::state::JobState;
 
@@ -86,6 +89,58 @@ impl DynamoLedger {
     }
 
     /// BatchGetItem of `keys` (at most 100), consistent, retrying unprocessed keys.
+    /// Raises a number attribute of the request item to `value`, never lowering it (the
+    /// submission's watermark, the release cursor); nothing when there is no request item.
+    async fn raise_request_number(
+        &self,
+        request_id: &str,
+        name: &str,
+        value: u32,
+    ) -> Result<(), LedgerError> {
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key_map(&item::request_key(request_id))))
+            .update_expression("SET #v = :v")
+            .condition_expression("attribute_exists(#pk) AND (attribute_not_exists(#v) OR #v < :v)")
+            .expression_attribute_names("#v", name)
+            .expression_attribute_names("#pk", attr::PK)
+            .expression_attribute_values(":v", item::n(value))
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if condition_failed(&e) => Ok(()),
+            Err(e) => Err(aws_err("UpdateItem", e)),
+        }
+    }
+
+    /// Releases one held job (see [`RequestLedger::mark_released`]).
+    async fn mark_one(
+        &self,
+        job: &JobId,
+        job_shards: u32,
+        now_ms: u64,
+    ) -> Result<Option<Requeue>, LedgerError> {
+        let key = &item::job_key(job, job_shards);
+        let Some(due) = item::due_for(job, JobState::Pending, now_ms, self.index_shards) else {
+            return Ok(None);
+        };
+        let mut u = Update::default();
+        let (st, wk) = (u.name(attr::STATE), u.name(attr::DUE_KEY));
+        let pending = u.value(item::s(JobState::Pending.as_str()));
+        u.set(attr::DUE_KEY, item::s(due.kind.partition(due.shard)))
+            .set(attr::DUE_AT, item::n(due.at_ms))
+            .condition(format!("{st} = {pending} AND attribute_not_exists({wk})"));
+        let Some(found) = self.conditional(key, &u, ReturnValue::AllNew).await? else {
+            return Ok(None);
+        };
+        let j = item::decode_job(&found)?;
+        let payload_json = self.payload(&j).await?;
+        Ok(Some(Requeue::of(&j, payload_json)))
+    }
+
     pub(super) async fn batch_get(
         &self,
         keys: &[ItemKey],
@@ -193,7 +248,7 @@ impl RequestLedger for DynamoLedger {
         match put {
             Ok(_) => Ok(PutRequestOutcome::Created),
             Err(e) if condition_failed(&e) => match self.get_request(&r.request_id).await? {
-                Some(existing) => Ok(PutRequestOutcome::Exists(existing)),
+                Some(existing) => Ok(PutRequestOutcome::Exists(Box::new(existing))),
                 None => Err(LedgerError::Aws {
                     op: "PutItem",
                     class: ErrorClass::Transient,
@@ -273,23 +328,80 @@ impl RequestLedger for DynamoLedger {
     }
 
     async fn set_written(&self, request_id: &str, written: u32) -> Result<(), LedgerError> {
+        self.raise_request_number(request_id, req_attr::WRITTEN, written)
+            .await
+    }
+
+    async fn set_window(&self, request_id: &str, window: u32) -> Result<bool, LedgerError> {
         let r = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key_map(&item::request_key(request_id))))
-            .update_expression("SET #w = :w")
-            .condition_expression("attribute_exists(#pk) AND (attribute_not_exists(#w) OR #w < :w)")
-            .expression_attribute_names("#w", req_attr::WRITTEN)
-            .expression_attribute_names("#pk", attr::PK)
-            .expression_attribute_values(":w", item::n(written))
+            .update_expression("SET #win = :w")
+            .condition_expression("attribute_exists(#win)")
+            .expression_attribute_names("#win", req_attr::WINDOW)
+            .expression_attribute_values(":w", item::n(window))
             .send()
             .await;
         match r {
-            Ok(_) => Ok(()),
-            Err(e) if condition_failed(&e) => Ok(()),
+            Ok(_) => Ok(true),
+            Err(e) if condition_failed(&e) => Ok(false),
             Err(e) => Err(aws_err("UpdateItem", e)),
         }
+    }
+
+    async fn mark_released(
+        &self,
+        jobs: &[JobId],
+        job_shards: u32,
+        now_ms: u64,
+    ) -> Result<Vec<Requeue>, LedgerError> {
+        let marks: Vec<_> = jobs
+            .iter()
+            .map(|j| self.mark_one(j, job_shards, now_ms))
+            .collect();
+        let marked: Vec<Option<Requeue>> = futures::stream::iter(marks)
+            .buffered(16)
+            .try_collect()
+            .await?;
+        Ok(marked.into_iter().flatten().collect())
+    }
+
+    async fn take_releaser(
+        &self,
+        request_id: &str,
+        releaser: &str,
+        now_ms: u64,
+        until_ms: u64,
+    ) -> Result<bool, LedgerError> {
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key_map(&item::request_key(request_id))))
+            .update_expression("SET #who = :me, #until = :until")
+            .condition_expression(
+                "attribute_exists(#pk) AND (attribute_not_exists(#who) OR #who = :me OR #until < :now)",
+            )
+            .expression_attribute_names("#who", req_attr::RELEASER)
+            .expression_attribute_names("#until", req_attr::RELEASER_UNTIL)
+            .expression_attribute_names("#pk", attr::PK)
+            .expression_attribute_values(":me", item::s(releaser))
+            .expression_attribute_values(":until", item::n(until_ms))
+            .expression_attribute_values(":now", item::n(now_ms))
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(true),
+            Err(e) if condition_failed(&e) => Ok(false),
+            Err(e) => Err(aws_err("UpdateItem", e)),
+        }
+    }
+
+    async fn set_released(&self, request_id: &str, released: u32) -> Result<(), LedgerError> {
+        self.raise_request_number(request_id, req_attr::RELEASED, released)
+            .await
     }
 
     async fn cancel_request(

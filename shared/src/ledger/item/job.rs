@@ -174,6 +174,9 @@ impl crate::ledger::NewJob {
         );
         j.max_attempts = self.max_attempts;
         j.target = self.target;
+        if self.held {
+            j.due = None;
+        }
         (j, payload)
     }
 }

@@ -137,6 +137,13 @@ pub mod req_attr {
     pub const FAILED_REASON: &str = "failed_reason";
     /// Jobs whose items and messages are written: the submission's watermark.
     pub const WRITTEN: &str = "written";
+    /// The request's window, and how many of its jobs are released.
+    pub const WINDOW: &str = "window";
+    pub const RELEASED: &str = "released";
+    pub const TENANT: &str = "tenant";
+    /// Who releases its jobs, and until when.
+    pub const RELEASER: &str = "releaser";
+    pub const RELEASER_UNTIL: &str = "releaser_until";
     /// The TTL attribute, the same as every item's.
     pub const EXPIRES_AT: &str = super::attr::EXPIRES_AT;
 }

@@ -37,6 +37,17 @@ pub fn encode_request(r: &crate::ledger::RequestRecord, expires_at: Option<u64>)
         item.insert(a::FAILED_AT.to_owned(), n(f.at_ms));
         item.insert(a::FAILED_REASON.to_owned(), s(&f.reason));
     }
+    if let Some(w) = r.window {
+        item.insert(a::WINDOW.to_owned(), n(w));
+        item.insert(a::RELEASED.to_owned(), n(r.released));
+    }
+    if let Some(t) = &r.tenant {
+        item.insert(a::TENANT.to_owned(), s(t));
+    }
+    if let Some((who, until)) = &r.releaser {
+        item.insert(a::RELEASER.to_owned(), s(who));
+        item.insert(a::RELEASER_UNTIL.to_owned(), n(*until));
+    }
     if let Some(x) = expires_at {
         item.insert(a::EXPIRES_AT.to_owned(), n(x));
     }
@@ -72,5 +83,12 @@ pub fn decode_request(item: &Item) -> Result<crate::ledger::RequestRecord, Ledge
                 at_ms,
                 reason: r.opt_s(a::FAILED_REASON).unwrap_or_default().to_owned(),
             }),
+        window: r.opt_n(a::WINDOW)?,
+        released: r.opt_n(a::RELEASED)?.unwrap_or(0),
+        tenant: r.opt_s(a::TENANT).map(str::to_owned),
+        releaser: match (r.opt_s(a::RELEASER), r.opt_n(a::RELEASER_UNTIL)?) {
+            (Some(who), Some(until)) => Some((who.to_owned(), until)),
+            _ => None,
+        },
     })
 }

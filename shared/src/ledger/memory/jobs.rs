@@ -463,16 +463,7 @@ impl Ledger for MemoryLedger {
             "UpdateItem",
             &item_charges(&e.key.pk, Some(&old_item), Some(&encode_job(&new)), 1.0),
         )?;
-        let payload_json = self.payload_of(&st, &new);
-        let r = Requeue {
-            job: e.job.clone(),
-            state: new.state,
-            job_type: new.job_type.clone(),
-            payload_json,
-            attempts: new.attempts,
-            max_attempts: new.max_attempts,
-            target: new.target,
-        };
+        let r = Requeue::of(&new, self.payload_of(&st, &new));
         st.put_job(new);
         Ok(Some(r))
     }

@@ -9,7 +9,7 @@ use crate::ledger::model::Charge;
 use crate::ledger::page;
 use crate::ledger::{
     Change, Counts, History, ItemKey, JobDetail, Ledger, LedgerError, NewJob, Page,
-    PutRequestOutcome, RequestLedger, RequestRecord,
+    PutRequestOutcome, RequestLedger, RequestRecord, Requeue,
 };
 use crate::state::JobState;
 
@@ -25,7 +25,7 @@ impl RequestLedger for MemoryLedger {
                 "PutItem",
                 &[Charge::table(&key.pk, write_units(size, 0) as f64)],
             )?;
-            return Ok(PutRequestOutcome::Exists(existing.clone()));
+            return Ok(PutRequestOutcome::Exists(Box::new(existing.clone())));
         }
         let item = item::encode_request(r, self.expiry(r.created_at_ms));
         self.write(
@@ -136,6 +136,100 @@ impl RequestLedger for MemoryLedger {
             )?;
         }
         r.written = r.written.max(written);
+        Ok(())
+    }
+
+    async fn set_window(&self, request_id: &str, window: u32) -> Result<bool, LedgerError> {
+        let mut st = self.lock();
+        let key = item::request_key(request_id);
+        let Some(r) = st.requests.get_mut(request_id) else {
+            return Ok(false);
+        };
+        let size = item_size(&item::encode_request(r, None));
+        if r.window.is_none() {
+            return self
+                .refused_write("UpdateItem", &key.pk, &item::encode_request(r, None))
+                .map(|()| false);
+        }
+        self.write(
+            "UpdateItem",
+            &[Charge::table(&key.pk, write_units(size, size) as f64)],
+        )?;
+        r.window = Some(window);
+        Ok(true)
+    }
+
+    async fn mark_released(
+        &self,
+        jobs: &[crate::ids::JobId],
+        job_shards: u32,
+        now_ms: u64,
+    ) -> Result<Vec<Requeue>, LedgerError> {
+        let mut out = Vec::new();
+        for job in jobs {
+            let key = item::job_key(job, job_shards);
+            // A throttled write is tried again, as the SDK's standard retries do (3 attempts).
+            let mut tries = 1;
+            loop {
+                match self.mark_one(&key, now_ms) {
+                    Ok(marked) => {
+                        out.extend(marked);
+                        break;
+                    }
+                    Err(e) if tries < 3 && e.class() == ErrorClass::Throttled => {
+                        tries += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(50 * tries)).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn take_releaser(
+        &self,
+        request_id: &str,
+        releaser: &str,
+        now_ms: u64,
+        until_ms: u64,
+    ) -> Result<bool, LedgerError> {
+        let mut st = self.lock();
+        let key = item::request_key(request_id);
+        let Some(r) = st.requests.get_mut(request_id) else {
+            return Ok(false);
+        };
+        let old = item::encode_request(r, None);
+        let free = r
+            .releaser
+            .as_ref()
+            .is_none_or(|(who, until)| who == releaser || *until < now_ms);
+        if !free {
+            return self
+                .refused_write("UpdateItem", &key.pk, &old)
+                .map(|()| false);
+        }
+        let size = item_size(&old);
+        self.write(
+            "UpdateItem",
+            &[Charge::table(&key.pk, write_units(size, size) as f64)],
+        )?;
+        r.releaser = Some((releaser.to_owned(), until_ms));
+        Ok(true)
+    }
+
+    async fn set_released(&self, request_id: &str, released: u32) -> Result<(), LedgerError> {
+        let mut st = self.lock();
+        let key = item::request_key(request_id);
+        let Some(r) = st.requests.get_mut(request_id) else {
+            return Ok(());
+        };
+        let size = item_size(&item::encode_request(r, None));
+        self.write(
+            "UpdateItem",
+            &[Charge::table(&key.pk, write_units(size, size) as f64)],
+        )?;
+        r.released = r.released.max(released);
         Ok(())
     }
 
@@ -398,5 +492,30 @@ pub(crate) fn merge_last(h: &mut History, j: &JobItem) {
             error: None,
         });
         h.attempts.sort_by_key(|e| e.record.fence);
+    }
+}
+
+impl MemoryLedger {
+    /// One job's release (see [`RequestLedger::mark_released`]).
+    fn mark_one(&self, key: &ItemKey, now_ms: u64) -> Result<Option<Requeue>, LedgerError> {
+        let mut st = self.lock();
+        let Some(j) = st.jobs.get(key).cloned() else {
+            self.refused_write("UpdateItem", &key.pk, &Default::default())?;
+            return Ok(None);
+        };
+        let old = encode_job(&j);
+        if j.state != JobState::Pending || j.due.is_some() {
+            self.refused_write("UpdateItem", &key.pk, &old)?;
+            return Ok(None);
+        }
+        let mut new = j;
+        new.due = item::due_for(&new.job, JobState::Pending, now_ms, self.index_shards);
+        self.write(
+            "UpdateItem",
+            &item_charges(&key.pk, Some(&old), Some(&encode_job(&new)), 1.0),
+        )?;
+        let r = Requeue::of(&new, self.payload_of(&st, &new));
+        st.put_job(new);
+        Ok(Some(r))
     }
 }

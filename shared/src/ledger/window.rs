@@ -1,0 +1,257 @@
+//! Windows: the ledger is a request's backlog and the queue holds a window of it. The
+//! producer writes every job item, but a windowed request's jobs are *held* (no due entry,
+//! no message); at most its window of them are released and not finished at a time. Each
+//! release reads the request item and its counters, marks the next held jobs released (one
+//! conditional write each, which gives them their due entry) and only then moves the
+//! request's cursor (`released`) up; the caller sends their messages.
+//!
+//! - A crash after marking and before sending leaves released jobs without a message: they
+//!   are in the due index, so the sweeper re-sends them like any lost message.
+//! - A crash after marking and before moving the cursor: the next release marks from the
+//!   old cursor, skips the jobs marked already (their condition fails) and moves it on.
+//! - Two releases racing read the same cursor and mark the same jobs: each job's
+//!   conditional write lets one of them release it, and the cursor only grows.
+//!
+//! A release is started by whoever may have made room: the producer after writing a part
+//! of the request or changing its window, and the replica that records a job finished. A
+//! replica that stops between recording a job finished and releasing leaves that room to
+//! the next release of the request (any later finish, the sweepers' pass over the requests
+//! they saw, a `status` call).
+
+use super::*;
+use crate::ids::JobId;
+
+/// Most jobs one release marks (the rest are released by the next).
+pub const MAX_RELEASE: u32 = 1000;
+
+/// Where the next release of `r` ends, given its jobs `finished` (terminal): `None` when it
+/// has no window, is cancelled, or has no room or no held job written.
+pub fn next_release(r: &RequestRecord, finished: u32) -> Option<std::ops::Range<u32>> {
+    let window = r.window?;
+    if r.cancelled_at_ms.is_some() {
+        return None;
+    }
+    let end = r
+        .total
+        .min(r.written)
+        .min(finished.saturating_add(window))
+        .min(r.released.saturating_add(MAX_RELEASE));
+    (end > r.released).then_some(r.released..end)
+}
+
+/// Whether `r` has held jobs but nothing released in flight (every released job finished):
+/// no finish is coming to release the next ones, so a release must be started from outside
+/// (a replica that stopped between recording the last finish and releasing).
+pub fn stalled(r: &RequestRecord, finished: u32) -> bool {
+    r.window.is_some()
+        && r.cancelled_at_ms.is_none()
+        && finished >= r.released
+        && r.released < r.total.min(r.written)
+}
+
+/// Jobs of `r` that never had a message because it was cancelled first: they count as
+/// cancelled.
+pub fn never_released(r: &RequestRecord) -> u32 {
+    if r.window.is_some() && r.cancelled_at_ms.is_some() {
+        r.total.saturating_sub(r.released)
+    } else {
+        0
+    }
+}
+
+/// Who releases: one releaser at a time per request takes a *turn* (a conditional write on
+/// the request item, renewed by each release it makes), so that releases racing from many
+/// replicas do not all read the same cursor and mark the same jobs (each refused mark is
+/// billed). Another releaser's trigger only reads the request item while the turn lasts.
+#[derive(Debug, Clone, Copy)]
+pub struct Releaser<'a> {
+    pub name: &'a str,
+    /// How long its turn lasts after its last release.
+    pub turn_ms: u64,
+}
+
+/// What one release did: the jobs it moved the cursor over, and those of them it marked
+/// released (the others a racing release marked).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Released {
+    pub range: std::ops::Range<u32>,
+    pub jobs: Vec<Requeue>,
+    /// The request's tenant, for their messages.
+    pub tenant: Option<String>,
+    /// The releaser holds the turn and the request still holds jobs back: it should look
+    /// again soon, as the other replicas' finishes leave the releasing to it.
+    pub turn: bool,
+}
+
+/// Releases what the request's window has room for (at most [`MAX_RELEASE`] jobs), unless
+/// another releaser's turn lasts.
+pub async fn release<L: RequestLedger>(
+    ledger: &L,
+    request_id: &str,
+    releaser: Releaser<'_>,
+    now_ms: u64,
+) -> Result<Released, LedgerError> {
+    let Some(r) = ledger.get_request(request_id).await? else {
+        return Ok(Released::default());
+    };
+    if r.window.is_none() || r.cancelled_at_ms.is_some() || r.released >= r.total.min(r.written) {
+        return Ok(Released::default());
+    }
+    let mine = match &r.releaser {
+        Some((who, until)) if *until >= now_ms => {
+            if who != releaser.name {
+                return Ok(Released::default());
+            }
+            true
+        }
+        _ => false,
+    };
+    let finished = ledger.counts(request_id, now_ms).await?.finished().max(0) as u32;
+    let Some(range) = next_release(&r, finished) else {
+        return Ok(Released {
+            turn: mine,
+            ..Default::default()
+        });
+    };
+    if !ledger
+        .take_releaser(request_id, releaser.name, now_ms, now_ms + releaser.turn_ms)
+        .await?
+    {
+        return Ok(Released::default());
+    }
+    let jobs: Vec<JobId> = range
+        .clone()
+        .map(|i| JobId::new(request_id, i))
+        .collect::<Result<_, _>>()
+        .map_err(|e| LedgerError::Malformed {
+            key: item::request_key(request_id).to_string(),
+            message: e.to_string(),
+        })?;
+    let released = ledger.mark_released(&jobs, r.job_shards, now_ms).await?;
+    ledger.set_released(request_id, range.end).await?;
+    Ok(Released {
+        turn: range.end < r.total,
+        range,
+        jobs: released,
+        tenant: r.tenant,
+    })
+}
+
+/// Why [`release_and_send`] stopped short.
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// The jobs are released (in the due index): the sweeper re-sends them.
+    #[error("released jobs could not be sent (the sweeper sends them again): {0}")]
+    Queue(#[from] crate::queue::QueueError),
+}
+
+/// What [`release_and_send`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sent {
+    pub messages: u32,
+    /// See [`Released::turn`].
+    pub turn: bool,
+}
+
+/// Releases and sends until the request's window is full or it holds no more jobs written.
+pub async fn release_and_send<L: RequestLedger, Q: crate::queue::JobQueue>(
+    ledger: &L,
+    queue: &Q,
+    request_id: &str,
+    releaser: Releaser<'_>,
+    now_ms: impl Fn() -> u64,
+) -> Result<Sent, ReleaseError> {
+    let mut sent = Sent::default();
+    loop {
+        let now = now_ms();
+        let r = release(ledger, request_id, releaser, now).await?;
+        sent.turn = r.turn;
+        if r.range.is_empty() {
+            return Ok(sent);
+        }
+        let bodies: Vec<String> = r
+            .jobs
+            .iter()
+            .filter_map(|j| match j.message(now) {
+                Ok(mut m) => {
+                    m.tenant.clone_from(&r.tenant);
+                    Some(m.to_body())
+                }
+                Err(e) => {
+                    tracing::warn!(job_id = %j.job, error = %e, "cannot build a released job's message");
+                    None
+                }
+            })
+            .collect();
+        queue.send_all(&bodies).await?;
+        sent.messages += bodies.len() as u32;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(total: u32, written: u32, window: Option<u32>, released: u32) -> RequestRecord {
+        RequestRecord {
+            request_id: "r".into(),
+            job_type: "t".into(),
+            total,
+            content_hash: String::new(),
+            max_attempts: None,
+            target: None,
+            created_at_ms: 0,
+            job_shards: 1,
+            written,
+            cancelled_at_ms: None,
+            stop_running: false,
+            tolerated_failures: None,
+            failed: None,
+            window,
+            released,
+            tenant: None,
+            releaser: None,
+        }
+    }
+
+    #[test]
+    fn a_release_fills_the_window_among_the_jobs_written() {
+        // Room for the window past what finished, no further than what is written.
+        assert_eq!(next_release(&record(100, 100, Some(10), 0), 0), Some(0..10));
+        assert_eq!(
+            next_release(&record(100, 100, Some(10), 10), 3),
+            Some(10..13)
+        );
+        assert_eq!(next_release(&record(100, 100, Some(10), 13), 3), None);
+        assert_eq!(
+            next_release(&record(100, 12, Some(10), 10), 5),
+            Some(10..12)
+        );
+        assert_eq!(
+            next_release(&record(100, 100, Some(10), 95), 99),
+            Some(95..100)
+        );
+        // A larger window (raised while it runs) releases the difference at once.
+        assert_eq!(
+            next_release(&record(100, 100, Some(40), 13), 3),
+            Some(13..43)
+        );
+        // At most MAX_RELEASE a call.
+        let big = record(10_000, 10_000, Some(5_000), 0);
+        assert_eq!(next_release(&big, 0), Some(0..MAX_RELEASE));
+        // No window, or cancelled: nothing.
+        assert_eq!(next_release(&record(100, 100, None, 0), 0), None);
+        let mut cancelled = record(100, 100, Some(10), 10);
+        cancelled.cancelled_at_ms = Some(1);
+        assert_eq!(next_release(&cancelled, 5), None);
+        assert_eq!(never_released(&cancelled), 90);
+        assert_eq!(never_released(&record(100, 100, Some(10), 10)), 0);
+        // Stalled only when every released job finished and some are held.
+        assert!(stalled(&record(100, 100, Some(10), 10), 10));
+        assert!(!stalled(&record(100, 100, Some(10), 10), 9));
+        assert!(!stalled(&record(10, 10, Some(10), 10), 10));
+        assert!(!stalled(&cancelled, 10));
+    }
+}
