@@ -134,7 +134,7 @@ impl<L: RequestLedger, Q: JobQueue> Producer<L, Q> {
         // recording the last finish and releasing. Released now (never in the normal run,
         // where a status call is only reads).
         if let Some(r) = &request
-            && window::stalled(r, counts.finished().max(0) as u32)
+            && window::stalled(r, window::out_of_window(r, &counts))
         {
             match self.release(request_id).await {
                 Ok(0) => {}

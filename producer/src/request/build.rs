@@ -330,6 +330,7 @@ pub fn build(
             tolerated_failures: file.options.tolerated_failures(jobs.len() as u32),
             failed: None,
             window,
+            capped: file.options.max_concurrency.is_some(),
             released,
             tenant: file.tenant,
             releaser: None,

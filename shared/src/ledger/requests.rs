@@ -35,6 +35,10 @@ pub struct RequestRecord {
     /// `options.max_concurrency`, or the fleet's `limits.window`); `None` for a request
     /// whose messages were all sent at once.
     pub window: Option<u32>,
+    /// The window is a cap the request set (`options.max_concurrency`, or a `limit`): its
+    /// jobs waiting for a retry keep their places. A default window (`limits.window`, only
+    /// a backlog's bound) lets them go while they wait.
+    pub capped: bool,
     /// Jobs released so far, by index: jobs `0..released` had (or will have) a message.
     pub released: u32,
     /// Whom it runs for (`tenant` in the request file); `None`: its request id.

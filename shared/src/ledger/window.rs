@@ -24,8 +24,16 @@ use crate::ids::JobId;
 /// Most jobs one release marks (the rest are released by the next).
 pub const MAX_RELEASE: u32 = 1000;
 
-/// Where the next release of `r` ends, given its jobs `finished` (terminal): `None` when it
-/// has no window, is cancelled, or has no room or no held job written.
+/// The released jobs of `r` that hold no place in its window: the finished (terminal)
+/// ones, and, unless the window is a cap, those waiting for a retry.
+pub fn out_of_window(r: &RequestRecord, c: &Counts) -> u32 {
+    let retrying = if r.capped { 0 } else { c.retrying.max(0) };
+    (c.finished().max(0) + retrying) as u32
+}
+
+/// Where the next release of `r` ends, given its released jobs `finished` (out of the
+/// window: see [`out_of_window`]): `None` when it has no window, is cancelled, or has no
+/// room or no held job written.
 pub fn next_release(r: &RequestRecord, finished: u32) -> Option<std::ops::Range<u32>> {
     let window = r.window?;
     if r.cancelled_at_ms.is_some() {
@@ -39,9 +47,10 @@ pub fn next_release(r: &RequestRecord, finished: u32) -> Option<std::ops::Range<
     (end > r.released).then_some(r.released..end)
 }
 
-/// Whether `r` has held jobs but nothing released in flight (every released job finished):
-/// no finish is coming to release the next ones, so a release must be started from outside
-/// (a replica that stopped between recording the last finish and releasing).
+/// Whether `r` has held jobs and room but nothing released in flight (every released job
+/// out of the window, `finished` as for [`next_release`]): no outcome is coming to release
+/// the next ones, so a release must be started from outside (a replica that stopped
+/// between recording the last outcome and releasing).
 pub fn stalled(r: &RequestRecord, finished: u32) -> bool {
     r.window.is_some()
         && r.cancelled_at_ms.is_none()
@@ -106,7 +115,7 @@ pub async fn release<L: RequestLedger>(
         }
         _ => false,
     };
-    let finished = ledger.counts(request_id, now_ms).await?.finished().max(0) as u32;
+    let finished = out_of_window(&r, &ledger.counts(request_id, now_ms).await?);
     let Some(range) = next_release(&r, finished) else {
         return Ok(Released {
             turn: mine,
@@ -210,6 +219,7 @@ mod tests {
             tolerated_failures: None,
             failed: None,
             window,
+            capped: false,
             released,
             tenant: None,
             releaser: None,
@@ -253,5 +263,17 @@ mod tests {
         assert!(!stalled(&record(100, 100, Some(10), 10), 9));
         assert!(!stalled(&record(10, 10, Some(10), 10), 10));
         assert!(!stalled(&cancelled, 10));
+        // Jobs waiting for a retry leave a default window, not a cap.
+        let mut c = Counts {
+            succeeded: 3,
+            retrying: 4,
+            ..Default::default()
+        };
+        let mut r = record(100, 100, Some(10), 10);
+        assert_eq!(out_of_window(&r, &c), 7);
+        r.capped = true;
+        assert_eq!(out_of_window(&r, &c), 3);
+        c.failed = 2;
+        assert_eq!(out_of_window(&r, &c), 5);
     }
 }

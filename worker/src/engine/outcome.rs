@@ -178,9 +178,9 @@ impl<B: Backends> Engine<B> {
         let Some(finish) = self.commit(a, finish, rec).await else {
             return false;
         };
-        if finish.state().is_terminal() {
-            self.job_finished(&a.msg.request_id).await;
-        }
+        // A finished job leaves its request's window; so does one waiting for a retry,
+        // unless the window is a cap.
+        self.job_finished(&a.msg.request_id).await;
         let target = route.target.as_str();
         let took = self.clock.now_ms().saturating_sub(a.lease.started_ms);
         match finish {

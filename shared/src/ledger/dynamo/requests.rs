@@ -338,10 +338,12 @@ impl RequestLedger for DynamoLedger {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key_map(&item::request_key(request_id))))
-            .update_expression("SET #win = :w")
+            .update_expression("SET #win = :w, #cap = :t")
             .condition_expression("attribute_exists(#win)")
             .expression_attribute_names("#win", req_attr::WINDOW)
+            .expression_attribute_names("#cap", req_attr::CAPPED)
             .expression_attribute_values(":w", item::n(window))
+            .expression_attribute_values(":t", aws_sdk_dynamodb::types::AttributeValue::Bool(true))
             .send()
             .await;
         match r {

@@ -140,6 +140,7 @@ pub mod req_attr {
     /// The request's window, and how many of its jobs are released.
     pub const WINDOW: &str = "window";
     pub const RELEASED: &str = "released";
+    pub const CAPPED: &str = "capped";
     pub const TENANT: &str = "tenant";
     /// Who releases its jobs, and until when.
     pub const RELEASER: &str = "releaser";

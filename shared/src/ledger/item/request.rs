@@ -40,6 +40,9 @@ pub fn encode_request(r: &crate::ledger::RequestRecord, expires_at: Option<u64>)
     if let Some(w) = r.window {
         item.insert(a::WINDOW.to_owned(), n(w));
         item.insert(a::RELEASED.to_owned(), n(r.released));
+        if r.capped {
+            item.insert(a::CAPPED.to_owned(), AttributeValue::Bool(true));
+        }
     }
     if let Some(t) = &r.tenant {
         item.insert(a::TENANT.to_owned(), s(t));
@@ -85,6 +88,7 @@ pub fn decode_request(item: &Item) -> Result<crate::ledger::RequestRecord, Ledge
             }),
         window: r.opt_n(a::WINDOW)?,
         released: r.opt_n(a::RELEASED)?.unwrap_or(0),
+        capped: r.bool(a::CAPPED),
         tenant: r.opt_s(a::TENANT).map(str::to_owned),
         releaser: match (r.opt_s(a::RELEASER), r.opt_n(a::RELEASER_UNTIL)?) {
             (Some(who), Some(until)) => Some((who.to_owned(), until)),

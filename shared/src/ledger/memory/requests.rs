@@ -156,6 +156,7 @@ impl RequestLedger for MemoryLedger {
             &[Charge::table(&key.pk, write_units(size, size) as f64)],
         )?;
         r.window = Some(window);
+        r.capped = true;
         Ok(true)
     }
 
