@@ -324,10 +324,11 @@ impl<T: RequestLedger> RequestLedger for Slow<T> {
         job_shards: u32,
         now_ms: u64,
     ) -> Result<Vec<fleet_shared::ledger::Requeue>, LedgerError> {
-        // One UpdateItem a job, 16 at once.
+        // One UpdateItem a job, as many at once as the DynamoDB ledger sends them.
         let calls = jobs.len() as u64;
         self.calls.fetch_add(calls, Ordering::Relaxed);
-        pause(self.latency.ledger * calls.div_ceil(16) as u32).await;
+        let at_once = fleet_shared::ledger::dynamo::MARKS_AT_ONCE as u64;
+        pause(self.latency.ledger * calls.div_ceil(at_once) as u32).await;
         self.inner.mark_released(jobs, job_shards, now_ms).await
     }
 

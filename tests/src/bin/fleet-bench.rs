@@ -74,9 +74,11 @@ struct Cli {
     #[arg(long, default_value_t = 64)]
     max_job_shards: u32,
     /// scale: the producer's `limits.window` (most of the request's jobs released and not
-    /// finished at a time; 0 sends every message at once).
-    #[arg(long, default_value_t = fleet_shared::config::LimitsConfig::default().window)]
-    window: u32,
+    /// finished at a time; 0 sends every message at once). Default: twice --in-flight, as a
+    /// fleet that runs that many jobs at once sets it (a window no larger than what runs
+    /// leaves slots idle while released jobs wait in the queue).
+    #[arg(long)]
+    window: Option<u32>,
     /// footprint, api-economy: how the worker invokes Lambda (`event` or `sync`; footprint
     /// then defaults to 100,000 jobs, or 10,000).
     #[arg(long, default_value = "event")]
@@ -231,7 +233,7 @@ fn in_child(s: Scenario, cli: &Cli, jobs: Option<usize>) -> anyhow::Result<Value
         .args(["--retry-secs", &cli.retry_secs.to_string()])
         .args(["--payload-bytes", &cli.payload_bytes.to_string()])
         .args(["--max-job-shards", &cli.max_job_shards.to_string()])
-        .args(["--window", &cli.window.to_string()]);
+        .args(["--window", &window_of(cli).to_string()]);
     let out = cmd.output()?;
     anyhow::ensure!(
         out.status.success(),
@@ -251,6 +253,12 @@ fn in_child(s: Scenario, cli: &Cli, jobs: Option<usize>) -> anyhow::Result<Value
     Ok(v)
 }
 
+/// The scale scenario's window: `--window`, else twice the jobs in flight.
+fn window_of(cli: &Cli) -> u32 {
+    cli.window
+        .unwrap_or((cli.in_flight * 2).min(100_000) as u32)
+}
+
 fn scale_opts(cli: &Cli, jobs: Option<usize>) -> fleet_tests::bench_scale::ScaleOpts {
     fleet_tests::bench_scale::ScaleOpts {
         jobs: jobs.unwrap_or(1_000_000),
@@ -263,7 +271,7 @@ fn scale_opts(cli: &Cli, jobs: Option<usize>) -> fleet_tests::bench_scale::Scale
         retry_secs: cli.retry_secs,
         payload_bytes: cli.payload_bytes,
         max_job_shards: cli.max_job_shards,
-        window: cli.window,
+        window: window_of(cli),
     }
 }
 
@@ -276,14 +284,14 @@ fn scale(cli: &Cli) -> anyhow::Result<Value> {
         let c = Cli {
             fail_ratio: fail,
             payload_bytes: bytes,
-            window,
+            window: Some(window),
             scenario: Scenario::ScaleRun,
             jobs: Some(jobs),
             ..cli.clone()
         };
         in_child(Scenario::ScaleRun, &c, Some(jobs))
     };
-    let child = |fail: f64, bytes: usize, jobs: usize| run_child(fail, bytes, jobs, cli.window);
+    let child = |fail: f64, bytes: usize, jobs: usize| run_child(fail, bytes, jobs, window_of(cli));
     let base = child(0.0, 512, n)?;
     let storm = child(0.1, 512, n)?;
     let medium = child(0.0, 5120, (n / 10).max(1))?;

@@ -14,6 +14,7 @@ pub mod commit;
 pub mod jobs;
 mod read;
 pub mod requests;
+pub use requests::MARKS_AT_ONCE;
 pub mod schema;
 mod shared_items;
 
