@@ -109,8 +109,8 @@ impl<L: RequestLedger, Q: JobQueue> Producer<L, Q> {
     /// else is written), then per chunk the claim-check payloads, the job items, the
     /// messages, and the request's watermark. A windowed request's jobs past its first
     /// window are written held and get no message: they are released (and sent) as jobs
-    /// finish, by the replicas or by the release after each chunk. A submission cut short is finished by
-    /// submitting again: it resumes at the watermark, writes the chunk's missing items and
+    /// finish, by the replicas or by the release after each chunk. A submission cut short
+    /// is finished by submitting again: it resumes at the watermark, writes the chunk's missing items and
     /// sends the messages of its jobs still PENDING (a duplicate message is harmless: the
     /// claim runs a job once). Below the watermark everything was written and sent; a message
     /// lost after that is the sweeper's to repair.
@@ -171,7 +171,7 @@ impl<L: RequestLedger, Q: JobQueue> Producer<L, Q> {
             self.ledger.set_written(id, end as u32).await?;
             // Jobs that finished while the submission goes on make room: released now. A
             // release that fails changes nothing the replicas' releases cannot finish.
-            let released = if windowed && (end as u32) > req.record.released {
+            let released_now = if windowed && (end as u32) > req.record.released {
                 match self.release(id).await {
                     Ok(n) => n,
                     Err(e) => {
@@ -186,9 +186,9 @@ impl<L: RequestLedger, Q: JobQueue> Producer<L, Q> {
                 fleet_shared::metrics::JOBS_SUBMITTED,
                 "job_type" => req.record.job_type.clone()
             )
-            .increment(bodies.len() as u64 + u64::from(released));
+            .increment(bodies.len() as u64 + u64::from(released_now));
             written += new_jobs.len() as u32;
-            sent += bodies.len() as u32 + released;
+            sent += bodies.len() as u32 + released_now;
             start = end;
         }
         Ok(SubmitReport {

@@ -45,12 +45,14 @@ impl Requeue {
         }
     }
 
-    /// The job's message: its next attempt, enqueued at `now_ms`.
+    /// The job's message: its next attempt, enqueued at `now_ms`, for its request's
+    /// `tenant` (the job item does not keep it).
     pub fn message(
         &self,
         now_ms: u64,
+        tenant: Option<String>,
     ) -> Result<crate::message::JobMessage, crate::message::MessageError> {
-        crate::message::JobMessage::for_job(
+        let mut m = crate::message::JobMessage::for_job(
             &self.job,
             &self.job_type,
             &self.payload_json,
@@ -58,7 +60,9 @@ impl Requeue {
             self.max_attempts,
             self.target,
             now_ms,
-        )
+        )?;
+        m.tenant = tenant;
+        Ok(m)
     }
 }
 

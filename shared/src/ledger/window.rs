@@ -183,11 +183,8 @@ pub async fn release_and_send<L: RequestLedger, Q: crate::queue::JobQueue>(
         let bodies: Vec<String> = r
             .jobs
             .iter()
-            .filter_map(|j| match j.message(now) {
-                Ok(mut m) => {
-                    m.tenant.clone_from(&r.tenant);
-                    Some(m.to_body())
-                }
+            .filter_map(|j| match j.message(now, r.tenant.clone()) {
+                Ok(m) => Some(m.to_body()),
                 Err(e) => {
                     tracing::warn!(job_id = %j.job, error = %e, "cannot build a released job's message");
                     None

@@ -266,6 +266,26 @@ pub struct Engine<B: Backends> {
 /// it is deferred.
 const CAP_WAIT: Duration = Duration::from_secs(2);
 
+/// The fleet-wide caps of the named entries (job types, tenants) that set one, named
+/// `<kind>-<name>` in the ledger.
+fn fleet_caps<C>(
+    entries: &std::collections::BTreeMap<String, C>,
+    limit: impl Fn(&C) -> Option<u32>,
+    kind: &str,
+    replica: &str,
+) -> HashMap<String, Arc<FleetCap>> {
+    entries
+        .iter()
+        .filter_map(|(name, c)| {
+            let n = limit(c)?;
+            Some((
+                name.clone(),
+                FleetCap::new(&format!("{kind}-{name}"), n, replica),
+            ))
+        })
+        .collect()
+}
+
 /// Seconds for a visibility timeout: rounded up, at least 1, at most SQS's limit.
 fn visibility_secs(ms: u64) -> Duration {
     Duration::from_secs(ms.div_ceil(1000).clamp(1, SQS_MAX_VISIBILITY_SECS))
@@ -296,25 +316,8 @@ impl<Q: JobQueue, D: DeadLetterQueue, L: Ledger + RequestLedger, X: Dispatcher, 
                 .lambda
                 .max_concurrency
                 .map(|n| FleetCap::new("lambda", n as u32, &replica)),
-            type_caps: config
-                .job_types
-                .iter()
-                .filter_map(|(t, c)| {
-                    let n = c.max_concurrency?;
-                    Some((t.clone(), FleetCap::new(&format!("type-{t}"), n, &replica)))
-                })
-                .collect(),
-            tenant_caps: config
-                .tenants
-                .iter()
-                .filter_map(|(t, c)| {
-                    let n = c.max_concurrency?;
-                    Some((
-                        t.clone(),
-                        FleetCap::new(&format!("tenant-{t}"), n, &replica),
-                    ))
-                })
-                .collect(),
+            type_caps: fleet_caps(&config.job_types, |c| c.max_concurrency, "type", &replica),
+            tenant_caps: fleet_caps(&config.tenants, |c| c.max_concurrency, "tenant", &replica),
             ecs_limit: AdaptiveLimit::new("ecs", 1, config.ecs.max_concurrency),
             run_tasks: SharedRate::new("ecs-run-task", config.ecs.run_task_per_sec),
             learner: Learner::new(),
@@ -397,36 +400,36 @@ impl<B: Backends> Engine<B> {
         msg: &fleet_shared::message::JobMessage,
         permits: &mut Permits,
     ) -> Result<(), attempt::AttemptEnd> {
-        let caps = [
-            (
+        permits.type_cap = self
+            .cap_slot(
                 self.type_caps.get(&msg.job_type),
                 "could not take a slot of the job type's max_concurrency",
-            ),
-            (
+            )
+            .await?;
+        permits.tenant_cap = self
+            .cap_slot(
                 self.tenant_caps.get(msg.tenant()),
                 "could not take a slot of the tenant's max_concurrency",
-            ),
-        ];
-        for (i, (cap, what)) in caps.into_iter().enumerate() {
-            let Some(cap) = cap else { continue };
-            let slot =
-                match tokio::time::timeout(CAP_WAIT, cap.acquire(self.ledger.as_ref(), self.clock))
-                    .await
-                {
-                    Ok(Ok(slot)) => slot,
-                    Ok(Err(e)) => return Err(self.refused_by_ledger(what, &e)),
-                    Err(_) => {
-                        let ms = rand::rng().random_range(1_000..3_000);
-                        return Err(attempt::AttemptEnd::Deferred(Duration::from_millis(ms)));
-                    }
-                };
-            if i == 0 {
-                permits.type_cap = Some(slot);
-            } else {
-                permits.tenant_cap = Some(slot);
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// A slot of `cap` (none without one), waiting at most [`CAP_WAIT`] for it.
+    async fn cap_slot(
+        &self,
+        cap: Option<&Arc<FleetCap>>,
+        what: &str,
+    ) -> Result<Option<crate::limits::CapPermit>, attempt::AttemptEnd> {
+        let Some(cap) = cap else { return Ok(None) };
+        match tokio::time::timeout(CAP_WAIT, cap.acquire(self.ledger.as_ref(), self.clock)).await {
+            Ok(Ok(slot)) => Ok(Some(slot)),
+            Ok(Err(e)) => Err(self.refused_by_ledger(what, &e)),
+            Err(_) => {
+                let ms = rand::rng().random_range(1_000..3_000);
+                Err(attempt::AttemptEnd::Deferred(Duration::from_millis(ms)))
             }
         }
-        Ok(())
     }
 
     /// Waits for a start slot of the attempt's job type (when it is paced). The request's

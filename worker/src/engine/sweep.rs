@@ -188,11 +188,8 @@ impl<B: Backends> Engine<B> {
             Ok(Some(req)) => req.tenant,
             _ => None,
         };
-        let message = match r.message(now) {
-            Ok(mut m) => {
-                m.tenant = tenant;
-                m
-            }
+        let message = match r.message(now, tenant) {
+            Ok(m) => m,
             Err(err) => {
                 warn!(job_id = %r.job, error = %err, "cannot rebuild the job's message");
                 return;

@@ -77,8 +77,14 @@ impl Windows {
         lock(&self.pending).drain().collect()
     }
 
-    fn again(&self, request_id: &str) {
-        lock(&self.pending).insert(request_id.to_owned());
+    /// Queues `request_id` again after `delay`, without holding up the loop.
+    fn later(self: &Arc<Self>, request_id: String, delay: Duration) {
+        let windows = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            lock(&windows.pending).insert(request_id);
+            windows.wake.notify_one();
+        });
     }
 }
 
@@ -133,19 +139,12 @@ impl<B: Backends> Engine<B> {
                             // This replica releases for the whole fleet while its turn
                             // lasts: it looks again soon, finishes here or not.
                             let again = if sent.messages > 0 { GATHER } else { IDLE_POLL };
-                            let windows = self.windows.clone();
-                            tokio::spawn(async move {
-                                tokio::time::sleep(again).await;
-                                windows.again(&request_id);
-                                windows.wake.notify_one();
-                            });
+                            self.windows.later(request_id, again);
                         }
                     }
                     Err(ReleaseError::Ledger(e)) => {
                         warn!(%request_id, error = %e, "could not release the request's next jobs; trying again");
-                        self.windows.again(&request_id);
-                        tokio::time::sleep(Duration::from_millis(250)).await;
-                        self.windows.wake.notify_one();
+                        self.windows.later(request_id, Duration::from_millis(250));
                     }
                     Err(e @ ReleaseError::Queue(_)) => {
                         warn!(%request_id, error = %e, "released jobs were not sent");

@@ -358,6 +358,35 @@ impl Drop for CapPermit {
 mod tests {
     use super::*;
 
+    /// Attempts waiting together ask the ledger together: 200 of them on a cap of 10 make a
+    /// handful of asks a second, not one each; each ask is for all of them, so the first
+    /// gets the whole cap.
+    #[tokio::test(start_paused = true)]
+    async fn waiting_attempts_share_their_asks() {
+        let ledger = Arc::new(
+            fleet_shared::ledger::memory::MemoryLedger::new()
+                .with_model(fleet_shared::ledger::model::Limits::AWS),
+        );
+        let clock = Clock::tokio();
+        let cap = FleetCap::new("l", 10, "a");
+        let waiters: Vec<_> = (0..200)
+            .map(|_| {
+                let (cap, ledger) = (cap.clone(), ledger.clone());
+                tokio::spawn(async move { cap.acquire(ledger.as_ref(), clock).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(cap.held(), 10, "the first ask took the whole cap");
+        let asks = ledger.usage().unwrap().write_calls;
+        assert!(
+            asks <= 6,
+            "{asks} asks in a second for 200 waiting attempts"
+        );
+        for w in waiters {
+            w.abort();
+        }
+    }
+
     /// Two replicas share a cap of 4 through the ledger: together they never hold more; a
     /// slot one gives back (at its next renewal) goes to the other; a replica that stops
     /// renewing frees its slots when its holding expires.
