@@ -2,6 +2,8 @@
 //! [`crate::request`]) is prepared (its source listed, its jobs and messages built: nothing
 //! written yet), then recorded and sent a chunk at a time.
 
+use std::collections::HashMap;
+
 use fleet_shared::ledger::{PutRequestOutcome, RequestLedger, window};
 use fleet_shared::queue::JobQueue;
 use fleet_shared::s3::S3Uri;
@@ -15,6 +17,39 @@ use crate::{Producer, ProducerError};
 
 /// Jobs written (items, then messages) per step of a submission.
 pub const SUBMIT_CHUNK: usize = 1000;
+
+/// Write units a second the submission spends on any one partition key of the table at
+/// most. DynamoDB takes 1,000 a second per partition key; a chunk of jobs writes each of the
+/// request's partitions at once (its lean items, and its payload items when payloads are
+/// large), so without a pace a fast producer throttles its own writes. The rest is left to
+/// the replicas' claims and outcomes on the same partitions.
+pub const PARTITION_WRITES_PER_SEC: u64 = 400;
+
+/// Paces the submission's chunks so that no partition is written faster than
+/// [`PARTITION_WRITES_PER_SEC`] on average: each chunk waits for the time its busiest
+/// partition's writes take at that rate after the previous one.
+#[derive(Debug)]
+struct Pace {
+    next: Option<tokio::time::Instant>,
+}
+
+impl Pace {
+    async fn wait(&mut self, jobs: &[fleet_shared::ledger::NewJob]) {
+        let mut units: HashMap<String, u64> = HashMap::new();
+        for j in jobs {
+            for (partition, u) in j.write_units() {
+                *units.entry(partition).or_default() += u;
+            }
+        }
+        let busiest = units.values().copied().max().unwrap_or(0);
+        if let Some(next) = self.next {
+            tokio::time::sleep_until(next).await;
+        }
+        let spend =
+            std::time::Duration::from_secs_f64(busiest as f64 / PARTITION_WRITES_PER_SEC as f64);
+        self.next = Some(tokio::time::Instant::now() + spend);
+    }
+}
 
 /// Most objects one source prefix may hold.
 pub const MAX_SOURCE_OBJECTS: usize = 2_000_000;
@@ -131,6 +166,7 @@ impl<L: RequestLedger, Q: JobQueue> Producer<L, Q> {
         };
         let (mut written, mut sent) = (0u32, 0u32);
         let mut start = from.min(total);
+        let mut pace = Pace { next: None };
         while start < total {
             let end = (start + SUBMIT_CHUNK).min(total);
             let (missing, resend): (Vec<usize>, Vec<usize>) = if created {
@@ -152,6 +188,7 @@ impl<L: RequestLedger, Q: JobQueue> Producer<L, Q> {
             };
             self.upload_payloads(req, &missing).await?;
             let new_jobs: Vec<_> = missing.iter().map(|&i| req.jobs[i].clone()).collect();
+            pace.wait(&new_jobs).await;
             self.ledger.put_jobs(&new_jobs).await?;
             let mut to_send: Vec<usize> = missing
                 .iter()

@@ -8,7 +8,7 @@ use fleet_shared::ledger::memory::MemoryLedger;
 use fleet_shared::ledger::model::Limits;
 use fleet_shared::ledger::{
     Change, Counts, ItemKey, JobDetail, LedgerError, NewJob, Page, PutRequestOutcome,
-    RequestLedger, RequestRecord,
+    ReleaseRecord, RequestLedger, RequestRecord,
 };
 use fleet_shared::queue::memory::MemoryQueue;
 use fleet_shared::queue::{JobQueue, MAX_BATCH};
@@ -134,17 +134,37 @@ impl RequestLedger for Cut {
     ) -> Result<Vec<fleet_shared::ledger::Requeue>, LedgerError> {
         self.inner.mark_released(jobs, shards, now).await
     }
-    async fn take_releaser(
+    async fn put_release(&self, r: &ReleaseRecord) -> Result<(), LedgerError> {
+        self.inner.put_release(r).await
+    }
+    async fn advance_release(
         &self,
         id: &str,
+        range: std::ops::Range<u32>,
         who: &str,
         now: u64,
         until: u64,
     ) -> Result<bool, LedgerError> {
-        self.inner.take_releaser(id, who, now, until).await
+        self.inner.advance_release(id, range, who, now, until).await
     }
-    async fn set_released(&self, id: &str, released: u32) -> Result<(), LedgerError> {
-        self.inner.set_released(id, released).await
+    async fn released_jobs(
+        &self,
+        jobs: &[fleet_shared::ids::JobId],
+        shards: u32,
+        consistent: bool,
+    ) -> Result<Vec<fleet_shared::ledger::Requeue>, LedgerError> {
+        self.inner.released_jobs(jobs, shards, consistent).await
+    }
+    async fn due_releases(
+        &self,
+        shard: u32,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<ReleaseRecord>, LedgerError> {
+        self.inner.due_releases(shard, before, limit).await
+    }
+    async fn delete_release(&self, r: &ReleaseRecord) -> Result<(), LedgerError> {
+        self.inner.delete_release(r).await
     }
     async fn cancel_request(&self, id: &str, now: u64, stop: bool) -> Result<bool, LedgerError> {
         self.inner.cancel_request(id, now, stop).await

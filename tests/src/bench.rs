@@ -21,8 +21,8 @@ use fleet_shared::ledger::item::JobItem;
 use fleet_shared::ledger::memory::MemoryLedger;
 use fleet_shared::ledger::{
     Adopted, Change, Claim, ClaimRequest, Counts, DueEntry, DueKind, History, ItemKey, JobDetail,
-    Lease, Ledger, LedgerError, LiveReport, NewJob, Page, PutRequestOutcome, RequestLedger,
-    RequestRecord, RequestView, Requeue,
+    Lease, Ledger, LedgerError, LiveReport, NewJob, Page, PutRequestOutcome, ReleaseRecord,
+    RequestLedger, RequestRecord, RequestView, Requeue,
 };
 use fleet_shared::message::JobEvent;
 use fleet_shared::queue::memory::MemoryQueue;
@@ -332,22 +332,51 @@ impl<T: RequestLedger> RequestLedger for Slow<T> {
         self.inner.mark_released(jobs, job_shards, now_ms).await
     }
 
-    async fn take_releaser(
+    async fn put_release(&self, release: &ReleaseRecord) -> Result<(), LedgerError> {
+        self.call(self.latency.ledger).await;
+        self.inner.put_release(release).await
+    }
+
+    async fn advance_release(
         &self,
         request_id: &str,
+        range: std::ops::Range<u32>,
         releaser: &str,
         now_ms: u64,
         until_ms: u64,
     ) -> Result<bool, LedgerError> {
         self.call(self.latency.ledger).await;
         self.inner
-            .take_releaser(request_id, releaser, now_ms, until_ms)
+            .advance_release(request_id, range, releaser, now_ms, until_ms)
             .await
     }
 
-    async fn set_released(&self, request_id: &str, released: u32) -> Result<(), LedgerError> {
+    async fn released_jobs(
+        &self,
+        jobs: &[fleet_shared::ids::JobId],
+        job_shards: u32,
+        consistent: bool,
+    ) -> Result<Vec<fleet_shared::ledger::Requeue>, LedgerError> {
+        // One BatchGetItem per 100 jobs, one after the other.
+        let calls = (jobs.len() as u64).div_ceil(100).max(1);
+        self.calls.fetch_add(calls, Ordering::Relaxed);
+        pause(self.latency.ledger * calls as u32).await;
+        self.inner.released_jobs(jobs, job_shards, consistent).await
+    }
+
+    async fn due_releases(
+        &self,
+        shard: u32,
+        before_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<ReleaseRecord>, LedgerError> {
         self.call(self.latency.ledger).await;
-        self.inner.set_released(request_id, released).await
+        self.inner.due_releases(shard, before_ms, limit).await
+    }
+
+    async fn delete_release(&self, release: &ReleaseRecord) -> Result<(), LedgerError> {
+        self.call(self.latency.ledger).await;
+        self.inner.delete_release(release).await
     }
 
     async fn cancel_request(

@@ -8,7 +8,7 @@ use fleet_shared::ledger::item::{self, DueKind};
 use fleet_shared::ledger::memory::DIRECT_JOB_SHARDS;
 use fleet_shared::ledger::{
     AttemptRecord, Change, Claim, ClaimRequest, Counts, Finish, Lease, Ledger, LedgerError, NewJob,
-    RequestFailure, RequestLedger, RequestRecord, window,
+    ReleaseRecord, RequestFailure, RequestLedger, RequestRecord, window,
 };
 use fleet_shared::state::JobState;
 
@@ -731,10 +731,31 @@ async fn due_jobs<L: Ledger>(l: &L, request: &str) -> Vec<u32> {
     found
 }
 
-/// A windowed request: its held jobs have no due entry; a release marks the next jobs its
-/// window has room for (they are due from then) and moves the cursor; a finished job makes
-/// room for one more; a job marked by a racing release is released once; a larger window
-/// releases the difference; a cancelled request releases nothing.
+/// Ranges of the release records of `request` in the due index.
+async fn due_ranges<L: RequestLedger + Ledger>(l: &L, request: &str) -> Vec<std::ops::Range<u32>> {
+    let mut found = Vec::new();
+    for shard in 0..l.index_shards() {
+        let records = l
+            .due_releases(shard, u64::MAX / 2, 100)
+            .await
+            .expect("due releases");
+        found.extend(
+            records
+                .into_iter()
+                .filter(|r| r.request_id == request)
+                .map(|r| r.range),
+        );
+    }
+    found.sort_unstable_by_key(|r| r.start);
+    found
+}
+
+/// A windowed request: its held jobs have no due entry; a release writes a record of the
+/// next jobs its window has room for (the record is due, its jobs are not) and moves the
+/// cursor; a finished job makes room for one more; a job marked by the sweeper is not sent
+/// again; a larger window releases the difference; a stale cursor cannot move; the
+/// sweeper's check of a record sends its unsent jobs up to the cursor and deletes it; a
+/// cancelled request releases nothing.
 pub async fn check_window<L: Ledger + RequestLedger>(l: &L, request: &str) {
     let t0 = 1_800_000_000_000u64;
     let record = RequestRecord {
@@ -794,7 +815,12 @@ pub async fn check_window<L: Ledger + RequestLedger>(l: &L, request: &str) {
         sent,
         vec![(0, "{\"i\":0}".into(), 0), (1, "{\"i\":1}".into(), 0)]
     );
-    assert_eq!(due_jobs(l, request).await, vec![0, 1], "released: due");
+    assert_eq!(
+        due_jobs(l, request).await,
+        Vec::<u32>::new(),
+        "released jobs are not due one by one"
+    );
+    assert_eq!(due_ranges(l, request).await, vec![0..2], "their release is");
     let full = window::release(l, request, A, t0 + 2)
         .await
         .expect("release");
@@ -832,7 +858,7 @@ pub async fn check_window<L: Ledger + RequestLedger>(l: &L, request: &str) {
     assert_eq!(next.range, 2..3);
     assert_eq!(next.jobs.len(), 1);
 
-    // A racing release marked job 3 before any cursor moved: it is released once.
+    // The sweeper marked job 3 (its message looked lost): it has its due entry, once.
     let job3 = JobId::new(request, 3).expect("id");
     let marked = l
         .mark_released(std::slice::from_ref(&job3), 1, t0 + 5)
@@ -845,7 +871,7 @@ pub async fn check_window<L: Ledger + RequestLedger>(l: &L, request: &str) {
         .expect("mark");
     assert!(again.is_empty(), "marked once");
 
-    // A larger window releases the difference; the job marked already is not sent again.
+    // A larger window releases the difference; the job marked is not sent again.
     // The turn of "a" is over: "b" takes it.
     assert!(l.set_window(request, 4).await.expect("set window"));
     let wider = window::release(l, request, B, t0 + 4 + TURN + 1)
@@ -856,6 +882,59 @@ pub async fn check_window<L: Ledger + RequestLedger>(l: &L, request: &str) {
     assert_eq!(indexes, vec![4]);
     let r = l.get_request(request).await.expect("get").expect("request");
     assert_eq!((r.window, r.released), (Some(4), 5));
+    // A release from a stale cursor cannot move it.
+    assert!(
+        !l.advance_release(request, 3..6, "b", t0 + 4 + TURN + 2, t0 + 2 * TURN)
+            .await
+            .expect("advance")
+    );
+
+    // The sweeper's check: none of the released jobs was sent in this test. Each job still
+    // PENDING with no due entry is marked and returned (job 0 finished, job 3 was marked),
+    // and each record goes.
+    assert_eq!(due_ranges(l, request).await, vec![0..2, 2..3, 3..5]);
+    let mut checked = Vec::new();
+    for shard in 0..l.index_shards() {
+        for rec in l
+            .due_releases(shard, u64::MAX / 2, 100)
+            .await
+            .expect("due releases")
+        {
+            let unsent = window::check_release(l, &rec, t0 + 6).await.expect("check");
+            checked.extend(unsent.jobs.iter().map(|r| (r.job.index(), r.attempts)));
+        }
+    }
+    checked.sort_unstable();
+    assert_eq!(checked, vec![(1, 0), (2, 0), (4, 0)]);
+    assert_eq!(
+        due_jobs(l, request).await,
+        vec![1, 2, 3, 4],
+        "due one by one now"
+    );
+    assert!(
+        due_ranges(l, request).await.is_empty(),
+        "checked records go"
+    );
+    // A record past the cursor (job 5 is held): its check sends nothing.
+    let past = ReleaseRecord {
+        request_id: request.to_owned(),
+        range: 4..6,
+        at_ms: t0 + 6,
+    };
+    l.put_release(&past).await.expect("put release");
+    let unsent = window::check_release(l, &past, t0 + 7)
+        .await
+        .expect("check");
+    assert!(unsent.jobs.is_empty(), "{unsent:?}");
+    // One record left for the items' comparison.
+    l.put_release(&ReleaseRecord {
+        request_id: request.to_owned(),
+        range: 5..6,
+        at_ms: t0 + 8,
+    })
+    .await
+    .expect("put release");
+    assert_eq!(due_ranges(l, request).await, vec![5..6]);
 
     // Cancelled: nothing more is released, and the job never released counts as cancelled.
     assert!(

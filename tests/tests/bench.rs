@@ -174,6 +174,12 @@ fn scale_runs_under_the_model_of_aws_limits() {
         one_key["invocations_per_job"], 1.0,
         "throttled writes re-run nothing: {one_key}"
     );
+    // Payloads of 5 KB, kept apart: each chunk of the submission writes 50 payload items of
+    // 6 write units to each of the request's 20 data partitions; the submission's pace keeps
+    // every partition under DynamoDB's 1,000 a second.
+    let heavy = run(&["--payload-bytes", "5000"]);
+    assert_eq!(heavy["submit"]["written"], 20_000, "{heavy}");
+    assert_eq!(heavy["throttled_writes"], 0, "{heavy}");
     // A tenth of the jobs fail once and wait up to ten minutes: their messages are sent again
     // delayed, not kept in flight.
     let storm = run(&["--fail-ratio", "0.1", "--retry-secs", "600"]);

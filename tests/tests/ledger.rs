@@ -20,14 +20,15 @@ use fleet_tests::{Stack, ledger_contract};
 
 type Item = std::collections::HashMap<String, AttributeValue>;
 
-/// Items by key, job items and their satellites only.
+/// Items by key: job items, their satellites and release records.
 fn by_key(items: Vec<Item>) -> BTreeMap<(String, String), Item> {
     items
         .into_iter()
         .filter_map(|i| {
             let pk = i.get("pk")?.as_s().ok()?.clone();
             let sk = i.get("sk")?.as_s().ok()?.clone();
-            (pk.starts_with("J#") || pk.starts_with("D#")).then_some(((pk, sk), i))
+            let release = pk.starts_with("R#") && sk.starts_with(item::RELEASE_SK_PREFIX);
+            (pk.starts_with("J#") || pk.starts_with("D#") || release).then_some(((pk, sk), i))
         })
         .collect()
 }

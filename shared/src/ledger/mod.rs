@@ -62,7 +62,7 @@ pub use item::{Due, DueKind};
 
 /// The version of the table's layout this build reads and writes. A table recording another
 /// version (or none, with an older layout's indexes) is refused at start-up.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// How long a replica trusts what it read of a request (cancelled or not): a cancel waits
 /// this long before it returns, so no job of a cancelled request starts after it.

@@ -7,6 +7,17 @@ use super::*;
 use crate::ids::JobId;
 use crate::message::Target;
 
+/// A release of a windowed request's jobs `range` at `at_ms`: the one write a release makes
+/// besides the cursor's. It is in the due index (partitions `X#<n>`) until a sweeper has
+/// checked, once the queue has moved past `at_ms`, that every job of the range was sent (a
+/// job still PENDING with no due entry was not: the sweeper sends it), and deleted then.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseRecord {
+    pub request_id: String,
+    pub range: std::ops::Range<u32>,
+    pub at_ms: u64,
+}
+
 /// A request as the ledger records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestRecord {
@@ -155,10 +166,11 @@ pub trait RequestLedger: Send + Sync + 'static {
         window: u32,
     ) -> impl Future<Output = Result<bool, LedgerError>> + Send;
 
-    /// Releases held jobs: each one still PENDING and held gets its due entry (from then on
-    /// the sweeper re-sends it if its message is lost), in one conditional write per job.
-    /// Returns what to send for those it released (a job released already, by a racing
-    /// release, or missing is left out).
+    /// Gives each of `jobs` still PENDING with no due entry its due entry (from then on the
+    /// sweeper re-sends it if its message is lost), in one conditional write per job: what
+    /// the sweeper does with the jobs of a release that were not sent. Returns what to send
+    /// for those it marked (a job marked already, by a racing sweeper, or missing is left
+    /// out).
     fn mark_released(
         &self,
         jobs: &[JobId],
@@ -166,21 +178,49 @@ pub trait RequestLedger: Send + Sync + 'static {
         now_ms: u64,
     ) -> impl Future<Output = Result<Vec<Requeue>, LedgerError>> + Send;
 
-    /// Makes `releaser` the request's releaser until `until_ms`, if nobody else is one at
-    /// `now_ms` (one conditional write). `false` when another releaser's time has not ended.
-    fn take_releaser(
+    /// Writes a release record (unconditionally: a racing release of the same first job
+    /// writes the same key).
+    fn put_release(
+        &self,
+        release: &ReleaseRecord,
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send;
+
+    /// Moves the request's release cursor from `range.start` to `range.end` and makes
+    /// `releaser` its releaser until `until_ms`, in one conditional write: only if the
+    /// cursor is at `range.start` and nobody else's turn lasts at `now_ms`. `false` when
+    /// another release moved the cursor first or holds the turn.
+    fn advance_release(
         &self,
         request_id: &str,
+        range: std::ops::Range<u32>,
         releaser: &str,
         now_ms: u64,
         until_ms: u64,
     ) -> impl Future<Output = Result<bool, LedgerError>> + Send;
 
-    /// Moves the request's release cursor up to `released` (never down).
-    fn set_released(
+    /// What to send for those of `jobs` that are PENDING with no due entry (released and
+    /// not yet sent, or sent and not yet claimed): one BatchGetItem per 100 jobs, strongly
+    /// consistent or not, and their payload items.
+    fn released_jobs(
         &self,
-        request_id: &str,
-        released: u32,
+        jobs: &[JobId],
+        job_shards: u32,
+        consistent: bool,
+    ) -> impl Future<Output = Result<Vec<Requeue>, LedgerError>> + Send;
+
+    /// Release records in due index partition `shard` released before `before_ms`, oldest
+    /// first, at most `limit`.
+    fn due_releases(
+        &self,
+        shard: u32,
+        before_ms: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<ReleaseRecord>, LedgerError>> + Send;
+
+    /// Deletes a release record (nothing when it is gone).
+    fn delete_release(
+        &self,
+        release: &ReleaseRecord,
     ) -> impl Future<Output = Result<(), LedgerError>> + Send;
 
     /// Marks the request cancelled (one write); `stop_running` also asks replicas to stop

@@ -1,16 +1,21 @@
 //! Windows: the ledger is a request's backlog and the queue holds a window of it. The
 //! producer writes every job item, but a windowed request's jobs are *held* (no due entry,
-//! no message); at most its window of them are released and not finished at a time. Each
-//! release reads the request item and its counters, marks the next held jobs released (one
-//! conditional write each, which gives them their due entry) and only then moves the
-//! request's cursor (`released`) up; the caller sends their messages.
+//! no message); at most its window of them are released and not finished at a time. A
+//! release reads the request item and its counters, writes one *release record* of the
+//! range it releases (in the due index), moves the request's cursor (`released`) over the
+//! range in one conditional write, reads the range's jobs and the caller sends their
+//! messages: three writes a release, whatever its size, and one strongly consistent read a
+//! job. A released job gets its own due entry when it is claimed.
 //!
-//! - A crash after marking and before sending leaves released jobs without a message: they
-//!   are in the due index, so the sweeper re-sends them like any lost message.
-//! - A crash after marking and before moving the cursor: the next release marks from the
-//!   old cursor, skips the jobs marked already (their condition fails) and moves it on.
-//! - Two releases racing read the same cursor and mark the same jobs: each job's
-//!   conditional write lets one of them release it, and the cursor only grows.
+//! - A crash after the record and before the cursor moves: the next release writes the
+//!   record of the same first job again and moves the cursor.
+//! - A crash after the cursor moved and before sending leaves released jobs without a
+//!   message: the sweeper, once the queue has moved past the record's time, reads the
+//!   range's jobs, sends those still PENDING with no due entry (giving each its due entry
+//!   first, one conditional write each) and deletes the record ([`check_release`]). It does
+//!   the same for a message lost after it was sent.
+//! - Two releases racing read the same cursor: the cursor's condition lets one of them move
+//!   it; the other sends nothing.
 //!
 //! A release is started by whoever may have made room: the producer after writing a part
 //! of the request or changing its window, and the replica that records a job finished. A
@@ -70,8 +75,8 @@ pub fn never_released(r: &RequestRecord) -> u32 {
 
 /// Who releases: one releaser at a time per request takes a *turn* (a conditional write on
 /// the request item, renewed by each release it makes), so that releases racing from many
-/// replicas do not all read the same cursor and mark the same jobs (each refused mark is
-/// billed). Another releaser's trigger only reads the request item while the turn lasts.
+/// replicas do not all read the same cursor, write the same record and read the same jobs
+/// (each refused write is billed). Another releaser's trigger only reads the request item while the turn lasts.
 #[derive(Debug, Clone, Copy)]
 pub struct Releaser<'a> {
     pub name: &'a str,
@@ -79,8 +84,8 @@ pub struct Releaser<'a> {
     pub turn_ms: u64,
 }
 
-/// What one release did: the jobs it moved the cursor over, and those of them it marked
-/// released (the others a racing release marked).
+/// What one release did: the jobs it moved the cursor over, and what to send for those of
+/// them not sent yet (a job the sweeper sent already is left out).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Released {
     pub range: std::ops::Range<u32>,
@@ -122,28 +127,83 @@ pub async fn release<L: RequestLedger>(
             ..Default::default()
         });
     };
+    ledger
+        .put_release(&ReleaseRecord {
+            request_id: request_id.to_owned(),
+            range: range.clone(),
+            at_ms: now_ms,
+        })
+        .await?;
     if !ledger
-        .take_releaser(request_id, releaser.name, now_ms, now_ms + releaser.turn_ms)
+        .advance_release(
+            request_id,
+            range.clone(),
+            releaser.name,
+            now_ms,
+            now_ms + releaser.turn_ms,
+        )
         .await?
     {
+        // Another release moved the cursor or took the turn first; the record is checked
+        // by the sweeper like any other.
         return Ok(Released::default());
     }
-    let jobs: Vec<JobId> = range
-        .clone()
+    let jobs = ledger
+        .released_jobs(&job_ids(request_id, range.clone())?, r.job_shards, true)
+        .await?;
+    Ok(Released {
+        turn: range.end < r.total,
+        range,
+        jobs,
+        tenant: r.tenant,
+    })
+}
+
+fn job_ids(request_id: &str, range: std::ops::Range<u32>) -> Result<Vec<JobId>, LedgerError> {
+    range
         .map(|i| JobId::new(request_id, i))
         .collect::<Result<_, _>>()
         .map_err(|e| LedgerError::Malformed {
             key: item::request_key(request_id).to_string(),
             message: e.to_string(),
-        })?;
-    let released = ledger.mark_released(&jobs, r.job_shards, now_ms).await?;
-    ledger.set_released(request_id, range.end).await?;
-    Ok(Released {
-        turn: range.end < r.total,
-        range,
-        jobs: released,
-        tenant: r.tenant,
-    })
+        })
+}
+
+/// What a sweeper found of a release record: the jobs of its range that were released but
+/// never sent (or whose message was lost), now marked and to be sent, for the request's
+/// tenant.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Unsent {
+    pub jobs: Vec<Requeue>,
+    pub tenant: Option<String>,
+}
+
+/// The sweeper's check of a release record released before the queue's frontier (less the
+/// recovery delay): each job of its range up to the request's cursor (jobs past it are
+/// held, not lost) still PENDING with no due entry had no message or lost it. Those get
+/// their due entry (from then on they are any waiting job), the record is deleted, and
+/// the caller sends them. The range is read eventually consistently: a job read stale is
+/// left out by its mark's condition.
+pub async fn check_release<L: RequestLedger>(
+    ledger: &L,
+    release: &ReleaseRecord,
+    now_ms: u64,
+) -> Result<Unsent, LedgerError> {
+    let mut unsent = Unsent::default();
+    if let Some(r) = ledger.get_request(&release.request_id).await? {
+        let end = release.range.end.min(r.released);
+        let range = release.range.start..end.max(release.range.start);
+        let found = ledger
+            .released_jobs(&job_ids(&release.request_id, range)?, r.job_shards, false)
+            .await?;
+        if !found.is_empty() {
+            let jobs: Vec<JobId> = found.into_iter().map(|j| j.job).collect();
+            unsent.jobs = ledger.mark_released(&jobs, r.job_shards, now_ms).await?;
+        }
+        unsent.tenant = r.tenant;
+    }
+    ledger.delete_release(release).await?;
+    Ok(unsent)
 }
 
 /// Why [`release_and_send`] stopped short.

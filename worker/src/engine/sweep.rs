@@ -7,6 +7,9 @@
 //!   PENDING or RETRYING job nobody claimed (waiting partitions `W#n`), due more than
 //!   `worker.recover_secs` before the queue's frontier (see [`super::views::Frontier`]).
 //!   The re-sent job goes through the normal claim, so racing sweepers cannot both run it.
+//! - a release of a windowed request's jobs (release partitions `X#n`) older than the same
+//!   bound is checked: its jobs still PENDING with no due entry had no message, and are sent
+//!   (see [`window::check_release`]).
 //!
 //! Leases and waiting jobs are in partitions of their own, so a backlog of waiting jobs
 //! never delays the adoption of a task whose replica died.
@@ -14,7 +17,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fleet_shared::ledger::{Adopted, DueEntry, DueKind, Ledger, RequestLedger};
+use fleet_shared::ledger::{Adopted, DueEntry, DueKind, Ledger, RequestLedger, window};
 use fleet_shared::message::{JobMessage, RouteReason, RouteRule, Target};
 use fleet_shared::metrics as fm;
 use fleet_shared::queue::JobQueue;
@@ -122,6 +125,13 @@ impl<B: Backends> Engine<B> {
                     }
                 }
             }
+            let now = self.clock.now_ms();
+            if let Some(f) = frontier {
+                let due_before = f.min(now.saturating_sub(skew)).saturating_sub(recover);
+                if !self.check_releases(shard, now, due_before).await {
+                    read_all = false;
+                }
+            }
         }
         self.repair_windows();
         if read_all {
@@ -208,6 +218,63 @@ impl<B: Backends> Engine<B> {
                 warn!(job_id = %message.job_id, error = %err, "re-send failed; the next pass tries again")
             }
         }
+    }
+
+    /// Checks the release records of `shard` released before `due_before` (see
+    /// [`window::check_release`]) and sends the jobs of theirs that had no message. `false`
+    /// when the due index could not be read.
+    async fn check_releases(&self, shard: u32, now: u64, due_before: u64) -> bool {
+        let releases = match self
+            .ledger
+            .due_releases(shard, due_before, SWEEP_BATCH)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(shard, error = %e, "sweeper could not read the release records");
+                return false;
+            }
+        };
+        for release in releases {
+            let request_id = &release.request_id;
+            let unsent = match window::check_release(self.ledger.as_ref(), &release, now).await {
+                Ok(u) => u,
+                Err(e) => {
+                    warn!(%request_id, range = ?release.range, error = %e, "could not check a release; the next pass tries again");
+                    continue;
+                }
+            };
+            let mut bodies = Vec::new();
+            for r in &unsent.jobs {
+                match r.message(now, unsent.tenant.clone()) {
+                    Ok(m) => bodies.push(m.to_body()),
+                    Err(err) => {
+                        warn!(job_id = %r.job, error = %err, "cannot rebuild the job's message")
+                    }
+                }
+            }
+            if bodies.is_empty() {
+                continue;
+            }
+            // The jobs have their due entries now: a failed send is repaired like any lost
+            // message.
+            match self.queue.send_all(&bodies).await {
+                Ok(()) => {
+                    for r in &unsent.jobs {
+                        self.note(Noted::Requeued {
+                            job: &r.job.to_string(),
+                            fence: 0,
+                            state: r.state,
+                        });
+                    }
+                    info!(%request_id, range = ?release.range, sent = bodies.len(), "released jobs had no message; sent them");
+                }
+                Err(err) => {
+                    warn!(%request_id, error = %err, "re-send failed; the next pass tries again")
+                }
+            }
+        }
+        true
     }
 
     /// Follows an adopted task to its end and records the outcome.

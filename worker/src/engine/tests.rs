@@ -1108,6 +1108,78 @@ async fn a_pending_job_whose_message_is_lost_is_sent_again_once_the_queue_is_qui
     assert_eq!(rig.stop().await.requeued, 1);
 }
 
+/// A release whose replica stopped after moving the cursor and before sending: its record
+/// is in the due index, and a sweeper sends the jobs it released; their finishes release
+/// the rest.
+#[tokio::test(start_paused = true)]
+async fn jobs_released_without_their_messages_are_sent_by_the_sweeper() {
+    use fleet_shared::ledger::{NewJob, RequestLedger, RequestRecord, item, window};
+    let rig = start(sweeping_config());
+    let now = rig.clock.now_ms();
+    let record = RequestRecord {
+        request_id: "w".into(),
+        job_type: "test".into(),
+        total: 5,
+        content_hash: "h".into(),
+        max_attempts: None,
+        target: None,
+        created_at_ms: now,
+        job_shards: 1,
+        written: 5,
+        cancelled_at_ms: None,
+        stop_running: false,
+        tolerated_failures: None,
+        failed: None,
+        window: Some(3),
+        capped: true,
+        released: 0,
+        tenant: None,
+        releaser: None,
+    };
+    rig.ledger.put_request(&record).await.unwrap();
+    let jobs: Vec<NewJob> = (0..5)
+        .map(|i| {
+            let job = JobId::new("w", i).unwrap();
+            NewJob {
+                key: item::job_key(&job, 1),
+                job,
+                job_type: "test".into(),
+                payload_json: "{}".into(),
+                max_attempts: None,
+                target: None,
+                created_at_ms: now,
+                held: true,
+            }
+        })
+        .collect();
+    rig.ledger.put_jobs(&jobs).await.unwrap();
+    let releaser = window::Releaser {
+        name: "stopped",
+        turn_ms: 1,
+    };
+    let released = window::release(rig.ledger.as_ref(), "w", releaser, now)
+        .await
+        .unwrap();
+    assert_eq!(released.range, 0..3, "released, and never sent");
+    until("every job done", || {
+        (0..5).all(|i| rig.state(&format!("w:{i}")) == Some(JobState::Succeeded))
+    })
+    .await;
+    // Many more sweeps: nothing is sent again.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(
+        rig.job.per_job().values().all(|n| *n == 1),
+        "{:?}",
+        rig.job.per_job()
+    );
+    assert_eq!(rig.job.per_job().len(), 5);
+    assert_eq!(
+        rig.stop().await.requeued,
+        3,
+        "the three released jobs, once each"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn waiting_jobs_behind_a_busy_queue_are_not_taken_for_lost() {
     // One slot, 40 jobs of 2 s: the queue stays 80 s behind, far beyond recover_secs (5 s).

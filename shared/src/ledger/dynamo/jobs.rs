@@ -310,21 +310,10 @@ impl Ledger for DynamoLedger {
         before_ms: u64,
         limit: usize,
     ) -> Result<Vec<DueEntry>, LedgerError> {
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(item::DUE_INDEX)
-            .key_condition_expression("#wk = :p AND #wt < :before")
-            .expression_attribute_names("#wk", attr::DUE_KEY)
-            .expression_attribute_names("#wt", attr::DUE_AT)
-            .expression_attribute_values(":p", item::s(kind.partition(shard)))
-            .expression_attribute_values(":before", item::n(before_ms))
-            .limit(limit.clamp(1, 1000) as i32)
-            .send()
-            .await
-            .map_err(|e| aws_err("Query", e))?;
-        out.items()
+        let found = self
+            .due_items(&kind.partition(shard), before_ms, limit)
+            .await?;
+        found
             .iter()
             .map(|found| {
                 let key = key_of(found);

@@ -22,6 +22,31 @@ impl DynamoLedger {
         Ok(out.item)
     }
 
+    /// The entries of due index partition `partition` due before `before_ms`, oldest first
+    /// (one Query of at most `limit`).
+    pub(super) async fn due_items(
+        &self,
+        partition: &str,
+        before_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<item::Item>, LedgerError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(item::DUE_INDEX)
+            .key_condition_expression("#wk = :p AND #wt < :before")
+            .expression_attribute_names("#wk", attr::DUE_KEY)
+            .expression_attribute_names("#wt", attr::DUE_AT)
+            .expression_attribute_values(":p", item::s(partition))
+            .expression_attribute_values(":before", item::n(before_ms))
+            .limit(limit.clamp(1, 1000) as i32)
+            .send()
+            .await
+            .map_err(|e| super::aws_err("Query", e))?;
+        Ok(out.items.unwrap_or_default())
+    }
+
     /// A job's payload: inline, or from its payload item.
     pub(crate) async fn payload(&self, j: &JobItem) -> Result<String, LedgerError> {
         match &j.payload {

@@ -20,13 +20,12 @@ use crate::ledger::item::{
 use crate::ledger::page;
 use crate::ledger::{
     COUNTER_SLOTS, Change, Counts, History, ItemKey, JobDetail, LedgerError, NewJob, Page,
-    PutRequestOutcome, RequestLedger, RequestRecord, Requeue,
+    PutRequestOutcome, ReleaseRecord, RequestLedger, RequestRecord, Requeue,
 };
 use crate::state::JobState;
 
-/// Marks of a release in flight at once: one releaser per request marks for the whole
-/// fleet, so its rate bounds the request's (64 at 8 ms each: some 8,000 jobs a second). The
-/// jobs are spread over the request's partitions.
+/// Marks in flight at once when a sweeper finds a release's jobs unsent (spread over the
+/// request's partitions).
 pub const MARKS_AT_ONCE: usize = 64;
 
 /// A job as the failed index holds it (its item's attempts, error and last attempt).
@@ -151,13 +150,24 @@ impl DynamoLedger {
         projection: Option<&str>,
         names: &[(&str, &str)],
     ) -> Result<HashMap<ItemKey, item::Item>, LedgerError> {
+        self.batch_get_read(keys, projection, names, true).await
+    }
+
+    /// [`Self::batch_get`], strongly consistent or not.
+    async fn batch_get_read(
+        &self,
+        keys: &[ItemKey],
+        projection: Option<&str>,
+        names: &[(&str, &str)],
+        consistent: bool,
+    ) -> Result<HashMap<ItemKey, item::Item>, LedgerError> {
         let mut out = HashMap::new();
         if keys.is_empty() {
             return Ok(out);
         }
         let mut ka = KeysAndAttributes::builder()
             .set_keys(Some(keys.iter().map(key_map).collect()))
-            .consistent_read(true);
+            .consistent_read(consistent);
         if let Some(p) = projection {
             ka = ka.projection_expression(p);
             for (alias, name) in names {
@@ -365,31 +375,120 @@ impl RequestLedger for DynamoLedger {
         Ok(marked.into_iter().flatten().collect())
     }
 
-    async fn take_releaser(
+    async fn put_release(&self, release: &ReleaseRecord) -> Result<(), LedgerError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item::encode_release(
+                release,
+                self.index_shards,
+                self.expiry(release.at_ms),
+            )))
+            .send()
+            .await
+            .map_err(|e| aws_err("PutItem", e))?;
+        Ok(())
+    }
+
+    async fn advance_release(
         &self,
         request_id: &str,
+        range: std::ops::Range<u32>,
         releaser: &str,
         now_ms: u64,
         until_ms: u64,
     ) -> Result<bool, LedgerError> {
         let mut u = Update::default();
-        let (pk, who, until) = (
+        let (pk, rel, who, until) = (
             u.name(attr::PK),
+            u.name(req_attr::RELEASED),
             u.name(req_attr::RELEASER),
             u.name(req_attr::RELEASER_UNTIL),
         );
-        let (me, now) = (u.value(item::s(releaser)), u.value(item::n(now_ms)));
-        u.set(req_attr::RELEASER, item::s(releaser))
+        let (from, me, now) = (
+            u.value(item::n(range.start)),
+            u.value(item::s(releaser)),
+            u.value(item::n(now_ms)),
+        );
+        u.set(req_attr::RELEASED, item::n(range.end))
+            .set(req_attr::RELEASER, item::s(releaser))
             .set(req_attr::RELEASER_UNTIL, item::n(until_ms))
             .condition(format!(
-                "attribute_exists({pk}) AND (attribute_not_exists({who}) OR {who} = {me} OR {until} < {now})"
+                "attribute_exists({pk}) AND {rel} = {from} AND (attribute_not_exists({who}) OR {who} = {me} OR {until} < {now})"
             ));
         self.request_update(request_id, &u).await
     }
 
-    async fn set_released(&self, request_id: &str, released: u32) -> Result<(), LedgerError> {
-        self.raise_request_number(request_id, req_attr::RELEASED, released)
+    async fn released_jobs(
+        &self,
+        jobs: &[JobId],
+        job_shards: u32,
+        consistent: bool,
+    ) -> Result<Vec<Requeue>, LedgerError> {
+        let keys: Vec<ItemKey> = jobs.iter().map(|j| item::job_key(j, job_shards)).collect();
+        let mut found = HashMap::new();
+        for chunk in keys.chunks(100) {
+            found.extend(self.batch_get_read(chunk, None, &[], consistent).await?);
+        }
+        let mut unsent = Vec::new();
+        for k in &keys {
+            let Some(it) = found.get(k) else { continue };
+            let j = decode_job(it)?;
+            if j.state == JobState::Pending && j.due.is_none() {
+                unsent.push(j);
+            }
+        }
+        let apart: Vec<ItemKey> = unsent
+            .iter()
+            .filter(|j| j.payload == PayloadAt::Apart)
+            .map(|j| item::satellite(&j.key, item::PAYLOAD_SUFFIX))
+            .collect();
+        let mut payloads = HashMap::new();
+        for chunk in apart.chunks(100) {
+            payloads.extend(self.batch_get_read(chunk, None, &[], consistent).await?);
+        }
+        unsent
+            .iter()
+            .map(|j| {
+                let payload = match &j.payload {
+                    PayloadAt::Inline(p) => p.clone(),
+                    PayloadAt::Apart => {
+                        let key = item::satellite(&j.key, item::PAYLOAD_SUFFIX);
+                        let p = payloads.get(&key).ok_or_else(|| LedgerError::Malformed {
+                            key: key.to_string(),
+                            message: "the job's payload item is missing".into(),
+                        })?;
+                        item::Reader::new(p, &key).s(attr::PAYLOAD)?.to_owned()
+                    }
+                };
+                Ok(Requeue::of(j, payload))
+            })
+            .collect()
+    }
+
+    async fn due_releases(
+        &self,
+        shard: u32,
+        before_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<ReleaseRecord>, LedgerError> {
+        self.due_items(&item::release_partition(shard), before_ms, limit)
+            .await?
+            .iter()
+            .map(item::decode_release)
+            .collect()
+    }
+
+    async fn delete_release(&self, release: &ReleaseRecord) -> Result<(), LedgerError> {
+        let key = item::release_key(&release.request_id, release.range.start);
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key_map(&key)))
+            .send()
             .await
+            .map_err(|e| aws_err("DeleteItem", e))?;
+        Ok(())
     }
 
     async fn cancel_request(

@@ -179,6 +179,24 @@ impl crate::ledger::NewJob {
         }
         (j, payload)
     }
+
+    /// What writing the job costs, by partition: its lean item's write units, and its
+    /// payload item's when the payload is apart.
+    pub fn write_units(&self) -> Vec<(String, u64)> {
+        let (j, payload) = self.pending_item(1);
+        let mut out = vec![(
+            self.key.pk.clone(),
+            write_units(0, item_size(&encode_job(&j))),
+        )];
+        if payload == PayloadAt::Apart {
+            let p = payload_item(&self.key, &self.payload_json, None);
+            out.push((
+                satellite(&self.key, PAYLOAD_SUFFIX).pk,
+                write_units(0, item_size(&p)),
+            ));
+        }
+        out
+    }
 }
 
 pub fn payload_placement(key: &ItemKey, job_type: &str, payload_json: &str) -> PayloadAt {

@@ -11,9 +11,26 @@ pub const LAYOUT_SK: &str = "LAYOUT";
 pub const REQUEST_SK: &str = "R";
 pub const COUNTER_SK: &str = "C";
 pub const DURATIONS_SK: &str = "D";
+/// Sort key prefix of a request's release records.
+pub const RELEASE_SK_PREFIX: &str = "REL#";
+/// Due index partitions of release records: `X#<n>`.
+pub const RELEASE_DUE_PREFIX: &str = "X";
 
 pub fn request_key(request_id: &str) -> ItemKey {
     ItemKey::new(format!("R#{request_id}"), REQUEST_SK)
+}
+
+/// The release record of a request's jobs from `start`.
+pub fn release_key(request_id: &str, start: u32) -> ItemKey {
+    ItemKey::new(
+        format!("R#{request_id}"),
+        format!("{RELEASE_SK_PREFIX}{start:09}"),
+    )
+}
+
+/// The due index partition of release records in `shard`.
+pub fn release_partition(shard: u32) -> String {
+    format!("{RELEASE_DUE_PREFIX}#{shard}")
 }
 
 pub fn layout_key() -> ItemKey {

@@ -16,6 +16,7 @@
 //! | job result (written by the attempt that succeeded) | same | `<index>#R` |
 //! | job history (failed attempts, a bounded ring) | same | `<index>#H` |
 //! | counters (one per request and replica slot) | `C#<request>#<slot>` | `C` |
+//! | release record (a released range of a windowed request, until the sweeper checked it) | `R#<request>` | `REL#<first index, 9 digits>` |
 //! | job type durations | `T#<job type>` | `D` |
 
 use std::collections::HashMap;
@@ -66,7 +67,13 @@ pub const FAILED_SHARDS: u32 = 8;
 pub const DUE_INDEX: &str = "due";
 pub const FAILED_INDEX: &str = "failed";
 /// The attributes the due index holds besides its keys (what the sweeper reads).
-pub const DUE_PROJECTED: &[&str] = &[attr::STATE, attr::FENCE, attr::OWNER, attr::TASK];
+pub const DUE_PROJECTED: &[&str] = &[
+    attr::STATE,
+    attr::FENCE,
+    attr::OWNER,
+    attr::TASK,
+    attr::RELEASE_END,
+];
 /// The attributes the failed index holds besides its keys (what `failures` lists).
 pub const FAILED_PROJECTED: &[&str] = &[
     attr::ATTEMPTS,
@@ -117,6 +124,8 @@ pub mod attr {
     pub const EXPIRES_AT: &str = "xa";
     /// History item: attempts recorded in all (the ring keeps the newest).
     pub const RECORDED: &str = "n";
+    /// Release record: the end of its range (the start is in its sort key).
+    pub const RELEASE_END: &str = "re";
 }
 
 /// Request item attributes (read rarely; names kept readable).

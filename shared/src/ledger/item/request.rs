@@ -96,3 +96,61 @@ pub fn decode_request(item: &Item) -> Result<crate::ledger::RequestRecord, Ledge
         },
     })
 }
+
+/// A release record's attributes: in the due index at its release time, in the partition of
+/// its first job's hash.
+pub fn encode_release(
+    r: &crate::ledger::ReleaseRecord,
+    index_shards: u32,
+    expires_at: Option<u64>,
+) -> Item {
+    let key = release_key(&r.request_id, r.range.start);
+    let first = crate::ids::JobId::new(&r.request_id, r.range.start).map_or(0, |j| job_hash(&j));
+    let mut item: Item = HashMap::from([
+        (attr::PK.to_owned(), s(&key.pk)),
+        (attr::SK.to_owned(), s(&key.sk)),
+        (attr::RELEASE_END.to_owned(), n(r.range.end)),
+        (
+            attr::DUE_KEY.to_owned(),
+            s(release_partition(first % index_shards.max(1))),
+        ),
+        (attr::DUE_AT.to_owned(), n(r.at_ms)),
+    ]);
+    if let Some(x) = expires_at {
+        item.insert(attr::EXPIRES_AT.to_owned(), n(x));
+    }
+    item
+}
+
+/// A release record from its item, or its due index entry (keys and projected attributes).
+pub fn decode_release(item: &Item) -> Result<crate::ledger::ReleaseRecord, LedgerError> {
+    let get = |a: &str| item.get(a).and_then(|v| v.as_s().ok()).cloned();
+    let key = ItemKey::new(
+        get(attr::PK).unwrap_or_default(),
+        get(attr::SK).unwrap_or_default(),
+    );
+    let bad = |m: &str| LedgerError::Malformed {
+        key: key.to_string(),
+        message: m.to_owned(),
+    };
+    let request_id = key
+        .pk
+        .strip_prefix("R#")
+        .ok_or_else(|| bad("not a request partition"))?
+        .to_owned();
+    let start: u32 = key
+        .sk
+        .strip_prefix(RELEASE_SK_PREFIX)
+        .and_then(|i| i.parse().ok())
+        .ok_or_else(|| bad("not a release record"))?;
+    let r = Reader::new(item, &key);
+    let end: u32 = r.n(attr::RELEASE_END)?;
+    if end < start {
+        return Err(bad("its range ends before it starts"));
+    }
+    Ok(crate::ledger::ReleaseRecord {
+        request_id,
+        range: start..end,
+        at_ms: r.n(attr::DUE_AT)?,
+    })
+}

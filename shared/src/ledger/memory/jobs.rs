@@ -335,37 +335,20 @@ impl Ledger for MemoryLedger {
         before_ms: u64,
         limit: usize,
     ) -> Result<Vec<DueEntry>, LedgerError> {
-        let st = self.lock();
-        let part = kind.partition(shard);
-        let lo = (part.clone(), 0u64, ItemKey::new("", ""));
-        let mut out = Vec::new();
-        let mut bytes = 0;
-        for (p, at, key) in st.due.range(lo..) {
-            if *p != part || *at >= before_ms || out.len() >= limit {
-                break;
-            }
-            let Some(j) = st.jobs.get(key) else { continue };
-            bytes += item::due_entry(&encode_job(j)).map_or(0, |(_, s)| s);
-            out.push(DueEntry {
+        self.due_scan(&kind.partition(shard), before_ms, limit, |st, at, key| {
+            let j = st.jobs.get(key)?;
+            let entry = DueEntry {
                 job: j.job.clone(),
                 key: key.clone(),
                 kind,
                 fence: j.fence,
                 owner: j.owner.clone(),
-                at_ms: *at,
+                at_ms: at,
                 task: j.task.clone(),
                 state: j.state,
-            });
-        }
-        self.read(
-            "Query",
-            &[Charge::index(
-                item::DUE_INDEX,
-                &part,
-                read_units(bytes, false),
-            )],
-        )?;
-        Ok(out)
+            };
+            Some((entry, encode_job(j)))
+        })
     }
 
     async fn adopt(

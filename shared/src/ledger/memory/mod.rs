@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use super::item::{
-    self, CounterItem, Item, JobItem, PayloadAt, encode_job, item_size, write_units,
+    self, CounterItem, Item, JobItem, PayloadAt, encode_job, item_size, read_units, write_units,
 };
 use super::model::{Charge, Limits, Meter, Usage};
 use super::{ItemKey, Lease, LedgerError, RequestRecord};
@@ -46,7 +46,9 @@ struct Store {
     paces: HashMap<String, u64>,
     /// Fleet-wide caps: what each replica holds.
     caps: HashMap<String, crate::ledger::Holdings>,
-    /// (partition, due time, key) of every job in the due index.
+    /// Release records, by key.
+    releases: BTreeMap<ItemKey, super::ReleaseRecord>,
+    /// (partition, due time, key) of every job and release record in the due index.
     due: BTreeSet<(String, u64, ItemKey)>,
     /// (partition, index, key) of every job in the failed index.
     failed: BTreeSet<(String, u32, ItemKey)>,
@@ -72,6 +74,25 @@ impl Store {
         if j.failed {
             self.failed
                 .insert((item::failed_partition(&j.job), j.job.index(), j.key.clone()));
+        }
+    }
+
+    fn release_entry(&self, key: &ItemKey, index_shards: u32) -> Option<(String, u64, ItemKey)> {
+        let r = self.releases.get(key)?;
+        let it = item::encode_release(r, index_shards, None);
+        let part = it.get(item::attr::DUE_KEY)?.as_s().ok()?.clone();
+        Some((part, r.at_ms, key.clone()))
+    }
+
+    fn unindex_release(&mut self, key: &ItemKey, index_shards: u32) {
+        if let Some(e) = self.release_entry(key, index_shards) {
+            self.due.remove(&e);
+        }
+    }
+
+    fn index_release(&mut self, key: &ItemKey, index_shards: u32) {
+        if let Some(e) = self.release_entry(key, index_shards) {
+            self.due.insert(e);
         }
     }
 
@@ -302,6 +323,41 @@ impl MemoryLedger {
         }
     }
 
+    /// What due index partition `part` lists before `before_ms`, oldest first, at most
+    /// `limit`, metered as one Query: `entry` reads each listed item from the store (with
+    /// its attributes, for the entry's size).
+    fn due_scan<T>(
+        &self,
+        part: &str,
+        before_ms: u64,
+        limit: usize,
+        entry: impl Fn(&Store, u64, &ItemKey) -> Option<(T, Item)>,
+    ) -> Result<Vec<T>, LedgerError> {
+        let st = self.lock();
+        let lo = (part.to_owned(), 0u64, ItemKey::new("", ""));
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for (p, at, key) in st.due.range(lo..) {
+            if p != part || *at >= before_ms || out.len() >= limit {
+                break;
+            }
+            let Some((e, it)) = entry(&st, *at, key) else {
+                continue;
+            };
+            bytes += item::due_entry(&it).map_or(0, |(_, s)| s);
+            out.push(e);
+        }
+        self.read(
+            "Query",
+            &[Charge::index(
+                item::DUE_INDEX,
+                part,
+                read_units(bytes, false),
+            )],
+        )?;
+        Ok(out)
+    }
+
     fn expiry(&self, now_ms: u64) -> Option<u64> {
         self.ttl_secs.map(|t| now_ms / 1000 + t)
     }
@@ -362,6 +418,9 @@ impl MemoryLedger {
         }
         for (k, (ring, n)) in &st.histories {
             out.push(item::history_item(k, ring, *n, None));
+        }
+        for r in st.releases.values() {
+            out.push(item::encode_release(r, self.index_shards, None));
         }
         out
     }

@@ -9,7 +9,7 @@ use crate::ledger::model::Charge;
 use crate::ledger::page;
 use crate::ledger::{
     Change, Counts, History, ItemKey, JobDetail, Ledger, LedgerError, NewJob, Page,
-    PutRequestOutcome, RequestLedger, RequestRecord, Requeue,
+    PutRequestOutcome, ReleaseRecord, RequestLedger, RequestRecord, Requeue,
 };
 use crate::state::JobState;
 
@@ -188,9 +188,28 @@ impl RequestLedger for MemoryLedger {
         Ok(out)
     }
 
-    async fn take_releaser(
+    async fn put_release(&self, release: &ReleaseRecord) -> Result<(), LedgerError> {
+        let mut st = self.lock();
+        let key = item::release_key(&release.request_id, release.range.start);
+        let new = item::encode_release(release, self.index_shards, self.expiry(release.at_ms));
+        let old = st
+            .releases
+            .get(&key)
+            .map(|r| item::encode_release(r, self.index_shards, self.expiry(r.at_ms)));
+        self.write(
+            "PutItem",
+            &item_charges(&key.pk, old.as_ref(), Some(&new), 1.0),
+        )?;
+        st.unindex_release(&key, self.index_shards);
+        st.releases.insert(key.clone(), release.clone());
+        st.index_release(&key, self.index_shards);
+        Ok(())
+    }
+
+    async fn advance_release(
         &self,
         request_id: &str,
+        range: std::ops::Range<u32>,
         releaser: &str,
         now_ms: u64,
         until_ms: u64,
@@ -198,39 +217,98 @@ impl RequestLedger for MemoryLedger {
         let mut st = self.lock();
         let key = item::request_key(request_id);
         let Some(r) = st.requests.get_mut(request_id) else {
-            return Ok(false);
+            return self
+                .refused_write("UpdateItem", &key.pk, &Default::default())
+                .map(|()| false);
         };
         let old = item::encode_request(r, None);
         let free = r
             .releaser
             .as_ref()
             .is_none_or(|(who, until)| who == releaser || *until < now_ms);
-        if !free {
+        if !free || r.window.is_none() || r.released != range.start {
             return self
                 .refused_write("UpdateItem", &key.pk, &old)
                 .map(|()| false);
         }
-        let size = item_size(&old);
+        let mut new = r.clone();
+        new.released = range.end;
+        new.releaser = Some((releaser.to_owned(), until_ms));
+        let size = item_size(&item::encode_request(&new, None));
         self.write(
             "UpdateItem",
-            &[Charge::table(&key.pk, write_units(size, size) as f64)],
+            &[Charge::table(
+                &key.pk,
+                write_units(item_size(&old), size) as f64,
+            )],
         )?;
-        r.releaser = Some((releaser.to_owned(), until_ms));
+        *r = new;
         Ok(true)
     }
 
-    async fn set_released(&self, request_id: &str, released: u32) -> Result<(), LedgerError> {
+    async fn released_jobs(
+        &self,
+        jobs: &[crate::ids::JobId],
+        job_shards: u32,
+        consistent: bool,
+    ) -> Result<Vec<Requeue>, LedgerError> {
+        let st = self.lock();
+        let mut charges = Vec::new();
+        let mut out = Vec::new();
+        for job in jobs {
+            let key = item::job_key(job, job_shards);
+            let j = st.jobs.get(&key);
+            charges.push(Charge::table(
+                &key.pk,
+                read_units(j.map_or(0, |j| item_size(&encode_job(j))), consistent),
+            ));
+            let Some(j) = j.filter(|j| j.state == JobState::Pending && j.due.is_none()) else {
+                continue;
+            };
+            if j.payload == PayloadAt::Apart {
+                let p = item::payload_item(&j.key, &self.payload_of(&st, j), None);
+                charges.push(Charge::table(
+                    item::satellite(&j.key, item::PAYLOAD_SUFFIX).pk,
+                    read_units(item_size(&p), consistent),
+                ));
+            }
+            out.push(Requeue::of(j, self.payload_of(&st, j)));
+        }
+        self.read("BatchGetItem", &charges)?;
+        Ok(out)
+    }
+
+    async fn due_releases(
+        &self,
+        shard: u32,
+        before_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<ReleaseRecord>, LedgerError> {
+        let shards = self.index_shards;
+        self.due_scan(
+            &item::release_partition(shard),
+            before_ms,
+            limit,
+            |st, _, key| {
+                let r = st.releases.get(key)?;
+                Some((r.clone(), item::encode_release(r, shards, None)))
+            },
+        )
+    }
+
+    async fn delete_release(&self, release: &ReleaseRecord) -> Result<(), LedgerError> {
         let mut st = self.lock();
-        let key = item::request_key(request_id);
-        let Some(r) = st.requests.get_mut(request_id) else {
-            return Ok(());
-        };
-        let size = item_size(&item::encode_request(r, None));
+        let key = item::release_key(&release.request_id, release.range.start);
+        let old = st
+            .releases
+            .get(&key)
+            .map(|r| item::encode_release(r, self.index_shards, self.expiry(r.at_ms)));
         self.write(
-            "UpdateItem",
-            &[Charge::table(&key.pk, write_units(size, size) as f64)],
+            "DeleteItem",
+            &item_charges(&key.pk, old.as_ref(), None, 1.0),
         )?;
-        r.released = r.released.max(released);
+        st.unindex_release(&key, self.index_shards);
+        st.releases.remove(&key);
         Ok(())
     }
 
