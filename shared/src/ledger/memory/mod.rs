@@ -406,6 +406,11 @@ impl MemoryLedger {
         self.lock().jobs.values().cloned().collect()
     }
 
+    /// Release records not yet checked by a sweeper (unmetered: for benchmarks).
+    pub fn release_records(&self) -> usize {
+        self.lock().releases.len()
+    }
+
     /// The DynamoDB attributes every item would have, for comparison with the real table.
     pub fn items(&self) -> Vec<Item> {
         let st = self.lock();
