@@ -73,6 +73,7 @@ impl<L: RequestLedger, Q: JobQueue> Producer<L, Q> {
                     request_id: request_id.to_owned(),
                     finished: status.finished(),
                     total: status.total,
+                    then: "its payloads are still needed (--force deletes them anyway)",
                 });
             }
         }

@@ -137,17 +137,6 @@ impl<L: RequestLedger, Q: JobQueue> Producer<L, Q> {
         let Some(text) = self.ledger.result(&item::job_key(&job, shards)).await? else {
             return Ok(None);
         };
-        let value: serde_json::Value =
-            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
-        match fleet_shared::claim_check::result_reference_in(&value) {
-            None => Ok(Some(text.into_bytes())),
-            Some(r) => {
-                let r = r.map_err(|e| ProducerError::Storage(e.to_string()))?;
-                let bytes = fleet_shared::claim_check::fetch(self.s3()?, &r)
-                    .await
-                    .map_err(|e| ProducerError::Storage(e.to_string()))?;
-                Ok(Some(bytes))
-            }
-        }
+        Ok(Some(self.result_bytes(text).await?))
     }
 }

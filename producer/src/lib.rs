@@ -12,9 +12,11 @@
 
 mod cancel;
 pub mod dlq;
+mod export;
 mod jobs;
 mod limit;
 pub mod request;
+mod results;
 mod status;
 mod submit;
 
@@ -28,9 +30,11 @@ use fleet_shared::queue::sqs::SqsQueue;
 use fleet_shared::queue::{JobQueue, QueueError};
 
 pub use cancel::{CANCEL_SETTLE, CancelReport};
+pub use export::{ExportFile, Manifest, PART_BYTES};
 pub use jobs::JobView;
 pub use limit::LimitReport;
 pub use request::{CheckedRequest, RequestError, RequestFile, ValidRequest};
+pub use results::{ResultLine, is_result_state};
 pub use status::Status;
 pub use submit::{MAX_SOURCE_OBJECTS, SUBMIT_CHUNK, SubmitError, SubmitReport};
 
@@ -44,13 +48,13 @@ pub enum ProducerError {
     Conflict { request_id: String },
     #[error("no request {0}")]
     NotFound(String),
-    #[error(
-        "request {request_id} is not finished ({finished}/{total} jobs); its payloads are still needed (--force deletes them anyway)"
-    )]
+    /// What was asked needs every job finished; `then` says why or what to do.
+    #[error("request {request_id} is not finished ({finished}/{total} jobs); {then}")]
     NotDone {
         request_id: String,
         finished: u32,
         total: u32,
+        then: &'static str,
     },
     /// Redriving a cancelled request (or one failed as a whole, which is cancelled too) would
     /// only cancel its jobs again on arrival.

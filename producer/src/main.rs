@@ -42,6 +42,16 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             limit,
         } => cli::cmd_jobs(&config, &request_id, state, json, cursor, limit).await,
         Command::Result { job_id } => cli::cmd_result(&config, &job_id).await,
+        Command::Results {
+            request_id,
+            state,
+            json,
+        } => cli::cmd_results(&config, &request_id, state, json).await,
+        Command::Export {
+            request_id,
+            to,
+            json,
+        } => cli::cmd_export(&config, &request_id, &to, json).await,
         Command::Cancel {
             request_id,
             stop_running,

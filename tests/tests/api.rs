@@ -326,6 +326,58 @@ async fn cancel_and_failures() {
     .await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(error_of(&body), ("invalid_request", Some("limit")));
+
+    // Results: a page per call, each finished job's result or error; a state filter.
+    let (status, body) = call(
+        &addr,
+        "GET",
+        "/v1/requests/api-failing/results?limit=1",
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let mut lines = body["results"].as_array().unwrap().clone();
+    let next = body["next"].as_str().expect("a second page").to_owned();
+    let (status, body) = call(
+        &addr,
+        "GET",
+        &format!("/v1/requests/api-failing/results?limit=1&cursor={next}"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    lines.extend(body["results"].as_array().unwrap().iter().cloned());
+    lines.sort_by_key(|l| l["index"].as_u64());
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(
+        (&lines[0]["state"], &lines[0]["error_class"]),
+        (&json!("FAILED"), &json!("job_failure")),
+        "{lines:?}"
+    );
+    assert_eq!(lines[1]["state"], "SUCCEEDED");
+    assert_eq!(lines[1]["result"]["echo"], 1, "{lines:?}");
+    let (status, body) = call(
+        &addr,
+        "GET",
+        "/v1/requests/api-failing/results?state=SUCCEEDED",
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["results"].as_array().unwrap().len(), 1, "{body}");
+    let (status, body) = call(
+        &addr,
+        "GET",
+        "/v1/requests/api-failing/results?state=RUNNING",
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(error_of(&body), ("invalid_request", Some("state")));
 }
 
 /// A refused body: what, the body, the headers, the status, the error code and field.
@@ -491,7 +543,7 @@ async fn malformed_bodies_are_refused_and_change_nothing() {
             operations += 1;
         }
     }
-    assert_eq!(operations, 8);
+    assert_eq!(operations, 9);
 
     // SIGTERM: a clean exit.
     api.signal(Signal::SIGTERM);

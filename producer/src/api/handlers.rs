@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 use fleet_producer::{ProducerError, request};
 
 use super::input::{
-    apply_idempotency_key, is_json, page_params, parse_body, request_id, stop_running,
+    apply_idempotency_key, is_json, page_params, parse_body, request_id, results_params,
+    stop_running,
 };
 use super::{Api, ApiError, call, json_response};
 
@@ -166,4 +167,25 @@ pub(super) async fn failures(
         .await;
     api.mark_reached(&r);
     Ok(json_response(StatusCode::OK, failures_json(&id, &r?)))
+}
+
+/// A page of the request's results: every finished job's line (see
+/// [`fleet_producer::ResultLine`]), and the cursor of the next page.
+pub(super) async fn results(
+    State(api): State<Arc<Api>>,
+    path: Result<Path<String>, PathRejection>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let id = request_id(path)?;
+    let (cursor, limit, state) = results_params(uri.query())?;
+    let r = api
+        .producer
+        .results_page(&id, state, cursor.as_deref(), limit)
+        .await;
+    api.mark_reached(&r);
+    let page = r?;
+    Ok(json_response(
+        StatusCode::OK,
+        json!({"request_id": id, "results": page.items, "next": page.next}),
+    ))
 }

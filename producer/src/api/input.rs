@@ -178,6 +178,27 @@ pub(super) fn page_params(query: Option<&str>) -> Result<(Option<String>, usize)
     Ok((cursor, limit))
 }
 
+/// The query of a results page: [`page_params`] and an optional `state`.
+pub(super) fn results_params(
+    query: Option<&str>,
+) -> Result<(Option<String>, usize, Option<fleet_shared::state::JobState>), ApiError> {
+    let mut state = None;
+    let mut rest = Vec::new();
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("state", v)) => {
+                state =
+                    Some(v.parse().map_err(|e| {
+                        ApiError::invalid(format!("state: {e}"), Some("state".into()))
+                    })?)
+            }
+            _ => rest.push(pair),
+        }
+    }
+    let (cursor, limit) = page_params(Some(&rest.join("&")))?;
+    Ok((cursor, limit, state))
+}
+
 /// `%XX` and `+` decoded; `None` when malformed.
 fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();

@@ -42,6 +42,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/requests/{id}/cancel"),
     ("POST", "/v1/requests/{id}/limit"),
     ("GET", "/v1/requests/{id}/failures"),
+    ("GET", "/v1/requests/{id}/results"),
     ("GET", "/metrics"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
@@ -146,6 +147,7 @@ fn handler(method: &str, path: &str) -> Option<MethodRouter<Arc<Api>>> {
         ("POST", "/v1/requests/{id}/cancel") => post(handlers::cancel),
         ("POST", "/v1/requests/{id}/limit") => post(handlers::limit),
         ("GET", "/v1/requests/{id}/failures") => get(handlers::failures),
+        ("GET", "/v1/requests/{id}/results") => get(handlers::results),
         _ => return None,
     })
 }

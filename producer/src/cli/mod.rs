@@ -6,6 +6,7 @@ mod cancel;
 mod dlq;
 mod jobs;
 mod limit;
+mod results;
 mod serve;
 mod status;
 mod submit;
@@ -25,6 +26,7 @@ pub use cancel::{cmd_cancel, cmd_cleanup};
 pub use dlq::{cmd_dlq_list, cmd_dlq_redrive};
 pub use jobs::{cmd_jobs, cmd_result};
 pub use limit::cmd_limit;
+pub use results::{cmd_export, cmd_results};
 pub use serve::cmd_serve;
 pub use status::cmd_status;
 pub use submit::cmd_submit;
@@ -90,6 +92,31 @@ pub enum Command {
     },
     /// Print a succeeded job's result (read from S3 when it was too large for the ledger).
     Result { job_id: String },
+    /// Print a request's results: one line per finished job, a succeeded job's result and a
+    /// failed job's error, in ledger order, read a page at a time (results kept in S3 are
+    /// fetched). Unfinished jobs are left out.
+    Results {
+        request_id: String,
+        /// Only jobs in this final state (SUCCEEDED, FAILED, CANCELLED).
+        #[arg(long)]
+        state: Option<JobState>,
+        /// One JSON object per line: job_id, index, state, attempts, and result or
+        /// error_class and error.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a finished request's results to S3: JSON Lines files per final state (at most
+    /// 8 MiB each) under the prefix, then manifest.json listing them with their lines and
+    /// bytes. Exporting again writes the same objects.
+    Export {
+        request_id: String,
+        /// Where: s3://bucket/prefix/.
+        #[arg(long)]
+        to: String,
+        /// Print the manifest as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Cancel a request: none of its jobs starts after this returns; running ones finish.
     Cancel {
         request_id: String,

@@ -102,6 +102,8 @@ pub struct JobDetail {
     /// The last attempt (the history has the failed ones whole).
     pub last: Option<AttemptRecord>,
     pub finished_at_ms: Option<u64>,
+    /// Where a succeeded job's result is (inline on its item, or in its result item).
+    pub result: super::item::ResultAt,
 }
 
 impl From<&JobItem> for JobDetail {
@@ -116,6 +118,7 @@ impl From<&JobItem> for JobDetail {
             error_class: j.error_class,
             last: j.last.clone(),
             finished_at_ms: j.finished_at_ms,
+            result: j.result.clone(),
         }
     }
 }

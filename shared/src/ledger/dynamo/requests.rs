@@ -46,6 +46,7 @@ fn failed_detail(it: &item::Item) -> Result<JobDetail, LedgerError> {
             None => None,
         },
         finished_at_ms: None,
+        result: ResultAt::None,
     })
 }
 
