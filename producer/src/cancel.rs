@@ -58,6 +58,24 @@ impl<L: RequestLedger, Q: JobQueue> Producer<L, Q> {
         })
     }
 
+    /// `NotDone` (saying `then`) unless every job of the request is finished.
+    pub(crate) async fn require_done(
+        &self,
+        request_id: &str,
+        then: &'static str,
+    ) -> Result<(), ProducerError> {
+        let status = self.status(request_id).await?;
+        if status.done {
+            return Ok(());
+        }
+        Err(ProducerError::NotDone {
+            request_id: request_id.to_owned(),
+            finished: status.finished(),
+            total: status.total,
+            then,
+        })
+    }
+
     /// Deletes the claim-check payloads of a finished request (all its jobs terminal), or of
     /// any request with `force`. The number of objects deleted.
     pub async fn cleanup(&self, request_id: &str, force: bool) -> Result<u64, ProducerError> {
@@ -67,15 +85,11 @@ impl<L: RequestLedger, Q: JobQueue> Producer<L, Q> {
             ));
         };
         if !force {
-            let status = self.status(request_id).await?;
-            if !status.done {
-                return Err(ProducerError::NotDone {
-                    request_id: request_id.to_owned(),
-                    finished: status.finished(),
-                    total: status.total,
-                    then: "its payloads are still needed (--force deletes them anyway)",
-                });
-            }
+            self.require_done(
+                request_id,
+                "its payloads are still needed (--force deletes them anyway)",
+            )
+            .await?;
         }
         let under = fleet_shared::claim_check::request_prefix(&prefix, request_id);
         fleet_shared::claim_check::delete_prefix(self.s3()?, &under)

@@ -70,15 +70,11 @@ impl<L: RequestLedger, Q: JobQueue> Producer<L, Q> {
         if !base.key.is_empty() && !base.key.ends_with('/') {
             base.key.push('/');
         }
-        let status = self.status(request_id).await?;
-        if !status.done {
-            return Err(ProducerError::NotDone {
-                request_id: request_id.to_owned(),
-                finished: status.finished(),
-                total: status.total,
-                then: "its results are exported once every job is, and nothing was written",
-            });
-        }
+        self.require_done(
+            request_id,
+            "its results are exported once every job is, and nothing was written",
+        )
+        .await?;
         let s3 = self.s3()?.clone();
         let mut parts: BTreeMap<JobState, Part> = BTreeMap::new();
         let mut manifest = Manifest {

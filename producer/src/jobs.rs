@@ -59,27 +59,9 @@ impl<L: RequestLedger, Q: JobQueue> Producer<L, Q> {
         limit: usize,
         history: bool,
     ) -> Result<Page<JobView>, ProducerError> {
-        let (shards, exists) = self.job_shards(request_id).await?;
-        let page = match state {
-            Some(JobState::Failed) => self.ledger.failed_page(request_id, cursor, limit).await,
-            _ => {
-                self.ledger
-                    .jobs_page(request_id, shards, cursor, limit)
-                    .await
-            }
-        }
-        .map_err(|e| match e {
-            LedgerError::Malformed { key, message } if key == "cursor" => {
-                ProducerError::Invalid(RequestError::Field {
-                    field: "cursor".into(),
-                    reason: message,
-                })
-            }
-            e => e.into(),
-        })?;
-        if !exists && cursor.is_none() && page.items.is_empty() {
-            return Err(ProducerError::NotFound(request_id.to_owned()));
-        }
+        let (page, shards) = self
+            .job_details(request_id, state == Some(JobState::Failed), cursor, limit)
+            .await?;
         let picked: Vec<&JobDetail> = page
             .items
             .iter()
@@ -116,6 +98,39 @@ impl<L: RequestLedger, Q: JobQueue> Producer<L, Q> {
             items: views,
             next: page.next,
         })
+    }
+
+    /// A page of the request's job items in ledger order (of its failed index with
+    /// `failed_only`), and its job shards. Not found when the request has neither a request
+    /// item nor jobs (jobs sent straight to SQS have no request item).
+    pub(crate) async fn job_details(
+        &self,
+        request_id: &str,
+        failed_only: bool,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<(Page<JobDetail>, u32), ProducerError> {
+        let (shards, exists) = self.job_shards(request_id).await?;
+        let page = if failed_only {
+            self.ledger.failed_page(request_id, cursor, limit).await
+        } else {
+            self.ledger
+                .jobs_page(request_id, shards, cursor, limit)
+                .await
+        }
+        .map_err(|e| match e {
+            LedgerError::Malformed { key, message } if key == "cursor" => {
+                ProducerError::Invalid(RequestError::Field {
+                    field: "cursor".into(),
+                    reason: message,
+                })
+            }
+            e => e.into(),
+        })?;
+        if !exists && cursor.is_none() && page.items.is_empty() {
+            return Err(ProducerError::NotFound(request_id.to_owned()));
+        }
+        Ok((page, shards))
     }
 
     /// A job's lean item and payload.

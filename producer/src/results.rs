@@ -57,23 +57,10 @@ impl<L: RequestLedger, Q: JobQueue> Producer<L, Q> {
                 reason: format!("{s} is not a final state (SUCCEEDED, FAILED or CANCELLED)"),
             }));
         }
-        let (shards, exists) = self.job_shards(request_id).await?;
-        if !exists {
-            return Err(ProducerError::NotFound(request_id.to_owned()));
-        }
-        let page = self
-            .ledger
-            .jobs_page(request_id, shards, cursor, limit)
-            .await
-            .map_err(|e| match e {
-                LedgerError::Malformed { key, message } if key == "cursor" => {
-                    ProducerError::Invalid(RequestError::Field {
-                        field: "cursor".into(),
-                        reason: message,
-                    })
-                }
-                e => e.into(),
-            })?;
+        // FAILED ones come from the failed index, which holds their errors.
+        let (page, shards) = self
+            .job_details(request_id, state == Some(JobState::Failed), cursor, limit)
+            .await?;
         let mut items = Vec::new();
         for j in page
             .items

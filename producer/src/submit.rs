@@ -106,6 +106,10 @@ impl<L: RequestLedger, Q: JobQueue> Producer<L, Q> {
                 let objects = self.list_source(&prefix).await?;
                 request::group_objects(&prefix, &spec, file.params.as_ref(), &objects)
             }
+            JobsPlan::Manifest(uri, format, lines_per_job) => {
+                self.read_manifest(&uri, format, lines_per_job, file.params.as_ref())
+                    .await?
+            }
         };
         let claim_check = self
             .config
@@ -125,6 +129,60 @@ impl<L: RequestLedger, Q: JobQueue> Producer<L, Q> {
     }
 
     /// The objects under a source prefix, in key order (folder markers left out).
+    /// A manifest's jobs, read from S3 as a stream (see [`request::manifest`]).
+    async fn read_manifest(
+        &self,
+        uri: &S3Uri,
+        format: request::ManifestFormat,
+        lines_per_job: u32,
+        params: Option<&serde_json::Value>,
+    ) -> Result<Vec<serde_json::Value>, ProducerError> {
+        let refused = |reason: String| {
+            ProducerError::Invalid(RequestError::Field {
+                field: "source.s3_manifest".into(),
+                reason,
+            })
+        };
+        let out = self
+            .s3()?
+            .get_object()
+            .bucket(&uri.bucket)
+            .key(&uri.key)
+            .send()
+            .await
+            .map_err(|e| {
+                let missing = e.as_service_error().is_some_and(|s| s.is_no_such_key())
+                    || e.raw_response().is_some_and(|r| r.status().as_u16() == 404);
+                let text = format!(
+                    "reading s3://{}/{}: {}",
+                    uri.bucket,
+                    uri.key,
+                    aws_sdk_s3::error::DisplayErrorContext(&e)
+                );
+                if missing {
+                    refused(format!("no object s3://{}/{}", uri.bucket, uri.key))
+                } else {
+                    ProducerError::Storage(text)
+                }
+            })?;
+        let etag = out.e_tag().unwrap_or_default().to_owned();
+        let spec = request::ManifestSpec {
+            uri,
+            etag: &etag,
+            format,
+            lines_per_job,
+            params,
+            max_jobs: fleet_shared::ids::MAX_JOBS_PER_REQUEST as usize,
+        };
+        let reader = tokio::io::BufReader::new(out.body.into_async_read());
+        request::manifest::jobs_from(&spec, reader)
+            .await
+            .map_err(|e| match e {
+                request::ManifestError::Read(m) => ProducerError::Storage(m),
+                e => refused(e.to_string()),
+            })
+    }
+
     async fn list_source(&self, prefix: &S3Uri) -> Result<Vec<S3Object>, ProducerError> {
         s3_list::list_objects(self.s3()?, prefix, MAX_SOURCE_OBJECTS)
             .await

@@ -2,6 +2,7 @@
 //! error), inline, from its result item or from S3; `export` writes JSON Lines parts and a
 //! manifest whose counts and files match, the same objects when run twice, and nothing for
 //! a request that is not finished.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

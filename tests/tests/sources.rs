@@ -314,3 +314,99 @@ async fn a_message_built_from_the_schema_alone_runs() {
         Some(fleet_shared::claim_check::sha256_hex(br#"{"echo":"hi"}"#).as_str())
     );
 }
+
+/// Peak resident memory of the largest child process this test has waited for, in KiB.
+fn children_peak_rss_kib() -> i64 {
+    nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+        .unwrap()
+        .max_rss()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_csv_manifest_of_100000_lines_becomes_its_jobs_in_bounded_memory_and_a_broken_line_is_named()
+ {
+    let stack = Stack::with_init().await;
+    stack.create_bucket("fleet-in").await;
+    let s3 = stack.s3();
+    let put = |key: &'static str, body: String| {
+        let s3 = s3.clone();
+        async move {
+            s3.put_object()
+                .bucket("fleet-in")
+                .key(key)
+                .body(ByteStream::from(body.into_bytes()))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let mut csv = String::from("id,name\n");
+    for i in 0..100_000 {
+        csv.push_str(&format!("{i},\"item {i}, number {i}\"\n"));
+    }
+    put("ids.csv", csv.clone()).await;
+
+    // A broken line refuses the request, naming it; nothing is written.
+    let mut broken = csv.clone();
+    let at = broken.match_indices('\n').nth(775).unwrap().0 + 1; // line 777 starts here
+    broken.insert_str(at, "oops\n");
+    put("broken.csv", broken).await;
+    let out = stack.submit(&json!({"request_id": "broken", "job_type": "test",
+        "source": {"s3_manifest": "s3://fleet-in/broken.csv", "lines_per_job": 100}}));
+    assert!(!out.status.success());
+    assert!(
+        out.stderr
+            .contains("line 777: 1 fields, but the header has 2 columns"),
+        "{}",
+        out.stderr
+    );
+    assert!(stack.ledger_items().await.is_empty(), "nothing written");
+    assert_eq!(stack.queue_depth(&stack.names.queue).await, 0);
+
+    let request = json!({"request_id": "ids", "job_type": "test", "params": {"run": 7},
+        "source": {"s3_manifest": "s3://fleet-in/ids.csv", "lines_per_job": 100}});
+    let out = stack.submit(&request);
+    assert!(out.status.success(), "{}", out.stderr);
+    let peak_mib = children_peak_rss_kib() / 1024;
+    assert!(peak_mib < 100, "the producer peaked at {peak_mib} MiB");
+    let report = out.json();
+    assert_eq!(
+        (report["jobs"].as_u64(), report["created"].as_bool()),
+        (Some(1000), Some(true))
+    );
+
+    let got = payloads(&stack).await;
+    assert_eq!(got.len(), 1000);
+    for (index, p) in &got {
+        let first = *index as usize * 100;
+        let rows: Vec<Value> = (first..first + 100)
+            .map(|i| json!({"id": i.to_string(), "name": format!("item {i}, number {i}")}))
+            .collect();
+        assert_eq!(p["rows"], Value::from(rows), "job {index}");
+        assert_eq!(p["manifest"]["first_line"], first as u64 + 2, "job {index}");
+        assert_eq!(p["manifest"]["uri"], "s3://fleet-in/ids.csv");
+        assert!(
+            p["manifest"]["etag"]
+                .as_str()
+                .is_some_and(|e| !e.is_empty())
+        );
+        assert_eq!(p["params"], json!({"run": 7}));
+    }
+
+    // The same object again: the same request, nothing more written.
+    let items = stack.ledger_items().await.len();
+    let again = stack.submit(&request);
+    assert!(again.status.success(), "{}", again.stderr);
+    assert_eq!(again.json()["created"], false, "{}", again.stdout);
+    assert_eq!(stack.ledger_items().await.len(), items);
+    // Another version of the object (another ETag) is other content under the same id.
+    csv.push_str("100000,\"one more\"\n");
+    put("ids.csv", csv).await;
+    let changed = stack.submit(&request);
+    assert!(!changed.status.success());
+    assert!(
+        changed.stderr.contains("exists with other content"),
+        "{}",
+        changed.stderr
+    );
+}

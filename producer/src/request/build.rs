@@ -12,7 +12,9 @@ use fleet_shared::ledger::{NewJob, RequestRecord};
 use fleet_shared::message::{JobMessage, MAX_ATTEMPTS_LIMIT, MESSAGE_VERSION, RoutingHint, Target};
 use fleet_shared::s3::S3Uri;
 
-use super::{JobsPlan, RequestError, RequestFile, RequestOptions, check, field, new_request_id};
+use super::{
+    JobsPlan, RequestError, RequestFile, RequestOptions, SourceSpec, check, field, new_request_id,
+};
 
 /// DynamoDB's item limit is 400 KB; a job item holds the payload plus some 300 bytes of
 /// attributes.
@@ -41,38 +43,53 @@ pub struct ClaimCheck {
 /// JSON with object keys sorted at every level and no spaces: the same content always gives
 /// the same bytes, whatever order the file wrote its keys in.
 pub fn canonical_json(v: &Value) -> String {
-    fn write(v: &Value, out: &mut String) {
-        match v {
-            Value::Object(map) => {
-                let mut keys: Vec<&String> = map.keys().collect();
-                keys.sort();
-                out.push('{');
-                for (i, k) in keys.into_iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    out.push_str(&Value::String(k.clone()).to_string());
-                    out.push(':');
-                    write(&map[k], out);
+    let mut out = String::new();
+    write_canonical(v, &mut out);
+    out
+}
+
+/// [`canonical_json`], written into `out` (a hasher takes it piece by piece). Writing to a
+/// String or a hasher cannot fail, so the results are not checked.
+fn write_canonical(v: &Value, out: &mut impl std::fmt::Write) {
+    match v {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            let _ = out.write_char('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    let _ = out.write_char(',');
                 }
-                out.push('}');
+                let _ = out.write_str(&Value::String(k.clone()).to_string());
+                let _ = out.write_char(':');
+                write_canonical(&map[k], out);
             }
-            Value::Array(items) => {
-                out.push('[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    write(item, out);
+            let _ = out.write_char('}');
+        }
+        Value::Array(items) => {
+            let _ = out.write_char('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    let _ = out.write_char(',');
                 }
-                out.push(']');
+                write_canonical(item, out);
             }
-            other => out.push_str(&other.to_string()),
+            let _ = out.write_char(']');
+        }
+        other => {
+            let _ = out.write_str(&other.to_string());
         }
     }
-    let mut out = String::new();
-    write(v, &mut out);
-    out
+}
+
+/// A SHA-256 that takes text as [`std::fmt::Write`].
+struct Hashing(Sha256);
+
+impl std::fmt::Write for Hashing {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.update(s.as_bytes());
+        Ok(())
+    }
 }
 
 /// SHA-256 of the request's content (job type, jobs, options), hex. For `source` and
@@ -84,13 +101,9 @@ pub fn content_hash(
     options: &RequestOptions,
     tenant: Option<&str>,
 ) -> String {
-    let mut doc = serde_json::json!({
-        "job_type": job_type,
-        "jobs": jobs,
-        "options": {
-            "max_attempts": options.max_attempts,
-            "target": options.target.map(Target::as_str),
-        },
+    let mut opts = serde_json::json!({
+        "max_attempts": options.max_attempts,
+        "target": options.target.map(Target::as_str),
     });
     // Options added later count only when set, so older requests keep their hashes.
     for (k, v) in [
@@ -106,13 +119,27 @@ pub fn content_hash(
         ),
     ] {
         if let Some(v) = v {
-            doc["options"][k] = v;
+            opts[k] = v;
         }
     }
-    if let Some(t) = tenant {
-        doc["tenant"] = Value::from(t);
+    // The canonical JSON of {"job_type", "jobs", "options", "tenant"?} (keys in that order,
+    // sorted), hashed as it is written: the jobs are not copied into one document.
+    let mut h = Hashing(Sha256::new());
+    use std::fmt::Write as _;
+    let _ = write!(h, "{{\"job_type\":{},\"jobs\":[", Value::from(job_type));
+    for (i, j) in jobs.iter().enumerate() {
+        if i > 0 {
+            let _ = h.write_str(",");
+        }
+        write_canonical(j, &mut h);
     }
-    let digest = Sha256::digest(canonical_json(&doc).as_bytes());
+    let _ = h.write_str("],\"options\":");
+    write_canonical(&opts, &mut h);
+    if let Some(t) = tenant {
+        let _ = write!(h, ",\"tenant\":{}", Value::from(t));
+    }
+    let _ = h.write_str("}");
+    let digest = h.0.finalize();
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -128,9 +155,9 @@ pub fn validate(
         (file, JobsPlan::Ready(jobs)) => {
             build(file, jobs, &Limits::new(max_message_bytes), None, now_ms)
         }
-        (_, JobsPlan::List(..)) => Err(field(
+        (_, JobsPlan::List(..) | JobsPlan::Manifest(..)) => Err(field(
             "source",
-            "the prefix must be listed first (Producer::prepare)",
+            "the prefix must be listed or the manifest read first (Producer::prepare)",
         )),
     }
 }
@@ -196,7 +223,14 @@ pub fn build(
         return Err(field(
             jobs_field,
             match &file.source {
-                Some(s) => format!("no objects under {}", s.s3_prefix),
+                Some(SourceSpec {
+                    s3_manifest: Some(m),
+                    ..
+                }) => format!("no rows in {m}"),
+                Some(s) => format!(
+                    "no objects under {}",
+                    s.s3_prefix.as_deref().unwrap_or_default()
+                ),
                 None => "a request needs at least one job".into(),
             },
         ));

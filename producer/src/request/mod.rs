@@ -1,16 +1,19 @@
 //! The request file: `{"request_id"?, "job_type", "jobs": [payload, ...], "options"?:
 //! {"max_attempts"?, "target"?}}`, where `jobs` may instead be generated from
 //! `"source": {"s3_prefix", "group_bytes"?, "max_objects_per_job"?}` (one job per object or
-//! group of objects) or `"range": {"start", "end", "chunk"}` (one job per chunk), with
+//! group of objects), `"source": {"s3_manifest", "format"?, "lines_per_job"?}` (one job per
+//! N rows of a CSV or JSON Lines object) or `"range": {"start", "end", "chunk"}` (one job
+//! per chunk), with
 //! `"params"` handed to every generated job. It is validated completely, every job's message
 //! built and measured, before anything is written anywhere.
 //!
 //! A submission goes through three steps, each once: [`parse`] (the text), [`check`] (every
 //! check that needs no AWS call, and the jobs of `jobs` and `range` requests: the request's
 //! [`JobsPlan`]), then [`build`] (the jobs and their messages, once a `source` prefix is
-//! listed). [`crate::Producer::submit_request`] takes a [`CheckedRequest`] and does the rest.
+//! listed or its manifest read). [`crate::Producer::submit_request`] takes a [`CheckedRequest`] and does the rest.
 
 mod build;
+pub mod manifest;
 mod plan;
 
 use serde::Deserialize;
@@ -22,6 +25,7 @@ pub use build::{
     ClaimCheck, Limits, MAX_LEDGER_PAYLOAD_BYTES, ValidRequest, build, canonical_json,
     content_hash, validate,
 };
+pub use manifest::{MAX_LINES_PER_JOB, ManifestError, ManifestFormat, ManifestSpec};
 pub use plan::{CheckedRequest, JobsPlan, MAX_OBJECTS_PER_JOB, check, group_objects};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -54,11 +58,14 @@ pub struct RequestFile {
     pub tenant: Option<String>,
 }
 
-/// `{"s3_prefix": "s3://bucket/prefix/", "group_bytes"?: N, "max_objects_per_job"?: N}`.
+/// `{"s3_prefix": "s3://bucket/prefix/", "group_bytes"?: N, "max_objects_per_job"?: N}` (one
+/// job per object or group of objects), or `{"s3_manifest": "s3://bucket/ids.csv",
+/// "format"?: "csv"|"jsonl", "lines_per_job"?: N}` (one job per N rows of the object).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceSpec {
-    pub s3_prefix: String,
+    #[serde(default)]
+    pub s3_prefix: Option<String>,
     /// Consecutive objects (in key order) are grouped into one job up to this many bytes; an
     /// object larger than this is a job of its own. Without it, one job per object.
     #[serde(default)]
@@ -66,6 +73,16 @@ pub struct SourceSpec {
     /// At most this many objects per job.
     #[serde(default)]
     pub max_objects_per_job: Option<u32>,
+    /// An object whose rows are the jobs' (see [`manifest`]).
+    #[serde(default)]
+    pub s3_manifest: Option<String>,
+    /// How its lines are read; by default from its name's extension (`.csv`, `.jsonl`,
+    /// `.ndjson`).
+    #[serde(default)]
+    pub format: Option<ManifestFormat>,
+    /// Rows per job (default 1).
+    #[serde(default)]
+    pub lines_per_job: Option<u32>,
 }
 
 /// `{"start": a, "end": b, "chunk": n}`: jobs for `[a, a+n)`, `[a+n, a+2n)`, ... up to `b`

@@ -8,7 +8,7 @@ use fleet_shared::ids::MAX_JOBS_PER_REQUEST;
 use fleet_shared::s3::S3Uri;
 use fleet_shared::s3_list::S3Object;
 
-use super::{RequestError, RequestFile, SourceSpec, field};
+use super::{MAX_LINES_PER_JOB, ManifestFormat, RequestError, RequestFile, SourceSpec, field};
 
 /// How a request's jobs are to be obtained, after the checks that need no AWS call.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,6 +17,8 @@ pub enum JobsPlan {
     Ready(Vec<Value>),
     /// The objects under this prefix, to be listed.
     List(S3Uri, SourceSpec),
+    /// The rows of this object, to be read: this many per job.
+    Manifest(S3Uri, ManifestFormat, u32),
 }
 
 /// A request file whose checks that need no AWS call passed, with its [`JobsPlan`]: what
@@ -117,7 +119,22 @@ fn plan(file: &RequestFile) -> Result<JobsPlan, RequestError> {
     let Some(source) = &file.source else {
         return Err(field("jobs", "no jobs"));
     };
-    let uri = S3Uri::parse(&source.s3_prefix).map_err(|e| field("source.s3_prefix", e))?;
+    if let Some(m) = &source.s3_manifest {
+        return plan_manifest(m, source);
+    }
+    if source.format.is_some() || source.lines_per_job.is_some() {
+        return Err(field(
+            "source.s3_manifest",
+            "format and lines_per_job are for a manifest: give s3_manifest",
+        ));
+    }
+    let Some(prefix) = &source.s3_prefix else {
+        return Err(field(
+            "source",
+            "give s3_prefix (one job per object) or s3_manifest (one job per rows of an object)",
+        ));
+    };
+    let uri = S3Uri::parse(prefix).map_err(|e| field("source.s3_prefix", e))?;
     if source.group_bytes == Some(0) {
         return Err(field("source.group_bytes", "must be at least 1"));
     }
@@ -130,6 +147,43 @@ fn plan(file: &RequestFile) -> Result<JobsPlan, RequestError> {
         ));
     }
     Ok(JobsPlan::List(uri, source.clone()))
+}
+
+/// The plan of a manifest source: its object, format and rows per job.
+fn plan_manifest(manifest: &str, source: &SourceSpec) -> Result<JobsPlan, RequestError> {
+    if source.s3_prefix.is_some()
+        || source.group_bytes.is_some()
+        || source.max_objects_per_job.is_some()
+    {
+        return Err(field(
+            "source.s3_manifest",
+            "give s3_manifest or s3_prefix (with group_bytes, max_objects_per_job), not both",
+        ));
+    }
+    let uri = S3Uri::parse(manifest).map_err(|e| field("source.s3_manifest", e))?;
+    if uri.key.is_empty() || uri.key.ends_with('/') {
+        return Err(field("source.s3_manifest", "names a prefix, not an object"));
+    }
+    let lower = uri.key.to_ascii_lowercase();
+    let format = match source.format {
+        Some(f) => f,
+        None if lower.ends_with(".csv") => ManifestFormat::Csv,
+        None if lower.ends_with(".jsonl") || lower.ends_with(".ndjson") => ManifestFormat::Jsonl,
+        None => {
+            return Err(field(
+                "source.format",
+                "give \"csv\" or \"jsonl\" (the object's name does not say)",
+            ));
+        }
+    };
+    let n = source.lines_per_job.unwrap_or(1);
+    if !(1..=MAX_LINES_PER_JOB).contains(&n) {
+        return Err(field(
+            "source.lines_per_job",
+            format!("must be 1 to {MAX_LINES_PER_JOB}"),
+        ));
+    }
+    Ok(JobsPlan::Manifest(uri, format, n))
 }
 
 /// The jobs of a listed source: objects (in the listing's key order) grouped up to

@@ -317,3 +317,32 @@ fn tolerated_failures_are_the_lower_of_the_two_options_and_part_of_the_content()
         with(r#"{"max_attempts": null}"#).content_hash
     );
 }
+
+#[test]
+fn the_content_hash_is_the_digest_of_the_requests_canonical_json() {
+    use sha2::{Digest, Sha256};
+    let jobs = vec![
+        serde_json::json!({"b": [1, {"z": "é\"", "a": null}], "a": 2.5}),
+        serde_json::json!("x"),
+    ];
+    let opts = RequestOptions {
+        max_attempts: Some(3),
+        tolerated_failure_count: Some(2),
+        ..Default::default()
+    };
+    let doc = serde_json::json!({
+        "tenant": "acme",
+        "options": {"max_attempts": 3, "target": null, "tolerated_failure_count": 2},
+        "jobs": jobs,
+        "job_type": "t",
+    });
+    let hex: String = Sha256::digest(canonical_json(&doc).as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(content_hash("t", &jobs, &opts, Some("acme")), hex);
+    assert_eq!(
+        canonical_json(&doc),
+        r#"{"job_type":"t","jobs":[{"a":2.5,"b":[1,{"a":null,"z":"é\""}]},"x"],"options":{"max_attempts":3,"target":null,"tolerated_failure_count":2},"tenant":"acme"}"#
+    );
+}
