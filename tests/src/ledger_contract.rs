@@ -900,7 +900,10 @@ pub async fn check_window<L: Ledger + RequestLedger>(l: &L, request: &str) {
             .await
             .expect("due releases")
         {
-            let unsent = window::check_release(l, &rec, t0 + 6).await.expect("check");
+            let r = l.get_request(request).await.expect("get");
+            let unsent = window::check_release(l, &rec, r.as_ref(), t0 + 6)
+                .await
+                .expect("check");
             checked.extend(unsent.jobs.iter().map(|r| (r.job.index(), r.attempts)));
         }
     }
@@ -922,7 +925,8 @@ pub async fn check_window<L: Ledger + RequestLedger>(l: &L, request: &str) {
         at_ms: t0 + 6,
     };
     l.put_release(&past).await.expect("put release");
-    let unsent = window::check_release(l, &past, t0 + 7)
+    let r = l.get_request(request).await.expect("get");
+    let unsent = window::check_release(l, &past, r.as_ref(), t0 + 7)
         .await
         .expect("check");
     assert!(unsent.jobs.is_empty(), "{unsent:?}");

@@ -183,14 +183,18 @@ pub struct Unsent {
 /// held, not lost) still PENDING with no due entry had no message or lost it. Those get
 /// their due entry (from then on they are any waiting job), the record is deleted, and
 /// the caller sends them. The range is read eventually consistently: a job read stale is
-/// left out by its mark's condition.
+/// left out by its mark's condition. `request` is the request's item as read after the
+/// record was written (`None`: gone), so that a sweeper checking many records of one
+/// request reads it once: its cursor only grows, and a record past an older cursor was
+/// refused its cursor write, so a later release's record covers those jobs.
 pub async fn check_release<L: RequestLedger>(
     ledger: &L,
     release: &ReleaseRecord,
+    request: Option<&RequestRecord>,
     now_ms: u64,
 ) -> Result<Unsent, LedgerError> {
     let mut unsent = Unsent::default();
-    if let Some(r) = ledger.get_request(&release.request_id).await? {
+    if let Some(r) = request {
         let end = release.range.end.min(r.released);
         let range = release.range.start..end.max(release.range.start);
         let found = ledger
@@ -200,7 +204,7 @@ pub async fn check_release<L: RequestLedger>(
             let jobs: Vec<JobId> = found.into_iter().map(|j| j.job).collect();
             unsent.jobs = ledger.mark_released(&jobs, r.job_shards, now_ms).await?;
         }
-        unsent.tenant = r.tenant;
+        unsent.tenant = r.tenant.clone();
     }
     ledger.delete_release(release).await?;
     Ok(unsent)

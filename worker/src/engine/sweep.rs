@@ -36,6 +36,9 @@ use crate::routing::Route;
 /// Entries the sweeper reads per partition and pass.
 const SWEEP_BATCH: usize = 25;
 
+/// Request items read during one pass, by request id (`None`: no such request).
+type RequestCache = std::collections::HashMap<String, Option<fleet_shared::ledger::RequestRecord>>;
+
 impl<B: Backends> Engine<B> {
     pub(super) async fn sweep_loop(
         self: Arc<Self>,
@@ -82,6 +85,8 @@ impl<B: Backends> Engine<B> {
         let mut read_all = true;
         let shards = self.ledger.index_shards().max(1);
         let start = rand::rng().random_range(0..shards);
+        // The request items the release checks of this pass read, each once.
+        let mut requests = RequestCache::default();
         for i in 0..shards {
             let shard = (start + i) % shards;
             for kind in [DueKind::Lease, DueKind::Waiting] {
@@ -128,7 +133,10 @@ impl<B: Backends> Engine<B> {
             let now = self.clock.now_ms();
             if let Some(f) = frontier {
                 let due_before = f.min(now.saturating_sub(skew)).saturating_sub(recover);
-                if !self.check_releases(shard, now, due_before).await {
+                if !self
+                    .check_releases(shard, now, due_before, &mut requests)
+                    .await
+                {
                     read_all = false;
                 }
             }
@@ -223,7 +231,13 @@ impl<B: Backends> Engine<B> {
     /// Checks the release records of `shard` released before `due_before` (see
     /// [`window::check_release`]) and sends the jobs of theirs that had no message. `false`
     /// when the due index could not be read.
-    async fn check_releases(&self, shard: u32, now: u64, due_before: u64) -> bool {
+    async fn check_releases(
+        &self,
+        shard: u32,
+        now: u64,
+        due_before: u64,
+        requests: &mut RequestCache,
+    ) -> bool {
         let releases = match self
             .ledger
             .due_releases(shard, due_before, SWEEP_BATCH)
@@ -237,7 +251,27 @@ impl<B: Backends> Engine<B> {
         };
         for release in releases {
             let request_id = &release.request_id;
-            let unsent = match window::check_release(self.ledger.as_ref(), &release, now).await {
+            let request = match requests.get(request_id) {
+                Some(r) => r.clone(),
+                None => match self.ledger.get_request(request_id).await {
+                    Ok(r) => {
+                        requests.insert(request_id.clone(), r.clone());
+                        r
+                    }
+                    Err(e) => {
+                        warn!(%request_id, error = %e, "could not read the request of a release; the next pass tries again");
+                        continue;
+                    }
+                },
+            };
+            let unsent = match window::check_release(
+                self.ledger.as_ref(),
+                &release,
+                request.as_ref(),
+                now,
+            )
+            .await
+            {
                 Ok(u) => u,
                 Err(e) => {
                     warn!(%request_id, range = ?release.range, error = %e, "could not check a release; the next pass tries again");
