@@ -27,7 +27,7 @@ fn by_key(items: Vec<Item>) -> BTreeMap<(String, String), Item> {
         .filter_map(|i| {
             let pk = i.get("pk")?.as_s().ok()?.clone();
             let sk = i.get("sk")?.as_s().ok()?.clone();
-            let release = pk.starts_with("R#") && sk.starts_with(item::RELEASE_SK_PREFIX);
+            let release = pk.starts_with(item::RELEASE_PK_PREFIX);
             (pk.starts_with("J#") || pk.starts_with("D#") || release).then_some(((pk, sk), i))
         })
         .collect()

@@ -11,8 +11,12 @@ pub const LAYOUT_SK: &str = "LAYOUT";
 pub const REQUEST_SK: &str = "R";
 pub const COUNTER_SK: &str = "C";
 pub const DURATIONS_SK: &str = "D";
-/// Sort key prefix of a request's release records.
-pub const RELEASE_SK_PREFIX: &str = "REL#";
+/// Partition key prefix of a request's release records.
+pub const RELEASE_PK_PREFIX: &str = "RL#";
+/// Partitions a request's release records are spread over (by their first job's hash): the
+/// sweepers delete them in bursts, which one partition key would take at 1,000 a second at
+/// most.
+pub const RELEASE_SHARDS: u32 = 16;
 /// Due index partitions of release records: `X#<n>`.
 pub const RELEASE_DUE_PREFIX: &str = "X";
 
@@ -22,9 +26,10 @@ pub fn request_key(request_id: &str) -> ItemKey {
 
 /// The release record of a request's jobs from `start`.
 pub fn release_key(request_id: &str, start: u32) -> ItemKey {
+    let shard = JobId::new(request_id, start).map_or(0, |j| job_hash(&j)) % RELEASE_SHARDS;
     ItemKey::new(
-        format!("R#{request_id}"),
-        format!("{RELEASE_SK_PREFIX}{start:09}"),
+        format!("{RELEASE_PK_PREFIX}{request_id}#{shard}"),
+        format!("{start:09}"),
     )
 }
 

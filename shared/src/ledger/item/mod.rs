@@ -16,7 +16,7 @@
 //! | job result (written by the attempt that succeeded) | same | `<index>#R` |
 //! | job history (failed attempts, a bounded ring) | same | `<index>#H` |
 //! | counters (one per request and replica slot) | `C#<request>#<slot>` | `C` |
-//! | release record (a released range of a windowed request, until the sweeper checked it) | `R#<request>` | `REL#<first index, 9 digits>` |
+//! | release record (a released range of a windowed request, until the sweeper checked it) | `RL#<request>#<hash of its first job mod 16>` | `<first index, 9 digits>` |
 //! | job type durations | `T#<job type>` | `D` |
 
 use std::collections::HashMap;

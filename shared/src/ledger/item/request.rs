@@ -135,14 +135,11 @@ pub fn decode_release(item: &Item) -> Result<crate::ledger::ReleaseRecord, Ledge
     };
     let request_id = key
         .pk
-        .strip_prefix("R#")
-        .ok_or_else(|| bad("not a request partition"))?
-        .to_owned();
-    let start: u32 = key
-        .sk
-        .strip_prefix(RELEASE_SK_PREFIX)
-        .and_then(|i| i.parse().ok())
-        .ok_or_else(|| bad("not a release record"))?;
+        .strip_prefix(RELEASE_PK_PREFIX)
+        .and_then(|rest| rest.rsplit_once('#'))
+        .map(|(request, _shard)| request.to_owned())
+        .ok_or_else(|| bad("not a release record's partition"))?;
+    let start: u32 = key.sk.parse().map_err(|_| bad("not a release record"))?;
     let r = Reader::new(item, &key);
     let end: u32 = r.n(attr::RELEASE_END)?;
     if end < start {
