@@ -904,7 +904,7 @@ pub async fn check_window<L: Ledger + RequestLedger>(l: &L, request: &str) {
             let unsent = window::check_release(l, &rec, r.as_ref(), t0 + 6)
                 .await
                 .expect("check");
-            checked.extend(unsent.jobs.iter().map(|r| (r.job.index(), r.attempts)));
+            checked.extend(unsent.iter().map(|r| (r.job.index(), r.attempts)));
         }
     }
     checked.sort_unstable();
@@ -929,7 +929,7 @@ pub async fn check_window<L: Ledger + RequestLedger>(l: &L, request: &str) {
     let unsent = window::check_release(l, &past, r.as_ref(), t0 + 7)
         .await
         .expect("check");
-    assert!(unsent.jobs.is_empty(), "{unsent:?}");
+    assert!(unsent.is_empty(), "{unsent:?}");
     // One record left for the items' comparison.
     l.put_release(&ReleaseRecord {
         request_id: request.to_owned(),

@@ -76,7 +76,8 @@ pub fn never_released(r: &RequestRecord) -> u32 {
 /// Who releases: one releaser at a time per request takes a *turn* (a conditional write on
 /// the request item, renewed by each release it makes), so that releases racing from many
 /// replicas do not all read the same cursor, write the same record and read the same jobs
-/// (each refused write is billed). Another releaser's trigger only reads the request item while the turn lasts.
+/// (each refused write is billed). Another releaser's trigger only reads the request item
+/// while the turn lasts.
 #[derive(Debug, Clone, Copy)]
 pub struct Releaser<'a> {
     pub name: &'a str,
@@ -169,20 +170,11 @@ fn job_ids(request_id: &str, range: std::ops::Range<u32>) -> Result<Vec<JobId>, 
         })
 }
 
-/// What a sweeper found of a release record: the jobs of its range that were released but
-/// never sent (or whose message was lost), now marked and to be sent, for the request's
-/// tenant.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Unsent {
-    pub jobs: Vec<Requeue>,
-    pub tenant: Option<String>,
-}
-
 /// The sweeper's check of a release record released before the queue's frontier (less the
 /// recovery delay): each job of its range up to the request's cursor (jobs past it are
 /// held, not lost) still PENDING with no due entry had no message or lost it. Those get
 /// their due entry (from then on they are any waiting job), the record is deleted, and
-/// the caller sends them. The range is read eventually consistently: a job read stale is
+/// the caller sends them (what it returns). The range is read eventually consistently: a job read stale is
 /// left out by its mark's condition. `request` is the request's item as read after the
 /// record was written (`None`: gone), so that a sweeper checking many records of one
 /// request reads it once: its cursor only grows, and a record past an older cursor was
@@ -192,8 +184,8 @@ pub async fn check_release<L: RequestLedger>(
     release: &ReleaseRecord,
     request: Option<&RequestRecord>,
     now_ms: u64,
-) -> Result<Unsent, LedgerError> {
-    let mut unsent = Unsent::default();
+) -> Result<Vec<Requeue>, LedgerError> {
+    let mut unsent = Vec::new();
     if let Some(r) = request {
         let end = release.range.end.min(r.released);
         let range = release.range.start..end.max(release.range.start);
@@ -202,12 +194,25 @@ pub async fn check_release<L: RequestLedger>(
             .await?;
         if !found.is_empty() {
             let jobs: Vec<JobId> = found.into_iter().map(|j| j.job).collect();
-            unsent.jobs = ledger.mark_released(&jobs, r.job_shards, now_ms).await?;
+            unsent = ledger.mark_released(&jobs, r.job_shards, now_ms).await?;
         }
-        unsent.tenant = r.tenant.clone();
     }
     ledger.delete_release(release).await?;
     Ok(unsent)
+}
+
+/// The message bodies of released `jobs`, enqueued at `now_ms` for the request's `tenant`
+/// (a job whose message cannot be built is left out, with a warning).
+pub fn bodies(jobs: &[Requeue], now_ms: u64, tenant: Option<&str>) -> Vec<String> {
+    jobs.iter()
+        .filter_map(|j| match j.message(now_ms, tenant.map(str::to_owned)) {
+            Ok(m) => Some(m.to_body()),
+            Err(e) => {
+                tracing::warn!(job_id = %j.job, error = %e, "cannot build a released job's message");
+                None
+            }
+        })
+        .collect()
 }
 
 /// Why [`release_and_send`] stopped short.
@@ -244,17 +249,7 @@ pub async fn release_and_send<L: RequestLedger, Q: crate::queue::JobQueue>(
         if r.range.is_empty() {
             return Ok(sent);
         }
-        let bodies: Vec<String> = r
-            .jobs
-            .iter()
-            .filter_map(|j| match j.message(now, r.tenant.clone()) {
-                Ok(m) => Some(m.to_body()),
-                Err(e) => {
-                    tracing::warn!(job_id = %j.job, error = %e, "cannot build a released job's message");
-                    None
-                }
-            })
-            .collect();
+        let bodies = bodies(&r.jobs, now, r.tenant.as_deref());
         queue.send_all(&bodies).await?;
         sent.messages += bodies.len() as u32;
     }

@@ -278,15 +278,8 @@ impl<B: Backends> Engine<B> {
                     continue;
                 }
             };
-            let mut bodies = Vec::new();
-            for r in &unsent.jobs {
-                match r.message(now, unsent.tenant.clone()) {
-                    Ok(m) => bodies.push(m.to_body()),
-                    Err(err) => {
-                        warn!(job_id = %r.job, error = %err, "cannot rebuild the job's message")
-                    }
-                }
-            }
+            let tenant = request.as_ref().and_then(|r| r.tenant.as_deref());
+            let bodies = window::bodies(&unsent, now, tenant);
             if bodies.is_empty() {
                 continue;
             }
@@ -294,7 +287,7 @@ impl<B: Backends> Engine<B> {
             // message.
             match self.queue.send_all(&bodies).await {
                 Ok(()) => {
-                    for r in &unsent.jobs {
+                    for r in &unsent {
                         self.note(Noted::Requeued {
                             job: &r.job.to_string(),
                             fence: 0,

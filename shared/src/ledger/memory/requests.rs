@@ -265,14 +265,15 @@ impl RequestLedger for MemoryLedger {
             let Some(j) = j.filter(|j| j.state == JobState::Pending && j.due.is_none()) else {
                 continue;
             };
+            let payload = self.payload_of(&st, j);
             if j.payload == PayloadAt::Apart {
-                let p = item::payload_item(&j.key, &self.payload_of(&st, j), None);
+                let p = item::payload_item(&j.key, &payload, None);
                 charges.push(Charge::table(
                     item::satellite(&j.key, item::PAYLOAD_SUFFIX).pk,
                     read_units(item_size(&p), consistent),
                 ));
             }
-            out.push(Requeue::of(j, self.payload_of(&st, j)));
+            out.push(Requeue::of(j, payload));
         }
         self.read("BatchGetItem", &charges)?;
         Ok(out)
