@@ -9,9 +9,12 @@ moto's server handles requests on many threads, and its backends take no locks:
 - two concurrent ReceiveMessage calls can hand out the same message.
 
 - ECS RunTask ignores `clientToken`, so a repeated RunTask starts a second task.
+- EventBridge PutEvents and SNS Publish write into SQS queues (a rule's or a subscription's
+  target) without SQS's lock.
 
 This launcher runs moto's own WSGI application unchanged, except that DynamoDB requests are
-served one at a time, SQS requests one at a time, ECS requests one at a time, and a RunTask
+served one at a time, SQS requests (and EventBridge and SNS calls, which may write to
+queues) one at a time, ECS requests one at a time, and a RunTask
 with a `clientToken` seen before gets the first call's answer again (as AWS does). A long poll (ReceiveMessage with
 WaitTimeSeconds) must not hold the lock while it waits, so the launcher polls moto without
 waiting, under the lock, and between polls sleeps until a message may have become receivable
@@ -137,6 +140,13 @@ class Serialise:
             status, headers, out = self.call(environ, self.dynamodb)
         elif target == "AmazonSQS.ReceiveMessage":
             status, headers, out = self.receive(environ)
+        elif target.startswith("AWSEvents.") or "/sns/aws4_request" in environ.get(
+            "HTTP_AUTHORIZATION", ""
+        ):
+            # EventBridge and SNS deliver to SQS queues inside moto: under the SQS lock.
+            status, headers, out = self.call(environ, self.sqs)
+            with self.sqs_changed:
+                self.sqs_changed.notify_all()
         elif target.startswith("AmazonSQS."):
             length = int(environ.get("CONTENT_LENGTH") or 0)
             body = environ["wsgi.input"].read(length)

@@ -77,6 +77,15 @@ pub enum ProducerError {
     Storage(String),
 }
 
+impl From<fleet_shared::results::ResultsError> for ProducerError {
+    fn from(e: fleet_shared::results::ResultsError) -> Self {
+        match e {
+            fleet_shared::results::ResultsError::Ledger(e) => e.into(),
+            fleet_shared::results::ResultsError::Storage(m) => ProducerError::Storage(m),
+        }
+    }
+}
+
 pub struct Producer<L = DynamoLedger, Q = SqsQueue> {
     ledger: L,
     queue: Q,

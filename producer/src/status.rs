@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 
 use fleet_shared::ledger::memory::DIRECT_JOB_SHARDS;
-use fleet_shared::ledger::{Counts, RequestFailure, RequestLedger, RequestRecord, window};
+use fleet_shared::ledger::{
+    Counts, RequestFailure, RequestLedger, RequestRecord, request_state, window,
+};
 use fleet_shared::queue::JobQueue;
 use fleet_shared::state::JobState;
 use serde::Serialize;
@@ -48,6 +50,16 @@ pub struct Status {
     pub released: Option<u32>,
     /// Whom it runs for: its `tenant`, else its request id.
     pub tenant: String,
+    /// When a replica found every job terminal.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at_ms: Option<u64>,
+    /// When its completion event was sent (and its results exported).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notified_at_ms: Option<u64>,
+    /// `s3://` of its results' manifest, exported when it finished
+    /// (`options.results.s3_prefix`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub results: Option<String>,
 }
 
 impl Status {
@@ -93,12 +105,7 @@ impl Status {
         let done = total > 0 && finished >= total;
         let failed = request.and_then(|r| r.failed.clone());
         let cancelled_at_ms = request.and_then(|r| r.cancelled_at_ms);
-        let state = match (&failed, cancelled_at_ms, done) {
-            (Some(_), _, _) => "FAILED",
-            (None, Some(_), _) => "CANCELLED",
-            (None, None, true) => "FINISHED",
-            (None, None, false) => "RUNNING",
-        };
+        let state = request_state(failed.is_some(), cancelled_at_ms.is_some(), done);
         Status {
             request_id: request_id.to_owned(),
             total,
@@ -114,6 +121,9 @@ impl Status {
             tenant: request
                 .and_then(|r| r.tenant.clone())
                 .unwrap_or_else(|| request_id.to_owned()),
+            finished_at_ms: request.and_then(|r| r.completion.finished_at_ms),
+            notified_at_ms: request.and_then(|r| r.completion.notified_at_ms),
+            results: request.and_then(|r| r.completion.manifest.clone()),
         }
     }
 }

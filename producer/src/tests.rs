@@ -137,6 +137,33 @@ impl RequestLedger for Cut {
     async fn put_release(&self, r: &ReleaseRecord) -> Result<(), LedgerError> {
         self.inner.put_release(r).await
     }
+    async fn finish_request(
+        &self,
+        id: &str,
+        who: &str,
+        now: u64,
+        until: u64,
+    ) -> Result<Option<RequestRecord>, LedgerError> {
+        self.inner.finish_request(id, who, now, until).await
+    }
+    async fn request_notified(
+        &self,
+        id: &str,
+        now: u64,
+        manifest: Option<&str>,
+    ) -> Result<(), LedgerError> {
+        self.inner.request_notified(id, now, manifest).await
+    }
+    async fn due_finish_checks(
+        &self,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<String>, LedgerError> {
+        self.inner.due_finish_checks(before, limit).await
+    }
+    async fn defer_finish_check(&self, id: &str, at: u64) -> Result<(), LedgerError> {
+        self.inner.defer_finish_check(id, at).await
+    }
     async fn advance_release(
         &self,
         id: &str,

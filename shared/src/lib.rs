@@ -8,6 +8,7 @@
 pub mod aws;
 pub mod claim_check;
 pub mod cli;
+pub mod completion;
 pub mod config;
 pub mod dead_letter;
 pub mod error;
@@ -15,6 +16,7 @@ pub mod ledger;
 pub mod message;
 pub mod metrics;
 pub mod queue;
+pub mod results;
 pub mod s3_list;
 pub mod state;
 pub mod time;

@@ -63,6 +63,9 @@ pub const JOBS_COMPLETED: &str = "fleet_jobs_completed_total";
 pub const RETRIES: &str = "fleet_retries_total";
 pub const DEAD_LETTERED: &str = "fleet_dead_lettered_total";
 pub const REQUESTS_FAILED: &str = "fleet_requests_failed_total";
+pub const REQUESTS_FINISHED: &str = "fleet_requests_finished_total";
+pub const EVENTS_SENT: &str = "fleet_events_sent_total";
+pub const EVENT_ERRORS: &str = "fleet_event_errors_total";
 pub const THROTTLES: &str = "fleet_throttles_total";
 pub const JOBS_RELEASED: &str = "fleet_jobs_released_total";
 pub const IN_FLIGHT: &str = "fleet_in_flight";
@@ -202,6 +205,27 @@ pub const CATALOG: &[Metric] = &[
         Counter,
         &[],
         "Requests this replica marked FAILED as a whole: more of their jobs failed than options.tolerated_failure_percent or _count allow.",
+        W,
+    ),
+    metric(
+        REQUESTS_FINISHED,
+        Counter,
+        &["state"],
+        "Requests this replica recorded finished and sent the completion event of (with their results exported when asked), per final state (FINISHED, CANCELLED, FAILED).",
+        W,
+    ),
+    metric(
+        EVENTS_SENT,
+        Counter,
+        &["target"],
+        "Completion events sent, per target (eventbridge, sns).",
+        W,
+    ),
+    metric(
+        EVENT_ERRORS,
+        Counter,
+        &[],
+        "Finished requests whose event (or results export) failed; a sweeper tries again once the sender's turn ends.",
         W,
     ),
     metric(

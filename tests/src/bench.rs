@@ -364,6 +364,45 @@ impl<T: RequestLedger> RequestLedger for Slow<T> {
         self.inner.released_jobs(jobs, job_shards, consistent).await
     }
 
+    async fn finish_request(
+        &self,
+        request_id: &str,
+        notifier: &str,
+        now_ms: u64,
+        until_ms: u64,
+    ) -> Result<Option<RequestRecord>, LedgerError> {
+        self.call(self.latency.ledger).await;
+        self.inner
+            .finish_request(request_id, notifier, now_ms, until_ms)
+            .await
+    }
+
+    async fn request_notified(
+        &self,
+        request_id: &str,
+        now_ms: u64,
+        manifest: Option<&str>,
+    ) -> Result<(), LedgerError> {
+        self.call(self.latency.ledger).await;
+        self.inner
+            .request_notified(request_id, now_ms, manifest)
+            .await
+    }
+
+    async fn due_finish_checks(
+        &self,
+        before_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<String>, LedgerError> {
+        self.call(self.latency.ledger).await;
+        self.inner.due_finish_checks(before_ms, limit).await
+    }
+
+    async fn defer_finish_check(&self, request_id: &str, at_ms: u64) -> Result<(), LedgerError> {
+        self.call(self.latency.ledger).await;
+        self.inner.defer_finish_check(request_id, at_ms).await
+    }
+
     async fn due_releases(
         &self,
         shard: u32,

@@ -442,6 +442,7 @@ fn counted_clients(
                 .build(),
         ),
         s3: aws_sdk_s3::Client::from_conf(base.s3.config().to_builder().interceptor(c).build()),
+        notifier: None,
     }
 }
 

@@ -663,6 +663,8 @@ pub async fn check_request_failure<L: Ledger + RequestLedger>(l: &L, request: &s
         released: 0,
         tenant: None,
         releaser: None,
+        results_prefix: None,
+        completion: Default::default(),
     };
     l.put_request(&record).await.expect("put request");
     let view = l.request_view(request).await.expect("view");
@@ -777,6 +779,8 @@ pub async fn check_window<L: Ledger + RequestLedger>(l: &L, request: &str) {
         released: 0,
         tenant: None,
         releaser: None,
+        results_prefix: None,
+        completion: Default::default(),
     };
     l.put_request(&record).await.expect("put request");
     let jobs: Vec<NewJob> = (0..6)

@@ -914,6 +914,12 @@ pub struct Status {
     /// Why the request failed as a whole, when it did.
     #[serde(default)]
     pub failed: Option<RequestFailed>,
+    /// When its completion event was sent.
+    #[serde(default)]
+    pub notified_at_ms: Option<u64>,
+    /// Its results' manifest, when exported on finishing.
+    #[serde(default)]
+    pub results: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

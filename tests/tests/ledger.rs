@@ -126,6 +126,8 @@ async fn requests_and_job_items() {
         released: 0,
         tenant: None,
         releaser: None,
+        results_prefix: None,
+        completion: Default::default(),
     };
     assert_eq!(
         ledger.put_request(&record).await.unwrap(),
@@ -571,6 +573,8 @@ async fn no_item_passes_400_kb_at_the_largest_settings_the_config_accepts() {
         released: 0,
         tenant: None,
         releaser: None,
+        results_prefix: None,
+        completion: Default::default(),
     };
     ledger.put_request(&record).await.unwrap();
     let job = JobId::new(&rid, 999_999_998).unwrap();

@@ -11,6 +11,7 @@ pub mod history;
 pub mod init;
 pub mod learn;
 pub mod limits;
+pub mod notify;
 pub mod retry;
 pub mod routing;
 
@@ -62,6 +63,8 @@ pub struct Clients {
     pub lambda: aws_sdk_lambda::Client,
     pub ecs: aws_sdk_ecs::Client,
     pub s3: aws_sdk_s3::Client,
+    /// The completion events' targets, when `[events]` names any.
+    pub notifier: Option<notify::Notifier>,
 }
 
 impl Clients {
@@ -72,6 +75,9 @@ impl Clients {
             lambda: fleet_shared::aws::lambda_for_invoke(sdk, config.lambda.read_timeout()),
             ecs: aws_sdk_ecs::Client::new(sdk),
             s3: fleet_shared::aws::s3(sdk),
+            notifier: (config.events.eventbridge_bus.is_some()
+                || config.events.sns_topic.is_some())
+            .then(|| notify::Notifier::new(sdk, &config.events)),
         }
     }
 }
@@ -198,6 +204,10 @@ pub async fn run_with(
     )
     .with_health(health)
     .with_s3(clients.s3.clone());
+    let engine = match clients.notifier.clone() {
+        Some(n) => engine.with_notifier(n),
+        None => engine,
+    };
     let engine = Arc::new(match outcomes {
         Some(q) => engine.with_outcomes(q),
         None => engine,

@@ -117,6 +117,13 @@ pub fn content_hash(
             "tolerated_failure_count",
             options.tolerated_failure_count.map(serde_json::Value::from),
         ),
+        (
+            "results",
+            options
+                .results
+                .as_ref()
+                .map(|r| serde_json::json!({"s3_prefix": r.s3_prefix})),
+        ),
     ] {
         if let Some(v) = v {
             opts[k] = v;
@@ -260,6 +267,14 @@ pub fn build(
             format!("must be 0 to 100, got {p}"),
         ));
     }
+    let results_prefix = match &file.options.results {
+        None => None,
+        Some(r) => Some(
+            fleet_shared::results::export_base(&r.s3_prefix)
+                .map_err(|reason| field("options.results.s3_prefix", reason))?
+                .to_string(),
+        ),
+    };
     if let Some(n) = file.options.max_concurrency
         && !(1..=MAX_WINDOW).contains(&n)
     {
@@ -368,6 +383,13 @@ pub fn build(
             released,
             tenant: file.tenant,
             releaser: None,
+            results_prefix,
+            // A sweeper checks it once it may have finished (and sends the event a replica
+            // that stopped did not).
+            completion: fleet_shared::ledger::Completion {
+                check_at_ms: Some(now_ms),
+                ..Default::default()
+            },
         },
         jobs,
         bodies,

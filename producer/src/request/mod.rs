@@ -116,6 +116,18 @@ pub struct RequestOptions {
     /// `limits.window`. Not part of the request's content hash.
     #[serde(default)]
     pub max_concurrency: Option<u32>,
+    /// Where its results are exported when it finishes.
+    #[serde(default)]
+    pub results: Option<ResultsOptions>,
+}
+
+/// `options.results`: the export that runs by itself when the request finishes (what
+/// `fleet-producer export` does after the fact).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResultsOptions {
+    /// `s3://bucket/prefix/`: JSON Lines parts per final state, then `manifest.json`.
+    pub s3_prefix: String,
 }
 
 impl RequestOptions {

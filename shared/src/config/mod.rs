@@ -17,6 +17,7 @@ mod aws;
 mod claim_check;
 mod ecs;
 mod env;
+mod events;
 mod job_types;
 mod lambda;
 mod ledger;
@@ -31,6 +32,7 @@ pub use aws::AwsConfig;
 pub use claim_check::ClaimCheckConfig;
 pub use ecs::{EcsConfig, LaunchType, Launcher, split_command};
 pub use env::env_overrides;
+pub use events::EventsConfig;
 pub use job_types::JobTypeConfig;
 pub use lambda::{Invocation, LambdaConfig};
 pub use ledger::{JOBS_PER_SHARD, LedgerConfig};
@@ -64,6 +66,7 @@ pub struct Config {
     pub routing: RoutingConfig,
     pub metrics: MetricsConfig,
     pub claim_check: ClaimCheckConfig,
+    pub events: EventsConfig,
     /// Settings per job type, keyed by the job type's name.
     pub job_types: BTreeMap<String, JobTypeConfig>,
     /// Limits per tenant, keyed by the tenant's name.
@@ -160,6 +163,7 @@ impl Config {
             ));
         }
         self.claim_check.validate()?;
+        self.events.validate()?;
         if self.claim_check.prefix.is_none() && self.limits.max_message_bytes > ITEM_SAFE_BYTES {
             return Err(invalid(
                 "limits.max_message_bytes",

@@ -57,6 +57,50 @@ pub struct RequestRecord {
     /// Who releases its jobs, and until when (ms): one releaser at a time, so that racing
     /// releases do not mark the same jobs (see [`window`](super::window)).
     pub releaser: Option<(String, u64)>,
+    /// Where its results are exported when it finishes (`options.results.s3_prefix`).
+    pub results_prefix: Option<String>,
+    /// Its finish: when it was seen finished, and its event.
+    pub completion: Completion,
+}
+
+/// A request's finish, as its item records it (see [`RequestLedger::finish_request`]).
+///
+/// Until its event is sent the request item is in the due index (partition
+/// [`FINISH_DUE_PARTITION`](super::item::FINISH_DUE_PARTITION)) at `check_at_ms`: a
+/// sweeper then checks whether it finished, and sends the event a replica that stopped
+/// did not.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Completion {
+    /// When a replica first found every job terminal.
+    pub finished_at_ms: Option<u64>,
+    /// Who sends its event (and exports its results), and until when (ms).
+    pub notifier: Option<(String, u64)>,
+    /// When its event was sent (and its results exported): it is out of the due index.
+    pub notified_at_ms: Option<u64>,
+    /// `s3://` of its results' manifest, when they were exported on finishing.
+    pub manifest: Option<String>,
+    /// When a sweeper checks it next; `None` once notified.
+    pub check_at_ms: Option<u64>,
+}
+
+/// Every job of the request is in a terminal state (a cancelled request's jobs never
+/// released count as cancelled).
+pub fn is_done(r: &RequestRecord, c: &Counts) -> bool {
+    let n = |v: i64| v.max(0) as u64;
+    let finished =
+        n(c.succeeded) + n(c.failed) + n(c.cancelled) + u64::from(window::never_released(r));
+    r.total > 0 && finished >= u64::from(r.total)
+}
+
+/// The request as a whole: `FAILED` (over its tolerated failures), `CANCELLED`, `FINISHED`
+/// (every job terminal) or `RUNNING`.
+pub fn request_state(failed: bool, cancelled: bool, done: bool) -> &'static str {
+    match (failed, cancelled, done) {
+        (true, _, _) => "FAILED",
+        (false, true, _) => "CANCELLED",
+        (false, false, true) => "FINISHED",
+        (false, false, false) => "RUNNING",
+    }
 }
 
 /// Why and when a request failed as a whole.
@@ -294,6 +338,46 @@ pub trait RequestLedger: Send + Sync + 'static {
         &self,
         key: &ItemKey,
     ) -> impl Future<Output = Result<History, LedgerError>> + Send;
+
+    /// Records that the request finished (every job terminal; its `finished_at` is set
+    /// once, at the first call) and makes `notifier` the one who sends its event until
+    /// `until_ms`, in one conditional write: only if its event was not sent yet and nobody
+    /// else's turn lasts at `now_ms` (the holder may renew its turn). The sweepers' next
+    /// check of it moves to `until_ms`. The request as it now stands when the turn is
+    /// `notifier`'s; `None` when it is someone else's, the event was sent, or there is no
+    /// such request.
+    fn finish_request(
+        &self,
+        request_id: &str,
+        notifier: &str,
+        now_ms: u64,
+        until_ms: u64,
+    ) -> impl Future<Output = Result<Option<RequestRecord>, LedgerError>> + Send;
+
+    /// Records that the request's event was sent (and its results exported to `manifest`),
+    /// and takes it out of the due index.
+    fn request_notified(
+        &self,
+        request_id: &str,
+        now_ms: u64,
+        manifest: Option<&str>,
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send;
+
+    /// Requests whose event was not sent, due for a check before `before_ms`, oldest first,
+    /// at most `limit`: their ids.
+    fn due_finish_checks(
+        &self,
+        before_ms: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<String>, LedgerError>> + Send;
+
+    /// Moves the sweepers' next check of a request whose event was not sent to `at_ms`
+    /// (nothing once it was sent).
+    fn defer_finish_check(
+        &self,
+        request_id: &str,
+        at_ms: u64,
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send;
 
     /// Commits producer-side changes (redrives) under counter slot `slot`.
     fn commit_changes(

@@ -279,6 +279,8 @@ mod tests {
             released,
             tenant: None,
             releaser: None,
+            results_prefix: None,
+            completion: Default::default(),
         }
     }
 

@@ -21,6 +21,7 @@
 mod attempt;
 mod events;
 mod execute;
+mod finish;
 mod handed;
 mod lease;
 mod outcome;
@@ -241,6 +242,11 @@ pub struct Engine<B: Backends> {
     type_limits: std::sync::Mutex<HashMap<String, Arc<AdaptiveLimit>>>,
     /// Requests with failures to check against what they tolerate.
     thresholds: thresholds::Thresholds,
+    /// Requests with terminal outcomes to check for their finish.
+    finishes: finish::Finishes,
+    /// Where completion events go (`[events]`); `None`: nowhere (finishes are still
+    /// recorded).
+    notifier: Option<crate::notify::Notifier>,
     /// Windowed requests with finishes to release for.
     windows: Arc<windows::Windows>,
     frontier: Frontier,
@@ -328,6 +334,8 @@ impl<Q: JobQueue, D: DeadLetterQueue, L: Ledger + RequestLedger, X: Dispatcher, 
             paces: std::sync::Mutex::default(),
             type_limits: std::sync::Mutex::default(),
             thresholds: thresholds::Thresholds::default(),
+            finishes: finish::Finishes::default(),
+            notifier: None,
             windows: Arc::default(),
             frontier: Frontier::new(Duration::from_secs(config.worker.recover_secs)),
             handed: handed::Handed::new(live.clone()),
@@ -471,6 +479,12 @@ impl<B: Backends> Engine<B> {
     }
 
     /// S3 for the claim-check of large results and direct payloads.
+    /// Sends completion events with `notifier`.
+    pub fn with_notifier(mut self, notifier: crate::notify::Notifier) -> Self {
+        self.notifier = Some(notifier);
+        self
+    }
+
     pub fn with_s3(mut self, s3: aws_sdk_s3::Client) -> Self {
         self.s3 = Some(s3);
         self
@@ -534,6 +548,7 @@ impl<B: Backends> Engine<B> {
         let thresholds_stop = CancellationToken::new();
         let thresholds = tokio::spawn(self.clone().threshold_loop(thresholds_stop.clone()));
         let releases = tokio::spawn(self.clone().release_loop(thresholds_stop.clone()));
+        let finishes = tokio::spawn(self.clone().finish_loop(thresholds_stop.clone()));
         let renewals: Vec<_> = self
             .lambda_cap
             .iter()
@@ -593,6 +608,7 @@ impl<B: Backends> Engine<B> {
         thresholds_stop.cancel();
         let _ = thresholds.await;
         let _ = releases.await;
+        let _ = finishes.await;
         for r in renewals {
             let _ = r.await;
         }

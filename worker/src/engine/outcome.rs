@@ -181,6 +181,9 @@ impl<B: Backends> Engine<B> {
         // A finished job leaves its request's window; so does one waiting for a retry,
         // unless the window is a cap.
         self.job_finished(&a.msg.request_id).await;
+        if !matches!(finish, Finish::Retry { .. }) {
+            self.job_terminal(&a.msg.request_id);
+        }
         let target = route.target.as_str();
         let took = self.clock.now_ms().saturating_sub(a.lease.started_ms);
         match finish {

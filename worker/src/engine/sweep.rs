@@ -11,6 +11,9 @@
 //!   bound is checked: its jobs still PENDING with no due entry had no message, and are sent
 //!   (see [`window::check_release`]).
 //!
+//! - a request whose completion event was not sent (partition `F#0`) is checked once due:
+//!   a finished one gets its event (see [`super::finish`]).
+//!
 //! Leases and waiting jobs are in partitions of their own, so a backlog of waiting jobs
 //! never delays the adoption of a task whose replica died.
 
@@ -142,6 +145,7 @@ impl<B: Backends> Engine<B> {
             }
         }
         self.repair_windows();
+        self.sweep_finishes(SWEEP_BATCH).await;
         if read_all {
             let age = oldest_waiting.map_or(0, |t| self.clock.now_ms().saturating_sub(t));
             metrics::gauge!(fm::OLDEST_WAITING_JOB).set(age as f64 / 1000.0);

@@ -1135,6 +1135,8 @@ async fn jobs_released_without_their_messages_are_sent_by_the_sweeper() {
         released: 0,
         tenant: None,
         releaser: None,
+        results_prefix: None,
+        completion: Default::default(),
     };
     rig.ledger.put_request(&record).await.unwrap();
     let jobs: Vec<NewJob> = (0..5)

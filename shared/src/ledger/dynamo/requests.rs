@@ -467,6 +467,81 @@ impl RequestLedger for DynamoLedger {
             .collect()
     }
 
+    async fn finish_request(
+        &self,
+        request_id: &str,
+        notifier: &str,
+        now_ms: u64,
+        until_ms: u64,
+    ) -> Result<Option<RequestRecord>, LedgerError> {
+        let mut u = Update::default();
+        let (pk, sent, who, until, fin) = (
+            u.name(attr::PK),
+            u.name(req_attr::NOTIFIED_AT),
+            u.name(req_attr::NOTIFIER),
+            u.name(req_attr::NOTIFIER_UNTIL),
+            u.name(req_attr::FINISHED_AT),
+        );
+        let (me, now) = (u.value(item::s(notifier)), u.value(item::n(now_ms)));
+        u.set_expr(req_attr::FINISHED_AT, format!("if_not_exists({fin}, {now})"))
+            .set(req_attr::NOTIFIER, item::s(notifier))
+            .set(req_attr::NOTIFIER_UNTIL, item::n(until_ms))
+            .set(attr::DUE_KEY, item::s(item::FINISH_DUE_PARTITION))
+            .set(attr::DUE_AT, item::n(until_ms))
+            .condition(format!(
+                "attribute_exists({pk}) AND attribute_not_exists({sent}) AND (attribute_not_exists({who}) OR {who} = {me} OR {until} < {now})"
+            ));
+        let key = item::request_key(request_id);
+        match self.conditional(&key, &u, ReturnValue::AllNew).await? {
+            Some(found) => Ok(Some(item::decode_request(&found)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn request_notified(
+        &self,
+        request_id: &str,
+        now_ms: u64,
+        manifest: Option<&str>,
+    ) -> Result<(), LedgerError> {
+        let mut u = Update::default();
+        let pk = u.name(attr::PK);
+        u.set(req_attr::NOTIFIED_AT, item::n(now_ms));
+        if let Some(m) = manifest {
+            u.set(req_attr::MANIFEST, item::s(m));
+        }
+        u.remove(&[attr::DUE_KEY, attr::DUE_AT])
+            .condition(format!("attribute_exists({pk})"));
+        self.request_update(request_id, &u).await.map(|_| ())
+    }
+
+    async fn due_finish_checks(
+        &self,
+        before_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<String>, LedgerError> {
+        Ok(self
+            .due_items(item::FINISH_DUE_PARTITION, before_ms, limit)
+            .await?
+            .iter()
+            .filter_map(|it| {
+                let pk = it.get(attr::PK)?.as_s().ok()?;
+                item::request_of_key(pk).map(str::to_owned)
+            })
+            .collect())
+    }
+
+    async fn defer_finish_check(&self, request_id: &str, at_ms: u64) -> Result<(), LedgerError> {
+        let mut u = Update::default();
+        let (pk, sent) = (u.name(attr::PK), u.name(req_attr::NOTIFIED_AT));
+        u.set(attr::DUE_KEY, item::s(item::FINISH_DUE_PARTITION))
+            .set(attr::DUE_AT, item::n(at_ms))
+            .condition(format!(
+                "attribute_exists({pk}) AND attribute_not_exists({sent})"
+            ));
+        self.request_update(request_id, &u).await.map(|_| ())
+    }
+
     async fn due_releases(
         &self,
         shard: u32,

@@ -20,6 +20,10 @@ pub const RELEASE_SHARDS: u32 = 16;
 /// Due index partitions of release records: `X#<n>`.
 pub const RELEASE_DUE_PREFIX: &str = "X";
 
+/// The due index partition of requests whose event was not sent yet (a request item is in
+/// it until then, at its next check): few items, one partition.
+pub const FINISH_DUE_PARTITION: &str = "F#0";
+
 pub fn request_key(request_id: &str) -> ItemKey {
     ItemKey::new(format!("R#{request_id}"), REQUEST_SK)
 }
@@ -36,6 +40,11 @@ pub fn release_key(request_id: &str, start: u32) -> ItemKey {
 /// The due index partition of release records in `shard`.
 pub fn release_partition(shard: u32) -> String {
     format!("{RELEASE_DUE_PREFIX}#{shard}")
+}
+
+/// The request id of a request item's partition key.
+pub fn request_of_key(pk: &str) -> Option<&str> {
+    pk.strip_prefix("R#")
 }
 
 pub fn layout_key() -> ItemKey {

@@ -154,6 +154,15 @@ pub mod req_attr {
     /// Who releases its jobs, and until when.
     pub const RELEASER: &str = "releaser";
     pub const RELEASER_UNTIL: &str = "releaser_until";
+    /// `options.results.s3_prefix`.
+    pub const RESULTS_PREFIX: &str = "results_prefix";
+    /// Its finish: when it was seen finished, who sends its event until when, when it was
+    /// sent, and its results' manifest.
+    pub const FINISHED_AT: &str = "finished_at";
+    pub const NOTIFIER: &str = "notifier";
+    pub const NOTIFIER_UNTIL: &str = "notifier_until";
+    pub const NOTIFIED_AT: &str = "notified_at";
+    pub const MANIFEST: &str = "manifest";
     /// The TTL attribute, the same as every item's.
     pub const EXPIRES_AT: &str = super::attr::EXPIRES_AT;
 }

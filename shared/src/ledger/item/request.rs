@@ -51,6 +51,27 @@ pub fn encode_request(r: &crate::ledger::RequestRecord, expires_at: Option<u64>)
         item.insert(a::RELEASER.to_owned(), s(who));
         item.insert(a::RELEASER_UNTIL.to_owned(), n(*until));
     }
+    if let Some(p) = &r.results_prefix {
+        item.insert(a::RESULTS_PREFIX.to_owned(), s(p));
+    }
+    let c = &r.completion;
+    if let Some(f) = c.finished_at_ms {
+        item.insert(a::FINISHED_AT.to_owned(), n(f));
+    }
+    if let Some((who, until)) = &c.notifier {
+        item.insert(a::NOTIFIER.to_owned(), s(who));
+        item.insert(a::NOTIFIER_UNTIL.to_owned(), n(*until));
+    }
+    if let Some(t) = c.notified_at_ms {
+        item.insert(a::NOTIFIED_AT.to_owned(), n(t));
+    }
+    if let Some(m) = &c.manifest {
+        item.insert(a::MANIFEST.to_owned(), s(m));
+    }
+    if let Some(at) = c.check_at_ms {
+        item.insert(attr::DUE_KEY.to_owned(), s(FINISH_DUE_PARTITION));
+        item.insert(attr::DUE_AT.to_owned(), n(at));
+    }
     if let Some(x) = expires_at {
         item.insert(a::EXPIRES_AT.to_owned(), n(x));
     }
@@ -93,6 +114,20 @@ pub fn decode_request(item: &Item) -> Result<crate::ledger::RequestRecord, Ledge
         releaser: match (r.opt_s(a::RELEASER), r.opt_n(a::RELEASER_UNTIL)?) {
             (Some(who), Some(until)) => Some((who.to_owned(), until)),
             _ => None,
+        },
+        results_prefix: r.opt_s(a::RESULTS_PREFIX).map(str::to_owned),
+        completion: crate::ledger::Completion {
+            finished_at_ms: r.opt_n(a::FINISHED_AT)?,
+            notifier: match (r.opt_s(a::NOTIFIER), r.opt_n(a::NOTIFIER_UNTIL)?) {
+                (Some(who), Some(until)) => Some((who.to_owned(), until)),
+                _ => None,
+            },
+            notified_at_ms: r.opt_n(a::NOTIFIED_AT)?,
+            manifest: r.opt_s(a::MANIFEST).map(str::to_owned),
+            check_at_ms: match r.opt_s(attr::DUE_KEY) {
+                Some(FINISH_DUE_PARTITION) => r.opt_n(attr::DUE_AT)?,
+                _ => None,
+            },
         },
     })
 }

@@ -96,6 +96,24 @@ impl Store {
         }
     }
 
+    /// Replaces a request, keeping its due index entry (its finish check) in step.
+    fn put_request(&mut self, r: RequestRecord) {
+        let key = item::request_key(&r.request_id);
+        if let Some(at) = self
+            .requests
+            .get(&r.request_id)
+            .and_then(|o| o.completion.check_at_ms)
+        {
+            self.due
+                .remove(&(item::FINISH_DUE_PARTITION.to_owned(), at, key.clone()));
+        }
+        if let Some(at) = r.completion.check_at_ms {
+            self.due
+                .insert((item::FINISH_DUE_PARTITION.to_owned(), at, key));
+        }
+        self.requests.insert(r.request_id.clone(), r);
+    }
+
     fn put_job(&mut self, j: JobItem) {
         if let Some(old) = self.jobs.get(&j.key).cloned() {
             self.unindex(&old);

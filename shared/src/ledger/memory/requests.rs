@@ -28,14 +28,8 @@ impl RequestLedger for MemoryLedger {
             return Ok(PutRequestOutcome::Exists(Box::new(existing.clone())));
         }
         let item = item::encode_request(r, self.expiry(r.created_at_ms));
-        self.write(
-            "PutItem",
-            &[Charge::table(
-                &key.pk,
-                write_units(0, item_size(&item)) as f64,
-            )],
-        )?;
-        st.requests.insert(r.request_id.clone(), r.clone());
+        self.write("PutItem", &item_charges(&key.pk, None, Some(&item), 1.0))?;
+        st.put_request(r.clone());
         Ok(PutRequestOutcome::Created)
     }
 
@@ -277,6 +271,89 @@ impl RequestLedger for MemoryLedger {
         }
         self.read("BatchGetItem", &charges)?;
         Ok(out)
+    }
+
+    async fn finish_request(
+        &self,
+        request_id: &str,
+        notifier: &str,
+        now_ms: u64,
+        until_ms: u64,
+    ) -> Result<Option<RequestRecord>, LedgerError> {
+        let mut st = self.lock();
+        let key = item::request_key(request_id);
+        let Some(r) = st.requests.get(request_id) else {
+            return self
+                .refused_write("UpdateItem", &key.pk, &Default::default())
+                .map(|()| None);
+        };
+        let old = item::encode_request(r, None);
+        let c = &r.completion;
+        let free = c
+            .notifier
+            .as_ref()
+            .is_none_or(|(who, until)| who == notifier || *until < now_ms);
+        if !free || c.notified_at_ms.is_some() {
+            return self
+                .refused_write("UpdateItem", &key.pk, &old)
+                .map(|()| None);
+        }
+        let mut new = r.clone();
+        new.completion.finished_at_ms.get_or_insert(now_ms);
+        new.completion.notifier = Some((notifier.to_owned(), until_ms));
+        new.completion.check_at_ms = Some(until_ms);
+        let charges = item_charges(
+            &key.pk,
+            Some(&old),
+            Some(&item::encode_request(&new, None)),
+            1.0,
+        );
+        self.write("UpdateItem", &charges)?;
+        st.put_request(new.clone());
+        Ok(Some(new))
+    }
+
+    async fn request_notified(
+        &self,
+        request_id: &str,
+        now_ms: u64,
+        manifest: Option<&str>,
+    ) -> Result<(), LedgerError> {
+        self.update_request(request_id, |r| {
+            r.completion.notified_at_ms = Some(now_ms);
+            if let Some(m) = manifest {
+                r.completion.manifest = Some(m.to_owned());
+            }
+            r.completion.check_at_ms = None;
+            true
+        })
+    }
+
+    async fn due_finish_checks(
+        &self,
+        before_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<String>, LedgerError> {
+        self.due_scan(
+            item::FINISH_DUE_PARTITION,
+            before_ms,
+            limit,
+            |st, _, key| {
+                let id = item::request_of_key(&key.pk)?;
+                let r = st.requests.get(id)?;
+                Some((id.to_owned(), item::encode_request(r, None)))
+            },
+        )
+    }
+
+    async fn defer_finish_check(&self, request_id: &str, at_ms: u64) -> Result<(), LedgerError> {
+        self.update_request(request_id, |r| {
+            if r.completion.notified_at_ms.is_some() {
+                return false;
+            }
+            r.completion.check_at_ms = Some(at_ms);
+            true
+        })
     }
 
     async fn due_releases(
@@ -597,5 +674,36 @@ impl MemoryLedger {
         let r = Requeue::of(&new, self.payload_of(&st, &new));
         st.put_job(new);
         Ok(Some(r))
+    }
+}
+
+impl MemoryLedger {
+    /// One UpdateItem of a request item: `change` edits it and says whether the write's
+    /// condition holds (a refused write costs as DynamoDB charges it). Nothing for a missing
+    /// request.
+    fn update_request(
+        &self,
+        request_id: &str,
+        change: impl FnOnce(&mut RequestRecord) -> bool,
+    ) -> Result<(), LedgerError> {
+        let mut st = self.lock();
+        let key = item::request_key(request_id);
+        let Some(r) = st.requests.get(request_id) else {
+            return self.refused_write("UpdateItem", &key.pk, &Default::default());
+        };
+        let old = item::encode_request(r, None);
+        let mut new = r.clone();
+        if !change(&mut new) {
+            return self.refused_write("UpdateItem", &key.pk, &old);
+        }
+        let charges = item_charges(
+            &key.pk,
+            Some(&old),
+            Some(&item::encode_request(&new, None)),
+            1.0,
+        );
+        self.write("UpdateItem", &charges)?;
+        st.put_request(new);
+        Ok(())
     }
 }
