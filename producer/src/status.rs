@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::{Producer, ProducerError};
 
 /// A request's progress, from its counters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Status {
     pub request_id: String,
     pub total: u32,
@@ -60,6 +60,10 @@ pub struct Status {
     /// (`options.results.s3_prefix`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub results: Option<String>,
+    /// Its estimated cost so far, at the configured `[prices]`: what its recorded attempts
+    /// used, and the ledger and queue requests of its finished jobs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost: Option<fleet_shared::config::CostEstimate>,
 }
 
 impl Status {
@@ -124,6 +128,7 @@ impl Status {
             finished_at_ms: request.and_then(|r| r.completion.finished_at_ms),
             notified_at_ms: request.and_then(|r| r.completion.notified_at_ms),
             results: request.and_then(|r| r.completion.manifest.clone()),
+            cost: None,
         }
     }
 }
@@ -155,7 +160,13 @@ impl<L: RequestLedger, Q: JobQueue> Producer<L, Q> {
                 }
             }
         }
-        Ok(Status::from_counts(request_id, request.as_ref(), &counts))
+        let mut status = Status::from_counts(request_id, request.as_ref(), &counts);
+        status.cost = Some(
+            self.config
+                .prices
+                .estimate(counts.cost_nusd, u64::from(status.finished())),
+        );
+        Ok(status)
     }
 
     /// Whether a request without a request item has job items (its jobs were sent straight

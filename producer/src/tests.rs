@@ -531,6 +531,7 @@ async fn finish_queued(p: &Producer<MemoryLedger, MemoryQueue>, limit: usize) ->
                 ),
                 exit_code: None,
                 stopped_reason: None,
+                usage: None,
             },
             lease,
             finish: Finish::Succeeded { result: None },

@@ -28,15 +28,6 @@ use crate::bench::{
     Latency, Slow, cpu_seconds, durations, greedy_makespan_ms, ideal_ms, peak_rss_mb, round,
 };
 
-/// List prices in us-east-1, checked 2026-12-02: DynamoDB on demand (since the November 2024
-/// reduction), SQS standard queues (per request of up to 64 KB, past the free tier), Lambda
-/// requests (compute is not included: it depends on the jobs).
-pub const USD_PER_MILLION_WRITE_UNITS: f64 = 0.625;
-pub const USD_PER_MILLION_READ_UNITS: f64 = 0.125;
-pub const USD_PER_MILLION_SQS_REQUESTS: f64 = 0.40;
-pub const USD_PER_MILLION_LAMBDA_REQUESTS: f64 = 0.20;
-pub const PRICES_DATE: &str = "2026-12-02 (us-east-1 list prices)";
-
 /// What the scenario runs.
 #[derive(Debug, Clone)]
 pub struct ScaleOpts {
@@ -321,18 +312,21 @@ async fn run(opts: &ScaleOpts) -> anyhow::Result<Value> {
     let invocations = job.invocations.load(Ordering::Relaxed) as f64;
     let sqs_requests =
         (slow_queue.calls.load(Ordering::Relaxed) + producer_calls.load(Ordering::Relaxed)) as f64;
+    // The list prices the product estimates requests' costs with (`[prices]`'s defaults;
+    // Lambda compute is not included: it depends on the jobs).
+    let prices = fleet_shared::config::PricesConfig::default();
     let usd = |units: f64, price: f64| units / 1e6 * price;
     let per_million = 1e6 / nf;
     let dynamo_write_usd = usd(
         total.write_units + total.index_write_units,
-        USD_PER_MILLION_WRITE_UNITS,
+        prices.dynamodb_write_units_per_million,
     ) * per_million;
     let dynamo_read_usd = usd(
         total.read_units + total.index_read_units,
-        USD_PER_MILLION_READ_UNITS,
+        prices.dynamodb_read_units_per_million,
     ) * per_million;
-    let sqs_usd = usd(sqs_requests, USD_PER_MILLION_SQS_REQUESTS) * per_million;
-    let lambda_usd = usd(invocations, USD_PER_MILLION_LAMBDA_REQUESTS) * per_million;
+    let sqs_usd = usd(sqs_requests, prices.sqs_requests_per_million) * per_million;
+    let lambda_usd = usd(invocations, prices.lambda_requests_per_million) * per_million;
     let hot = |k: &Option<(String, f64)>| {
         k.as_ref().map_or(
             json!(null),
@@ -376,7 +370,7 @@ async fn run(opts: &ScaleOpts) -> anyhow::Result<Value> {
             "sqs": round(sqs_usd, 2),
             "lambda_requests": round(lambda_usd, 2),
             "total": round(dynamo_write_usd + dynamo_read_usd + sqs_usd + lambda_usd, 2),
-            "prices": PRICES_DATE,
+            "prices": prices.as_of,
         },
         "cpu_s": round(cpu_s, 1),
         "wall_s": round(wall_s, 1),

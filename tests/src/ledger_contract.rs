@@ -577,6 +577,7 @@ fn rec(lease: &Lease, outcome: &str) -> AttemptRecord {
         reason: fleet_shared::message::RouteReason::of(fleet_shared::message::RouteRule::Default),
         exit_code: Some(0),
         stopped_reason: None,
+        usage: None,
     }
 }
 
@@ -960,5 +961,117 @@ pub async fn check_window<L: Ledger + RequestLedger>(l: &L, request: &str) {
         !l.set_window("no-such-request", 3)
             .await
             .expect("set window")
+    );
+}
+
+/// A request's finish: due for a check from its creation, deferred by a sweeper; one turn
+/// to send its event at a time (renewable by its holder, `finished_at` written once, the
+/// next check moved to the turn's end); once sent, out of the due index for good, with its
+/// manifest.
+pub async fn check_finish<L: Ledger + RequestLedger>(l: &L, request: &str) {
+    let t0 = 1_800_000_000_000u64;
+    let record = RequestRecord {
+        request_id: request.to_owned(),
+        job_type: "test".into(),
+        total: 3,
+        content_hash: "h".into(),
+        max_attempts: None,
+        target: None,
+        created_at_ms: t0,
+        job_shards: 1,
+        written: 3,
+        cancelled_at_ms: None,
+        stop_running: false,
+        tolerated_failures: None,
+        failed: None,
+        window: None,
+        capped: false,
+        released: 0,
+        tenant: None,
+        releaser: None,
+        results_prefix: Some("s3://bucket/results/".into()),
+        completion: fleet_shared::ledger::Completion {
+            check_at_ms: Some(t0),
+            ..Default::default()
+        },
+    };
+    l.put_request(&record).await.expect("put request");
+    let due = |before: u64| async move {
+        l.due_finish_checks(before, 25)
+            .await
+            .expect("due checks")
+            .contains(&request.to_owned())
+    };
+    assert!(!due(t0).await, "due strictly after its time");
+    assert!(due(t0 + 1).await, "due from its creation");
+    l.defer_finish_check(request, t0 + 5_000).await.unwrap();
+    assert!(!due(t0 + 4_999).await && due(t0 + 5_001).await, "deferred");
+
+    let r = l
+        .finish_request(request, "a", t0 + 6_000, t0 + 9_000)
+        .await
+        .unwrap()
+        .expect("the first takes the turn");
+    assert_eq!(r.completion.finished_at_ms, Some(t0 + 6_000));
+    assert_eq!(r.completion.notifier, Some(("a".into(), t0 + 9_000)));
+    assert_eq!(r.results_prefix.as_deref(), Some("s3://bucket/results/"));
+    assert!(
+        !due(t0 + 8_999).await && due(t0 + 9_001).await,
+        "checked at the turn's end"
+    );
+    assert_eq!(
+        l.finish_request(request, "b", t0 + 8_000, t0 + 11_000)
+            .await
+            .unwrap(),
+        None,
+        "not while a's turn lasts"
+    );
+    let r = l
+        .finish_request(request, "a", t0 + 8_500, t0 + 12_000)
+        .await
+        .unwrap()
+        .expect("a renews its turn");
+    assert_eq!(
+        r.completion.finished_at_ms,
+        Some(t0 + 6_000),
+        "written once"
+    );
+    let r = l
+        .finish_request(request, "b", t0 + 12_001, t0 + 15_000)
+        .await
+        .unwrap()
+        .expect("b takes the turn once a's is over");
+    assert_eq!(r.completion.notifier, Some(("b".into(), t0 + 15_000)));
+
+    l.request_notified(
+        request,
+        t0 + 13_000,
+        Some("s3://bucket/results/manifest.json"),
+    )
+    .await
+    .unwrap();
+    let r = l.get_request(request).await.unwrap().unwrap();
+    assert_eq!(r.completion.notified_at_ms, Some(t0 + 13_000));
+    assert_eq!(
+        r.completion.manifest.as_deref(),
+        Some("s3://bucket/results/manifest.json")
+    );
+    assert_eq!(r.completion.check_at_ms, None);
+    assert!(!due(u64::MAX / 2).await, "out of the due index once sent");
+    assert_eq!(
+        l.finish_request(request, "c", t0 + 100_000, t0 + 110_000)
+            .await
+            .unwrap(),
+        None,
+        "no turn after it was sent"
+    );
+    l.defer_finish_check(request, t0 + 200_000).await.unwrap();
+    assert!(
+        !due(u64::MAX / 2).await,
+        "a late deferral does not bring it back"
+    );
+    assert_eq!(
+        l.get_request(request).await.unwrap().unwrap().completion,
+        r.completion
     );
 }

@@ -342,7 +342,14 @@ impl Stack {
 
     /// Starts the test job's local Invoke-API server; its executions go to `log`.
     pub async fn testjob(&self, extra_args: &[&str]) -> TestJob {
+        self.testjob_with(extra_args, &[]).await
+    }
+
+    /// [`Stack::testjob`] with more environment variables for the job's server.
+    pub async fn testjob_with(&self, extra_args: &[&str], env: &[(&str, &str)]) -> TestJob {
         let log = self.dir.path().join("executions.jsonl");
+        let mut vars = vec![("FLEET_TESTJOB_LOG", log.to_str().expect("utf-8 path"))];
+        vars.extend_from_slice(env);
         let listen = match &self.placement {
             Some(p) => format!("{}:0", p.server_addr),
             None => "127.0.0.1:0".to_owned(),
@@ -354,7 +361,7 @@ impl Stack {
                 self.placement.as_ref().map(|p| p.server.as_str()),
                 &bin("fleet-testjob"),
                 &args,
-                &[("FLEET_TESTJOB_LOG", log.to_str().expect("utf-8 path"))],
+                &vars,
             )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

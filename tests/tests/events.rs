@@ -186,7 +186,10 @@ fn check_event(event: &Value, request_id: &str) {
         event["counts"],
         json!({"SUCCEEDED": JOBS as u64 - failing, "FAILED": failing, "CANCELLED": 0})
     );
-    assert!(event["attempts"].as_u64().unwrap() >= JOBS as u64, "{event}");
+    assert!(
+        event["attempts"].as_u64().unwrap() >= JOBS as u64,
+        "{event}"
+    );
     assert_eq!(
         event["duration_ms"].as_u64().unwrap(),
         event["finished_at_ms"].as_u64().unwrap() - event["created_at_ms"].as_u64().unwrap()

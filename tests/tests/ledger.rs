@@ -60,6 +60,7 @@ async fn both_ledgers_keep_the_contract_and_leave_the_same_items() {
     ledger_contract::check_listings(&dynamo, "listed").await;
     ledger_contract::check_request_failure(&dynamo, "brittle").await;
     ledger_contract::check_window(&dynamo, "windowed").await;
+    ledger_contract::check_finish(&dynamo, "finishing").await;
 
     let memory = MemoryLedger::new().with_index_shards(16);
     ledger_contract::check(&memory, "contract").await;
@@ -68,6 +69,7 @@ async fn both_ledgers_keep_the_contract_and_leave_the_same_items() {
     ledger_contract::check_listings(&memory, "listed").await;
     ledger_contract::check_request_failure(&memory, "brittle").await;
     ledger_contract::check_window(&memory, "windowed").await;
+    ledger_contract::check_finish(&memory, "finishing").await;
 
     let mut scanned = Vec::new();
     let mut start = None;
@@ -655,6 +657,7 @@ async fn no_item_passes_400_kb_at_the_largest_settings_the_config_accepts() {
             },
             exit_code: Some(i32::MIN),
             stopped_reason: Some(long.clone()),
+            usage: None,
         };
         let live: Vec<LiveReport> = (0..8)
             .map(|r| LiveReport {

@@ -226,6 +226,7 @@ mod tests {
             reason: RouteReason::of(RouteRule::Default),
             exit_code: None,
             stopped_reason: stopped.map(str::to_owned),
+            usage: None,
         }
     }
 

@@ -149,6 +149,23 @@ fn serves(function: &Option<String>, name: &str) -> bool {
     }
 }
 
+/// The log tail Lambda returns with `LogType=Tail` (base64): the invocation's START, END
+/// and REPORT lines, the billed duration rounded up to the millisecond, the memory size from
+/// `AWS_LAMBDA_FUNCTION_MEMORY_SIZE` (as Lambda sets it; 1024 when unset).
+fn log_tail(request_id: &str, took: std::time::Duration) -> String {
+    use base64::Engine;
+    let memory: u32 = std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+        .ok()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(1024);
+    let ms = took.as_secs_f64() * 1000.0;
+    let billed = took.as_micros().div_ceil(1000).max(1);
+    let log = format!(
+        "START RequestId: {request_id} Version: $LATEST\nEND RequestId: {request_id}\nREPORT RequestId: {request_id}\tDuration: {ms:.2} ms\tBilled Duration: {billed} ms\tMemory Size: {memory} MB\tMax Memory Used: {memory} MB\t\n"
+    );
+    base64::engine::general_purpose::STANDARD.encode(log)
+}
+
 fn lambda_response(
     request_id: &str,
     status: StatusCode,
@@ -277,10 +294,22 @@ async fn invoke<H: JobHandler>(
             "InvalidParameterValueException",
             "this job's local Invoke API was built without the feature local-async: it cannot deliver an asynchronous invocation's record".into(),
         ),
-        _ => match app.run(event, &request_id).await {
-            Ok(result) => lambda_response(&request_id, StatusCode::OK, false, result),
-            Err(error) => lambda_response(&request_id, StatusCode::OK, true, error),
-        },
+        _ => {
+            let started = std::time::Instant::now();
+            let ran = app.run(event, &request_id).await;
+            let took = started.elapsed();
+            let mut response = match ran {
+                Ok(result) => lambda_response(&request_id, StatusCode::OK, false, result),
+                Err(error) => lambda_response(&request_id, StatusCode::OK, true, error),
+            };
+            let tail = headers
+                .get("x-amz-log-type")
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"Tail"));
+            if tail && let Ok(v) = HeaderValue::from_str(&log_tail(&request_id, took)) {
+                response.headers_mut().insert("x-amz-log-result", v);
+            }
+            response
+        }
     }
 }
 

@@ -292,6 +292,7 @@ fn a_failure_carries_its_whole_error_and_the_next_cursor() {
             reason: RouteReason::of(RouteRule::Default),
             exit_code: None,
             stopped_reason: None,
+            usage: None,
         },
         error: error.map(str::to_owned),
     };

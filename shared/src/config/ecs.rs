@@ -81,6 +81,10 @@ pub struct EcsConfig {
     /// How often running tasks are described (DescribeTasks, 100 tasks a call).
     /// Env `FLEET_ECS_POLL_SECS`.
     pub poll_secs: u64,
+    /// The job task's size, for its cost: CPU units (1024 = 1 vCPU) and memory (MiB), as
+    /// its task definition sets them. Env `FLEET_ECS_TASK_CPU`, `FLEET_ECS_TASK_MEMORY_MB`.
+    pub task_cpu: u32,
+    pub task_memory_mb: u32,
 }
 
 impl Default for EcsConfig {
@@ -99,6 +103,8 @@ impl Default for EcsConfig {
             run_task_per_sec: 20.0,
             max_concurrency: 100,
             poll_secs: 5,
+            task_cpu: 1024,
+            task_memory_mb: 2048,
         }
     }
 }
@@ -113,6 +119,15 @@ impl EcsConfig {
     }
 
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if !(128..=16_384).contains(&self.task_cpu) {
+            return Err(invalid(
+                "ecs.task_cpu",
+                "must be 128 to 16384 CPU units (1024 = 1 vCPU)",
+            ));
+        }
+        if !(512..=122_880).contains(&self.task_memory_mb) {
+            return Err(invalid("ecs.task_memory_mb", "must be 512 to 122880 MiB"));
+        }
         if self.launcher == Launcher::Process {
             match &self.command {
                 None => {

@@ -37,6 +37,10 @@ pub struct LambdaConfig {
     /// for the call, not for the job): a burst of hand-offs opens no more connections than
     /// this. 1 to 10000. Env `FLEET_LAMBDA_INVOKE_CALLS`.
     pub invoke_calls: usize,
+    /// The functions' memory (MB), for the cost of an asynchronous attempt (Lambda's
+    /// invocation record does not say it; a synchronous Invoke's log tail does). Env
+    /// `FLEET_LAMBDA_MEMORY_MB`.
+    pub memory_mb: u32,
 }
 
 /// How the worker invokes Lambda.
@@ -80,6 +84,7 @@ impl Default for LambdaConfig {
             outcomes_queue: None,
             max_event_age_secs: 3600,
             invoke_calls: 64,
+            memory_mb: 1024,
         }
     }
 }
@@ -102,6 +107,12 @@ impl LambdaConfig {
     /// Checks this section alone (the outcomes queue, whose default comes from the jobs
     /// queue, is checked by [`Config::validate`](super::Config::validate)).
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if !(128..=10_240).contains(&self.memory_mb) {
+            return Err(invalid(
+                "lambda.memory_mb",
+                "must be 128 to 10240 (Lambda's range)",
+            ));
+        }
         if let Some(f) = &self.function {
             check_function("lambda.function", f)?;
         }

@@ -23,6 +23,7 @@ mod lambda;
 mod ledger;
 mod limits;
 mod metrics;
+mod prices;
 mod queue;
 mod routing;
 mod tenants;
@@ -38,6 +39,7 @@ pub use lambda::{Invocation, LambdaConfig};
 pub use ledger::{JOBS_PER_SHARD, LedgerConfig};
 pub use limits::{LimitsConfig, MAX_WINDOW};
 pub use metrics::MetricsConfig;
+pub use prices::{CostEstimate, FARGATE_MIN_BILLED_MS, PricesConfig};
 pub use queue::QueueConfig;
 pub use routing::RoutingConfig;
 pub use tenants::TenantConfig;
@@ -67,6 +69,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub claim_check: ClaimCheckConfig,
     pub events: EventsConfig,
+    pub prices: PricesConfig,
     /// Settings per job type, keyed by the job type's name.
     pub job_types: BTreeMap<String, JobTypeConfig>,
     /// Limits per tenant, keyed by the tenant's name.
@@ -164,6 +167,7 @@ impl Config {
         }
         self.claim_check.validate()?;
         self.events.validate()?;
+        self.prices.validate()?;
         if self.claim_check.prefix.is_none() && self.limits.max_message_bytes > ITEM_SAFE_BYTES {
             return Err(invalid(
                 "limits.max_message_bytes",

@@ -45,6 +45,8 @@ pub struct Delta {
     pub retrying: i64,
     /// Attempts recorded (a throttled attempt refunded is not one).
     pub attempts: i64,
+    /// What the attempts recorded cost, in billionths of a US dollar.
+    pub cost_nusd: i64,
 }
 
 impl Delta {
@@ -58,6 +60,7 @@ impl Delta {
         self.cancelled += o.cancelled;
         self.retrying += o.retrying;
         self.attempts += o.attempts;
+        self.cost_nusd += o.cost_nusd;
     }
 }
 
@@ -105,7 +108,12 @@ impl Change {
     pub fn delta(&self) -> Delta {
         let mut d = Delta::default();
         match self {
-            Change::Finish { lease, finish, .. } => {
+            Change::Finish {
+                lease,
+                finish,
+                record,
+            } => {
+                d.cost_nusd = record.usage.map_or(0, |u| u.cost_nusd as i64);
                 let debt = i64::from(lease.after_retry);
                 match finish {
                     Finish::Succeeded { .. } => {

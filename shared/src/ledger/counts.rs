@@ -44,6 +44,8 @@ pub struct Counts {
     pub running: i64,
     /// Of those, attempts after a retry (also in `retrying`).
     pub running_after_retry: i64,
+    /// What its recorded attempts cost, in billionths of a US dollar (see `[prices]`).
+    pub cost_nusd: i64,
 }
 
 impl Counts {
@@ -53,6 +55,7 @@ impl Counts {
         self.cancelled += d.cancelled;
         self.retrying += d.retrying;
         self.attempts += d.attempts;
+        self.cost_nusd += d.cost_nusd;
     }
 
     pub fn finished(&self) -> i64 {
@@ -67,6 +70,8 @@ impl Counts {
             cancelled: other.cancelled - self.cancelled,
             retrying: other.retrying - self.retrying,
             attempts: other.attempts - self.attempts,
+            // A recount reads the jobs' states, not what their attempts cost.
+            cost_nusd: 0,
         }
     }
 }

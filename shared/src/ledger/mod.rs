@@ -62,7 +62,7 @@ pub use item::{Due, DueKind};
 
 /// The version of the table's layout this build reads and writes. A table recording another
 /// version (or none, with an older layout's indexes) is refused at start-up.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 
 /// How long a replica trusts what it read of a request (cancelled or not): a cancel waits
 /// this long before it returns, so no job of a cancelled request starts after it.
@@ -155,6 +155,24 @@ pub struct AttemptRecord {
     /// Why a task stopped, as ECS says (stop code and reason; out-of-memory shows here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_reason: Option<String>,
+    /// What it used, and what that cost at the configured prices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+/// What an attempt used: Lambda's billed duration and memory, or a Fargate task's size and
+/// billed run time; and its estimated cost at the configured prices (`[prices]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Usage {
+    /// Lambda: the billed duration (its REPORT line's, or the attempt's own time when Lambda
+    /// does not report it). Fargate: the task's run time, at least Fargate's one minute.
+    pub billed_ms: u64,
+    pub memory_mb: u32,
+    /// A Fargate task's CPU units (1024 = 1 vCPU); none for Lambda.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_units: Option<u32>,
+    /// Its estimated cost in billionths of a US dollar.
+    pub cost_nusd: u64,
 }
 
 /// An attempt of the history with its whole error text.

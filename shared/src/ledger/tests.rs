@@ -35,6 +35,7 @@ fn finish(after_retry: bool, finish: Finish) -> Delta {
             reason: crate::message::RouteReason::of(crate::message::RouteRule::Default),
             exit_code: None,
             stopped_reason: None,
+            usage: None,
         },
     }
     .delta()
@@ -47,6 +48,7 @@ fn d(succeeded: i64, failed: i64, cancelled: i64, retrying: i64, attempts: i64) 
         cancelled,
         retrying,
         attempts,
+        cost_nusd: 0,
     }
 }
 

@@ -247,6 +247,7 @@ impl TaskLauncher for EcsLauncher {
             exit_code: None,
             stopped_reason: None,
             retry_after: None,
+            reported: Default::default(),
         })
     }
 
@@ -317,6 +318,7 @@ async fn poll(inner: Arc<Inner>, period: Duration) {
                             exit_code: None,
                             stopped_reason: f.reason().map(str::to_owned),
                             retry_after: None,
+                            reported: Default::default(),
                         },
                     ));
                 }
@@ -385,6 +387,7 @@ pub fn task_end(task: &Task, container: &str) -> TaskEnd {
         exit_code,
         stopped_reason,
         retry_after: None,
+        reported: Default::default(),
     }
 }
 

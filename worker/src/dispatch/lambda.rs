@@ -16,7 +16,7 @@ use aws_sdk_lambda::types::InvocationType;
 use fleet_shared::config::{Config, Invocation};
 use fleet_shared::message::JobEvent;
 
-use super::{Dispatcher, Outcome, TaskEnd};
+use super::{Dispatcher, Outcome, Reported, TaskEnd};
 use crate::classify::{self, ErrorClass};
 
 pub struct LambdaDispatcher {
@@ -68,19 +68,30 @@ impl Dispatcher for LambdaDispatcher {
             .invoke()
             .function_name(function)
             .payload(Blob::new(payload))
+            .log_type(aws_sdk_lambda::types::LogType::Tail)
             .send()
             .await
         {
             Ok(out) => {
+                // The log tail's REPORT line: the billed duration and memory, for the cost.
+                let reported = out
+                    .log_result
+                    .as_deref()
+                    .and_then(|b| {
+                        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b).ok()
+                    })
+                    .map(|log| Reported::from_log(&String::from_utf8_lossy(&log)))
+                    .unwrap_or_default();
                 let body = out.payload.map(Blob::into_inner).unwrap_or_default();
-                match out.function_error {
+                let end = match out.function_error {
                     None => TaskEnd::of(Outcome::Succeeded { result: body }),
                     Some(_) => {
                         let v: serde_json::Value =
                             serde_json::from_slice(&body).unwrap_or_default();
                         function_error(&v, &body)
                     }
-                }
+                };
+                TaskEnd { reported, ..end }
             }
             Err(e) => invoke_failed(function, &e),
         }
@@ -156,6 +167,7 @@ pub fn function_error(v: &serde_json::Value, raw: &[u8]) -> TaskEnd {
         exit_code: None,
         stopped_reason: Some(error_type),
         retry_after,
+        reported: Default::default(),
     }
 }
 

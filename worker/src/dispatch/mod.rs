@@ -58,6 +58,39 @@ pub struct TaskEnd {
     pub stopped_reason: Option<String>,
     /// When the target said to call again (Lambda's `retryAfterSeconds` on a throttle).
     pub retry_after: Option<std::time::Duration>,
+    /// What the target reported of the attempt's use (Lambda), for its cost.
+    pub reported: Reported,
+}
+
+/// What Lambda reported of an attempt: a synchronous Invoke's log tail has its REPORT line
+/// (billed duration, memory size); an invocation record has only when it ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reported {
+    pub billed_ms: Option<u64>,
+    pub memory_mb: Option<u32>,
+    /// When the attempt ended, as Lambda says (an invocation record's timestamp), in ms
+    /// since the epoch.
+    pub ended_ms: Option<u64>,
+}
+
+impl Reported {
+    /// The billed duration and memory size of a Lambda REPORT line
+    /// (`REPORT RequestId: … Duration: 12.3 ms Billed Duration: 13 ms Memory Size: 128 MB …`)
+    /// in `log` (a log tail), if it has one.
+    pub fn from_log(log: &str) -> Reported {
+        let field = |line: &str, name: &str, unit: &str| -> Option<u64> {
+            let rest = line.split_once(name)?.1.trim_start();
+            rest.split_once(unit)?.0.trim().parse().ok()
+        };
+        let Some(line) = log.lines().rev().find(|l| l.starts_with("REPORT ")) else {
+            return Reported::default();
+        };
+        Reported {
+            billed_ms: field(line, "Billed Duration:", "ms"),
+            memory_mb: field(line, "Memory Size:", "MB").and_then(|m| u32::try_from(m).ok()),
+            ended_ms: None,
+        }
+    }
 }
 
 impl TaskEnd {
@@ -89,6 +122,7 @@ impl TaskEnd {
             exit_code: None,
             stopped_reason: None,
             retry_after: None,
+            reported: Reported::default(),
         }
     }
 }
@@ -146,6 +180,7 @@ impl TaskLauncher for NoTasks {
             exit_code: None,
             stopped_reason: None,
             retry_after: None,
+            reported: Reported::default(),
         }
     }
 

@@ -96,6 +96,7 @@ impl TaskLauncher for ProcessLauncher {
                     exit_code: Some(0),
                     stopped_reason: None,
                     retry_after: None,
+                    reported: Default::default(),
                 },
                 Ok(s) => {
                     let code = s.code();
@@ -117,6 +118,7 @@ impl TaskLauncher for ProcessLauncher {
                         exit_code: code,
                         stopped_reason: Some(why),
                         retry_after: None,
+                        reported: Default::default(),
                     }
                 }
                 Err(e) => TaskEnd {
@@ -127,6 +129,7 @@ impl TaskLauncher for ProcessLauncher {
                     exit_code: None,
                     stopped_reason: None,
                     retry_after: None,
+                    reported: Default::default(),
                 },
             };
             let _ = end_tx.send(end);
@@ -156,6 +159,7 @@ impl TaskLauncher for ProcessLauncher {
             exit_code: None,
             stopped_reason: None,
             retry_after: None,
+            reported: Default::default(),
         })
     }
 

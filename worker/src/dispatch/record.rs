@@ -55,6 +55,20 @@ pub fn read(body: &str) -> Result<Record, String> {
         }),
         other => return Err(format!("unknown invocation record condition {other:?}")),
     };
+    // When it ended, as Lambda says: the attempt's duration for its cost.
+    let ended_ms = aws_sdk_lambda::primitives::DateTime::from_str(
+        &r.timestamp,
+        aws_sdk_lambda::primitives::DateTimeFormat::DateTime,
+    )
+    .ok()
+    .and_then(|t| u64::try_from(t.to_millis().ok()?).ok());
+    let end = TaskEnd {
+        reported: super::Reported {
+            ended_ms,
+            ..Default::default()
+        },
+        ..end
+    };
     Ok(Record {
         event,
         end,

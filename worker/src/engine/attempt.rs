@@ -62,6 +62,8 @@ pub(super) struct TaskInfo {
     pub stopped_reason: Option<String>,
     /// When the target said to call again (a throttle's `retryAfterSeconds`).
     pub retry_after: Option<Duration>,
+    /// What Lambda reported of the attempt's use.
+    pub reported: crate::dispatch::Reported,
 }
 
 impl From<&TaskEnd> for TaskInfo {
@@ -70,6 +72,7 @@ impl From<&TaskEnd> for TaskInfo {
             exit_code: e.exit_code,
             stopped_reason: e.stopped_reason.clone(),
             retry_after: e.retry_after,
+            reported: e.reported,
         }
     }
 }

@@ -187,8 +187,14 @@ impl<B: Backends> Engine<B> {
                 Some(prefix) => Some(self.export_renewing(&r, prefix, turn).await?),
                 None => None,
             };
-            let event = RequestFinished::of(&r, counts, manifest.as_deref())
+            let mut event = RequestFinished::of(&r, counts, manifest.as_deref())
                 .ok_or_else(|| "the request is not finished".to_owned())?;
+            event.cost_usd = Some(
+                self.config
+                    .prices
+                    .estimate(counts.cost_nusd, finished(&r, counts))
+                    .total_usd,
+            );
             if let Some(n) = &self.notifier {
                 n.send(&event).await?;
             }

@@ -160,11 +160,20 @@ impl<B: Backends> Engine<B> {
         info: TaskInfo,
         acker: &Acker,
     ) -> bool {
+        let ended_ms = self.clock.now_ms();
+        // A job cancelled before it started used nothing.
+        let ran = outcome != AttemptOutcome::Cancelled || a.task().is_some();
+        let usage = ran.then(|| self.usage(a, route, &info, ended_ms));
+        if let Some(u) = &usage {
+            metrics::gauge!(fm::COST_USD, "target" => route.target.as_str(), "job_type" => a.msg.job_type.clone())
+                .increment(u.cost_nusd as f64 / 1e9);
+        }
         let rec = AttemptRecord {
+            usage,
             attempt: a.lease.attempt,
             fence: a.lease.fence,
             started_ms: a.lease.started_ms,
-            ended_ms: self.clock.now_ms(),
+            ended_ms,
             target: route.target,
             outcome,
             retry_at_ms: match &finish {
@@ -241,6 +250,37 @@ impl<B: Backends> Engine<B> {
             }
         }
         true
+    }
+
+    /// What an attempt that ended at `ended_ms` used, and its cost at `[prices]`: Lambda's
+    /// billed duration and memory as its REPORT line says (else the attempt's own time, to
+    /// the end Lambda's invocation record gives, and `lambda.memory_mb`); a task's run time
+    /// at the size `ecs.task_cpu` / `ecs.task_memory_mb`.
+    fn usage(
+        &self,
+        a: &Attempt<'_>,
+        route: &Route,
+        info: &TaskInfo,
+        ended_ms: u64,
+    ) -> fleet_shared::ledger::Usage {
+        let prices = &self.config.prices;
+        let r = info.reported;
+        let ran_ms = r
+            .ended_ms
+            .filter(|e| *e <= ended_ms)
+            .unwrap_or(ended_ms)
+            .saturating_sub(a.lease.started_ms);
+        match route.target {
+            fleet_shared::message::Target::Ecs => prices.fargate(
+                ran_ms,
+                self.config.ecs.task_cpu,
+                self.config.ecs.task_memory_mb,
+            ),
+            _ => prices.lambda(
+                r.billed_ms.unwrap_or(ran_ms),
+                r.memory_mb.unwrap_or(self.config.lambda.memory_mb),
+            ),
+        }
     }
 
     /// Brings a retried job's message back at its retry time: hidden when that is soon,

@@ -280,6 +280,7 @@ impl TaskLauncher for FakeTasks {
             exit_code: Some(code),
             stopped_reason: None,
             retry_after: None,
+            reported: Default::default(),
         }
     }
 
@@ -867,6 +868,7 @@ async fn a_failed_jobs_message_that_comes_back_is_dead_lettered_again() {
         reason: RouteReason::of(RouteRule::Default),
         exit_code: None,
         stopped_reason: None,
+        usage: None,
     };
     let failed = fleet_shared::ledger::Finish::Failed {
         class: ErrorClass::Permanent,

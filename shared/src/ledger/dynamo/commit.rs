@@ -242,6 +242,9 @@ impl DynamoLedger {
         ] {
             u.add(name, item::n(v));
         }
+        if delta.cost_nusd != 0 {
+            u.add(counter_attr::COST, item::n(delta.cost_nusd));
+        }
         for l in live {
             u.set(&item::live_attr(&l.replica), item::live_value(l));
         }

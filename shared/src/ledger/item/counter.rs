@@ -11,6 +11,8 @@ pub mod counter_attr {
     pub const CANCELLED: &str = "CANCELLED";
     pub const RETRYING: &str = "RETRYING";
     pub const ATTEMPTS: &str = "attempts";
+    /// What the attempts cost, in billionths of a US dollar (only once some did).
+    pub const COST: &str = "cost";
     /// Live reports are kept in this many attributes (`l0`..), by replica name.
     pub const LIVE_SLOTS: u32 = 8;
 }
@@ -60,6 +62,9 @@ impl CounterItem {
         ] {
             item.insert(name.to_owned(), n(v));
         }
+        if self.counts.cost_nusd != 0 {
+            item.insert(c::COST.to_owned(), n(self.counts.cost_nusd));
+        }
         for (a, l) in &self.live {
             item.insert(a.clone(), live_value(l));
         }
@@ -98,6 +103,7 @@ impl CounterItem {
                 attempts: r.opt_n(c::ATTEMPTS)?.unwrap_or(0),
                 running: 0,
                 running_after_retry: 0,
+                cost_nusd: r.opt_n(c::COST)?.unwrap_or(0),
             },
             live,
             expires_at: r.opt_n(attr::EXPIRES_AT)?,
@@ -113,6 +119,7 @@ impl CounterItem {
         total.cancelled += c.cancelled;
         total.retrying += c.retrying;
         total.attempts += c.attempts;
+        total.cost_nusd += c.cost_nusd;
         for l in self.live.values() {
             if now_ms.saturating_sub(l.at_ms) <= crate::ledger::LIVE_REPORT_MAX_AGE_MS {
                 total.running += i64::from(l.running);

@@ -231,6 +231,14 @@ pub fn record_value(r: &AttemptRecord, error: Option<&str>) -> AttributeValue {
     if let Some(e) = error {
         m.insert("m".to_owned(), s(clip_bytes(e, ERROR_MAX_BYTES)));
     }
+    if let Some(u) = &r.usage {
+        m.insert("b".to_owned(), n(u.billed_ms));
+        m.insert("mb".to_owned(), n(u.memory_mb));
+        m.insert("u".to_owned(), n(u.cost_nusd));
+        if let Some(c) = u.cpu_units {
+            m.insert("c".to_owned(), n(c));
+        }
+    }
     AttributeValue::M(m)
 }
 
@@ -256,6 +264,15 @@ pub fn record_from(
             reason: r.parsed("w")?,
             exit_code: r.opt_n("x")?,
             stopped_reason: r.opt_s("p").map(str::to_owned),
+            usage: match r.opt_n("b")? {
+                Some(billed_ms) => Some(crate::ledger::Usage {
+                    billed_ms,
+                    memory_mb: r.opt_n("mb")?.unwrap_or(0),
+                    cpu_units: r.opt_n("c")?,
+                    cost_nusd: r.opt_n("u")?.unwrap_or(0),
+                }),
+                None => None,
+            },
         },
         r.opt_s("m").map(str::to_owned),
     ))

@@ -50,6 +50,7 @@ fn a_job_item_survives_its_codec() {
         reason: crate::message::RouteReason::of(crate::message::RouteRule::Default),
         exit_code: Some(1),
         stopped_reason: Some("Essential container exited".into()),
+        usage: None,
     });
     let item = encode_job(&j);
     assert!(failed_entry(&item).is_some());
@@ -95,6 +96,7 @@ fn small_payloads_stay_inline_and_the_item_lean() {
         reason: crate::message::RouteReason::of(crate::message::RouteRule::PromotedAfterTimeout),
         exit_code: None,
         stopped_reason: None,
+        usage: None,
     });
     j.last_error = Some("e".repeat(SHORT_ERROR_BYTES));
     j.error_class = Some(ErrorClass::JobFailure);
