@@ -66,7 +66,7 @@ pub const REQUESTS_FAILED: &str = "fleet_requests_failed_total";
 pub const REQUESTS_FINISHED: &str = "fleet_requests_finished_total";
 pub const EVENTS_SENT: &str = "fleet_events_sent_total";
 pub const EVENT_ERRORS: &str = "fleet_event_errors_total";
-pub const COST_USD: &str = "fleet_cost_usd_total";
+pub const COST_USD: &str = "fleet_cost_usd";
 pub const THROTTLES: &str = "fleet_throttles_total";
 pub const JOBS_RELEASED: &str = "fleet_jobs_released_total";
 pub const IN_FLIGHT: &str = "fleet_in_flight";
@@ -233,7 +233,7 @@ pub const CATALOG: &[Metric] = &[
         COST_USD,
         Gauge,
         &["target", "job_type"],
-        "Estimated cost in US dollars of the attempts this replica recorded, per target and job type, at the configured [prices]; only ever grows (a gauge because it is not a whole number: use increase() or rate() on it as on a counter).",
+        "Estimated cost in US dollars of the attempts this replica recorded, per target and job type, at the configured [prices]; only ever grows while the replica runs (a gauge, since Prometheus counters from this exporter count whole numbers: use increase() or rate() on it as on a counter).",
         W,
     ),
     metric(

@@ -68,3 +68,68 @@ fn the_schema_describes_every_field_of_the_rust_type() {
     props.sort();
     assert_eq!(fields, props);
 }
+
+/// The completion event the replicas send follows its published schema.
+#[test]
+fn the_completion_event_follows_its_schema() {
+    use fleet_shared::completion::{REQUEST_FINISHED_SCHEMA_V1, RequestFinished};
+    use fleet_shared::ledger::{Completion, Counts, RequestFailure, RequestRecord};
+    let schema: Value = serde_json::from_str(REQUEST_FINISHED_SCHEMA_V1).unwrap();
+    let schema = jsonschema::validator_for(&schema).unwrap();
+    let mut r = RequestRecord {
+        request_id: "req-1".into(),
+        job_type: "csv".into(),
+        total: 3,
+        content_hash: "h".into(),
+        max_attempts: None,
+        target: None,
+        created_at_ms: 1_000,
+        job_shards: 1,
+        written: 3,
+        cancelled_at_ms: None,
+        stop_running: false,
+        tolerated_failures: None,
+        failed: None,
+        window: None,
+        capped: false,
+        released: 0,
+        tenant: None,
+        releaser: None,
+        results_prefix: None,
+        completion: Completion {
+            finished_at_ms: Some(61_000),
+            ..Default::default()
+        },
+    };
+    let counts = Counts {
+        succeeded: 2,
+        failed: 1,
+        attempts: 4,
+        ..Default::default()
+    };
+    let mut e = RequestFinished::of(&r, &counts, Some("s3://b/p/manifest.json")).unwrap();
+    e.cost_usd = Some(0.25);
+    let doc = serde_json::to_value(&e).unwrap();
+    assert!(schema.is_valid(&doc), "{doc}");
+    assert_eq!(doc["state"], "FINISHED");
+    assert_eq!(doc["duration_ms"], 60_000);
+    r.failed = Some(RequestFailure {
+        at_ms: 50_000,
+        reason: "too many".into(),
+    });
+    r.cancelled_at_ms = Some(50_000);
+    let doc = serde_json::to_value(RequestFinished::of(&r, &counts, None).unwrap()).unwrap();
+    assert!(schema.is_valid(&doc), "{doc}");
+    assert_eq!(doc["state"], "FAILED");
+    assert_eq!(doc["failure"], "too many");
+    // Not finished: no event.
+    let fewer = Counts {
+        succeeded: 1,
+        ..counts
+    };
+    assert!(RequestFinished::of(&r, &fewer, None).is_none());
+    // The schema refuses what the event never holds.
+    let mut extra = doc.clone();
+    extra["surprise"] = Value::from(1);
+    assert!(!schema.is_valid(&extra));
+}

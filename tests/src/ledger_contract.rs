@@ -1004,13 +1004,15 @@ pub async fn check_finish<L: Ledger + RequestLedger>(l: &L, request: &str) {
     };
     assert!(!due(t0).await, "due strictly after its time");
     assert!(due(t0 + 1).await, "due from its creation");
-    l.defer_finish_check(request, t0 + 5_000).await.unwrap();
+    l.defer_finish_check(request, t0 + 5_000)
+        .await
+        .expect("ledger call");
     assert!(!due(t0 + 4_999).await && due(t0 + 5_001).await, "deferred");
 
     let r = l
         .finish_request(request, "a", t0 + 6_000, t0 + 9_000)
         .await
-        .unwrap()
+        .expect("ledger call")
         .expect("the first takes the turn");
     assert_eq!(r.completion.finished_at_ms, Some(t0 + 6_000));
     assert_eq!(r.completion.notifier, Some(("a".into(), t0 + 9_000)));
@@ -1022,14 +1024,14 @@ pub async fn check_finish<L: Ledger + RequestLedger>(l: &L, request: &str) {
     assert_eq!(
         l.finish_request(request, "b", t0 + 8_000, t0 + 11_000)
             .await
-            .unwrap(),
+            .expect("ledger call"),
         None,
         "not while a's turn lasts"
     );
     let r = l
         .finish_request(request, "a", t0 + 8_500, t0 + 12_000)
         .await
-        .unwrap()
+        .expect("ledger call")
         .expect("a renews its turn");
     assert_eq!(
         r.completion.finished_at_ms,
@@ -1039,7 +1041,7 @@ pub async fn check_finish<L: Ledger + RequestLedger>(l: &L, request: &str) {
     let r = l
         .finish_request(request, "b", t0 + 12_001, t0 + 15_000)
         .await
-        .unwrap()
+        .expect("ledger call")
         .expect("b takes the turn once a's is over");
     assert_eq!(r.completion.notifier, Some(("b".into(), t0 + 15_000)));
 
@@ -1049,8 +1051,12 @@ pub async fn check_finish<L: Ledger + RequestLedger>(l: &L, request: &str) {
         Some("s3://bucket/results/manifest.json"),
     )
     .await
-    .unwrap();
-    let r = l.get_request(request).await.unwrap().unwrap();
+    .expect("ledger call");
+    let r = l
+        .get_request(request)
+        .await
+        .expect("ledger call")
+        .expect("ledger call");
     assert_eq!(r.completion.notified_at_ms, Some(t0 + 13_000));
     assert_eq!(
         r.completion.manifest.as_deref(),
@@ -1061,17 +1067,23 @@ pub async fn check_finish<L: Ledger + RequestLedger>(l: &L, request: &str) {
     assert_eq!(
         l.finish_request(request, "c", t0 + 100_000, t0 + 110_000)
             .await
-            .unwrap(),
+            .expect("ledger call"),
         None,
         "no turn after it was sent"
     );
-    l.defer_finish_check(request, t0 + 200_000).await.unwrap();
+    l.defer_finish_check(request, t0 + 200_000)
+        .await
+        .expect("ledger call");
     assert!(
         !due(u64::MAX / 2).await,
         "a late deferral does not bring it back"
     );
     assert_eq!(
-        l.get_request(request).await.unwrap().unwrap().completion,
+        l.get_request(request)
+            .await
+            .expect("ledger call")
+            .expect("ledger call")
+            .completion,
         r.completion
     );
 }

@@ -10,10 +10,10 @@ use fleet_tests::{Stack, bin};
 use serde_json::{Value, json};
 
 /// The default `[prices]`, written out by hand (us-east-1 list prices).
-const LAMBDA_GB_SECOND: f64 = 0.000_016_666_7;
+const LAMBDA_GB_SECOND: f64 = 0.000_013_333_4;
 const LAMBDA_REQUEST: f64 = 0.20 / 1e6;
-const FARGATE_VCPU_HOUR: f64 = 0.040_48;
-const FARGATE_GB_HOUR: f64 = 0.004_445;
+const FARGATE_VCPU_HOUR: f64 = 0.032_384;
+const FARGATE_GB_HOUR: f64 = 0.003_556;
 /// Per job: 6.31 write units at $0.625 a million, 2.16 read units at $0.125, 0.32 SQS
 /// requests at $0.40.
 const REQUESTS_PER_JOB: f64 = (6.31 * 0.625 + 2.16 * 0.125 + 0.32 * 0.40) / 1e6;

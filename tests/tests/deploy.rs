@@ -65,6 +65,9 @@ const WORKER_ACTIONS: &[&str] = &[
     "ecs:StopTask",
     "iam:PassRole",
     "s3:PutObject",
+    "s3:GetObject",
+    "sns:Publish",
+    "events:PutEvents",
 ];
 
 #[tokio::test(flavor = "multi_thread")]

@@ -226,7 +226,7 @@ async fn a_finished_request_sends_one_event_to_each_target_also_when_its_replica
         ("FLEET_EVENTS_SNS_TOPIC", &t.topic),
         ("FLEET_EVENTS_EVENTBRIDGE_BUS", &t.bus),
         ("FLEET_SWEEP_SECS", "1"),
-        ("FLEET_RECOVER_SECS", "3"),
+        ("FLEET_RECOVER_SECS", "10"),
     ];
 
     // 1. Two replicas; the request asks for its results in S3.

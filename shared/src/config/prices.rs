@@ -14,10 +14,10 @@ use crate::ledger::Usage;
 pub struct PricesConfig {
     /// What the prices are: their date and region.
     pub as_of: String,
-    /// Lambda compute, per GB-second (x86).
+    /// Lambda compute, per GB-second (arm64, as the template deploys the function).
     pub lambda_gb_second: f64,
     pub lambda_requests_per_million: f64,
-    /// Fargate, per vCPU-hour and per GB-hour (Linux, x86).
+    /// Fargate, per vCPU-hour and per GB-hour (Linux, arm64, as the template's task).
     pub fargate_vcpu_hour: f64,
     pub fargate_gb_hour: f64,
     /// DynamoDB on demand, per million write and read request units.
@@ -36,10 +36,10 @@ impl Default for PricesConfig {
     fn default() -> Self {
         Self {
             as_of: "2026-12-02 us-east-1 list prices".into(),
-            lambda_gb_second: 0.000_016_666_7,
+            lambda_gb_second: 0.000_013_333_4,
             lambda_requests_per_million: 0.20,
-            fargate_vcpu_hour: 0.040_48,
-            fargate_gb_hour: 0.004_445,
+            fargate_vcpu_hour: 0.032_384,
+            fargate_gb_hour: 0.003_556,
             dynamodb_write_units_per_million: 0.625,
             dynamodb_read_units_per_million: 0.125,
             sqs_requests_per_million: 0.40,

@@ -208,6 +208,9 @@ fn every_override_names_a_real_key() {
             "FLEET_ROUTING_LAMBDA_MAX_SECS" => "30",
             "FLEET_CLAIM_CHECK_PREFIX" => "s3://bucket/payloads/",
             "FLEET_CLAIM_CHECK_INLINE_MAX_BYTES" => "4096",
+            "FLEET_ECS_TASK_CPU" => "2048",
+            "FLEET_ECS_TASK_MEMORY_MB" => "4096",
+            "FLEET_LAMBDA_MEMORY_MB" => "512",
             "FLEET_EVENTS_SNS_TOPIC" => "arn:aws:sns:us-east-1:123456789012:done",
             _ => "13",
         };

@@ -235,3 +235,25 @@ impl TaskLauncher for AnyLauncher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Reported;
+
+    #[test]
+    fn a_report_line_gives_the_billed_duration_and_memory() {
+        let log = "START RequestId: 1 Version: $LATEST\nhello\nEND RequestId: 1\n\
+                   REPORT RequestId: 1\tDuration: 1202.51 ms\tBilled Duration: 1203 ms\tMemory Size: 512 MB\tMax Memory Used: 80 MB\tInit Duration: 120.10 ms\t\n";
+        assert_eq!(
+            Reported::from_log(log),
+            Reported {
+                billed_ms: Some(1203),
+                memory_mb: Some(512),
+                ended_ms: None
+            }
+        );
+        assert_eq!(Reported::from_log("no report here"), Reported::default());
+        let odd = Reported::from_log("REPORT RequestId: 1\tBilled Duration: soon ms");
+        assert_eq!(odd.billed_ms, None);
+    }
+}

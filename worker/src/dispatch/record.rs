@@ -102,6 +102,30 @@ mod tests {
     }
 
     #[test]
+    fn the_records_timestamp_is_the_attempts_end() {
+        let r = record("Success", None, Some(json!(1))).replace(
+            "\"timestamp\":\"t\"",
+            "\"timestamp\":\"2026-12-02T12:00:00.250Z\"",
+        );
+        let read = read(&r).unwrap();
+        assert_eq!(read.end.reported.ended_ms, Some(1_796_212_800_250));
+        assert_eq!(
+            read.end.reported.billed_ms, None,
+            "a record has no billed duration"
+        );
+        let bad = read_unparsed_time();
+        assert_eq!(bad, None, "an unreadable timestamp gives no end");
+    }
+
+    fn read_unparsed_time() -> Option<u64> {
+        read(&record("Success", None, Some(json!(1))))
+            .unwrap()
+            .end
+            .reported
+            .ended_ms
+    }
+
+    #[test]
     fn every_condition() {
         let ok = read(&record("Success", None, Some(json!({"rows": 3})))).unwrap();
         assert_eq!(ok.event.fence, 7);

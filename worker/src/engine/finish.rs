@@ -52,6 +52,8 @@ struct Watch {
 #[derive(Debug, Default)]
 pub(super) struct Finishes {
     watches: Mutex<HashMap<String, Watch>>,
+    /// Requests this replica is finishing now.
+    busy: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Finishes {
@@ -102,6 +104,32 @@ impl Finishes {
 
     fn forget(&self, request_id: &str) {
         self.lock().remove(request_id);
+    }
+
+    /// Marks the request as being finished by this replica until the guard drops; `None`
+    /// when it is already.
+    fn start(&self, request_id: &str) -> Option<Finishing<'_>> {
+        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        busy.insert(request_id.to_owned()).then(|| Finishing {
+            finishes: self,
+            request_id: request_id.to_owned(),
+        })
+    }
+}
+
+/// A request this replica is finishing.
+struct Finishing<'a> {
+    finishes: &'a Finishes,
+    request_id: String,
+}
+
+impl Drop for Finishing<'_> {
+    fn drop(&mut self) {
+        self.finishes
+            .busy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.request_id);
     }
 }
 
@@ -171,8 +199,13 @@ impl<B: Backends> Engine<B> {
     }
 
     /// The finish of a request found finished with `counts`: nothing when another replica
-    /// holds its turn or sent its event.
+    /// holds its turn or sent its event, or this replica is finishing it already (its
+    /// outcome loop and its sweeper may both find it finished: the turn is the replica's,
+    /// so only this guard keeps them from both sending).
     async fn finish(&self, request_id: &str, counts: &Counts) -> Result<(), LedgerError> {
+        let Some(_guard) = self.finishes.start(request_id) else {
+            return Ok(());
+        };
         let turn = self.config.worker.recover_secs * 1000;
         let now = self.clock.now_ms();
         let Some(r) = self
@@ -184,7 +217,7 @@ impl<B: Backends> Engine<B> {
         };
         let sent = async {
             let manifest = match &r.results_prefix {
-                Some(prefix) => Some(self.export_renewing(&r, prefix, turn).await?),
+                Some(prefix) => Some(self.export(&r, prefix).await?),
                 None => None,
             };
             let mut event = RequestFinished::of(&r, counts, manifest.as_deref())
@@ -195,12 +228,16 @@ impl<B: Backends> Engine<B> {
                     .estimate(counts.cost_nusd, finished(&r, counts))
                     .total_usd,
             );
+            // The turn is still this replica's (an export may have outlasted it).
+            if !self.renew_turn(request_id, turn).await {
+                return Err("the turn to send it was lost".to_owned());
+            }
             if let Some(n) = &self.notifier {
                 n.send(&event).await?;
             }
             Ok::<_, String>((event, manifest))
         };
-        match sent.await {
+        match self.renewing(request_id, turn, sent).await {
             Ok((event, manifest)) => {
                 self.ledger
                     .request_notified(request_id, self.clock.now_ms(), manifest.as_deref())
@@ -217,44 +254,56 @@ impl<B: Backends> Engine<B> {
         Ok(())
     }
 
-    /// Exports the request's results under `prefix`, renewing this replica's turn every
-    /// third of it while the export runs; the manifest's `s3://`.
-    async fn export_renewing(
+    /// Renews this replica's turn to send the request's event; whether it still holds it.
+    async fn renew_turn(&self, request_id: &str, turn_ms: u64) -> bool {
+        let now = self.clock.now_ms();
+        match self
+            .ledger
+            .finish_request(request_id, &self.replica, now, now + turn_ms)
+            .await
+        {
+            Ok(held) => held.is_some(),
+            Err(e) => {
+                warn!(%request_id, error = %e, "could not renew the turn to send the request's event");
+                false
+            }
+        }
+    }
+
+    /// Runs `work` (the export and the send), renewing this replica's turn every third of
+    /// it meanwhile.
+    async fn renewing<T>(
         &self,
-        r: &RequestRecord,
-        prefix: &str,
+        request_id: &str,
         turn_ms: u64,
-    ) -> Result<String, String> {
+        work: impl std::future::Future<Output = Result<T, String>>,
+    ) -> Result<T, String> {
+        tokio::pin!(work);
+        let mut renew = tokio::time::interval(Duration::from_millis((turn_ms / 3).max(1)));
+        renew.tick().await;
+        loop {
+            tokio::select! {
+                done = &mut work => return done,
+                _ = renew.tick() => {
+                    if !self.renew_turn(request_id, turn_ms).await {
+                        warn!(%request_id, "lost the turn to send the request's event while exporting or sending it");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Exports the request's results under `prefix`; the manifest's `s3://`.
+    async fn export(&self, r: &RequestRecord, prefix: &str) -> Result<String, String> {
         let base = fleet_shared::results::export_base(prefix)?;
         let s3 = self
             .s3
             .as_ref()
             .ok_or_else(|| "no S3 client to export the results with".to_owned())?;
-        let export = fleet_shared::results::export(
-            self.ledger.as_ref(),
-            s3,
-            &r.request_id,
-            r.job_shards,
-            &base,
-        );
-        tokio::pin!(export);
-        let mut renew = tokio::time::interval(Duration::from_millis((turn_ms / 3).max(1)));
-        renew.tick().await;
-        loop {
-            tokio::select! {
-                done = &mut export => {
-                    return done.map(|m| m.manifest).map_err(|e| format!("exporting the results: {e}"));
-                }
-                _ = renew.tick() => {
-                    let now = self.clock.now_ms();
-                    match self.ledger.finish_request(&r.request_id, &self.replica, now, now + turn_ms).await {
-                        Ok(Some(_)) => {}
-                        Ok(None) => warn!(request_id = %r.request_id, "lost the turn to send the request's event while exporting its results"),
-                        Err(e) => warn!(request_id = %r.request_id, error = %e, "could not renew the turn to send the request's event"),
-                    }
-                }
-            }
-        }
+        fleet_shared::results::export(self.ledger.as_ref(), s3, &r.request_id, r.job_shards, &base)
+            .await
+            .map(|m| m.manifest)
+            .map_err(|e| format!("exporting the results: {e}"))
     }
 
     /// The sweeper's part: the requests due for a check, at most `limit` a pass.
@@ -272,5 +321,49 @@ impl<B: Backends> Engine<B> {
                 warn!(%request_id, error = %e, "sweeper could not check whether the request finished");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Finishes;
+
+    #[test]
+    fn checks_come_sooner_as_the_end_nears_and_stop_without_new_outcomes() {
+        let f = Finishes::default();
+        f.terminal("r", 0);
+        assert_eq!(
+            f.due(0),
+            vec!["r".to_owned()],
+            "checked at once the first time"
+        );
+        // 100 of 1,000 finished: no pace known yet, a second later.
+        f.checked("r", 0, 100, 1000);
+        assert!(f.due(999).is_empty(), "not before a second");
+        assert!(f.due(1000).is_empty(), "and only after a new outcome");
+        f.terminal("r", 500);
+        assert_eq!(f.due(1000).len(), 1);
+        // 200 more in 2 s: 700 left at 100/s, 7 s; half of it.
+        f.checked("r", 2000, 300, 1000);
+        f.terminal("r", 2100);
+        assert!(f.due(5499).is_empty());
+        assert_eq!(f.due(5500).len(), 1);
+        // A slow pace is capped at 15 s.
+        f.checked("r", 5500, 301, 1000);
+        f.terminal("r", 5600);
+        assert!(f.due(20_499).is_empty());
+        assert_eq!(f.due(20_500).len(), 1);
+        f.forget("r");
+        assert!(f.due(u64::MAX).is_empty());
+    }
+
+    #[test]
+    fn one_finish_of_a_request_at_a_time_in_a_replica() {
+        let f = Finishes::default();
+        let first = f.start("r").expect("the first");
+        assert!(f.start("r").is_none(), "not twice at once");
+        assert!(f.start("q").is_some(), "another request may");
+        drop(first);
+        assert!(f.start("r").is_some(), "again once the first is over");
     }
 }
