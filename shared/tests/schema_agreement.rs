@@ -77,29 +77,11 @@ fn the_completion_event_follows_its_schema() {
     let schema: Value = serde_json::from_str(REQUEST_FINISHED_SCHEMA_V1).unwrap();
     let schema = jsonschema::validator_for(&schema).unwrap();
     let mut r = RequestRecord {
-        request_id: "req-1".into(),
-        job_type: "csv".into(),
-        total: 3,
-        content_hash: "h".into(),
-        max_attempts: None,
-        target: None,
-        created_at_ms: 1_000,
-        job_shards: 1,
-        written: 3,
-        cancelled_at_ms: None,
-        stop_running: false,
-        tolerated_failures: None,
-        failed: None,
-        window: None,
-        capped: false,
-        released: 0,
-        tenant: None,
-        releaser: None,
-        results_prefix: None,
         completion: Completion {
             finished_at_ms: Some(61_000),
             ..Default::default()
         },
+        ..RequestRecord::new("req-1", "csv", 3, 1_000)
     };
     let counts = Counts {
         succeeded: 2,

@@ -971,29 +971,14 @@ pub async fn check_window<L: Ledger + RequestLedger>(l: &L, request: &str) {
 pub async fn check_finish<L: Ledger + RequestLedger>(l: &L, request: &str) {
     let t0 = 1_800_000_000_000u64;
     let record = RequestRecord {
-        request_id: request.to_owned(),
-        job_type: "test".into(),
-        total: 3,
         content_hash: "h".into(),
-        max_attempts: None,
-        target: None,
-        created_at_ms: t0,
-        job_shards: 1,
         written: 3,
-        cancelled_at_ms: None,
-        stop_running: false,
-        tolerated_failures: None,
-        failed: None,
-        window: None,
-        capped: false,
-        released: 0,
-        tenant: None,
-        releaser: None,
         results_prefix: Some("s3://bucket/results/".into()),
         completion: fleet_shared::ledger::Completion {
             check_at_ms: Some(t0),
             ..Default::default()
         },
+        ..RequestRecord::new(request, "test", 3, t0)
     };
     l.put_request(&record).await.expect("put request");
     let due = |before: u64| async move {

@@ -432,6 +432,16 @@ impl Stack {
         )
     }
 
+    /// `fleet-producer jobs ID --json`: one object per job, with its attempt history.
+    pub fn jobs_json(&self, request_id: &str) -> Vec<serde_json::Value> {
+        let out = self.run(bin("fleet-producer"), &["jobs", request_id, "--json"], &[]);
+        assert!(out.status.success(), "{}", out.stderr);
+        out.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a job's JSON"))
+            .collect()
+    }
+
     /// `fleet-producer status ID --json`, parsed.
     pub fn status(&self, request_id: &str) -> Status {
         let out = self.run(

@@ -18,15 +18,6 @@ const FARGATE_GB_HOUR: f64 = 0.003_556;
 /// requests at $0.40.
 const REQUESTS_PER_JOB: f64 = (6.31 * 0.625 + 2.16 * 0.125 + 0.32 * 0.40) / 1e6;
 
-fn jobs_json(stack: &Stack, request: &str) -> Vec<Value> {
-    let out = stack.run(bin("fleet-producer"), &["jobs", request, "--json"], &[]);
-    assert!(out.status.success(), "{}", out.stderr);
-    out.stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 fn status_cost(stack: &Stack, request: &str) -> Value {
     let out = stack.run(bin("fleet-producer"), &["status", request, "--json"], &[]);
     assert!(out.status.success(), "{}", out.stderr);
@@ -64,7 +55,7 @@ async fn a_requests_cost_is_what_its_attempts_used_at_the_configured_prices() {
 
     // Lambda: each attempt's billed duration covers its sleep, at the reported memory.
     let mut hand = 0.0;
-    let jobs = jobs_json(&stack, "cost-l");
+    let jobs = stack.jobs_json("cost-l");
     assert_eq!(jobs.len(), sleeps.len());
     for j in &jobs {
         assert_eq!(j["attempts"], 1, "{j}");
@@ -91,7 +82,7 @@ async fn a_requests_cost_is_what_its_attempts_used_at_the_configured_prices() {
 
     // A task: 1 vCPU and 2 GB (ecs.task_cpu and ecs.task_memory_mb), at least a minute.
     let mut hand = 0.0;
-    for j in &jobs_json(&stack, "cost-e") {
+    for j in &stack.jobs_json("cost-e") {
         assert_eq!(j["attempts"], 1, "{j}");
         let usage = &j["history"][0]["usage"];
         assert_eq!(usage["cpu_units"], 1024, "{j}");

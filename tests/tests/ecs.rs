@@ -14,15 +14,6 @@ use fleet_worker::dispatch::{Outcome, TaskLauncher};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
-fn jobs_json(stack: &Stack, request: &str) -> Vec<Value> {
-    let out = stack.run(bin("fleet-producer"), &["jobs", request, "--json"], &[]);
-    assert!(out.status.success(), "{}", out.stderr);
-    out.stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 fn process_env(stack: &Stack) -> Vec<(&'static str, String)> {
     let command = format!("{} run", bin("fleet-testjob").display());
     let _ = stack;
@@ -119,7 +110,7 @@ async fn a_task_outlives_its_replica_and_is_adopted_by_another() {
 
     // Handed off: a task is recorded and the message is gone.
     let first = wait_for("the hand-off", Duration::from_secs(60), || async {
-        let j = jobs_json(&stack, "long").pop()?;
+        let j = stack.jobs_json("long").pop()?;
         let handed = j["task"].is_string() && j["state"] == "RUNNING";
         (handed && stack.queue_depth(&stack.names.queue).await == 0).then_some(j)
     })
@@ -131,7 +122,7 @@ async fn a_task_outlives_its_replica_and_is_adopted_by_another() {
 
     let done = stack.wait_done("long", Duration::from_secs(120)).await;
     assert_eq!(done.count("SUCCEEDED"), 1, "{done:?}");
-    let j = jobs_json(&stack, "long").pop().unwrap();
+    let j = stack.jobs_json("long").pop().unwrap();
     assert_eq!(j["task"], first["task"], "the same task, followed by ARN");
     let history = j["history"].as_array().unwrap();
     assert_eq!(history.len(), 1);
@@ -176,7 +167,7 @@ async fn a_job_that_times_out_in_lambda_is_promoted_to_a_container() {
     assert!(stack.submit(&request).status.success());
     let status = stack.wait_done("promo", Duration::from_secs(60)).await;
     assert_eq!(status.count("SUCCEEDED"), 1);
-    let j = jobs_json(&stack, "promo").pop().unwrap();
+    let j = stack.jobs_json("promo").pop().unwrap();
     let steps: Vec<(String, String, String)> = j["history"]
         .as_array()
         .unwrap()
@@ -222,7 +213,8 @@ async fn learned_routing_moves_a_slow_job_type_to_ecs() {
     assert!(stack.submit(&slow("first", 25)).status.success());
     stack.wait_done("first", Duration::from_secs(120)).await;
     assert!(
-        jobs_json(&stack, "first")
+        stack
+            .jobs_json("first")
             .iter()
             .all(|j| j["target"] == "lambda")
     );
@@ -235,7 +227,7 @@ async fn learned_routing_moves_a_slow_job_type_to_ecs() {
 
     assert!(stack.submit(&slow("second", 3)).status.success());
     stack.wait_done("second", Duration::from_secs(60)).await;
-    for j in jobs_json(&stack, "second") {
+    for j in stack.jobs_json("second") {
         assert_eq!(
             (j["target"].as_str(), j["reason"].as_str()),
             (Some("ecs"), Some("learned")),
@@ -276,7 +268,7 @@ async fn the_process_launcher_reports_exits_and_kills_on_cancel_and_shutdown() {
             .success()
     );
     stack.wait_done("exit", Duration::from_secs(60)).await;
-    let j = jobs_json(&stack, "exit").pop().unwrap();
+    let j = stack.jobs_json("exit").pop().unwrap();
     assert_eq!(j["state"], "FAILED");
     assert_eq!(
         (

@@ -103,6 +103,35 @@ pub fn request_state(failed: bool, cancelled: bool, done: bool) -> &'static str 
     }
 }
 
+impl RequestRecord {
+    /// A request of `total` jobs created at `created_at_ms`, with every option unset: no
+    /// window, no threshold, its jobs in one partition, none written yet.
+    pub fn new(request_id: &str, job_type: &str, total: u32, created_at_ms: u64) -> Self {
+        RequestRecord {
+            request_id: request_id.to_owned(),
+            job_type: job_type.to_owned(),
+            total,
+            content_hash: String::new(),
+            max_attempts: None,
+            target: None,
+            created_at_ms,
+            job_shards: 1,
+            written: 0,
+            cancelled_at_ms: None,
+            stop_running: false,
+            tolerated_failures: None,
+            failed: None,
+            window: None,
+            capped: false,
+            released: 0,
+            tenant: None,
+            releaser: None,
+            results_prefix: None,
+            completion: Completion::default(),
+        }
+    }
+}
+
 /// Why and when a request failed as a whole.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RequestFailure {
