@@ -646,26 +646,10 @@ pub async fn check_listings<L: Ledger + RequestLedger>(l: &L, request: &str) {
 /// jobs' claims see it), and a request that does not exist is not failed.
 pub async fn check_request_failure<L: Ledger + RequestLedger>(l: &L, request: &str) {
     let record = RequestRecord {
-        request_id: request.to_owned(),
-        job_type: "test".into(),
-        total: 10,
         content_hash: "h".into(),
-        max_attempts: None,
-        target: None,
-        created_at_ms: 1,
-        job_shards: 1,
         written: 10,
-        cancelled_at_ms: None,
-        stop_running: false,
         tolerated_failures: Some(2),
-        failed: None,
-        window: None,
-        capped: false,
-        released: 0,
-        tenant: None,
-        releaser: None,
-        results_prefix: None,
-        completion: Default::default(),
+        ..RequestRecord::new(request, "test", 10, 1)
     };
     l.put_request(&record).await.expect("put request");
     let view = l.request_view(request).await.expect("view");
@@ -762,26 +746,11 @@ async fn due_ranges<L: RequestLedger + Ledger>(l: &L, request: &str) -> Vec<std:
 pub async fn check_window<L: Ledger + RequestLedger>(l: &L, request: &str) {
     let t0 = 1_800_000_000_000u64;
     let record = RequestRecord {
-        request_id: request.to_owned(),
-        job_type: "test".into(),
-        total: 6,
         content_hash: "h".into(),
         max_attempts: Some(3),
-        target: None,
-        created_at_ms: t0,
-        job_shards: 1,
         written: 6,
-        cancelled_at_ms: None,
-        stop_running: false,
-        tolerated_failures: None,
-        failed: None,
         window: Some(2),
-        capped: false,
-        released: 0,
-        tenant: None,
-        releaser: None,
-        results_prefix: None,
-        completion: Default::default(),
+        ..RequestRecord::new(request, "test", 6, t0)
     };
     l.put_request(&record).await.expect("put request");
     let jobs: Vec<NewJob> = (0..6)

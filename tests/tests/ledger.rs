@@ -110,26 +110,11 @@ async fn requests_and_job_items() {
     let stack = Stack::start().await;
     let ledger = open_new(&stack, "ledger-requests").await;
     let record = RequestRecord {
-        request_id: "req".into(),
-        job_type: "t".into(),
-        total: 60,
         content_hash: "abc".into(),
         max_attempts: Some(2),
         target: Some(Target::Lambda),
-        created_at_ms: 5,
         job_shards: 3,
-        written: 0,
-        cancelled_at_ms: None,
-        stop_running: false,
-        tolerated_failures: None,
-        failed: None,
-        window: None,
-        capped: false,
-        released: 0,
-        tenant: None,
-        releaser: None,
-        results_prefix: None,
-        completion: Default::default(),
+        ..RequestRecord::new("req", "t", 60, 5)
     };
     assert_eq!(
         ledger.put_request(&record).await.unwrap(),
@@ -557,26 +542,11 @@ async fn no_item_passes_400_kb_at_the_largest_settings_the_config_accepts() {
     let job_type = "t".repeat(MAX_JOB_TYPE_LEN);
     let shards = 64;
     let record = RequestRecord {
-        request_id: rid.clone(),
-        job_type: job_type.clone(),
-        total: 999_999_999,
         content_hash: "h".repeat(64),
         max_attempts: Some(100),
         target: Some(Target::Ecs),
-        created_at_ms: 1,
         job_shards: shards,
-        written: 0,
-        cancelled_at_ms: None,
-        stop_running: false,
-        tolerated_failures: None,
-        failed: None,
-        window: None,
-        capped: false,
-        released: 0,
-        tenant: None,
-        releaser: None,
-        results_prefix: None,
-        completion: Default::default(),
+        ..RequestRecord::new(&rid, &job_type, 999_999_999, 1)
     };
     ledger.put_request(&record).await.unwrap();
     let job = JobId::new(&rid, 999_999_998).unwrap();

@@ -1119,26 +1119,11 @@ async fn jobs_released_without_their_messages_are_sent_by_the_sweeper() {
     let rig = start(sweeping_config());
     let now = rig.clock.now_ms();
     let record = RequestRecord {
-        request_id: "w".into(),
-        job_type: "test".into(),
-        total: 5,
         content_hash: "h".into(),
-        max_attempts: None,
-        target: None,
-        created_at_ms: now,
-        job_shards: 1,
         written: 5,
-        cancelled_at_ms: None,
-        stop_running: false,
-        tolerated_failures: None,
-        failed: None,
         window: Some(3),
         capped: true,
-        released: 0,
-        tenant: None,
-        releaser: None,
-        results_prefix: None,
-        completion: Default::default(),
+        ..RequestRecord::new("w", "test", 5, now)
     };
     rig.ledger.put_request(&record).await.unwrap();
     let jobs: Vec<NewJob> = (0..5)
