@@ -11,23 +11,22 @@ cd "$FLEET_ROOT"
 stack_install
 export FLEET_PYTHON
 
-# promtool (Debian's prometheus package) checks and unit-tests the alert rules.
-if ! command -v promtool >/dev/null 2>&1; then
-  echo "==> installing promtool (Debian package prometheus)"
+# Debian packages the tests use, installed in one go when missing: promtool (package
+# prometheus) checks and unit-tests the alert rules; ip (iproute2) and nft (nftables) build
+# the NAT test's private subnet from network namespaces (it needs root, which CI has);
+# chromium and chromium-driver run the web console's test in a headless browser.
+packages=()
+command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
+command -v ip >/dev/null 2>&1 || packages+=(iproute2)
+command -v nft >/dev/null 2>&1 || packages+=(nftables)
+[[ -x /usr/bin/chromium ]] || packages+=(chromium)
+[[ -x /usr/bin/chromedriver ]] || packages+=(chromium-driver)
+if ((${#packages[@]})); then
+  echo "==> installing Debian packages: ${packages[*]}"
   sudo=""
   [[ $(id -u) -eq 0 ]] || sudo=sudo
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-fi
-
-# The NAT test builds a private subnet from network namespaces (ip from iproute2, nft from
-# nftables); it needs root, which CI has.
-if ! command -v nft >/dev/null 2>&1 || ! command -v ip >/dev/null 2>&1; then
-  echo "==> installing iproute2 and nftables (Debian packages)"
-  sudo=""
-  [[ $(id -u) -eq 0 ]] || sudo=sudo
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends iproute2 nftables >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 fi
 
 # The deployment files: cfn-lint, checkov, hadolint (installed into .venv-lint).

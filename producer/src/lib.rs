@@ -35,7 +35,7 @@ pub use jobs::JobView;
 pub use limit::LimitReport;
 pub use request::{CheckedRequest, RequestError, RequestFile, ValidRequest};
 pub use results::{ResultLine, is_result_state};
-pub use status::Status;
+pub use status::{ByTarget, REQUEST_STATES, Status};
 pub use submit::{MAX_SOURCE_OBJECTS, SUBMIT_CHUNK, SubmitError, SubmitReport};
 
 #[derive(Debug, thiserror::Error)]

@@ -25,7 +25,8 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
         Command::Serve {
             listen,
             max_body_bytes,
-        } => cli::cmd_serve(&config, listen, max_body_bytes).await,
+            console,
+        } => cli::cmd_serve(&config, listen, max_body_bytes, console).await,
         Command::Submit { file, json } => cli::cmd_submit(&config, &file, json).await,
         Command::Status {
             request_id,

@@ -50,6 +50,14 @@ pub struct Status {
     pub released: Option<u32>,
     /// Whom it runs for: its `tenant`, else its request id.
     pub tenant: String,
+    /// Its job type (absent for jobs sent straight to the queue, without a request item).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_type: Option<String>,
+    /// When it was submitted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_at_ms: Option<u64>,
+    /// Its attempts per target: where its jobs ran.
+    pub attempts_by_target: ByTarget,
     /// When a replica found every job terminal.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at_ms: Option<u64>,
@@ -64,6 +72,13 @@ pub struct Status {
     /// used, and the ledger and queue requests of its finished jobs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cost: Option<fleet_shared::config::CostEstimate>,
+}
+
+/// Attempts per target.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ByTarget {
+    pub lambda: u64,
+    pub ecs: u64,
 }
 
 impl Status {
@@ -125,6 +140,12 @@ impl Status {
             tenant: request
                 .and_then(|r| r.tenant.clone())
                 .unwrap_or_else(|| request_id.to_owned()),
+            job_type: request.map(|r| r.job_type.clone()),
+            created_at_ms: request.map(|r| r.created_at_ms),
+            attempts_by_target: ByTarget {
+                lambda: c.lambda_attempts.max(0) as u64,
+                ecs: c.ecs_attempts.max(0) as u64,
+            },
             finished_at_ms: request.and_then(|r| r.completion.finished_at_ms),
             notified_at_ms: request.and_then(|r| r.completion.notified_at_ms),
             results: request.and_then(|r| r.completion.manifest.clone()),
@@ -132,6 +153,13 @@ impl Status {
         }
     }
 }
+
+/// The states a listing filters by.
+pub const REQUEST_STATES: [&str; 4] = ["RUNNING", "FINISHED", "FAILED", "CANCELLED"];
+/// Most requests a page lists.
+pub const MAX_LIST: usize = 100;
+/// Most requests one filtered page reads.
+pub const LIST_SCAN: usize = 500;
 
 impl<L: RequestLedger, Q: JobQueue> Producer<L, Q> {
     /// A request's progress: its request item and counter items, a bounded number of reads
@@ -167,6 +195,81 @@ impl<L: RequestLedger, Q: JobQueue> Producer<L, Q> {
                 .estimate(counts.cost_nusd, u64::from(status.finished())),
         );
         Ok(status)
+    }
+
+    /// A page of requests, newest first, each with its status; with `state`, only those in
+    /// that state (`RUNNING`, `FINISHED`, `FAILED`, `CANCELLED`). A filtered page reads
+    /// up to [`LIST_SCAN`] requests and may hold fewer than `limit` with a `next` cursor:
+    /// the listing goes on from there.
+    pub async fn requests(
+        &self,
+        state: Option<&str>,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<fleet_shared::ledger::Page<Status>, ProducerError> {
+        if let Some(s) = state
+            && !REQUEST_STATES.contains(&s)
+        {
+            return Err(ProducerError::Invalid(crate::RequestError::Field {
+                field: "state".into(),
+                reason: format!(
+                    "{s:?} is not a request state (one of {})",
+                    REQUEST_STATES.join(", ")
+                ),
+            }));
+        }
+        let limit = limit.clamp(1, MAX_LIST);
+        let mut items = Vec::new();
+        let mut cursor = cursor.map(str::to_owned);
+        let mut scanned = 0;
+        loop {
+            let want = if state.is_some() {
+                MAX_LIST
+            } else {
+                limit - items.len()
+            };
+            let page = self.ledger.requests_page(cursor.as_deref(), want).await?;
+            let read = page.items.len();
+            for (i, id) in page.items.into_iter().enumerate() {
+                scanned += 1;
+                let status = match self.status(&id).await {
+                    Ok(s) => s,
+                    // Gone between the listing and the read (expired by TTL).
+                    Err(ProducerError::NotFound(_)) => continue,
+                    Err(e) => return Err(e),
+                };
+                let at = fleet_shared::ledger::item::request_list_at(
+                    status.created_at_ms.unwrap_or(0),
+                    &id,
+                );
+                if state.is_none_or(|s| s == status.state) {
+                    items.push(status);
+                }
+                if items.len() == limit {
+                    let more = i + 1 < read || page.next.is_some();
+                    return Ok(fleet_shared::ledger::Page {
+                        items,
+                        next: more.then_some(at),
+                    });
+                }
+            }
+            match page.next {
+                Some(next) if scanned < LIST_SCAN => cursor = Some(next),
+                next => return Ok(fleet_shared::ledger::Page { items, next }),
+            }
+        }
+    }
+
+    /// A request's throughput: its jobs finished per 10-second bucket, from `since_ms`.
+    pub async fn throughput(
+        &self,
+        request_id: &str,
+        since_ms: u64,
+    ) -> Result<Vec<fleet_shared::ledger::ThroughputPoint>, ProducerError> {
+        if self.ledger.get_request(request_id).await?.is_none() {
+            return Err(ProducerError::NotFound(request_id.to_owned()));
+        }
+        Ok(self.ledger.throughput(request_id, since_ms).await?)
     }
 
     /// Whether a request without a request item has job items (its jobs were sent straight

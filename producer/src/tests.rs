@@ -106,6 +106,20 @@ impl RequestLedger for Cut {
     async fn get_request(&self, id: &str) -> Result<Option<RequestRecord>, LedgerError> {
         self.inner.get_request(id).await
     }
+    async fn requests_page(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<fleet_shared::ledger::Page<String>, LedgerError> {
+        self.inner.requests_page(cursor, limit).await
+    }
+    async fn throughput(
+        &self,
+        request_id: &str,
+        since_ms: u64,
+    ) -> Result<Vec<fleet_shared::ledger::ThroughputPoint>, LedgerError> {
+        self.inner.throughput(request_id, since_ms).await
+    }
     async fn put_jobs(&self, jobs: &[NewJob]) -> Result<(), LedgerError> {
         {
             let mut ok = self.ok.lock().unwrap();
@@ -621,4 +635,68 @@ async fn a_limit_is_refused_when_it_cannot_apply() {
             assert!(e.to_string().contains("options.max_concurrency"), "{e}");
         }
     }
+}
+
+#[tokio::test]
+async fn requests_are_listed_newest_first_a_page_at_a_time_and_filtered_by_state() {
+    let p = producer();
+    let t0 = 1_800_000_000_000;
+    let ids: Vec<String> = (0..7).map(|i| format!("list-{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let r = RequestRecord::new(id, "t", 3, t0 + i as u64 * 1000);
+        p.ledger().put_request(&r).await.unwrap();
+    }
+    for id in [&ids[1], &ids[4]] {
+        assert!(
+            p.ledger()
+                .cancel_request(id, t0 + 10_000, false)
+                .await
+                .unwrap()
+        );
+    }
+    // Every page of 3, in order, nothing twice.
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = p.requests(None, cursor.as_deref(), 3).await.unwrap();
+        assert!(page.items.len() <= 3);
+        seen.extend(page.items.iter().map(|s| s.request_id.clone()));
+        match page.next {
+            Some(n) => cursor = Some(n),
+            None => break,
+        }
+    }
+    let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
+    assert_eq!(seen, newest_first);
+    // A filtered listing: only the cancelled ones, with their statuses.
+    let page = p.requests(Some("CANCELLED"), None, 10).await.unwrap();
+    let cancelled: Vec<&str> = page.items.iter().map(|s| s.request_id.as_str()).collect();
+    assert_eq!(cancelled, ["list-4", "list-1"]);
+    assert!(page.items.iter().all(|s| s.state == "CANCELLED"));
+    assert_eq!(page.next, None);
+    let running = p.requests(Some("RUNNING"), None, 2).await.unwrap();
+    let ids_running: Vec<&str> = running
+        .items
+        .iter()
+        .map(|s| s.request_id.as_str())
+        .collect();
+    assert_eq!(ids_running, ["list-6", "list-5"]);
+    let rest = p
+        .requests(Some("RUNNING"), running.next.as_deref(), 10)
+        .await
+        .unwrap();
+    let ids_rest: Vec<&str> = rest.items.iter().map(|s| s.request_id.as_str()).collect();
+    assert_eq!(ids_rest, ["list-3", "list-2", "list-0"]);
+    assert_eq!(running.items[0].created_at_ms, Some(t0 + 6000));
+    assert_eq!(running.items[0].job_type.as_deref(), Some("t"));
+    // An unknown state is refused, naming the field.
+    assert!(matches!(
+        p.requests(Some("DONE"), None, 10).await,
+        Err(ProducerError::Invalid(RequestError::Field { ref field, .. })) if field == "state"
+    ));
+    // The throughput of a request that does not exist is not found.
+    assert!(matches!(
+        p.throughput("nope", 0).await,
+        Err(ProducerError::NotFound(_))
+    ));
 }

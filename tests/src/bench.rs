@@ -278,6 +278,15 @@ impl<T: Ledger> Ledger for Slow<T> {
         self.call(self.latency.ledger).await;
         self.inner.add_durations(job_type, samples, window).await
     }
+
+    async fn add_throughput(
+        &self,
+        request_id: &str,
+        point: &fleet_shared::ledger::ThroughputPoint,
+    ) -> Result<(), LedgerError> {
+        self.call(self.latency.ledger).await;
+        self.inner.add_throughput(request_id, point).await
+    }
 }
 
 /// The producer's calls, each with the ledger's latency; batch calls cost as many round trips
@@ -292,6 +301,24 @@ impl<T: RequestLedger> RequestLedger for Slow<T> {
     async fn get_request(&self, request_id: &str) -> Result<Option<RequestRecord>, LedgerError> {
         self.call(self.latency.ledger).await;
         self.inner.get_request(request_id).await
+    }
+
+    async fn requests_page(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<String>, LedgerError> {
+        self.call(self.latency.ledger).await;
+        self.inner.requests_page(cursor, limit).await
+    }
+
+    async fn throughput(
+        &self,
+        request_id: &str,
+        since_ms: u64,
+    ) -> Result<Vec<fleet_shared::ledger::ThroughputPoint>, LedgerError> {
+        self.call(self.latency.ledger).await;
+        self.inner.throughput(request_id, since_ms).await
     }
 
     async fn put_jobs(&self, jobs: &[NewJob]) -> Result<(), LedgerError> {

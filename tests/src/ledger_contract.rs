@@ -330,6 +330,8 @@ pub async fn check<L: Ledger + RequestLedger>(l: &L, request: &str) {
             cancelled: 1,
             retrying: 0,
             attempts: 4,
+            // Every attempt of the contract ran on Lambda.
+            lambda_attempts: 4,
             ..Counts::default()
         }
     );
@@ -1039,5 +1041,64 @@ pub async fn check_finish<L: Ledger + RequestLedger>(l: &L, request: &str) {
             .expect("ledger call")
             .completion,
         r.completion
+    );
+}
+
+/// The requests index lists requests newest first, a page at a time; the throughput series
+/// adds what replicas write to the same bucket and reads from a bucket on.
+pub async fn check_listing_and_series<L: Ledger + RequestLedger>(l: &L, prefix: &str) {
+    use fleet_shared::ledger::ThroughputPoint;
+    // Newer than every other request of the contract.
+    let t0 = 4_000_000_000_000u64;
+    let ids: Vec<String> = (0..3).map(|i| format!("{prefix}-{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let record = RequestRecord::new(id, "test", 1, t0 + i as u64);
+        l.put_request(&record).await.expect("put request");
+    }
+    let first = l.requests_page(None, 2).await.expect("a page");
+    assert_eq!(
+        first.items,
+        [ids[2].clone(), ids[1].clone()],
+        "newest first"
+    );
+    let next = first.next.expect("more after the first page");
+    let second = l.requests_page(Some(&next), 2).await.expect("a page");
+    assert_eq!(
+        second.items.first(),
+        Some(&ids[0]),
+        "the next page goes on after the last"
+    );
+    assert!(
+        !second.items.contains(&ids[1]) && !second.items.contains(&ids[2]),
+        "nothing twice: {second:?}"
+    );
+
+    let r = &ids[0];
+    let p = |at_ms, succeeded, failed| ThroughputPoint {
+        at_ms,
+        succeeded,
+        failed,
+    };
+    assert!(l.throughput(r, 0).await.expect("a series").is_empty());
+    l.add_throughput(r, &p(10_000, 2, 1)).await.expect("add");
+    l.add_throughput(r, &p(10_000, 2, 1)).await.expect("add");
+    l.add_throughput(r, &p(20_000, 1, 0)).await.expect("add");
+    assert_eq!(
+        l.throughput(r, 0).await.expect("a series"),
+        [p(10_000, 4, 2), p(20_000, 1, 0)],
+        "sums per bucket, oldest first"
+    );
+    assert_eq!(
+        l.throughput(r, 19_999).await.expect("a series"),
+        [p(10_000, 4, 2), p(20_000, 1, 0)],
+        "from the bucket holding since_ms"
+    );
+    assert_eq!(
+        l.throughput(r, 20_000).await.expect("a series"),
+        [p(20_000, 1, 0)]
+    );
+    assert!(
+        l.throughput(&ids[1], 0).await.expect("a series").is_empty(),
+        "another request's series is its own"
     );
 }

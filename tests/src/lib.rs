@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod bench_live;
 pub mod bench_scale;
+pub mod browser;
 pub mod calls;
 pub mod chaos;
 pub mod checker;
@@ -937,6 +938,12 @@ pub struct Status {
     /// Its results' manifest, when exported on finishing.
     #[serde(default)]
     pub results: Option<String>,
+    /// When it was cancelled, if it was.
+    #[serde(default)]
+    pub cancelled_at_ms: Option<u64>,
+    /// Its window, if it has one.
+    #[serde(default)]
+    pub max_concurrency: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -958,6 +965,86 @@ where
     Fut: std::future::Future<Output = Option<T>>,
 {
     wait_for_every(what, timeout, Duration::from_millis(100), check).await
+}
+
+// ---- the producer's HTTP API ----
+
+/// Sends one HTTP/1 request to `addr`; the status, headers and body of the answer.
+pub async fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<hyper::body::Bytes>,
+) -> (u16, hyper::HeaderMap, String) {
+    use http_body_util::{BodyExt, Full};
+    let client: hyper_util::client::legacy::Client<_, Full<hyper::body::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let request = request
+        .body(Full::new(body.into()))
+        .expect("an HTTP request");
+    let response = tokio::time::timeout(Duration::from_secs(60), client.request(request))
+        .await
+        .unwrap_or_else(|_| panic!("{method} {path}: no answer in 60 s"))
+        .unwrap_or_else(|e| panic!("{method} {path}: {e:?}"));
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("the answer's body")
+        .to_bytes();
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A request whose answer is JSON: the status and the parsed body.
+pub async fn call(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<hyper::body::Bytes>,
+) -> (u16, serde_json::Value) {
+    let (status, h, text) = http_request(addr, method, path, headers, body).await;
+    assert_eq!(
+        h.get("content-type").and_then(|v| v.to_str().ok()),
+        Some("application/json"),
+        "{method} {path}: {status} {text}"
+    );
+    let v = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"));
+    (status, v)
+}
+
+/// Starts `fleet-producer serve` on a free port; the process and its address.
+pub async fn start_api(stack: &Stack, extra: &[(&str, &str)]) -> (Proc, String) {
+    start_api_with(stack, &[], extra).await
+}
+
+/// [`start_api`] with more arguments to `serve`.
+pub async fn start_api_with(
+    stack: &Stack,
+    args: &[&str],
+    extra: &[(&str, &str)],
+) -> (Proc, String) {
+    let mut all = vec!["serve", "--listen", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    let api = stack.spawn("api", bin("fleet-producer"), &all, extra);
+    let addr = wait_for("the API to listen", Duration::from_secs(60), || async {
+        api.log_text()
+            .lines()
+            .find_map(|l| l.strip_prefix("listening on ").map(str::to_owned))
+    })
+    .await;
+    (api, addr)
 }
 
 /// Polls `check` every `every` until it returns `Some`, or panics after `timeout`.
@@ -998,6 +1085,17 @@ pub fn failure_record(m: &aws_sdk_sqs::types::Message) -> fleet_shared::dead_let
 /// `n` job payloads made by `f` from their index.
 pub fn jobs(n: usize, f: impl Fn(usize) -> serde_json::Value) -> Vec<serde_json::Value> {
     (0..n).map(f).collect()
+}
+
+/// `n` test-job payloads: `{"fail_permanent": true}` where `fails(i)`, else `{"echo": i}`.
+pub fn echo_or_fail(n: usize, fails: impl Fn(usize) -> bool) -> Vec<serde_json::Value> {
+    jobs(n, |i| {
+        if fails(i) {
+            serde_json::json!({"fail_permanent": true})
+        } else {
+            serde_json::json!({"echo": i})
+        }
+    })
 }
 
 /// Counts executions per job id.

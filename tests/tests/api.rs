@@ -7,83 +7,16 @@
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use fleet_tests::{Proc, Stack, bin, jobs, repo_root, wait_for};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper::{HeaderMap, Request};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use fleet_tests::{Stack, call, http_request, jobs, repo_root, start_api, wait_for};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
 const JSON: (&str, &str) = ("content-type", "application/json");
 
-/// Sends one HTTP/1 request to `addr`; the status, headers and body of the answer.
-async fn http_request(
-    addr: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: impl Into<Bytes>,
-) -> (u16, HeaderMap, String) {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let mut request = Request::builder()
-        .method(method)
-        .uri(format!("http://{addr}{path}"));
-    for (k, v) in headers {
-        request = request.header(*k, *v);
-    }
-    let request = request.body(Full::new(body.into())).unwrap();
-    let response = tokio::time::timeout(Duration::from_secs(60), client.request(request))
-        .await
-        .unwrap_or_else(|_| panic!("{method} {path}: no answer in 60 s"))
-        .unwrap_or_else(|e| panic!("{method} {path}: {e:?}"));
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, headers, String::from_utf8_lossy(&body).into_owned())
-}
-
-/// A request whose answer is JSON: the status and the parsed body.
-async fn call(
-    addr: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: impl Into<Bytes>,
-) -> (u16, Value) {
-    let (status, h, text) = http_request(addr, method, path, headers, body).await;
-    assert_eq!(
-        h.get("content-type").and_then(|v| v.to_str().ok()),
-        Some("application/json"),
-        "{method} {path}: {status} {text}"
-    );
-    let v = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"));
-    (status, v)
-}
-
 async fn post_json(addr: &str, path: &str, extra: &[(&str, &str)], body: &Value) -> (u16, Value) {
     let mut headers = vec![JSON];
     headers.extend_from_slice(extra);
     call(addr, "POST", path, &headers, body.to_string()).await
-}
-
-/// Starts `fleet-producer serve` on a free port; the process and its address.
-async fn start_api(stack: &Stack, extra: &[(&str, &str)]) -> (Proc, String) {
-    let api = stack.spawn(
-        "api",
-        bin("fleet-producer"),
-        &["serve", "--listen", "127.0.0.1:0"],
-        extra,
-    );
-    let addr = wait_for("the API to listen", Duration::from_secs(60), || async {
-        api.log_text()
-            .lines()
-            .find_map(|l| l.strip_prefix("listening on ").map(str::to_owned))
-    })
-    .await;
-    (api, addr)
 }
 
 /// An attribute value as JSON (maps compare whatever their order).
@@ -543,7 +476,7 @@ async fn malformed_bodies_are_refused_and_change_nothing() {
             operations += 1;
         }
     }
-    assert_eq!(operations, 9);
+    assert_eq!(operations, 12);
 
     // SIGTERM: a clean exit.
     api.signal(Signal::SIGTERM);

@@ -221,7 +221,11 @@ print(json.dumps({{"status": s["StackStatus"], "reason": s.get("StackStatusReaso
         .filter_map(|i| i.index_name())
         .collect();
     gsi.sort_unstable();
-    assert_eq!(gsi, ["due", "failed"], "the ledger layout's indexes");
+    assert_eq!(
+        gsi,
+        ["due", "failed", "requests"],
+        "the ledger layout's indexes"
+    );
 
     // The binaries, configured only from the outputs; the function's name is served by the
     // local Invoke API (moto would need Docker to run it).

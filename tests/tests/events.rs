@@ -152,15 +152,7 @@ async fn events(stack: &Stack, queue: &str, what: &str) -> Vec<Value> {
 }
 
 fn request(id: &str, results: Option<&str>) -> Value {
-    let jobs: Vec<Value> = (0..JOBS)
-        .map(|i| {
-            if fails(i) {
-                json!({"fail_permanent": true})
-            } else {
-                json!({"echo": i})
-            }
-        })
-        .collect();
+    let jobs = fleet_tests::echo_or_fail(JOBS, fails);
     let mut r = json!({"request_id": id, "job_type": "test", "jobs": jobs});
     if let Some(prefix) = results {
         r["options"] = json!({"results": {"s3_prefix": prefix}});

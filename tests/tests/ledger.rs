@@ -61,6 +61,7 @@ async fn both_ledgers_keep_the_contract_and_leave_the_same_items() {
     ledger_contract::check_request_failure(&dynamo, "brittle").await;
     ledger_contract::check_window(&dynamo, "windowed").await;
     ledger_contract::check_finish(&dynamo, "finishing").await;
+    ledger_contract::check_listing_and_series(&dynamo, "listing").await;
 
     let memory = MemoryLedger::new().with_index_shards(16);
     ledger_contract::check(&memory, "contract").await;
@@ -70,6 +71,7 @@ async fn both_ledgers_keep_the_contract_and_leave_the_same_items() {
     ledger_contract::check_request_failure(&memory, "brittle").await;
     ledger_contract::check_window(&memory, "windowed").await;
     ledger_contract::check_finish(&memory, "finishing").await;
+    ledger_contract::check_listing_and_series(&memory, "listing").await;
 
     let mut scanned = Vec::new();
     let mut start = None;

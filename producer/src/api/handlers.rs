@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 use fleet_producer::{ProducerError, request};
 
 use super::input::{
-    apply_idempotency_key, is_json, page_params, parse_body, request_id, results_params,
-    stop_running,
+    apply_idempotency_key, list_params, page_params, parse_body, request_id, require_json,
+    results_params, since_param, stop_running,
 };
 use super::{Api, ApiError, call, json_response};
 
@@ -23,13 +23,7 @@ pub(super) async fn submit(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    if !is_json(&headers) {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "the body must be JSON, sent with Content-Type: application/json",
-        ));
-    }
+    require_json(&headers)?;
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
@@ -100,13 +94,7 @@ pub(super) async fn limit(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let id = request_id(path)?;
-    if !is_json(&headers) {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "the body must be JSON, sent with Content-Type: application/json",
-        ));
-    }
+    require_json(&headers)?;
     let body = body
         .map_err(|e| ApiError::invalid(format!("cannot read the body: {}", e.body_text()), None))?;
     let limit: LimitBody = serde_json::from_slice(&body).map_err(|e| {
@@ -135,9 +123,12 @@ pub fn failures_json(
                 .rev()
                 .find_map(|h| h.error.clone())
                 .or_else(|| j.last_error.clone());
+            // Where its last attempt ran.
+            let last_target = j.history.last().map(|h| h.record.target).or(j.target);
             json!({
                 "job_id": j.job_id,
                 "attempts": j.attempts,
+                "last_target": last_target,
                 "error_class": j.error_class,
                 "error": error,
                 "history": j.history,
@@ -188,4 +179,83 @@ pub(super) async fn results(
         StatusCode::OK,
         json!({"request_id": id, "results": page.items, "next": page.next}),
     ))
+}
+
+/// A page of requests, newest first, each with its status (`?state=&cursor=&limit=`).
+pub(super) async fn list(State(api): State<Arc<Api>>, uri: Uri) -> Result<Response, ApiError> {
+    let (state, cursor, limit) = list_params(uri.query())?;
+    let r = api
+        .producer
+        .requests(state.as_deref(), cursor.as_deref(), limit)
+        .await;
+    api.mark_reached(&r);
+    let page = r?;
+    Ok(json_response(
+        StatusCode::OK,
+        json!({"requests": page.items, "next": page.next}),
+    ))
+}
+
+/// The request's jobs finished per bucket (`?since_ms=`): the console's chart.
+pub(super) async fn throughput(
+    State(api): State<Arc<Api>>,
+    path: Result<Path<String>, PathRejection>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let id = request_id(path)?;
+    let since = since_param(uri.query())?;
+    let r = api.producer.throughput(&id, since).await;
+    api.mark_reached(&r);
+    Ok(json_response(
+        StatusCode::OK,
+        json!({
+            "request_id": id,
+            "bucket_ms": fleet_shared::ledger::series::BUCKET_MS,
+            "points": r?,
+        }),
+    ))
+}
+
+/// `{"max_attempts": N, "target": "lambda"|"ecs"}`, both optional: a redrive's settings.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedriveBody {
+    max_attempts: Option<u32>,
+    target: Option<fleet_shared::message::Target>,
+}
+
+/// Redrives the request's failed jobs: each gets more attempts and a new message.
+pub(super) async fn redrive(
+    State(api): State<Arc<Api>>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let id = request_id(path)?;
+    let body = body
+        .map_err(|e| ApiError::invalid(format!("cannot read the body: {}", e.body_text()), None))?;
+    let settings: RedriveBody = if body.iter().all(u8::is_ascii_whitespace) {
+        RedriveBody::default()
+    } else {
+        require_json(&headers)?;
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::invalid(
+                format!("not a valid redrive ({{\"max_attempts\": N, \"target\": \"lambda\"|\"ecs\"}}): {e}"),
+                None,
+            )
+        })?
+    };
+    if settings.max_attempts == Some(0) {
+        return Err(ApiError::invalid(
+            "max_attempts: must be at least 1",
+            Some("max_attempts".into()),
+        ));
+    }
+    let report = call(
+        &api,
+        api.producer
+            .dlq_redrive(&id, settings.max_attempts, settings.target),
+    )
+    .await?;
+    Ok(json_response(StatusCode::OK, report))
 }

@@ -11,6 +11,19 @@ use super::{ApiError, IDEMPOTENCY_KEY};
 
 /// Whether the content type is JSON (`application/json` or `application/*+json`, any
 /// parameters).
+/// A body must be sent as JSON: else 415 (a browser cannot send JSON across origins
+/// without a CORS preflight, which the API never answers).
+pub(super) fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    if is_json(headers) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        "the body must be JSON, sent with Content-Type: application/json",
+    ))
+}
+
 pub(super) fn is_json(headers: &HeaderMap) -> bool {
     let Some(value) = headers
         .get(header::CONTENT_TYPE)
@@ -197,6 +210,48 @@ pub(super) fn results_params(
     }
     let (cursor, limit) = page_params(Some(&rest.join("&")))?;
     Ok((cursor, limit, state))
+}
+
+/// The query of the requests list: [`page_params`] and an optional request `state`.
+pub(super) fn list_params(
+    query: Option<&str>,
+) -> Result<(Option<String>, Option<String>, usize), ApiError> {
+    let mut state = None;
+    let mut rest = Vec::new();
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("state", v)) if !v.is_empty() => state = Some(v.to_ascii_uppercase()),
+            Some(("state", _)) => {}
+            _ => rest.push(pair),
+        }
+    }
+    let (cursor, limit) = page_params(Some(&rest.join("&")))?;
+    Ok((state, cursor, limit))
+}
+
+/// `since_ms=N` (optional, default 0); any other parameter is refused.
+pub(super) fn since_param(query: Option<&str>) -> Result<u64, ApiError> {
+    let mut since = 0;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("since_ms", v)) => {
+                since = v.parse().map_err(|_| {
+                    ApiError::invalid(
+                        format!("since_ms: must be a time in ms since the epoch, got {v:?}"),
+                        Some("since_ms".into()),
+                    )
+                })?
+            }
+            _ => {
+                let key = pair.split('=').next().unwrap_or(pair);
+                return Err(ApiError::invalid(
+                    format!("unknown query parameter {key:?} (only since_ms)"),
+                    Some(key.to_owned()),
+                ));
+            }
+        }
+    }
+    Ok(since)
 }
 
 /// `%XX` and `+` decoded; `None` when malformed.

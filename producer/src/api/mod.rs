@@ -5,11 +5,17 @@
 //! router and is checked against `producer/openapi.json`, the API's description.
 //!
 //! `handlers` answers the routes, `input` reads what a request brings (body, path, query,
-//! headers), `error` turns every failure into the one error shape.
+//! headers), `error` turns every failure into the one error shape, `access` checks the
+//! token and refuses cross-site requests, and `console` serves the web console's files
+//! under `/console/` when it is enabled.
 
+mod access;
+mod console;
 mod error;
 mod handlers;
 mod input;
+
+pub use access::Access;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,11 +44,14 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 /// test checks it against `openapi.json`'s `paths`, so the two cannot drift.
 pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/requests"),
+    ("GET", "/v1/requests"),
     ("GET", "/v1/requests/{id}"),
     ("POST", "/v1/requests/{id}/cancel"),
     ("POST", "/v1/requests/{id}/limit"),
     ("GET", "/v1/requests/{id}/failures"),
     ("GET", "/v1/requests/{id}/results"),
+    ("GET", "/v1/requests/{id}/throughput"),
+    ("POST", "/v1/requests/{id}/redrive"),
     ("GET", "/metrics"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
@@ -59,6 +68,10 @@ pub struct Api {
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
     pub max_body_bytes: usize,
+    /// The token and the cross-site checks (see `access`).
+    pub access: Access,
+    /// Serve the web console under `/console/`.
+    pub console: bool,
 }
 
 impl Api {
@@ -73,6 +86,8 @@ impl Api {
             health,
             metrics,
             max_body_bytes,
+            access: Access::default(),
+            console: false,
         }
     }
 
@@ -116,6 +131,12 @@ impl Reached for fleet_producer::LimitReport {
     }
 }
 impl<T> Reached for fleet_shared::ledger::Page<T> {}
+impl Reached for Vec<fleet_shared::ledger::ThroughputPoint> {}
+impl Reached for fleet_producer::dlq::RedriveReport {
+    fn sent_messages(&self) -> bool {
+        self.redriven > 0
+    }
+}
 
 /// The API's router: [`ROUTES`], a JSON 404 for any other path and a JSON 405 for another
 /// method on a known path.
@@ -130,12 +151,19 @@ pub fn router(api: Arc<Api>) -> Router {
         };
         r = r.route(path, handler);
     }
+    if api.console {
+        r = console::routes(r);
+    }
     r.merge(fleet_shared::metrics::router(
         api.metrics.clone(),
         api.health.clone(),
     ))
     .fallback(no_route)
     .method_not_allowed_fallback(no_method)
+    .layer(axum::middleware::from_fn_with_state(
+        api.clone(),
+        access::check,
+    ))
     .layer(DefaultBodyLimit::max(api.max_body_bytes))
     .with_state(api)
 }
@@ -143,11 +171,14 @@ pub fn router(api: Arc<Api>) -> Router {
 fn handler(method: &str, path: &str) -> Option<MethodRouter<Arc<Api>>> {
     Some(match (method, path) {
         ("POST", "/v1/requests") => post(handlers::submit),
+        ("GET", "/v1/requests") => get(handlers::list),
         ("GET", "/v1/requests/{id}") => get(handlers::status),
         ("POST", "/v1/requests/{id}/cancel") => post(handlers::cancel),
         ("POST", "/v1/requests/{id}/limit") => post(handlers::limit),
         ("GET", "/v1/requests/{id}/failures") => get(handlers::failures),
         ("GET", "/v1/requests/{id}/results") => get(handlers::results),
+        ("GET", "/v1/requests/{id}/throughput") => get(handlers::throughput),
+        ("POST", "/v1/requests/{id}/redrive") => post(handlers::redrive),
         _ => return None,
     })
 }

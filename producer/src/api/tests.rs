@@ -8,7 +8,9 @@ use fleet_producer::RequestError;
 use serde_json::Value;
 
 use super::handlers::failures_json;
-use super::input::{apply_idempotency_key, is_json, page_params, parse_body, stop_running};
+use super::input::{
+    apply_idempotency_key, is_json, list_params, page_params, parse_body, since_param, stop_running,
+};
 
 const OPENAPI: &str = include_str!("../../openapi.json");
 
@@ -315,4 +317,25 @@ fn a_failure_carries_its_whole_error_and_the_next_cursor() {
     assert_eq!(doc["failures"][0]["error"], "boom, whole");
     assert_eq!(doc["failures"][0]["history"].as_array().unwrap().len(), 2);
     assert_eq!(doc["next"], "0/1");
+}
+
+#[test]
+fn the_list_and_throughput_queries_are_read_or_refused() {
+    assert_eq!(list_params(None).unwrap(), (None, None, 100));
+    assert_eq!(
+        list_params(Some("state=running&limit=5&cursor=a%23b")).unwrap(),
+        (Some("RUNNING".into()), Some("a#b".into()), 5)
+    );
+    assert_eq!(list_params(Some("state=")).unwrap(), (None, None, 100));
+    let e = list_params(Some("order=asc")).unwrap_err();
+    assert_eq!(
+        (e.status, e.field.as_deref()),
+        (StatusCode::BAD_REQUEST, Some("order"))
+    );
+    assert_eq!(since_param(None).unwrap(), 0);
+    assert_eq!(since_param(Some("since_ms=1234")).unwrap(), 1234);
+    let e = since_param(Some("since_ms=soon")).unwrap_err();
+    assert_eq!(e.field.as_deref(), Some("since_ms"));
+    let e = since_param(Some("limit=3")).unwrap_err();
+    assert_eq!(e.field.as_deref(), Some("limit"));
 }

@@ -161,6 +161,9 @@ pub enum Command {
         /// Largest request body accepted, in bytes; larger ones get 413.
         #[arg(long, env = "FLEET_API_MAX_BODY_BYTES", default_value_t = crate::api::DEFAULT_MAX_BODY_BYTES)]
         max_body_bytes: usize,
+        /// Serve the web console under /console/ (also `api.console`, env FLEET_API_CONSOLE).
+        #[arg(long)]
+        console: bool,
     },
 }
 

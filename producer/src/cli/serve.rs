@@ -16,6 +16,7 @@ pub async fn cmd_serve(
     config: &Arc<Config>,
     listen: SocketAddr,
     max_body_bytes: usize,
+    console: bool,
 ) -> anyhow::Result<()> {
     let stop = tokio_util::sync::CancellationToken::new();
     let _stop = stop.clone().drop_guard();
@@ -23,12 +24,22 @@ pub async fn cmd_serve(
     let health =
         fleet_shared::metrics::Health::new(Duration::from_secs(config.metrics.ready_window_secs));
     let sdk = fleet_shared::aws::sdk_config(&config.aws).await;
-    let api = Arc::new(api::Api::new(
+    let mut api = api::Api::new(
         super::connect_with(&sdk, config).await?,
         health.clone(),
         metrics,
         max_body_bytes,
-    ));
+    );
+    api.console = console || config.api.console;
+    api.access = api::Access {
+        token: config.api.token.clone(),
+        loopback_only: listen.ip().is_loopback(),
+    };
+    if api.access.token.is_none() && !listen.ip().is_loopback() {
+        tracing::warn!(%listen, "the API listens beyond loopback without api.token (FLEET_API_TOKEN): anyone who reaches it can submit and cancel requests");
+    }
+    let console_on = api.console;
+    let api = Arc::new(api);
     // Probes often enough that an idle API stays ready within the window.
     let every = Duration::from_secs((config.metrics.ready_window_secs / 4).clamp(1, 30));
     tokio::spawn(api::keep_ready(
@@ -43,6 +54,9 @@ pub async fn cmd_serve(
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     println!("listening on {}", listener.local_addr()?);
+    if console_on {
+        println!("console on http://{}/console/", listener.local_addr()?);
+    }
     axum::serve(listener, api::router(api))
         .with_graceful_shutdown(async move {
             signalled.await;

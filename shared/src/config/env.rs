@@ -64,6 +64,16 @@ impl EnvValue for f64 {
     }
 }
 
+impl EnvValue for bool {
+    fn parse_env(v: &str) -> Result<Self, String> {
+        match v.trim() {
+            "true" | "1" => Ok(true),
+            "false" | "0" | "" => Ok(false),
+            other => Err(format!("expected true or false, got {other:?}")),
+        }
+    }
+}
+
 impl EnvValue for SocketAddr {
     fn parse_env(v: &str) -> Result<Self, String> {
         v.trim()
@@ -130,6 +140,8 @@ pub(super) const ENV_OVERRIDES: &[(&str, &str, Setter)] = overrides! {
     "FLEET_EVENTS_EVENTBRIDGE_BUS" => events.eventbridge_bus,
     "FLEET_EVENTS_SNS_TOPIC" => events.sns_topic,
     "FLEET_EVENTS_SOURCE" => events.source,
+    "FLEET_API_TOKEN" => api.token,
+    "FLEET_API_CONSOLE" => api.console,
     "FLEET_ROUTING_LEARN_SECS" => routing.learn_secs,
     "FLEET_REPLICA_ID" => worker.replica_id,
     "FLEET_CONCURRENCY" => worker.concurrency,

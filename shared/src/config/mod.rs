@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::message::MAX_ATTEMPTS_LIMIT;
 
+mod api;
 mod aws;
 mod claim_check;
 mod ecs;
@@ -29,6 +30,7 @@ mod routing;
 mod tenants;
 mod worker;
 
+pub use api::{ApiConfig, MIN_TOKEN_CHARS};
 pub use aws::AwsConfig;
 pub use claim_check::ClaimCheckConfig;
 pub use ecs::{EcsConfig, LaunchType, Launcher, split_command};
@@ -70,6 +72,7 @@ pub struct Config {
     pub claim_check: ClaimCheckConfig,
     pub events: EventsConfig,
     pub prices: PricesConfig,
+    pub api: ApiConfig,
     /// Settings per job type, keyed by the job type's name.
     pub job_types: BTreeMap<String, JobTypeConfig>,
     /// Limits per tenant, keyed by the tenant's name.
@@ -167,6 +170,7 @@ impl Config {
         }
         self.claim_check.validate()?;
         self.events.validate()?;
+        self.api.validate()?;
         self.prices.validate()?;
         if self.claim_check.prefix.is_none() && self.limits.max_message_bytes > ITEM_SAFE_BYTES {
             return Err(invalid(

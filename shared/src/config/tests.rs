@@ -212,6 +212,8 @@ fn every_override_names_a_real_key() {
             "FLEET_ECS_TASK_MEMORY_MB" => "4096",
             "FLEET_LAMBDA_MEMORY_MB" => "512",
             "FLEET_EVENTS_SNS_TOPIC" => "arn:aws:sns:us-east-1:123456789012:done",
+            "FLEET_API_TOKEN" => "a-token-of-16-chars-or-more",
+            "FLEET_API_CONSOLE" => "true",
             _ => "13",
         };
         let c = load(None, &[with[0], (var, value)]).unwrap_or_else(|e| panic!("{var}: {e}"));
@@ -313,5 +315,35 @@ fn the_readme_documents_every_key_and_variable() {
     assert!(
         wrong.is_empty(),
         "the README's variables differ from the code's (key, README, code): {wrong:?}"
+    );
+}
+
+#[test]
+fn the_api_token_is_checked_and_never_printed() {
+    let e = load(None, &[("FLEET_API_TOKEN", "short-secret")]).expect_err("too short");
+    let text = e.to_string();
+    assert!(
+        text.contains("api.token") && text.contains("FLEET_API_TOKEN"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("short-secret"),
+        "the refusal does not repeat the token: {text}"
+    );
+    let e = load(None, &[("FLEET_API_TOKEN", "sixteen chars with spaces")]).expect_err("spaces");
+    assert!(e.to_string().contains("without spaces"), "{e}");
+    let c = load(None, &[("FLEET_API_TOKEN", "a-long-enough-secret-token")]).expect("a token");
+    assert_eq!(c.api.token.as_deref(), Some("a-long-enough-secret-token"));
+    assert!(
+        !format!("{c:?}").contains("a-long-enough-secret-token"),
+        "Debug hides the token"
+    );
+    let e = load(None, &[("FLEET_API_CONSOLE", "yes")]).expect_err("not a bool");
+    assert!(e.to_string().contains("FLEET_API_CONSOLE"), "{e}");
+    assert!(
+        load(None, &[("FLEET_API_CONSOLE", "true")])
+            .expect("on")
+            .api
+            .console
     );
 }

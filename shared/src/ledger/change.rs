@@ -47,6 +47,9 @@ pub struct Delta {
     pub attempts: i64,
     /// What the attempts recorded cost, in billionths of a US dollar.
     pub cost_nusd: i64,
+    /// Of the attempts, those that ran on Lambda and on ECS.
+    pub lambda_attempts: i64,
+    pub ecs_attempts: i64,
 }
 
 impl Delta {
@@ -61,6 +64,8 @@ impl Delta {
         self.retrying += o.retrying;
         self.attempts += o.attempts;
         self.cost_nusd += o.cost_nusd;
+        self.lambda_attempts += o.lambda_attempts;
+        self.ecs_attempts += o.ecs_attempts;
     }
 }
 
@@ -135,6 +140,12 @@ impl Change {
                         d.attempts = i64::from(!refund);
                         d.retrying = 1 - debt;
                     }
+                }
+                match record.target {
+                    Target::Lambda => d.lambda_attempts = d.attempts,
+                    Target::Ecs => d.ecs_attempts = d.attempts,
+                    // An attempt runs on a resolved target; `auto` is never recorded.
+                    Target::Auto => {}
                 }
             }
             Change::Release { lease, .. } => d.retrying = 1 - i64::from(lease.after_retry),

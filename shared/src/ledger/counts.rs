@@ -46,6 +46,9 @@ pub struct Counts {
     pub running_after_retry: i64,
     /// What its recorded attempts cost, in billionths of a US dollar (see `[prices]`).
     pub cost_nusd: i64,
+    /// Of the attempts, those that ran on Lambda and on ECS.
+    pub lambda_attempts: i64,
+    pub ecs_attempts: i64,
 }
 
 impl Counts {
@@ -56,6 +59,8 @@ impl Counts {
         self.retrying += d.retrying;
         self.attempts += d.attempts;
         self.cost_nusd += d.cost_nusd;
+        self.lambda_attempts += d.lambda_attempts;
+        self.ecs_attempts += d.ecs_attempts;
     }
 
     pub fn finished(&self) -> i64 {
@@ -70,8 +75,11 @@ impl Counts {
             cancelled: other.cancelled - self.cancelled,
             retrying: other.retrying - self.retrying,
             attempts: other.attempts - self.attempts,
-            // A recount reads the jobs' states, not what their attempts cost.
+            // A recount reads the jobs' states, not what their attempts cost or where
+            // they ran.
             cost_nusd: 0,
+            lambda_attempts: 0,
+            ecs_attempts: 0,
         }
     }
 }

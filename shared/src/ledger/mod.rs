@@ -38,6 +38,7 @@ mod error;
 mod page;
 mod replica;
 mod requests;
+pub mod series;
 #[cfg(test)]
 mod tests;
 pub mod window;
@@ -51,6 +52,7 @@ pub use due::*;
 pub use error::*;
 pub use replica::*;
 pub use requests::*;
+pub use series::ThroughputPoint;
 
 use std::fmt;
 
@@ -62,7 +64,7 @@ pub use item::{Due, DueKind};
 
 /// The version of the table's layout this build reads and writes. A table recording another
 /// version (or none, with an older layout's indexes) is refused at start-up.
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 
 /// How long a replica trusts what it read of a request (cancelled or not): a cancel waits
 /// this long before it returns, so no job of a cancelled request starts after it.

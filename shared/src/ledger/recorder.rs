@@ -8,7 +8,9 @@
 //! dropped from the next try.
 //!
 //! The recorder also carries the replica's live reports (how many of each request's jobs it
-//! runs now) in the counter items, with its commits and every [`LIVE_EVERY`] otherwise.
+//! runs now) in the counter items, with its commits and every [`LIVE_EVERY`] otherwise, and
+//! adds the outcomes it committed to their requests' throughput series (see
+//! [`series`](super::series)) every [`FLUSH_EVERY`](super::series::FLUSH_EVERY).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -18,6 +20,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
+use super::series::Unwritten;
 use super::{Change, Ledger, LedgerError, LiveReport, counter_slot};
 use crate::error::ErrorClass;
 use crate::time::Clock;
@@ -194,6 +197,7 @@ async fn run<L: Ledger>(
     let mut tick = tokio::time::interval(LIVE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
+    let mut series = Unwritten::default();
     loop {
         let first = tokio::select! {
             biased;
@@ -221,6 +225,7 @@ async fn run<L: Ledger>(
                 {
                     debug!(error = %e, "live report not written; the next one will be");
                 }
+                write_series(ledger.as_ref(), &mut series, clock.now_ms()).await;
                 continue;
             }
         };
@@ -250,42 +255,58 @@ async fn run<L: Ledger>(
                 _ = &mut linger => break,
             }
         }
-        commit_batch(
-            ledger.as_ref(),
-            &slot,
-            &replica,
-            &live,
-            &clock,
-            batch,
-            &requests,
-        )
-        .await;
+        let ctx = Ctx {
+            ledger: ledger.as_ref(),
+            slot: &slot,
+            replica: &replica,
+            live: &live,
+            clock: &clock,
+        };
+        commit_batch(&ctx, &mut series, batch, &requests).await;
         if let Some(p) = carry {
             let mut requests = BTreeSet::new();
             requests.insert(p.change.job().request_id().to_owned());
-            commit_batch(
-                ledger.as_ref(),
-                &slot,
-                &replica,
-                &live,
-                &clock,
-                vec![p],
-                &requests,
-            )
-            .await;
+            commit_batch(&ctx, &mut series, vec![p], &requests).await;
+        }
+        if series.due(clock.now_ms()) {
+            write_series(ledger.as_ref(), &mut series, clock.now_ms()).await;
+        }
+    }
+    write_series(ledger.as_ref(), &mut series, clock.now_ms()).await;
+}
+
+/// Writes the throughput sums added up so far; a sum not written is kept for the next time.
+async fn write_series<L: Ledger>(ledger: &L, series: &mut Unwritten, now_ms: u64) {
+    for (request_id, point) in series.take(now_ms) {
+        if let Err(e) = ledger.add_throughput(&request_id, &point).await {
+            debug!(%request_id, error = %e, "throughput not written; the next flush tries again");
+            series.put_back(request_id, point);
         }
     }
 }
 
+/// What every commit of a replica's recorder uses.
+struct Ctx<'a, L> {
+    ledger: &'a L,
+    slot: &'a str,
+    replica: &'a str,
+    live: &'a Live,
+    clock: &'a Clock,
+}
+
 async fn commit_batch<L: Ledger>(
-    ledger: &L,
-    slot: &str,
-    replica: &str,
-    live: &Live,
-    clock: &Clock,
+    ctx: &Ctx<'_, L>,
+    series: &mut Unwritten,
     mut batch: Vec<Pending>,
     requests: &BTreeSet<String>,
 ) {
+    let Ctx {
+        ledger,
+        slot,
+        replica,
+        live,
+        clock,
+    } = *ctx;
     let mut delays = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(50))
         .with_max_delay(Duration::from_secs(2))
@@ -301,7 +322,11 @@ async fn commit_batch<L: Ledger>(
         let reports = live.reports(replica, clock.now_ms(), Some(requests));
         match ledger.commit(slot, &changes, &reports).await {
             Ok(results) => {
+                let now = clock.now_ms();
                 for (p, r) in batch.into_iter().zip(results) {
+                    if r.is_ok() {
+                        series.add(&p.change, now);
+                    }
                     let _ = p.reply.send(r);
                 }
                 return;

@@ -127,6 +127,14 @@ pub trait Ledger: Send + Sync + 'static {
         job_type: &str,
     ) -> impl Future<Output = Result<Vec<u64>, LedgerError>> + Send;
 
+    /// Adds a replica's sums of finished jobs to a request's throughput series (see
+    /// [`series`](super::series)): one write, added to what other replicas wrote.
+    fn add_throughput(
+        &self,
+        request_id: &str,
+        point: &super::ThroughputPoint,
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send;
+
     /// Adds durations to a job type's record, keeping the newest `window`.
     fn add_durations(
         &self,

@@ -408,6 +408,21 @@ pub trait RequestLedger: Send + Sync + 'static {
         at_ms: u64,
     ) -> impl Future<Output = Result<(), LedgerError>> + Send;
 
+    /// A page of request ids, newest first (by creation), after `cursor` (a page's `next`).
+    fn requests_page(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Page<String>, LedgerError>> + Send;
+
+    /// A request's throughput series from the bucket holding `since_ms` on, oldest first
+    /// (see [`series`](super::series)).
+    fn throughput(
+        &self,
+        request_id: &str,
+        since_ms: u64,
+    ) -> impl Future<Output = Result<Vec<super::ThroughputPoint>, LedgerError>> + Send;
+
     /// Commits producer-side changes (redrives) under counter slot `slot`.
     fn commit_changes(
         &self,

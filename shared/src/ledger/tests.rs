@@ -21,6 +21,10 @@ fn lease(after_retry: bool) -> Lease {
 }
 
 fn finish(after_retry: bool, finish: Finish) -> Delta {
+    finish_change(after_retry, finish).delta()
+}
+
+fn finish_change(after_retry: bool, finish: Finish) -> Change {
     Change::Finish {
         lease: lease(after_retry),
         finish,
@@ -38,7 +42,6 @@ fn finish(after_retry: bool, finish: Finish) -> Delta {
             usage: None,
         },
     }
-    .delta()
 }
 
 fn d(succeeded: i64, failed: i64, cancelled: i64, retrying: i64, attempts: i64) -> Delta {
@@ -48,7 +51,9 @@ fn d(succeeded: i64, failed: i64, cancelled: i64, retrying: i64, attempts: i64) 
         cancelled,
         retrying,
         attempts,
-        cost_nusd: 0,
+        // Every attempt of these rows ran on Lambda.
+        lambda_attempts: attempts,
+        ..Delta::default()
     }
 }
 
@@ -188,5 +193,65 @@ fn errors_say_whether_to_try_again() {
     assert_eq!(
         stale.to_string(),
         "lease lost on r/1: the ledger refused a write with fence 3"
+    );
+}
+
+/// Outcomes committed are added up per request and bucket; only successes and failures
+/// count, and a sum not written goes back for the next flush.
+#[test]
+fn the_series_adds_up_finished_jobs_per_bucket() {
+    use super::series::{BUCKET_MS, FLUSH_EVERY, Unwritten};
+    let ok = Finish::Succeeded { result: None };
+    let failed = Finish::Failed {
+        class: ErrorClass::Permanent,
+        error: "e".into(),
+    };
+    let retry = Finish::Retry {
+        class: ErrorClass::JobFailure,
+        error: "e".into(),
+        retry_at_ms: 5,
+        refund: false,
+    };
+    let mut u = Unwritten::default();
+    let t = 10 * BUCKET_MS;
+    assert!(!u.due(t + 60_000), "nothing to write");
+    u.add(&finish_change(false, ok.clone()), t + 1);
+    u.add(&finish_change(false, ok.clone()), t + BUCKET_MS - 1);
+    u.add(&finish_change(false, failed), t + 2);
+    u.add(&finish_change(false, retry), t + 3);
+    u.add(&finish_change(false, Finish::Cancelled), t + 4);
+    u.add(&finish_change(false, ok), t + BUCKET_MS);
+    let flush = FLUSH_EVERY.as_millis() as u64;
+    assert!(
+        u.due(flush),
+        "due once FLUSH_EVERY passed since the last flush"
+    );
+    let taken = u.take(flush);
+    let point = |at_ms, succeeded, failed| ThroughputPoint {
+        at_ms,
+        succeeded,
+        failed,
+    };
+    assert_eq!(
+        taken,
+        [
+            ("r".to_owned(), point(t, 2, 1)),
+            ("r".to_owned(), point(t + BUCKET_MS, 1, 0)),
+        ]
+    );
+    assert!(!u.due(flush + 1), "nothing left");
+    u.put_back("r".into(), taken[1].1);
+    assert!(
+        !u.due(flush + 1),
+        "not before FLUSH_EVERY since the last flush"
+    );
+    assert!(u.due(2 * flush));
+    assert_eq!(
+        u.take(2 * flush),
+        [("r".to_owned(), point(t + BUCKET_MS, 1, 0))]
+    );
+    assert_eq!(
+        series::merge([point(0, 1, 0), point(BUCKET_MS, 0, 1), point(0, 2, 2)]),
+        [point(0, 3, 2), point(BUCKET_MS, 0, 1)]
     );
 }

@@ -242,8 +242,14 @@ impl DynamoLedger {
         ] {
             u.add(name, item::n(v));
         }
-        if delta.cost_nusd != 0 {
-            u.add(counter_attr::COST, item::n(delta.cost_nusd));
+        for (name, v) in [
+            (counter_attr::COST, delta.cost_nusd),
+            (counter_attr::LAMBDA_ATTEMPTS, delta.lambda_attempts),
+            (counter_attr::ECS_ATTEMPTS, delta.ecs_attempts),
+        ] {
+            if v != 0 {
+                u.add(name, item::n(v));
+            }
         }
         for l in live {
             u.set(&item::live_attr(&l.replica), item::live_value(l));

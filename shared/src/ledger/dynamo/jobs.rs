@@ -449,6 +449,32 @@ impl Ledger for DynamoLedger {
         Ok(self.durations_item(job_type).await?.1)
     }
 
+    async fn add_throughput(
+        &self,
+        request_id: &str,
+        point: &crate::ledger::ThroughputPoint,
+    ) -> Result<(), LedgerError> {
+        let key = item::throughput_key(request_id, point.at_ms);
+        let mut u = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key_map(&key)))
+            .update_expression("ADD #s :s, #f :f")
+            .expression_attribute_names("#s", attr::SERIES_SUCCEEDED)
+            .expression_attribute_names("#f", attr::SERIES_FAILED)
+            .expression_attribute_values(":s", item::n(point.succeeded))
+            .expression_attribute_values(":f", item::n(point.failed));
+        if let Some(x) = self.expiry(point.at_ms) {
+            u = u
+                .update_expression("ADD #s :s, #f :f SET #xa = if_not_exists(#xa, :xa)")
+                .expression_attribute_names("#xa", attr::EXPIRES_AT)
+                .expression_attribute_values(":xa", item::n(x));
+        }
+        u.send().await.map_err(|e| aws_err("UpdateItem", e))?;
+        Ok(())
+    }
+
     async fn add_durations(
         &self,
         job_type: &str,

@@ -515,6 +515,81 @@ impl RequestLedger for DynamoLedger {
         self.request_update(request_id, &u).await.map(|_| ())
     }
 
+    async fn requests_page(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<String>, LedgerError> {
+        let limit = limit.clamp(1, 1000);
+        let mut q = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(item::REQUESTS_INDEX)
+            .expression_attribute_names("#p", attr::LIST_KEY)
+            .expression_attribute_values(":p", item::s(item::REQUESTS_PARTITION))
+            .scan_index_forward(false)
+            .limit(limit as i32);
+        q = match cursor {
+            Some(c) => q
+                .key_condition_expression("#p = :p AND #s < :before")
+                .expression_attribute_names("#s", attr::LIST_AT)
+                .expression_attribute_values(":before", item::s(c)),
+            None => q.key_condition_expression("#p = :p"),
+        };
+        let out = q.send().await.map_err(|e| aws_err("Query", e))?;
+        let mut last = None;
+        let mut items = Vec::new();
+        for it in out.items() {
+            let key = key_of(it);
+            let at = item::Reader::new(it, &key).s(attr::LIST_AT)?.to_owned();
+            if let Some(id) = item::request_of_key(&key.pk) {
+                items.push(id.to_owned());
+            }
+            last = Some(at);
+        }
+        let next = out.last_evaluated_key.is_some().then_some(last).flatten();
+        Ok(Page { items, next })
+    }
+
+    async fn throughput(
+        &self,
+        request_id: &str,
+        since_ms: u64,
+    ) -> Result<Vec<crate::ledger::ThroughputPoint>, LedgerError> {
+        let part = item::throughput_partition(request_id);
+        let from = item::throughput_key(request_id, crate::ledger::series::bucket_of(since_ms));
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#pk = :p AND #sk >= :from")
+            .expression_attribute_names("#pk", attr::PK)
+            .expression_attribute_names("#sk", attr::SK)
+            .expression_attribute_values(":p", item::s(&part))
+            .expression_attribute_values(":from", item::s(&from.sk))
+            .into_paginator()
+            .send();
+        let mut points = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| aws_err("Query", e))?;
+            for it in page.items() {
+                let key = key_of(it);
+                let r = item::Reader::new(it, &key);
+                let at_ms = key.sk.parse().map_err(|_| LedgerError::Malformed {
+                    key: key.to_string(),
+                    message: "a throughput item's sort key is not a time".into(),
+                })?;
+                points.push(crate::ledger::ThroughputPoint {
+                    at_ms,
+                    succeeded: r.opt_n(attr::SERIES_SUCCEEDED)?.unwrap_or(0),
+                    failed: r.opt_n(attr::SERIES_FAILED)?.unwrap_or(0),
+                });
+            }
+        }
+        Ok(crate::ledger::series::merge(points))
+    }
+
     async fn due_finish_checks(
         &self,
         before_ms: u64,

@@ -39,21 +39,22 @@ fn build_err(e: impl std::fmt::Display) -> LedgerError {
     super::build_err("CreateTable", e)
 }
 
-/// The two indexes: `due` (what the sweeper reads) and `failed` (a request's failed jobs).
+/// The three indexes: `due` (what the sweeper reads), `failed` (a request's failed jobs)
+/// and `requests` (every request, newest first).
 fn indexes() -> Result<Vec<GlobalSecondaryIndex>, LedgerError> {
     let index = |name: &str, pk: &str, sk: &str, projected: &[&str]| {
+        let projection = if projected.is_empty() {
+            Projection::builder().projection_type(ProjectionType::KeysOnly)
+        } else {
+            Projection::builder()
+                .projection_type(ProjectionType::Include)
+                .set_non_key_attributes(Some(projected.iter().map(|s| (*s).to_owned()).collect()))
+        };
         GlobalSecondaryIndex::builder()
             .index_name(name)
             .key_schema(key(pk, KeyType::Hash)?)
             .key_schema(key(sk, KeyType::Range)?)
-            .projection(
-                Projection::builder()
-                    .projection_type(ProjectionType::Include)
-                    .set_non_key_attributes(Some(
-                        projected.iter().map(|s| (*s).to_owned()).collect(),
-                    ))
-                    .build(),
-            )
+            .projection(projection.build())
             .build()
             .map_err(build_err)
     };
@@ -70,6 +71,7 @@ fn indexes() -> Result<Vec<GlobalSecondaryIndex>, LedgerError> {
             attr::FAILED_INDEX_SK,
             item::FAILED_PROJECTED,
         )?,
+        index(item::REQUESTS_INDEX, attr::LIST_KEY, attr::LIST_AT, &[])?,
     ])
 }
 
@@ -100,6 +102,7 @@ fn layout_problem(t: &TableDescription) -> Option<String> {
     for (index, pk, sk) in [
         (item::DUE_INDEX, attr::DUE_KEY, attr::DUE_AT),
         (item::FAILED_INDEX, attr::FAILED_KEY, attr::FAILED_INDEX_SK),
+        (item::REQUESTS_INDEX, attr::LIST_KEY, attr::LIST_AT),
     ] {
         let found = t
             .global_secondary_indexes()
@@ -245,7 +248,7 @@ impl DynamoLedger {
         }
     }
 
-    /// Creates the table if it does not exist (on-demand capacity, the two indexes), waits
+    /// Creates the table if it does not exist (on-demand capacity, the three indexes), waits
     /// until it is active, and stamps its layout. An existing table of another layout is an
     /// error. True when the table was created.
     pub async fn create_table(&mut self, index_shards: u32) -> Result<bool, LedgerError> {
@@ -260,6 +263,8 @@ impl DynamoLedger {
             .attribute_definitions(def(attr::DUE_AT, ScalarAttributeType::N)?)
             .attribute_definitions(def(attr::FAILED_KEY, ScalarAttributeType::S)?)
             .attribute_definitions(def(attr::FAILED_INDEX_SK, ScalarAttributeType::N)?)
+            .attribute_definitions(def(attr::LIST_KEY, ScalarAttributeType::S)?)
+            .attribute_definitions(def(attr::LIST_AT, ScalarAttributeType::S)?)
             .key_schema(key(attr::PK, KeyType::Hash)?)
             .key_schema(key(attr::SK, KeyType::Range)?)
             .set_global_secondary_indexes(Some(indexes()?))

@@ -13,6 +13,9 @@ pub mod counter_attr {
     pub const ATTEMPTS: &str = "attempts";
     /// What the attempts cost, in billionths of a US dollar (only once some did).
     pub const COST: &str = "cost";
+    /// Attempts on Lambda and on ECS (only once some ran there).
+    pub const LAMBDA_ATTEMPTS: &str = "al";
+    pub const ECS_ATTEMPTS: &str = "ae";
     /// Live reports are kept in this many attributes (`l0`..), by replica name.
     pub const LIVE_SLOTS: u32 = 8;
 }
@@ -62,8 +65,14 @@ impl CounterItem {
         ] {
             item.insert(name.to_owned(), n(v));
         }
-        if self.counts.cost_nusd != 0 {
-            item.insert(c::COST.to_owned(), n(self.counts.cost_nusd));
+        for (name, v) in [
+            (c::COST, self.counts.cost_nusd),
+            (c::LAMBDA_ATTEMPTS, self.counts.lambda_attempts),
+            (c::ECS_ATTEMPTS, self.counts.ecs_attempts),
+        ] {
+            if v != 0 {
+                item.insert(name.to_owned(), n(v));
+            }
         }
         for (a, l) in &self.live {
             item.insert(a.clone(), live_value(l));
@@ -104,6 +113,8 @@ impl CounterItem {
                 running: 0,
                 running_after_retry: 0,
                 cost_nusd: r.opt_n(c::COST)?.unwrap_or(0),
+                lambda_attempts: r.opt_n(c::LAMBDA_ATTEMPTS)?.unwrap_or(0),
+                ecs_attempts: r.opt_n(c::ECS_ATTEMPTS)?.unwrap_or(0),
             },
             live,
             expires_at: r.opt_n(attr::EXPIRES_AT)?,
@@ -120,6 +131,8 @@ impl CounterItem {
         total.retrying += c.retrying;
         total.attempts += c.attempts;
         total.cost_nusd += c.cost_nusd;
+        total.lambda_attempts += c.lambda_attempts;
+        total.ecs_attempts += c.ecs_attempts;
         for l in self.live.values() {
             if now_ms.saturating_sub(l.at_ms) <= crate::ledger::LIVE_REPORT_MAX_AGE_MS {
                 total.running += i64::from(l.running);

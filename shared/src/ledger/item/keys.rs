@@ -24,6 +24,24 @@ pub const RELEASE_DUE_PREFIX: &str = "X";
 /// it until then, at its next check): few items, one partition.
 pub const FINISH_DUE_PARTITION: &str = "F#0";
 
+/// The requests index's one partition: few writes (one per request), read newest first.
+pub const REQUESTS_PARTITION: &str = "Q";
+
+/// A request item's sort key in the requests index.
+pub fn request_list_at(created_at_ms: u64, request_id: &str) -> String {
+    format!("{created_at_ms:013}#{request_id}")
+}
+
+/// The throughput item of a request's bucket starting at `at_ms` (see
+/// [`series`](crate::ledger::series)): one partition per request, sorted by time.
+pub fn throughput_key(request_id: &str, at_ms: u64) -> ItemKey {
+    ItemKey::new(throughput_partition(request_id), format!("{at_ms:013}"))
+}
+
+pub fn throughput_partition(request_id: &str) -> String {
+    format!("S#{request_id}")
+}
+
 pub fn request_key(request_id: &str) -> ItemKey {
     ItemKey::new(format!("R#{request_id}"), REQUEST_SK)
 }

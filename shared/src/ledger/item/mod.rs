@@ -66,6 +66,9 @@ pub const FAILED_SHARDS: u32 = 8;
 /// Index names and their keys.
 pub const DUE_INDEX: &str = "due";
 pub const FAILED_INDEX: &str = "failed";
+/// Every request item, newest first: a single partition ([`REQUESTS_PARTITION`]) sorted by
+/// creation; keys only (a request item's updates never rewrite its entry).
+pub const REQUESTS_INDEX: &str = "requests";
 /// The attributes the due index holds besides its keys (what the sweeper reads).
 pub const DUE_PROJECTED: &[&str] = &[
     attr::STATE,
@@ -126,6 +129,13 @@ pub mod attr {
     pub const RECORDED: &str = "n";
     /// Release record: the end of its range (the start is in its sort key).
     pub const RELEASE_END: &str = "re";
+    /// Request item: the requests index's partition ([`super::REQUESTS_PARTITION`]).
+    pub const LIST_KEY: &str = "lk";
+    /// Request item: the requests index's sort key, `<created ms, 13 digits>#<request id>`.
+    pub const LIST_AT: &str = "lt";
+    /// Throughput item: jobs succeeded and failed in its bucket.
+    pub const SERIES_SUCCEEDED: &str = "s";
+    pub const SERIES_FAILED: &str = "f";
 }
 
 /// Request item attributes (read rarely; names kept readable).

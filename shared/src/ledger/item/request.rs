@@ -17,6 +17,11 @@ pub fn encode_request(r: &crate::ledger::RequestRecord, expires_at: Option<u64>)
         (a::CREATED_AT.to_owned(), n(r.created_at_ms)),
         (a::JOB_SHARDS.to_owned(), n(r.job_shards)),
         (a::WRITTEN.to_owned(), n(r.written)),
+        (attr::LIST_KEY.to_owned(), s(REQUESTS_PARTITION)),
+        (
+            attr::LIST_AT.to_owned(),
+            s(request_list_at(r.created_at_ms, &r.request_id)),
+        ),
     ]);
     if let Some(m) = r.max_attempts {
         item.insert(a::MAX_ATTEMPTS.to_owned(), n(m));

@@ -69,6 +69,11 @@ pub fn failed_entry(item: &Item) -> Option<(String, usize)> {
     )
 }
 
+/// What the requests index holds of an item (its keys).
+pub fn requests_entry(item: &Item) -> Option<(String, usize)> {
+    index_entry(item, attr::LIST_KEY, attr::LIST_AT, &[])
+}
+
 fn index_entry(item: &Item, pk: &str, sk: &str, projected: &[&str]) -> Option<(String, usize)> {
     let part = item.get(pk)?.as_s().ok()?.clone();
     item.get(sk)?;

@@ -460,6 +460,26 @@ impl Ledger for MemoryLedger {
         Ok(st.durations.get(job_type).cloned().unwrap_or_default())
     }
 
+    async fn add_throughput(
+        &self,
+        request_id: &str,
+        point: &crate::ledger::ThroughputPoint,
+    ) -> Result<(), LedgerError> {
+        let mut st = self.lock();
+        let key = item::throughput_key(request_id, point.at_ms);
+        self.write("UpdateItem", &[Charge::table(&key.pk, 1.0)])?;
+        let e = st
+            .throughput
+            .entry((request_id.to_owned(), point.at_ms))
+            .or_insert(crate::ledger::ThroughputPoint {
+                at_ms: point.at_ms,
+                ..Default::default()
+            });
+        e.succeeded += point.succeeded;
+        e.failed += point.failed;
+        Ok(())
+    }
+
     async fn add_durations(
         &self,
         job_type: &str,

@@ -52,6 +52,8 @@ struct Store {
     due: BTreeSet<(String, u64, ItemKey)>,
     /// (partition, index, key) of every job in the failed index.
     failed: BTreeSet<(String, u32, ItemKey)>,
+    /// Throughput series: (request, bucket start) → its sums.
+    throughput: BTreeMap<(String, u64), crate::ledger::ThroughputPoint>,
 }
 
 impl Store {
@@ -152,21 +154,26 @@ fn item_charges(key_pk: &str, old: Option<&Item>, new: Option<&Item>, factor: f6
         key_pk,
         factor * write_units(size(old), size(new)) as f64,
     )];
-    for (name, entry) in [
+    for (name, entry, sort_attr) in [
         (
             item::DUE_INDEX,
             item::due_entry as fn(&Item) -> Option<(String, usize)>,
+            item::attr::DUE_AT,
         ),
-        (item::FAILED_INDEX, item::failed_entry),
+        (
+            item::FAILED_INDEX,
+            item::failed_entry,
+            item::attr::FAILED_INDEX_SK,
+        ),
+        (
+            item::REQUESTS_INDEX,
+            item::requests_entry,
+            item::attr::LIST_AT,
+        ),
     ] {
         let before = old.and_then(entry);
         let after = new.and_then(entry);
         let sort_of = |i: Option<&Item>, a: &str| i.and_then(|i| i.get(a).cloned());
-        let sort_attr = if name == item::DUE_INDEX {
-            item::attr::DUE_AT
-        } else {
-            item::attr::FAILED_INDEX_SK
-        };
         match (before, after) {
             (None, None) => {}
             (Some((p, s)), None) => out.push(Charge::index(name, &p, write_units(s, 0) as f64)),
@@ -189,20 +196,20 @@ fn item_charges(key_pk: &str, old: Option<&Item>, new: Option<&Item>, factor: f6
 fn entry_attrs(
     index: &str,
 ) -> impl Fn(&Item) -> Vec<Option<aws_sdk_dynamodb::types::AttributeValue>> {
-    let names: &'static [&'static str] = if index == item::DUE_INDEX {
-        &[
+    let names: &'static [&'static str] = match index {
+        item::DUE_INDEX => &[
             item::attr::STATE,
             item::attr::FENCE,
             item::attr::OWNER,
             item::attr::TASK,
-        ]
-    } else {
-        &[
+        ],
+        item::FAILED_INDEX => &[
             item::attr::ATTEMPTS,
             item::attr::ERROR_CLASS,
             item::attr::LAST_ERROR,
             item::attr::LAST_ATTEMPT,
-        ]
+        ],
+        _ => &[],
     };
     move |i: &Item| names.iter().map(|n| i.get(*n).cloned()).collect()
 }

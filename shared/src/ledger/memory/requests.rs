@@ -346,6 +346,63 @@ impl RequestLedger for MemoryLedger {
         )
     }
 
+    async fn requests_page(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<String>, LedgerError> {
+        let st = self.lock();
+        let mut all: Vec<String> = st
+            .requests
+            .values()
+            .map(|r| item::request_list_at(r.created_at_ms, &r.request_id))
+            .filter(|at| cursor.is_none_or(|c| at.as_str() < c))
+            .collect();
+        all.sort_unstable_by(|a, b| b.cmp(a));
+        let limit = limit.clamp(1, 1000);
+        let more = all.len() > limit;
+        all.truncate(limit);
+        // Keys only: 4 KB of index entries per read unit.
+        let bytes: usize = all.iter().map(|a| a.len() * 2 + 8).sum();
+        self.read(
+            "Query",
+            &[Charge::index(
+                item::REQUESTS_INDEX,
+                item::REQUESTS_PARTITION,
+                read_units(bytes, false),
+            )],
+        )?;
+        let next = more.then(|| all.last().cloned()).flatten();
+        let items = all
+            .into_iter()
+            .filter_map(|at| at.split_once('#').map(|(_, id)| id.to_owned()))
+            .collect();
+        Ok(Page { items, next })
+    }
+
+    async fn throughput(
+        &self,
+        request_id: &str,
+        since_ms: u64,
+    ) -> Result<Vec<crate::ledger::ThroughputPoint>, LedgerError> {
+        let st = self.lock();
+        let from = crate::ledger::series::bucket_of(since_ms);
+        let points: Vec<_> = st
+            .throughput
+            .range((request_id.to_owned(), from)..)
+            .take_while(|((r, _), _)| r == request_id)
+            .map(|(_, p)| *p)
+            .collect();
+        self.read(
+            "Query",
+            &[Charge::table(
+                item::throughput_partition(request_id),
+                read_units(points.len() * 40, false),
+            )],
+        )?;
+        Ok(points)
+    }
+
     async fn defer_finish_check(&self, request_id: &str, at_ms: u64) -> Result<(), LedgerError> {
         self.update_request(request_id, |r| {
             if r.completion.notified_at_ms.is_some() {
